@@ -1,0 +1,100 @@
+/** `coffer backup`: snapshot a directory into the repository. */
+import { readFile } from "node:fs/promises";
+import { arch, hostname, platform, userInfo } from "node:os";
+import { resolve } from "node:path";
+import { Command } from "commander";
+import { FsImporter } from "../../connectors/fs/importer.js";
+import { backup } from "../../snapshot/builder.js";
+import { CofferError } from "../../util/errors.js";
+import { toHex } from "../../util/hex.js";
+import { type Context, withRepository } from "../context.js";
+import { bytes, shortId } from "../format.js";
+
+export interface BackupCmdOptions {
+  tag: string[];
+  exclude: string[];
+  excludeFile: string[];
+  json?: boolean;
+  xattr: boolean;
+  force?: boolean;
+  quiet?: boolean;
+}
+
+export interface BackupOutcome {
+  exitCode: 0 | 3;
+}
+
+export async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
+  const excludes = [...o.exclude];
+  for (const f of o.excludeFile) {
+    let text: string;
+    try {
+      text = await readFile(f, "utf8");
+    } catch (e) {
+      throw new CofferError("USAGE", `cannot read exclude file ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    excludes.push(...text.split(/\r?\n/).filter((l) => l.trim() !== "" && !l.startsWith("#")));
+  }
+  const root = resolve(path ?? process.cwd());
+  const importer = new FsImporter(root, {
+    excludes,
+    noXattr: !o.xattr,
+    onWarning: (m: string) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+  });
+  return withRepository(ctx, {}, async (repo) => {
+    await repo.acquire("shared", "backup");
+    await importer.ping();
+    const { header } = await backup(repo, {
+      importer,
+      tags: o.tag,
+      hostname: hostname(),
+      username: safeUser(),
+      os: platform(),
+      arch: arch(),
+      signal: ctx.signal,
+      force: o.force ?? false,
+      onEvent: (e) => {
+        if (e.type === "error") ctx.stderr.write(`coffer: ${e.path}: ${e.message}\n`);
+      },
+    });
+    await importer.close();
+    const s = header.summary;
+    if (o.json) {
+      ctx.stdout.write(`${JSON.stringify({ id: toHex(header.id), short: shortId(header.id), ...s, durationSeconds: Number(header.durationNs) / 1e9 })}\n`);
+    } else {
+      if (!o.quiet) {
+        ctx.stderr.write(
+          `${s.files} files, ${s.dirs} dirs, ${bytes(s.bytes)}; read ${bytes(s.readBytes)}, added ${bytes(s.newBytes)} in ${(Number(header.durationNs) / 1e9).toFixed(1)}s` +
+            (s.errors ? `; ${s.errors} errors` : "") +
+            "\n",
+        );
+      }
+      ctx.stdout.write(`${shortId(header.id)}\n`);
+    }
+    return { exitCode: s.errors > 0 ? 3 : 0 };
+  });
+}
+
+function safeUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return String(process.getuid?.() ?? "");
+  }
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function backupCommand(ctx: () => Context, done: (code: number) => void): Command {
+  return new Command("backup")
+    .description("back up PATH (default: the current directory) as a new snapshot")
+    .argument("[path]", "directory to back up")
+    .option("--tag <tag>", "tag the snapshot (repeatable)", collect, [])
+    .option("--exclude <pattern>", "exclude paths matching a gitignore-style pattern (repeatable)", collect, [])
+    .option("--exclude-file <file>", "read exclude patterns from a file (repeatable)", collect, [])
+    .option("--no-xattr", "do not record extended attributes")
+    .option("--force", "read every file, even those unchanged since the last snapshot")
+    .option("-q, --quiet", "print only the snapshot ID")
+    .option("--json", "print a JSON summary")
+    .action(async (path: string | undefined, o: BackupCmdOptions) => done((await runBackup(path, o, ctx())).exitCode));
+}

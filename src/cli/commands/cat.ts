@@ -1,0 +1,28 @@
+/** `coffer cat SNAP:PATH`: write a file's content to stdout. */
+import { once } from "node:events";
+import { Command } from "commander";
+import { fileBytes } from "../../snapshot/restore.js";
+import { lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader } from "../../snapshot/vfs.js";
+import { CofferError } from "../../util/errors.js";
+import { type Context, withRepository } from "../context.js";
+
+export async function runCat(target: string, ctx: Context): Promise<void> {
+  const { snap, path } = parseSnapPath(target);
+  if (!target.includes(":") || path === "/") throw new CofferError("USAGE", `cat needs SNAP:PATH naming a file, not ${JSON.stringify(target)}`);
+  await withRepository(ctx, { readOnly: true }, async (repo) => {
+    const header = await resolveSnapshot(repo, snap, ctx.signal);
+    const e = await lookupOrThrow(new TreeReader(repo), header, path, ctx.signal);
+    if (e.info.kind !== "file") throw new CofferError("USAGE", `${path} is a ${e.info.kind}, not a regular file`);
+    if (e.error !== undefined) throw new CofferError("NOT_FOUND", `${path} was not backed up: ${e.error}`);
+    for await (const b of fileBytes(repo, e, ctx.signal)) {
+      if (!ctx.stdout.write(b)) await once(ctx.stdout, "drain");
+    }
+  });
+}
+
+export function catCommand(ctx: () => Context): Command {
+  return new Command("cat")
+    .description("write the content of a file in a snapshot to stdout")
+    .argument("<snap:path>", "snapshot ID prefix and path")
+    .action(async (target: string) => runCat(target, ctx()));
+}

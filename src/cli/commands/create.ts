@@ -1,0 +1,55 @@
+/** `coffer create`: initialise a repository at the location. */
+import { Command, Option } from "commander";
+import { Repository } from "../../repository/repository.js";
+import { CofferError } from "../../util/errors.js";
+import { toHex } from "../../util/hex.js";
+import { type Context, getPassphrase, openStore, repositoryLocation } from "../context.js";
+
+export interface CreateOptions {
+  plaintext?: boolean;
+  hashing: "blake3" | "sha256";
+  compression: "zstd" | "none";
+  kdfMemory?: number;
+  kdfPasses?: number;
+  json?: boolean;
+}
+
+export async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
+  const location = repositoryLocation(ctx);
+  const store = openStore(location);
+  let passphrase: string | null = null;
+  if (!o.plaintext) {
+    passphrase = await getPassphrase(ctx, true);
+    if (passphrase === null) {
+      throw new CofferError("NO_PASSPHRASE", "no passphrase: give --keyfile FILE or COFFER_PASSPHRASE, or run on a terminal (use --plaintext for an unencrypted repository)");
+    }
+  }
+  const config = await Repository.create(store, {
+    passphrase,
+    mac: o.hashing === "sha256" ? "hmac-sha256" : "blake3",
+    compression: o.compression,
+    ...(o.kdfMemory !== undefined || o.kdfPasses !== undefined
+      ? { kdf: { memory: (o.kdfMemory ?? 256) * 1024, passes: o.kdfPasses ?? 4, parallelism: 1 } }
+      : {}),
+  });
+  await store.close();
+  if (o.json) ctx.stdout.write(`${JSON.stringify({ id: toHex(config.id), location, encrypted: config.encryption !== null })}\n`);
+  else ctx.stdout.write(`created ${config.encryption ? "encrypted" : "plaintext"} repository ${toHex(config.id).slice(0, 8)} at ${location}\n`);
+}
+
+const positiveInt = (name: string) => (v: string) => {
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new CofferError("USAGE", `${name} must be a positive integer, not ${JSON.stringify(v)}`);
+  return Number(v);
+};
+
+export function createCommand(ctx: () => Context): Command {
+  return new Command("create")
+    .description("create a new repository")
+    .option("--plaintext", "do not encrypt (content is still authenticated)")
+    .addOption(new Option("--hashing <alg>", "chunk MAC").choices(["blake3", "sha256"]).default("blake3"))
+    .addOption(new Option("--compression <alg>", "blob compression").choices(["zstd", "none"]).default("zstd"))
+    .option("--kdf-memory <MiB>", "argon2id memory (default 256)", positiveInt("--kdf-memory"))
+    .option("--kdf-passes <n>", "argon2id passes (default 4)", positiveInt("--kdf-passes"))
+    .option("--json", "print the result as JSON")
+    .action(async (o: CreateOptions) => runCreate(o, ctx()));
+}

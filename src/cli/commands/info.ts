@@ -1,0 +1,64 @@
+/** `coffer info [SNAP]`: the repository's configuration, or a snapshot's header and summary. */
+import { Command } from "commander";
+import { resolveSnapshot } from "../../snapshot/vfs.js";
+import { toHex } from "../../util/hex.js";
+import { type Context, repositoryLocation, withRepository } from "../context.js";
+import { bytes, isoTime, snapshotJson, source } from "../format.js";
+
+export async function runInfo(snap: string | undefined, o: { json?: boolean }, ctx: Context): Promise<void> {
+  await withRepository(ctx, { readOnly: true }, async (repo) => {
+    const w = (s: string) => ctx.stdout.write(`${s}\n`);
+    if (snap === undefined) {
+      const c = repo.config;
+      const size = await repo.store.size();
+      const info = {
+        location: repositoryLocation(ctx),
+        id: toHex(c.id),
+        version: c.version,
+        created: isoTime(c.createdNs),
+        encryption: c.encryption ? `${c.encryption.cipher}, argon2id m=${c.encryption.kdf.memory / 1024}MiB t=${c.encryption.kdf.passes} p=${c.encryption.kdf.parallelism}` : "none (plaintext)",
+        mac: c.mac,
+        compression: c.compression,
+        chunking: c.chunking,
+        packSize: c.packSize,
+        snapshots: repo.index.snapshots.size,
+        packfiles: repo.index.packs.size,
+        blobs: repo.index.size,
+        size,
+      };
+      if (o.json) return w(JSON.stringify(info));
+      w(`repository   ${info.location}`);
+      w(`id           ${info.id}`);
+      w(`format       version ${info.version}, created ${info.created}`);
+      w(`encryption   ${info.encryption}`);
+      w(`mac          ${info.mac}`);
+      w(`compression  ${info.compression}`);
+      w(`chunking     FastCDC min ${bytes(c.chunking.min)} avg ${bytes(c.chunking.avg)} max ${bytes(c.chunking.max)}`);
+      w(`snapshots    ${info.snapshots}`);
+      w(`packfiles    ${info.packfiles} (${info.blobs} blobs)`);
+      w(`size         ${size >= 0 ? bytes(size) : "unknown"}`);
+      return;
+    }
+    const h = await resolveSnapshot(repo, snap, ctx.signal);
+    const j = snapshotJson(h);
+    if (o.json) return w(JSON.stringify(j));
+    const s = h.summary;
+    w(`snapshot     ${toHex(h.id)}`);
+    w(`time         ${isoTime(h.timeNs)} (took ${(Number(h.durationNs) / 1e9).toFixed(2)}s)`);
+    w(`host         ${h.hostname} (${h.os}/${h.arch}), user ${h.username}`);
+    w(`source       ${source(h)} (importer ${h.importer.type}, origin ${h.importer.origin})`);
+    w(`tags         ${h.tags.join(", ") || "-"}`);
+    if (h.parent) w(`parent       ${toHex(h.parent).slice(0, 8)}`);
+    w(`contents     ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${s.others} others, ${bytes(s.bytes)}`);
+    w(`backup       read ${bytes(s.readBytes)}, added ${s.newBlobs} blobs (${bytes(s.newBytes)})`);
+    w(`errors       ${s.errors}`);
+  });
+}
+
+export function infoCommand(ctx: () => Context): Command {
+  return new Command("info")
+    .description("show the repository, or a snapshot's header and summary")
+    .argument("[snap]", "snapshot ID prefix")
+    .option("--json", "print JSON")
+    .action(async (snap: string | undefined, o: { json?: boolean }) => runInfo(snap, o, ctx()));
+}

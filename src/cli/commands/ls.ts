@@ -1,0 +1,59 @@
+/** `coffer ls`: list snapshots, or the entries of a directory in a snapshot. */
+import { Command } from "commander";
+import { listSnapshots, lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader, joinPath } from "../../snapshot/vfs.js";
+import type { Entry } from "../../snapshot/tree.js";
+import { type Context, withRepository } from "../context.js";
+import { bytes, entryJson, localTime, modeString, shortId, snapshotJson, source } from "../format.js";
+
+export interface LsOptions {
+  recursive?: boolean;
+  json?: boolean;
+  long?: boolean;
+}
+
+export async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<void> {
+  await withRepository(ctx, { readOnly: true }, async (repo) => {
+    const out = ctx.stdout;
+    if (target === undefined) {
+      const all = await listSnapshots(repo, ctx.signal);
+      if (o.json) {
+        out.write(`${JSON.stringify(all.map(snapshotJson))}\n`);
+        return;
+      }
+      for (const h of all) {
+        const tags = h.tags.length ? `  [${h.tags.join(",")}]` : "";
+        out.write(`${shortId(h.id)}  ${localTime(h.timeNs)}  ${h.hostname}  ${bytes(h.summary.bytes).padStart(10)}  ${source(h)}${tags}\n`);
+      }
+      return;
+    }
+    const { snap, path } = parseSnapPath(target);
+    const header = await resolveSnapshot(repo, snap, ctx.signal);
+    const reader = new TreeReader(repo);
+    const top = await lookupOrThrow(reader, header, path, ctx.signal);
+    const rows: Record<string, unknown>[] = [];
+    const show = (p: string, e: Entry) => {
+      if (o.json) rows.push(entryJson(p, e));
+      else {
+        const owner = `${e.info.username ?? e.info.uid}/${e.info.groupname ?? e.info.gid}`;
+        const link = e.target !== undefined ? ` -> ${e.target}` : "";
+        out.write(`${modeString(e)} ${owner.padEnd(15)} ${String(e.info.size).padStart(12)} ${localTime(e.info.mtimeNs)} ${p}${link}\n`);
+      }
+    };
+    if (top.info.kind !== "dir") show(path, top);
+    else if (o.recursive) {
+      for await (const { path: p, entry } of reader.walk(top, path, ctx.signal)) if (p !== path) show(p, entry);
+    } else {
+      for (const c of await reader.children(top, ctx.signal)) show(joinPath(path, c.name), c);
+    }
+    if (o.json) out.write(`${JSON.stringify(rows)}\n`);
+  });
+}
+
+export function lsCommand(ctx: () => Context): Command {
+  return new Command("ls")
+    .description("list snapshots, or the entries of SNAP[:PATH]")
+    .argument("[snap]", "snapshot ID prefix, optionally with :PATH")
+    .option("-R, --recursive", "list the whole subtree")
+    .option("--json", "print JSON")
+    .action(async (target: string | undefined, o: LsOptions) => runLs(target, o, ctx()));
+}

@@ -1,0 +1,81 @@
+/** Human-readable output helpers. */
+import type { SnapshotHeader } from "../snapshot/header.js";
+import type { Entry } from "../snapshot/tree.js";
+import { toHex } from "../util/hex.js";
+
+export function shortId(id: Uint8Array): string {
+  return toHex(id).slice(0, 8);
+}
+
+export function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+export function isoTime(ns: bigint): string {
+  return new Date(Number(ns / 1_000_000n)).toISOString();
+}
+
+export function localTime(ns: bigint): string {
+  const d = new Date(Number(ns / 1_000_000n));
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+export function source(h: SnapshotHeader): string {
+  return h.importer.type === "fs" ? h.importer.root : `${h.importer.type}:${h.importer.root}`;
+}
+
+export function snapshotJson(h: SnapshotHeader): Record<string, unknown> {
+  return {
+    id: toHex(h.id),
+    short: shortId(h.id),
+    time: isoTime(h.timeNs),
+    durationSeconds: Number(h.durationNs) / 1e9,
+    hostname: h.hostname,
+    username: h.username,
+    source: source(h),
+    importer: h.importer,
+    tags: h.tags,
+    ...(h.parent ? { parent: toHex(h.parent) } : {}),
+    ...h.summary,
+  };
+}
+
+const TYPE_CHAR: Record<string, string> = { file: "-", dir: "d", symlink: "l", fifo: "p", socket: "s", chardev: "c", blockdev: "b", other: "?" };
+
+export function modeString(e: Entry): string {
+  const m = e.info.mode;
+  const rwx = (bits: number, special: boolean, ch: string) =>
+    `${bits & 4 ? "r" : "-"}${bits & 2 ? "w" : "-"}${special ? (bits & 1 ? ch : ch.toUpperCase()) : bits & 1 ? "x" : "-"}`;
+  return (
+    (TYPE_CHAR[e.info.kind] ?? "?") +
+    rwx((m >> 6) & 7, (m & 0o4000) !== 0, "s") +
+    rwx((m >> 3) & 7, (m & 0o2000) !== 0, "s") +
+    rwx(m & 7, (m & 0o1000) !== 0, "t")
+  );
+}
+
+export function entryJson(path: string, e: Entry): Record<string, unknown> {
+  const i = e.info;
+  return {
+    path,
+    name: e.name,
+    type: i.kind,
+    size: i.size,
+    mode: i.mode,
+    mtime: isoTime(i.mtimeNs),
+    uid: i.uid,
+    gid: i.gid,
+    ...(i.username !== undefined ? { user: i.username } : {}),
+    ...(i.groupname !== undefined ? { group: i.groupname } : {}),
+    ...(e.target !== undefined ? { target: e.target } : {}),
+    ...(e.error !== undefined ? { error: e.error } : {}),
+  };
+}

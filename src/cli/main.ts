@@ -1,0 +1,119 @@
+/**
+ * The coffer program: `coffer [at LOCATION] COMMAND ...`. Builds the root
+ * command, runs it once, and maps every error to an exit code (the only
+ * place that does).
+ */
+import { Command, CommanderError } from "commander";
+import { CofferError, ExitCode } from "../util/errors.js";
+import { backupCommand } from "./commands/backup.js";
+import { catCommand } from "./commands/cat.js";
+import { checkCommand } from "./commands/check.js";
+import { createCommand } from "./commands/create.js";
+import { infoCommand } from "./commands/info.js";
+import { lsCommand } from "./commands/ls.js";
+import { restoreCommand } from "./commands/restore.js";
+import type { Context, GlobalOptions } from "./context.js";
+
+export const EXIT_HELP = `
+Repository: \`at LOCATION\` before the command, else $COFFER_REPOSITORY, else ~/.coffer.
+Passphrase: --keyfile FILE, else $COFFER_PASSPHRASE, else a prompt on a terminal.
+
+Exit codes:
+  0    success
+  1    error
+  2    usage error
+  3    finished, but some entries failed (they are named on stderr)
+  10   no repository at the location
+  11   repository locked by another process
+  12   wrong passphrase
+  130  interrupted
+`;
+
+export function buildProgram(ctx: () => Context, setExit: (code: number) => void): Command {
+  const program = new Command("coffer")
+    .description("deduplicating, encrypted backups")
+    .usage("[at LOCATION] <command> [options]")
+    .option("--keyfile <file>", "read the passphrase from a file")
+    .option("--debug", "print stack traces on errors")
+    .addHelpText("after", EXIT_HELP)
+    .showHelpAfterError(false)
+    .exitOverride();
+  const done = (code: number) => setExit(code);
+  for (const c of [
+    createCommand(ctx),
+    backupCommand(ctx, done),
+    lsCommand(ctx),
+    restoreCommand(ctx, done),
+    catCommand(ctx),
+    infoCommand(ctx),
+    checkCommand(ctx, done),
+  ]) {
+    c.exitOverride();
+    c.addHelpText("after", EXIT_HELP);
+    program.addCommand(c);
+  }
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const args = [...argv];
+  let at: string | undefined;
+  // `coffer [global options] at LOCATION command ...`
+  let i = 0;
+  while (i < args.length && args[i]!.startsWith("-")) i += args[i] === "--keyfile" ? 2 : 1;
+  if (args[i] === "at") {
+    at = args[i + 1];
+    if (at === undefined || at === "") {
+      process.stderr.write("coffer: `at` needs a LOCATION\n");
+      process.exit(ExitCode.USAGE);
+    }
+    args.splice(i, 2);
+  }
+  // A closed pipe (`coffer ls | head`) ends the program quietly.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(ExitCode.OK);
+  });
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = () => {
+    if (++interrupts > 1) process.exit(ExitCode.INTERRUPTED);
+    controller.abort(new CofferError("INTERRUPTED", "interrupted"));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  let exitCode: number = ExitCode.OK;
+  let globals: GlobalOptions = {};
+  const ctx = (): Context => ({ globals: { ...globals, at }, signal: controller.signal, stdout: process.stdout, stderr: process.stderr, env: process.env });
+  const program = buildProgram(ctx, (c) => (exitCode = c));
+  program.hook("preAction", (cmd) => {
+    globals = cmd.opts() as GlobalOptions;
+  });
+  try {
+    await program.parseAsync(args, { from: "user" });
+  } catch (e) {
+    exitCode = report(e, Boolean(globals.debug || args.includes("--debug")));
+  }
+  if (controller.signal.aborted && exitCode === ExitCode.OK) exitCode = ExitCode.INTERRUPTED;
+  process.exitCode = exitCode;
+  await new Promise<void>((r) => process.stdout.write("", () => r()));
+  process.exit(exitCode);
+}
+
+function report(e: unknown, debug: boolean): number {
+  if (e instanceof CommanderError) {
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return ExitCode.OK;
+    if (e.code === "commander.executeSubCommandAsync") return ExitCode.OK;
+    // commander already printed its message.
+    return ExitCode.USAGE;
+  }
+  if (e instanceof CofferError) {
+    process.stderr.write(`coffer: ${e.message}\n`);
+    if (debug && e.stack) process.stderr.write(`${e.stack}\n`);
+    return e.exitCode;
+  }
+  const err = e as NodeJS.ErrnoException;
+  process.stderr.write(`coffer: ${err?.message ?? String(e)}\n`);
+  if (debug && err?.stack) process.stderr.write(`${err.stack}\n`);
+  return ExitCode.ERROR;
+}

@@ -1,0 +1,486 @@
+/**
+ * The built-in local-directory Store (type "fs").
+ *
+ * Layout under the root:
+ *   CONFIG                   the repository's config blob (written last by create())
+ *   packfiles/XX/<64 hex>    packfiles, fanned out by the first two hex chars
+ *   states/XX/<64 hex>       state objects, same fan-out
+ *   locks/<64 hex>           locks, flat
+ *   tmp/                     in-progress writes
+ *
+ * Every write goes to tmp/<random>, is fsynced, renamed into place, and the
+ * target directory is fsynced; concurrent directory fsyncs are batched. So a
+ * reader sees a whole object or none, even across a crash. Fan-out
+ * directories are created on demand.
+ */
+import { randomBytes } from "node:crypto";
+import { constants as fsConstants, promises as fsp } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import { hostname } from "node:os";
+import * as path from "node:path";
+import { abortError, CofferError, CorruptError, NotFoundError, throwIfAborted } from "../util/errors.js";
+import { fromHex, toHex } from "../util/hex.js";
+import { LocationFlag, Resource, resourceName, StoreMode } from "./flags.js";
+import type { CallOptions, Mac, Range, Store } from "./store.js";
+
+export interface FsStoreOptions {
+  /** Open for reading only: put(), delete() and create() reject with READ_ONLY. */
+  readOnly?: boolean | undefined;
+}
+
+const CONFIG = "CONFIG";
+const TMP = "tmp";
+const MAC_BYTES = 32;
+const MAC_NAME = /^[0-9a-f]{64}$/;
+const FANOUT_NAME = /^[0-9a-f]{2}$/;
+/** Temp files older than this are removed by open() (a crashed writer's leftovers). */
+const STALE_TMP_MS = 60 * 60 * 1000;
+/** Bound on concurrent stat() calls in size(). */
+const STAT_CONCURRENCY = 32;
+/** Largest single positional read. */
+const READ_CHUNK = 8 * 1024 * 1024;
+
+const RESOURCE_DIR: Record<Resource, { dir: string; fanout: boolean }> = {
+  [Resource.PACKFILE]: { dir: "packfiles", fanout: true },
+  [Resource.STATE]: { dir: "states", fanout: true },
+  [Resource.LOCK]: { dir: "locks", fanout: false },
+};
+
+export class FsStore implements Store {
+  readonly origin: string;
+  readonly type = "fs";
+  readonly root: string;
+  readonly flags = LocationFlag.LOCALFS;
+  readonly #readOnly: boolean;
+  readonly #dirSync = new DirSyncer();
+
+  constructor(root: string, opts: FsStoreOptions = {}) {
+    this.root = path.resolve(root);
+    this.origin = hostname() || this.root;
+    this.#readOnly = opts.readOnly === true;
+  }
+
+  async create(config: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    this.#checkWritable("create");
+    const configPath = path.join(this.root, CONFIG);
+    const createdRoot = await this.#io("mkdir", this.root, signal, () => fsp.mkdir(this.root, { recursive: true }));
+    if (await exists(configPath, signal)) throw this.#exists();
+    for (const dir of [TMP, ...Object.values(RESOURCE_DIR).map((r) => r.dir)]) {
+      const p = path.join(this.root, dir);
+      await this.#io("mkdir", p, signal, () => fsp.mkdir(p, { recursive: true }));
+    }
+    throwIfAborted(signal);
+    const { tmp } = await this.#writeTemp(config, signal);
+    try {
+      throwIfAborted(signal);
+      // link() refuses to replace: two concurrent create() calls cannot both win.
+      await fsp.link(tmp, configPath).catch(async (e: unknown) => {
+        if (errno(e) === "EEXIST") throw this.#exists();
+        if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV"].includes(errno(e) ?? "")) throw e;
+        if (await exists(configPath, signal)) throw this.#exists();
+        await fsp.rename(tmp, configPath);
+      });
+    } catch (e) {
+      throw toStoreError(e, "write", configPath, signal);
+    } finally {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    }
+    await this.#syncCreated(createdRoot, this.root);
+    await this.#dirSync.sync(this.root);
+  }
+
+  async open(opts: CallOptions = {}): Promise<Uint8Array> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    const configPath = path.join(this.root, CONFIG);
+    let config: Uint8Array;
+    try {
+      config = new Uint8Array(await fsp.readFile(configPath));
+    } catch (e) {
+      const code = errno(e);
+      if (code === "ENOENT" || code === "ENOTDIR") throw noRepository(this.root);
+      throw toStoreError(e, "read", configPath, signal);
+    }
+    if (!this.#readOnly) await this.#removeStaleTemps();
+    throwIfAborted(signal);
+    return config;
+  }
+
+  async ping(opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    let isDir: boolean;
+    try {
+      isDir = (await fsp.stat(this.root)).isDirectory();
+    } catch (e) {
+      const code = errno(e);
+      if (code === "ENOENT" || code === "ENOTDIR") throw noRepository(this.root);
+      throw toStoreError(e, "stat", this.root, signal);
+    }
+    if (!isDir) throw new CofferError("IO", `${this.root}: not a directory`, { path: this.root });
+    throwIfAborted(signal);
+  }
+
+  async mode(opts: CallOptions = {}): Promise<number> {
+    throwIfAborted(opts.signal);
+    return this.#readOnly ? StoreMode.READ : StoreMode.READ | StoreMode.WRITE;
+  }
+
+  /** Bytes of CONFIG and every object (temp files not counted). One stat per object: not cheap on huge stores. */
+  async size(opts: CallOptions = {}): Promise<number> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    const files: string[] = [path.join(this.root, CONFIG)];
+    for (const resource of Object.values(Resource)) {
+      for await (const file of this.#objectFiles(resource, signal)) files.push(file.path);
+    }
+    let total = 0;
+    await eachLimit(files, STAT_CONCURRENCY, async (file) => {
+      throwIfAborted(signal);
+      try {
+        const { size } = await fsp.stat(file); // not `total += await ...`: that reads total before the await
+        total += size;
+      } catch (e) {
+        if (errno(e) !== "ENOENT") throw toStoreError(e, "stat", file, signal); // deleted meanwhile
+      }
+    });
+    return total;
+  }
+
+  async *list(resource: Resource, opts: CallOptions = {}): AsyncIterable<Mac> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    for await (const file of this.#objectFiles(resource, signal)) {
+      throwIfAborted(signal);
+      yield fromHex(file.name);
+    }
+  }
+
+  async put(
+    resource: Resource,
+    mac: Mac,
+    data: Uint8Array | AsyncIterable<Uint8Array>,
+    opts: CallOptions = {},
+  ): Promise<number> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    this.#checkWritable("put");
+    const target = this.#objectPath(resource, mac);
+    const dir = path.dirname(target);
+    const { tmp, size } = await this.#writeTemp(data, signal);
+    try {
+      throwIfAborted(signal);
+      const created = await this.#io("mkdir", dir, signal, () => fsp.mkdir(dir, { recursive: true }));
+      throwIfAborted(signal);
+      await this.#io("rename", target, signal, () => fsp.rename(tmp, target));
+      await this.#syncCreated(created, dir);
+    } catch (e) {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw toStoreError(e, "write", target, signal);
+    }
+    // The object is in place: from here an abort no longer undoes the put.
+    await this.#dirSync.sync(dir);
+    return size;
+  }
+
+  async get(resource: Resource, mac: Mac, range?: Range, opts: CallOptions = {}): Promise<Uint8Array> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    if (range !== undefined) checkRange(range);
+    const file = this.#objectPath(resource, mac);
+    const what = `${resourceName(resource)} ${toHex(mac)}`;
+    let handle: FileHandle;
+    try {
+      handle = await fsp.open(file, fsConstants.O_RDONLY);
+    } catch (e) {
+      const code = errno(e);
+      if (code === "ENOENT" || code === "ENOTDIR") throw new NotFoundError(what, { resource, mac: toHex(mac) });
+      throw toStoreError(e, "open", file, signal);
+    }
+    try {
+      const size = (await handle.stat()).size;
+      const offset = range?.offset ?? 0;
+      const length = range?.length ?? size;
+      if (offset + length > size) {
+        throw new CorruptError(what, `range ${offset}+${length} past the end (${size} bytes)`, {
+          resource,
+          mac: toHex(mac),
+          size,
+        });
+      }
+      const out = new Uint8Array(length);
+      let done = 0;
+      while (done < length) {
+        throwIfAborted(signal);
+        const want = Math.min(READ_CHUNK, length - done);
+        const { bytesRead } = await handle.read(out, done, want, offset + done);
+        if (bytesRead === 0) throw new CorruptError(what, `short read at ${offset + done} (${size} bytes expected)`);
+        done += bytesRead;
+      }
+      return out;
+    } catch (e) {
+      throw toStoreError(e, "read", file, signal);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  async delete(resource: Resource, mac: Mac, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    this.#checkWritable("delete");
+    const file = this.#objectPath(resource, mac);
+    try {
+      await fsp.unlink(file);
+    } catch (e) {
+      const code = errno(e);
+      if (code === "ENOENT" || code === "ENOTDIR") {
+        throw new NotFoundError(`${resourceName(resource)} ${toHex(mac)}`, { resource, mac: toHex(mac) });
+      }
+      throw toStoreError(e, "delete", file, signal);
+    }
+    await this.#dirSync.sync(path.dirname(file));
+  }
+
+  async close(): Promise<void> {}
+
+  #checkWritable(op: string): void {
+    if (this.#readOnly) {
+      throw new CofferError("READ_ONLY", `[fs] ${this.root} is read-only: ${op} refused`, { root: this.root });
+    }
+  }
+
+  #exists(): CofferError {
+    return new CofferError("REPOSITORY_EXISTS", `a repository already exists at ${this.root}`, { root: this.root });
+  }
+
+  #objectPath(resource: Resource, mac: Mac): string {
+    checkMac(mac);
+    const layout = RESOURCE_DIR[resource];
+    if (layout === undefined) throw new TypeError(`unknown store resource ${String(resource)}`);
+    const hex = toHex(mac);
+    return layout.fanout
+      ? path.join(this.root, layout.dir, hex.slice(0, 2), hex)
+      : path.join(this.root, layout.dir, hex);
+  }
+
+  /** Object files of a resource: regular files with a 64-hex name in the right place. */
+  async *#objectFiles(resource: Resource, signal?: AbortSignal): AsyncIterable<{ name: string; path: string }> {
+    const layout = RESOURCE_DIR[resource];
+    if (layout === undefined) throw new TypeError(`unknown store resource ${String(resource)}`);
+    const base = path.join(this.root, layout.dir);
+    const dirs: { dir: string; prefix: string | undefined }[] = [];
+    if (layout.fanout) {
+      for (const entry of await this.#readdir(base, signal)) {
+        if (entry.isDirectory() && FANOUT_NAME.test(entry.name)) {
+          dirs.push({ dir: path.join(base, entry.name), prefix: entry.name });
+        }
+      }
+    } else {
+      dirs.push({ dir: base, prefix: undefined });
+    }
+    for (const { dir, prefix } of dirs) {
+      throwIfAborted(signal);
+      for (const entry of await this.#readdir(dir, signal)) {
+        if (!entry.isFile() || !MAC_NAME.test(entry.name)) continue;
+        if (prefix !== undefined && !entry.name.startsWith(prefix)) continue;
+        yield { name: entry.name, path: path.join(dir, entry.name) };
+      }
+    }
+  }
+
+  async #readdir(dir: string, signal?: AbortSignal) {
+    try {
+      return await fsp.readdir(dir, { withFileTypes: true });
+    } catch (e) {
+      if (errno(e) === "ENOENT") return [];
+      throw toStoreError(e, "readdir", dir, signal);
+    }
+  }
+
+  /** Stream data into a fresh fsynced temp file; returns its path and size. Removes it on failure. */
+  async #writeTemp(
+    data: Uint8Array | AsyncIterable<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<{ tmp: string; size: number }> {
+    const tmpDir = path.join(this.root, TMP);
+    const tmp = path.join(tmpDir, `${randomBytes(16).toString("hex")}.tmp`);
+    let handle: FileHandle;
+    try {
+      handle = await fsp.open(tmp, "wx");
+    } catch (e) {
+      if (errno(e) !== "ENOENT") throw toStoreError(e, "create", tmp, signal);
+      await this.#io("mkdir", tmpDir, signal, () => fsp.mkdir(tmpDir, { recursive: true }));
+      handle = await this.#io("create", tmp, signal, () => fsp.open(tmp, "wx"));
+    }
+    let size = 0;
+    try {
+      if (data instanceof Uint8Array) {
+        await writeAll(handle, data, tmp, signal);
+        size = data.byteLength;
+      } else {
+        for await (const piece of data) {
+          throwIfAborted(signal);
+          await writeAll(handle, piece, tmp, signal);
+          size += piece.byteLength;
+        }
+      }
+      throwIfAborted(signal);
+      await this.#io("fsync", tmp, signal, () => handle.sync());
+      await this.#io("close", tmp, signal, () => handle.close());
+      return { tmp, size };
+    } catch (e) {
+      await handle.close().catch(() => undefined);
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw signal?.aborted ? abortError(signal) : e; // a source's own error passes through unchanged
+    }
+  }
+
+  /** After mkdir -p created `created` (its first new directory) on the way to `leaf`, fsync the new entries' parents. */
+  async #syncCreated(created: string | undefined, leaf: string): Promise<void> {
+    if (created === undefined) return;
+    const parents: string[] = [];
+    for (let dir = leaf; dir !== path.dirname(created); dir = path.dirname(dir)) {
+      parents.push(path.dirname(dir));
+      if (dir === path.dirname(dir)) break;
+    }
+    await Promise.all(parents.map((p) => this.#dirSync.sync(p)));
+  }
+
+  async #removeStaleTemps(): Promise<void> {
+    const tmpDir = path.join(this.root, TMP);
+    const entries = await fsp.readdir(tmpDir).catch(() => [] as string[]);
+    const cutoff = Date.now() - STALE_TMP_MS;
+    await eachLimit(entries, STAT_CONCURRENCY, async (name) => {
+      const p = path.join(tmpDir, name);
+      const st = await fsp.lstat(p).catch(() => undefined);
+      if (st?.isFile() && st.mtimeMs < cutoff) await fsp.rm(p, { force: true }).catch(() => undefined);
+    });
+  }
+
+  async #io<T>(op: string, p: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw toStoreError(e, op, p, signal);
+    }
+  }
+}
+
+/**
+ * Group commit for directory fsyncs: callers arriving while a directory is
+ * being synced share the next fsync of that directory instead of each
+ * issuing their own.
+ */
+class DirSyncer {
+  readonly #queues = new Map<string, { resolve: () => void; reject: (e: unknown) => void }[]>();
+
+  sync(dir: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const queue = this.#queues.get(dir);
+      if (queue !== undefined) {
+        queue.push({ resolve, reject });
+        return;
+      }
+      const fresh = [{ resolve, reject }];
+      this.#queues.set(dir, fresh);
+      void this.#drain(dir, fresh);
+    });
+  }
+
+  async #drain(dir: string, queue: { resolve: () => void; reject: (e: unknown) => void }[]): Promise<void> {
+    while (queue.length > 0) {
+      const batch = queue.splice(0);
+      try {
+        await fsyncDir(dir);
+        for (const w of batch) w.resolve();
+      } catch (e) {
+        for (const w of batch) w.reject(e);
+      }
+    }
+    this.#queues.delete(dir);
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  let handle: FileHandle;
+  try {
+    handle = await fsp.open(dir, fsConstants.O_RDONLY);
+  } catch (e) {
+    throw toStoreError(e, "open", dir);
+  }
+  try {
+    await handle.sync();
+  } catch (e) {
+    // Some platforms (Windows, some network filesystems) cannot fsync a directory.
+    if (!["EINVAL", "EISDIR", "EPERM", "EBADF", "ENOTSUP"].includes(errno(e) ?? "")) throw toStoreError(e, "fsync", dir);
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+async function writeAll(handle: FileHandle, data: Uint8Array, p: string, signal?: AbortSignal): Promise<void> {
+  let done = 0;
+  while (done < data.byteLength) {
+    let bytesWritten: number;
+    try {
+      ({ bytesWritten } = await handle.write(data, done, data.byteLength - done));
+    } catch (e) {
+      throw toStoreError(e, "write", p, signal);
+    }
+    done += bytesWritten;
+  }
+}
+
+async function exists(p: string, signal?: AbortSignal): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch (e) {
+    if (errno(e) === "ENOENT") return false;
+    throw toStoreError(e, "stat", p, signal);
+  }
+}
+
+async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+function checkMac(mac: Mac): void {
+  if (!(mac instanceof Uint8Array) || mac.byteLength !== MAC_BYTES) {
+    throw new TypeError(`a store MAC is ${MAC_BYTES} bytes`);
+  }
+}
+
+function checkRange(range: Range): void {
+  const ok = (n: number) => Number.isSafeInteger(n) && n >= 0;
+  if (!ok(range.offset) || !ok(range.length)) {
+    throw new RangeError(`invalid range ${range.offset}+${range.length}`);
+  }
+}
+
+function noRepository(root: string): CofferError {
+  return new CofferError("NO_REPOSITORY", `no repository at ${root}`, { root });
+}
+
+function errno(e: unknown): string | undefined {
+  return typeof e === "object" && e !== null && "code" in e && typeof e.code === "string" ? e.code : undefined;
+}
+
+/** CofferErrors pass through; an abort becomes INTERRUPTED; anything else IO naming the path. */
+function toStoreError(e: unknown, op: string, p: string, signal?: AbortSignal): unknown {
+  if (e instanceof CofferError) return e;
+  if (signal?.aborted) return abortError(signal);
+  if (e instanceof TypeError || e instanceof RangeError) return e;
+  const detail = e instanceof Error ? e.message : String(e);
+  return new CofferError("IO", `[fs] ${op} ${p}: ${detail}`, { path: p, errno: errno(e) }, { cause: e });
+}

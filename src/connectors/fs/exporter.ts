@@ -1,0 +1,294 @@
+/**
+ * The local filesystem exporter: recreates records under a target directory.
+ * Files are written with positional writes, zero pieces left as holes;
+ * hardlinks are relinked; FIFOs and devices come from mkfifo/mknod.
+ * Directory modes and mtimes, deferred modes and extended attributes are set
+ * in finish(). No entry may escape the target: `..` is refused and no
+ * parent component may be a symlink.
+ *
+ * Times: Node's utimes takes seconds as a double, so restored mtimes are
+ * exact to about a quarter of a microsecond, not to the nanosecond.
+ */
+
+import { spawn } from "node:child_process";
+import { constants } from "node:fs";
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { hostname } from "node:os";
+import { dirname, resolve } from "node:path";
+import { LocationFlag } from "../flags.js";
+import type { ExportRecord, ExportResult, Exporter, FileInfo, ImportOptions } from "../records.js";
+import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
+import { groupId, userId } from "./users.js";
+import { setXattrs } from "./xattr.js";
+import type { XattrEntry } from "./xattr.js";
+
+export interface FsExporterOptions {
+  /** Restore owners (lchown). Default: when running as root. */
+  owners?: boolean | undefined;
+  onWarning?: ((msg: string) => void) | undefined;
+}
+
+interface PendingMeta {
+  abs: string;
+  depth: number;
+  info: FileInfo;
+}
+
+/** Seconds since the epoch as Node's time arguments take them (~0.25 µs resolution today). */
+export function nsToSeconds(ns: bigint): number {
+  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
+}
+
+/** Linux major/minor of a dev_t (glibc's gnu_dev_major/minor). */
+export function devNumbers(rdev: bigint): [bigint, bigint] {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return [major, minor];
+}
+
+export class FsExporter implements Exporter {
+  readonly origin: string = hostname();
+  readonly type = "fs";
+  readonly root: string;
+  readonly flags: number = LocationFlag.LOCALFS | LocationFlag.EXPORTXATTR;
+  private readonly owners: boolean;
+  private readonly onWarning: (msg: string) => void;
+  /** dev:ino of multiply linked files -> the first path restored for it. */
+  private readonly links = new Map<string, string>();
+  /** Paths verified (or created) as real directories; directories are never removed, so this stays true. */
+  private readonly safeDirs = new Set<string>();
+  private readonly dirs: PendingMeta[] = [];
+  private readonly deferredModes: PendingMeta[] = [];
+  private readonly xattrs: XattrEntry[] = [];
+
+  constructor(root: string, opts: FsExporterOptions = {}) {
+    this.root = resolve(root);
+    this.owners = opts.owners ?? process.getuid?.() === 0;
+    this.onWarning = opts.onWarning ?? (() => {});
+  }
+
+  async ping(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
+  }
+
+  async close(): Promise<void> {}
+
+  async export(record: ExportRecord, opts: ImportOptions = {}): Promise<ExportResult> {
+    const { pathname } = record;
+    throwIfAborted(opts.signal);
+    try {
+      const parts = safeParts(pathname);
+      const abs = parts.length === 0 ? this.root : `${this.root === "/" ? "" : this.root}/${parts.join("/")}`;
+      await this.prepareParents(pathname, parts, record.fileInfo.kind === "dir");
+      await this.write(record, abs, parts.length, opts.signal);
+      return { pathname };
+    } catch (e) {
+      if (isCofferError(e, "INTERRUPTED")) throw e;
+      return { pathname, error: e instanceof Error ? e.message : String(e) };
+    }
+  }
+
+  async finish(opts: ImportOptions = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+    if (this.xattrs.length > 0) {
+      const { failures, missing } = await setXattrs(this.xattrs, { signal: opts.signal });
+      if (missing) this.onWarning("setfattr not found (install the attr package): extended attributes not restored");
+      else for (const f of failures) this.onWarning(`${f.path}: extended attributes: ${f.error}`);
+      this.xattrs.length = 0;
+    }
+    for (const p of this.deferredModes.splice(0)) {
+      await this.quietly(p.abs, async () => {
+        if ((await lstat(p.abs)).isFile()) await chmod(p.abs, p.info.mode);
+      });
+    }
+    // Deepest first: setting a child's metadata must not touch a finished parent.
+    const dirs = this.dirs.splice(0).sort((a, b) => b.depth - a.depth);
+    for (const d of dirs) {
+      throwIfAborted(opts.signal);
+      await this.quietly(d.abs, async () => {
+        if (!(await lstat(d.abs)).isDirectory()) return;
+        if (this.owners) await lchown(d.abs, ...this.ids(d.info));
+        await chmod(d.abs, d.info.mode);
+        const t = nsToSeconds(d.info.mtimeNs);
+        await utimes(d.abs, t, t);
+      });
+    }
+  }
+
+  private async quietly(abs: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.onWarning(`${abs}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  /** Makes every parent a real directory (creating missing ones); refuses symlinks and other files. */
+  private async prepareParents(pathname: string, parts: string[], isDir: boolean): Promise<void> {
+    if (parts.length === 0) {
+      await mkdir(isDir ? this.root : dirname(this.root), { recursive: true });
+      return;
+    }
+    await mkdir(this.root, { recursive: true });
+    let cur = this.root === "/" ? "" : this.root;
+    for (let i = 0; i < parts.length - 1; i++) {
+      cur = `${cur}/${parts[i] as string}`;
+      const direct = i === parts.length - 2;
+      if (!direct && this.safeDirs.has(cur)) continue;
+      const st = await lstat(cur).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") return undefined;
+        throw e;
+      });
+      if (st === undefined) {
+        await mkdir(cur).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== "EEXIST") throw e;
+        });
+        if (!(await lstat(cur)).isDirectory()) throw unsafe(pathname, `/${parts.slice(0, i + 1).join("/")} is not a directory`);
+      } else if (!st.isDirectory()) {
+        const what = st.isSymbolicLink() ? "a symlink" : "not a directory";
+        throw unsafe(pathname, `/${parts.slice(0, i + 1).join("/")} is ${what}`);
+      }
+      this.safeDirs.add(cur);
+    }
+  }
+
+  /** Removes a non-directory at `abs`; returns whether a directory is there. */
+  private async clear(abs: string, wantDir: boolean): Promise<boolean> {
+    const st = await lstat(abs).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === "ENOENT") return undefined;
+      throw e;
+    });
+    if (st === undefined) return false;
+    if (st.isDirectory()) {
+      if (wantDir) return true;
+      throw new CofferError("IO", `${abs}: a directory is in the way`, { path: abs });
+    }
+    await unlink(abs);
+    return false;
+  }
+
+  private ids(info: FileInfo): [number, number] {
+    const uid = (info.username !== undefined ? userId(info.username) : undefined) ?? info.uid;
+    const gid = (info.groupname !== undefined ? groupId(info.groupname) : undefined) ?? info.gid;
+    return [uid, gid];
+  }
+
+  private async write(record: ExportRecord, abs: string, depth: number, signal?: AbortSignal): Promise<void> {
+    const info = record.fileInfo;
+    const t = nsToSeconds(info.mtimeNs);
+    switch (info.kind) {
+      case "dir": {
+        if (!(await this.clear(abs, true))) await mkdir(abs, { mode: 0o700 });
+        this.safeDirs.add(abs);
+        this.dirs.push({ abs, depth, info });
+        break;
+      }
+      case "file":
+        await this.writeFile(record, abs, depth, signal);
+        return;
+      case "symlink": {
+        if (record.target === undefined) throw new CofferError("IO", `${record.pathname}: symlink without target`);
+        await this.clear(abs, false);
+        await symlink(record.target, abs);
+        if (this.owners) await lchown(abs, ...this.ids(info));
+        await lutimes(abs, t, t);
+        break;
+      }
+      case "fifo":
+      case "chardev":
+      case "blockdev": {
+        await this.clear(abs, false);
+        await this.makeNode(abs, info);
+        if (this.owners) await lchown(abs, ...this.ids(info));
+        await chmod(abs, info.mode);
+        await utimes(abs, t, t);
+        break;
+      }
+      case "socket":
+        this.onWarning(`${record.pathname}: socket skipped`);
+        return;
+      default:
+        throw new CofferError("UNSUPPORTED", `${record.pathname}: cannot restore an entry of kind ${info.kind}`);
+    }
+    if (record.xattrs !== undefined && record.xattrs.length > 0) this.xattrs.push({ path: abs, xattrs: record.xattrs });
+  }
+
+  private async writeFile(record: ExportRecord, abs: string, depth: number, signal?: AbortSignal): Promise<void> {
+    const info = record.fileInfo;
+    const key = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
+    const first = key !== undefined ? this.links.get(key) : undefined;
+    await this.clear(abs, false);
+    if (first !== undefined) {
+      await link(first, abs); // same inode: content, modes, times and xattrs are already there
+      return;
+    }
+    const hasXattrs = record.xattrs !== undefined && record.xattrs.length > 0;
+    const fh = await open(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      let end = 0;
+      if (record.content !== undefined) {
+        for await (const piece of record.content()) {
+          throwIfAborted(signal);
+          end = Math.max(end, piece.offset + piece.length);
+          if (piece.zero === true || piece.data === undefined) continue; // a hole
+          await writeAll(fh, piece.data, Math.min(piece.length, piece.data.byteLength), piece.offset);
+        }
+      }
+      await fh.truncate(Math.max(info.size, end)); // trailing holes; never cuts written bytes
+      if (this.owners) await fh.chown(...this.ids(info));
+      // chmod after chown (chown clears setuid); with xattrs, after them (a read-only file refuses user.*).
+      if (hasXattrs) this.deferredModes.push({ abs, depth, info });
+      else await fh.chmod(info.mode);
+      const t = nsToSeconds(info.mtimeNs);
+      await fh.utimes(t, t);
+    } finally {
+      await fh.close();
+    }
+    if (key !== undefined) this.links.set(key, abs);
+    if (hasXattrs && record.xattrs !== undefined) this.xattrs.push({ path: abs, xattrs: record.xattrs });
+  }
+
+  private async makeNode(abs: string, info: FileInfo): Promise<void> {
+    if (info.kind === "fifo") {
+      await runTool("mkfifo", ["-m", "600", "--", abs]);
+      return;
+    }
+    if (process.getuid?.() !== 0) throw new CofferError("UNSUPPORTED", `${abs}: creating a device node needs root`);
+    const [major, minor] = devNumbers(info.rdev ?? 0n);
+    await runTool("mknod", ["-m", "600", "--", abs, info.kind === "chardev" ? "c" : "b", String(major), String(minor)]);
+  }
+}
+
+function unsafe(pathname: string, why: string): CofferError {
+  return new CofferError("UNSAFE_PATH", `unsafe path ${JSON.stringify(pathname)}: ${why}`, { path: pathname });
+}
+
+/** The components of a record path; refuses relative paths, NUL and `..`. */
+export function safeParts(pathname: string): string[] {
+  if (!pathname.startsWith("/")) throw unsafe(pathname, "not absolute");
+  if (pathname.includes("\0")) throw unsafe(pathname, "contains NUL");
+  const parts = pathname.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) throw unsafe(pathname, 'contains ".."');
+  return parts;
+}
+
+async function writeAll(fh: FileHandle, data: Uint8Array, length: number, position: number): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesWritten } = await fh.write(data, done, length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+function runTool(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr?.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
+    child.on("error", (e) => reject(new CofferError("UNSUPPORTED", `${cmd}: ${e.message}`, {}, { cause: e })));
+    child.on("close", (code) =>
+      code === 0 ? resolvePromise() : reject(new CofferError("IO", stderr.trim() || `${cmd} exited with ${code}`)),
+    );
+  });
+}

@@ -1,0 +1,196 @@
+/**
+ * The built-in in-memory Store (type "memory"), for tests and throwaway
+ * repositories. Same semantics as the fs store: bytes are copied in and out
+ * (a caller can never mutate what is stored), puts are all-or-nothing,
+ * read-only instances refuse writes. Several instances can share one
+ * MemoryBacking, e.g. a writer and a read-only view of the same repository.
+ */
+import { CofferError, CorruptError, NotFoundError, throwIfAborted } from "../util/errors.js";
+import { fromHex, toHex } from "../util/hex.js";
+import { Resource, resourceName, StoreMode } from "./flags.js";
+import type { CallOptions, Mac, Range, Store } from "./store.js";
+
+/** What a MemoryStore keeps; pass the same object to several stores to share it. */
+export interface MemoryBacking {
+  config: Uint8Array | undefined;
+  /** Objects per resource, keyed by the lower-case hex of their MAC. */
+  readonly objects: Map<Resource, Map<string, Uint8Array>>;
+}
+
+export interface MemoryStoreOptions {
+  /** Shared state; a fresh empty one when omitted. */
+  backing?: MemoryBacking | undefined;
+  /** Refuse put(), delete() and create() with READ_ONLY. */
+  readOnly?: boolean | undefined;
+  /** Shown as the store's root. */
+  name?: string | undefined;
+}
+
+const MAC_BYTES = 32;
+let counter = 0;
+
+export class MemoryStore implements Store {
+  readonly origin = "memory";
+  readonly type = "memory";
+  readonly root: string;
+  readonly flags = 0;
+  readonly backing: MemoryBacking;
+  readonly #readOnly: boolean;
+
+  constructor(opts: MemoryStoreOptions = {}) {
+    this.backing = opts.backing ?? MemoryStore.emptyBacking();
+    this.#readOnly = opts.readOnly === true;
+    this.root = opts.name ?? `memory-${++counter}`;
+  }
+
+  static emptyBacking(): MemoryBacking {
+    return { config: undefined, objects: new Map() };
+  }
+
+  /** Another store on this one's state (e.g. `store.view({ readOnly: true })`). */
+  view(opts: Omit<MemoryStoreOptions, "backing"> = {}): MemoryStore {
+    return new MemoryStore({ name: this.root, ...opts, backing: this.backing });
+  }
+
+  async create(config: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+    this.#checkWritable("create");
+    if (this.backing.config !== undefined) {
+      throw new CofferError("REPOSITORY_EXISTS", `a repository already exists at ${this.root}`, { root: this.root });
+    }
+    this.backing.config = copy(config);
+  }
+
+  async open(opts: CallOptions = {}): Promise<Uint8Array> {
+    throwIfAborted(opts.signal);
+    const config = this.backing.config;
+    if (config === undefined) throw new CofferError("NO_REPOSITORY", `no repository at ${this.root}`, { root: this.root });
+    return copy(config);
+  }
+
+  async ping(opts: CallOptions = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+  }
+
+  async mode(opts: CallOptions = {}): Promise<number> {
+    throwIfAborted(opts.signal);
+    return this.#readOnly ? StoreMode.READ : StoreMode.READ | StoreMode.WRITE;
+  }
+
+  async size(opts: CallOptions = {}): Promise<number> {
+    throwIfAborted(opts.signal);
+    let total = this.backing.config?.byteLength ?? 0;
+    for (const objects of this.backing.objects.values()) {
+      for (const data of objects.values()) total += data.byteLength;
+    }
+    return total;
+  }
+
+  async *list(resource: Resource, opts: CallOptions = {}): AsyncIterable<Mac> {
+    throwIfAborted(opts.signal);
+    const names = [...this.#objects(resource).keys()]; // a snapshot: puts during the walk don't disturb it
+    for (const name of names) {
+      throwIfAborted(opts.signal);
+      yield fromHex(name);
+    }
+  }
+
+  async put(
+    resource: Resource,
+    mac: Mac,
+    data: Uint8Array | AsyncIterable<Uint8Array>,
+    opts: CallOptions = {},
+  ): Promise<number> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    this.#checkWritable("put");
+    const key = macKey(mac);
+    const objects = this.#objects(resource);
+    let stored: Uint8Array;
+    if (data instanceof Uint8Array) {
+      stored = copy(data);
+    } else {
+      const pieces: Uint8Array[] = [];
+      let size = 0;
+      for await (const piece of data) {
+        throwIfAborted(signal);
+        pieces.push(copy(piece)); // producers may reuse their buffers
+        size += piece.byteLength;
+      }
+      stored = new Uint8Array(size);
+      let at = 0;
+      for (const piece of pieces) {
+        stored.set(piece, at);
+        at += piece.byteLength;
+      }
+    }
+    throwIfAborted(signal);
+    objects.set(key, stored);
+    return stored.byteLength;
+  }
+
+  async get(resource: Resource, mac: Mac, range?: Range, opts: CallOptions = {}): Promise<Uint8Array> {
+    throwIfAborted(opts.signal);
+    if (range !== undefined) checkRange(range);
+    const key = macKey(mac);
+    const what = `${resourceName(resource)} ${key}`;
+    const data = this.#objects(resource).get(key);
+    if (data === undefined) throw new NotFoundError(what, { resource, mac: key });
+    if (range === undefined) return copy(data);
+    const end = range.offset + range.length;
+    if (end > data.byteLength) {
+      throw new CorruptError(what, `range ${range.offset}+${range.length} past the end (${data.byteLength} bytes)`, {
+        resource,
+        mac: key,
+        size: data.byteLength,
+      });
+    }
+    return data.slice(range.offset, end); // data is a plain Uint8Array: slice copies
+  }
+
+  async delete(resource: Resource, mac: Mac, opts: CallOptions = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+    this.#checkWritable("delete");
+    const key = macKey(mac);
+    if (!this.#objects(resource).delete(key)) {
+      throw new NotFoundError(`${resourceName(resource)} ${key}`, { resource, mac: key });
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  #checkWritable(op: string): void {
+    if (this.#readOnly) {
+      throw new CofferError("READ_ONLY", `[memory] ${this.root} is read-only: ${op} refused`, { root: this.root });
+    }
+  }
+
+  #objects(resource: Resource): Map<string, Uint8Array> {
+    if (!Object.values(Resource).includes(resource)) throw new TypeError(`unknown store resource ${String(resource)}`);
+    let objects = this.backing.objects.get(resource);
+    if (objects === undefined) {
+      objects = new Map();
+      this.backing.objects.set(resource, objects);
+    }
+    return objects;
+  }
+}
+
+/** A fresh plain Uint8Array (Buffer#slice would share memory). */
+function copy(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b);
+}
+
+function macKey(mac: Mac): string {
+  if (!(mac instanceof Uint8Array) || mac.byteLength !== MAC_BYTES) {
+    throw new TypeError(`a store MAC is ${MAC_BYTES} bytes`);
+  }
+  return toHex(mac);
+}
+
+function checkRange(range: Range): void {
+  const ok = (n: number) => Number.isSafeInteger(n) && n >= 0;
+  if (!ok(range.offset) || !ok(range.length)) {
+    throw new RangeError(`invalid range ${range.offset}+${range.length}`);
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The Store contract (DESIGN.md, Connector contract; Kloset's storage.Store).
+ * A store keeps opaque objects of three resources, each named by a 32-byte
+ * MAC, plus one configuration blob written by create() and read by open().
+ * It knows nothing of encryption or formats: the repository layer
+ * authenticates every byte it gets back.
+ *
+ * Rules every implementation follows (test/conformance/store.ts checks them):
+ * - put() is atomic: a reader sees the whole object or none of it, never a
+ *   partial one, even if the process dies mid-write. Putting an existing MAC
+ *   replaces it (same name, same content in practice).
+ * - get() of a missing object rejects with NotFoundError; a range past the
+ *   end rejects too (a short read is never returned silently).
+ * - list() yields every MAC of a resource once, in no particular order.
+ * - delete() of a missing object rejects with NotFoundError.
+ * - A store opened read-only reports mode() without StoreMode.WRITE, and
+ *   put()/delete() reject with code READ_ONLY before touching anything.
+ * - Every call takes an optional AbortSignal and rejects with code
+ *   INTERRUPTED once it is aborted.
+ */
+import type { Resource } from "./flags.js";
+
+export type Mac = Uint8Array;
+
+export interface CallOptions {
+  signal?: AbortSignal | undefined;
+}
+
+export interface Range {
+  offset: number;
+  length: number;
+}
+
+export interface Store {
+  /** Where the store is (e.g. a directory), its protocol, and its root. */
+  readonly origin: string;
+  readonly type: string;
+  readonly root: string;
+  readonly flags: number;
+
+  /** Initialise an empty store with the repository's config blob; fails with REPOSITORY_EXISTS if one is there. */
+  create(config: Uint8Array, opts?: CallOptions): Promise<void>;
+  /** Read the config blob; fails with NO_REPOSITORY when there is none. */
+  open(opts?: CallOptions): Promise<Uint8Array>;
+  ping(opts?: CallOptions): Promise<void>;
+  /** StoreMode bits (READ, WRITE). */
+  mode(opts?: CallOptions): Promise<number>;
+  /** Total bytes stored, or -1 if unknown. */
+  size(opts?: CallOptions): Promise<number>;
+
+  list(resource: Resource, opts?: CallOptions): AsyncIterable<Mac>;
+  /** Store an object atomically; returns the number of bytes written. */
+  put(resource: Resource, mac: Mac, data: Uint8Array | AsyncIterable<Uint8Array>, opts?: CallOptions): Promise<number>;
+  get(resource: Resource, mac: Mac, range?: Range, opts?: CallOptions): Promise<Uint8Array>;
+  delete(resource: Resource, mac: Mac, opts?: CallOptions): Promise<void>;
+  close(): Promise<void>;
+}

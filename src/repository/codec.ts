@@ -1,0 +1,172 @@
+/**
+ * The blob codec: every blob (chunk, tree, snapshot header, pack index,
+ * state delta, lock) is compressed, then encrypted (AES-256-GCM with a
+ * per-blob key) or, in a plaintext repository, tagged with HMAC-SHA256.
+ * Either way the blob's header, type and MAC are bound to it, so a blob
+ * cannot be altered, truncated or swapped for another one unnoticed.
+ * Layout (docs/FORMAT.md, "Blob encoding"):
+ *   header (6 bytes): version=1, flags (bit 0: zstd), raw length u32 LE
+ *   encrypted: salt(16) iv(12) ciphertext tag(16)
+ *   plaintext: payload tag(32)
+ */
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
+import { promisify } from "node:util";
+import { constants as zc, zstdCompress, zstdDecompress } from "node:zlib";
+import { CorruptError } from "../util/errors.js";
+import { toHex } from "../util/hex.js";
+import { MAC_SIZE, type Subkeys } from "./crypto.js";
+
+const zstdCompressP = promisify(zstdCompress) as (buf: Uint8Array, opts: object) => Promise<Buffer>;
+const zstdDecompressP = promisify(zstdDecompress) as (buf: Uint8Array, opts: object) => Promise<Buffer>;
+
+export const BlobType = {
+  CHUNK: 1,
+  TREE: 2,
+  SNAPSHOT: 3,
+  ERRORS: 4,
+  PACK_INDEX: 5,
+  STATE: 6,
+  LOCK: 7,
+} as const;
+export type BlobType = (typeof BlobType)[keyof typeof BlobType];
+
+export function blobTypeName(t: number): string {
+  for (const [k, v] of Object.entries(BlobType)) if (v === t) return k.toLowerCase();
+  return `type-${t}`;
+}
+
+const VERSION = 1;
+const FLAG_ZSTD = 1;
+const HEADER = 6;
+const SALT = 16;
+const IV = 12;
+const GCM_TAG = 16;
+const HMAC_TAG = 32;
+/** Largest raw blob accepted on decode (bounds memory against hostile input). */
+export const MAX_RAW_BLOB = 256 * 1024 * 1024;
+
+export type Compression = "zstd" | "none";
+
+export interface CodecOptions {
+  keys: Subkeys;
+  encrypted: boolean;
+  compression: Compression;
+  /** zstd level (default 3). */
+  level?: number;
+}
+
+export class Codec {
+  readonly overhead: number;
+  private readonly zstdOpts: object;
+
+  constructor(private readonly opts: CodecOptions) {
+    this.overhead = HEADER + (opts.encrypted ? SALT + IV + GCM_TAG : HMAC_TAG);
+    this.zstdOpts = { params: { [zc.ZSTD_c_compressionLevel]: opts.level ?? 3 } };
+  }
+
+  /** Compress (when it helps) then seal `raw` as a blob of `type` named `mac`. */
+  async encode(type: BlobType, mac: Uint8Array, raw: Uint8Array): Promise<Uint8Array> {
+    let flags = 0;
+    let payload = raw;
+    if (this.opts.compression === "zstd" && raw.byteLength >= 64) {
+      const z = await zstdCompressP(raw, this.zstdOpts);
+      if (z.byteLength < raw.byteLength - raw.byteLength / 64) {
+        payload = z;
+        flags |= FLAG_ZSTD;
+      }
+    }
+    return this.seal(type, mac, flags, raw.byteLength, payload);
+  }
+
+  /** Seal without compression (for callers that compressed elsewhere). */
+  seal(type: BlobType, mac: Uint8Array, flags: number, rawLength: number, payload: Uint8Array): Uint8Array {
+    const out = Buffer.allocUnsafe(this.overhead + payload.byteLength);
+    out[0] = VERSION;
+    out[1] = flags;
+    out.writeUInt32LE(rawLength, 2);
+    const header = out.subarray(0, HEADER);
+    const aad = associated(header, type, mac);
+    if (this.opts.encrypted) {
+      const salt = out.subarray(HEADER, HEADER + SALT);
+      const iv = out.subarray(HEADER + SALT, HEADER + SALT + IV);
+      randomBytes(SALT + IV).copy(out, HEADER);
+      const c = createCipheriv("aes-256-gcm", blobKey(this.opts.keys.enc, salt), iv);
+      c.setAAD(aad);
+      const start = HEADER + SALT + IV;
+      let n = c.update(payload).copy(out, start);
+      n += c.final().copy(out, start + n);
+      c.getAuthTag().copy(out, start + n);
+    } else {
+      out.set(payload, HEADER);
+      const h = createHmac("sha256", this.opts.keys.tag).update(aad).update(payload).digest();
+      h.copy(out, HEADER + payload.byteLength);
+    }
+    return out;
+  }
+
+  /** Authenticate, decrypt and decompress a blob; throws CorruptError on any mismatch. */
+  async decode(type: BlobType, mac: Uint8Array, blob: Uint8Array): Promise<Uint8Array> {
+    const { flags, rawLength, payload } = this.open(type, mac, blob);
+    if ((flags & FLAG_ZSTD) === 0) {
+      if (payload.byteLength !== rawLength) throw corrupt(type, mac, "length mismatch");
+      return payload;
+    }
+    let raw: Buffer;
+    try {
+      raw = await zstdDecompressP(payload, { maxOutputLength: Math.max(rawLength, 1) });
+    } catch (e) {
+      throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
+    }
+    if (raw.byteLength !== rawLength) throw corrupt(type, mac, "decompressed length mismatch");
+    return raw;
+  }
+
+  /** Authenticate and decrypt, leaving decompression to the caller. */
+  open(type: BlobType, mac: Uint8Array, blob: Uint8Array): { flags: number; rawLength: number; payload: Uint8Array } {
+    if (blob.byteLength < this.overhead) throw corrupt(type, mac, "truncated");
+    const buf = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
+    if (buf[0] !== VERSION) throw corrupt(type, mac, `unknown blob version ${buf[0]}`);
+    const flags = buf[1]!;
+    if ((flags & ~FLAG_ZSTD) !== 0) throw corrupt(type, mac, `unknown blob flags ${flags}`);
+    const rawLength = buf.readUInt32LE(2);
+    if (rawLength > MAX_RAW_BLOB) throw corrupt(type, mac, `raw length ${rawLength} too large`);
+    const aad = associated(buf.subarray(0, HEADER), type, mac);
+    if (this.opts.encrypted) {
+      const salt = buf.subarray(HEADER, HEADER + SALT);
+      const iv = buf.subarray(HEADER + SALT, HEADER + SALT + IV);
+      const body = buf.subarray(HEADER + SALT + IV, buf.byteLength - GCM_TAG);
+      const d = createDecipheriv("aes-256-gcm", blobKey(this.opts.keys.enc, salt), iv);
+      d.setAAD(aad);
+      d.setAuthTag(buf.subarray(buf.byteLength - GCM_TAG));
+      const out = Buffer.allocUnsafe(body.byteLength);
+      const n = d.update(body).copy(out, 0);
+      try {
+        d.final();
+      } catch {
+        throw corrupt(type, mac, "authentication failed");
+      }
+      return { flags, rawLength, payload: out.subarray(0, n) };
+    }
+    const payload = buf.subarray(HEADER, buf.byteLength - HMAC_TAG);
+    const want = createHmac("sha256", this.opts.keys.tag).update(aad).update(payload).digest();
+    if (!want.equals(buf.subarray(buf.byteLength - HMAC_TAG))) throw corrupt(type, mac, "authentication failed");
+    return { flags, rawLength, payload };
+  }
+}
+
+function associated(header: Uint8Array, type: BlobType, mac: Uint8Array): Buffer {
+  if (mac.byteLength !== MAC_SIZE) throw new TypeError("MAC must be 32 bytes");
+  const a = Buffer.allocUnsafe(HEADER + 1 + MAC_SIZE);
+  a.set(header, 0);
+  a[HEADER] = type;
+  a.set(mac, HEADER + 1);
+  return a;
+}
+
+function blobKey(enc: Uint8Array, salt: Uint8Array): Buffer {
+  return createHmac("sha256", enc).update(salt).digest();
+}
+
+function corrupt(type: BlobType, mac: Uint8Array, detail: string): CorruptError {
+  return new CorruptError(`${blobTypeName(type)} blob ${toHex(mac).slice(0, 16)}`, detail, { type, mac: toHex(mac) });
+}

@@ -1,0 +1,116 @@
+/**
+ * Packfiles: encoded blobs back to back, then the pack index (itself an
+ * encoded blob listing type, MAC, offset, length and raw length of every
+ * blob), then a fixed 52-byte footer (docs/FORMAT.md, "Packfiles"):
+ *   "CFPK" | version u32 LE | index offset u64 LE | index length u32 LE | index MAC(32)
+ * A packfile is named by the keyed MAC of all its bytes.
+ */
+import { decode, encode } from "@msgpack/msgpack";
+import { CorruptError } from "../util/errors.js";
+import { toHex } from "../util/hex.js";
+import { type BlobType, BlobType as BT, type Codec } from "./codec.js";
+import { MAC_SIZE, type Mac, type MacStream } from "./crypto.js";
+
+export const PACK_MAGIC = "CFPK";
+export const PACK_VERSION = 1;
+export const FOOTER_SIZE = 52;
+
+export interface BlobEntry {
+  type: BlobType;
+  mac: Uint8Array;
+  offset: number;
+  length: number;
+  rawLength: number;
+}
+
+/** Collects encoded blobs of one packfile in memory until it is sealed. */
+export class PackWriter {
+  private readonly parts: Uint8Array[] = [];
+  readonly entries: BlobEntry[] = [];
+  size = 0;
+  private constructor(private readonly stream: MacStream) {}
+
+  static async create(mac: Mac): Promise<PackWriter> {
+    return new PackWriter(await mac.stream());
+  }
+
+  add(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array): BlobEntry {
+    const e: BlobEntry = { type, mac, offset: this.size, length: encoded.byteLength, rawLength };
+    this.parts.push(encoded);
+    this.stream.update(encoded);
+    this.entries.push(e);
+    this.size += encoded.byteLength;
+    return e;
+  }
+
+  /** Appends the index and footer; returns the pack's name and its parts (to hand to Store.put). */
+  async seal(codec: Codec, mac: Mac): Promise<{ mac: Uint8Array; parts: Uint8Array[]; size: number }> {
+    const raw = encodeIndex(this.entries);
+    const indexMac = mac.mac(raw);
+    const index = await codec.encode(BT.PACK_INDEX, indexMac, raw);
+    const footer = Buffer.alloc(FOOTER_SIZE);
+    footer.write(PACK_MAGIC, 0, "ascii");
+    footer.writeUInt32LE(PACK_VERSION, 4);
+    footer.writeBigUInt64LE(BigInt(this.size), 8);
+    footer.writeUInt32LE(index.byteLength, 16);
+    footer.set(indexMac, 20);
+    this.stream.update(index);
+    this.stream.update(footer);
+    this.parts.push(index, footer);
+    this.size += index.byteLength + FOOTER_SIZE;
+    return { mac: this.stream.digest(), parts: this.parts, size: this.size };
+  }
+}
+
+export function encodeIndex(entries: readonly BlobEntry[]): Uint8Array {
+  return encode(entries.map((e) => [e.type, e.mac, e.offset, e.length, e.rawLength]));
+}
+
+/** Decodes a list of blob entries, checking every field. */
+export function decodeIndex(raw: Uint8Array, what: string): BlobEntry[] {
+  let v: unknown;
+  try {
+    v = decode(raw);
+  } catch (e) {
+    throw new CorruptError(what, `undecodable index (${(e as Error).message})`);
+  }
+  if (!Array.isArray(v)) throw new CorruptError(what, "index is not a list");
+  return v.map((x: unknown) => {
+    if (!Array.isArray(x) || x.length !== 5) throw new CorruptError(what, "bad index entry");
+    const [type, mac, offset, length, rawLength] = x as unknown[];
+    if (
+      typeof type !== "number" || !Object.values(BT).includes(type as BlobType) ||
+      !(mac instanceof Uint8Array) || mac.byteLength !== MAC_SIZE ||
+      !isUint(offset) || !isUint(length) || !isUint(rawLength)
+    ) {
+      throw new CorruptError(what, "bad index entry");
+    }
+    return { type: type as BlobType, mac, offset, length, rawLength };
+  });
+}
+
+function isUint(n: unknown): n is number {
+  return typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+}
+
+/** Reads the index of a whole packfile, verifying its name and every structural field. */
+export async function readPack(bytes: Uint8Array, name: Uint8Array, codec: Codec, mac: Mac): Promise<BlobEntry[]> {
+  const what = `packfile ${toHex(name)}`;
+  if (bytes.byteLength < FOOTER_SIZE) throw new CorruptError(what, "truncated");
+  const computed = mac.mac(bytes);
+  if (Buffer.compare(computed, name) !== 0) throw new CorruptError(what, "content does not match its name");
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const f = b.subarray(b.byteLength - FOOTER_SIZE);
+  if (f.toString("ascii", 0, 4) !== PACK_MAGIC) throw new CorruptError(what, "bad footer magic");
+  if (f.readUInt32LE(4) !== PACK_VERSION) throw new CorruptError(what, `unknown packfile version ${f.readUInt32LE(4)}`);
+  const indexOffset = Number(f.readBigUInt64LE(8));
+  const indexLength = f.readUInt32LE(16);
+  if (indexOffset + indexLength !== b.byteLength - FOOTER_SIZE) throw new CorruptError(what, "bad footer offsets");
+  const indexMac = new Uint8Array(f.subarray(20, 52));
+  const raw = await codec.decode(BT.PACK_INDEX, indexMac, b.subarray(indexOffset, indexOffset + indexLength));
+  const entries = decodeIndex(raw, what);
+  for (const e of entries) {
+    if (e.offset + e.length > indexOffset) throw new CorruptError(what, "index entry out of bounds");
+  }
+  return entries;
+}

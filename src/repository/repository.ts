@@ -1,0 +1,232 @@
+/**
+ * The Repository API used by the snapshot layer: open/create, blob reads
+ * (ranged reads, authenticated), blob writes (deduplicated, packed, with
+ * the write order of docs/FORMAT.md: packfile, then the state delta naming
+ * it), snapshot listing and locks.
+ */
+import { Resource, StoreMode } from "../connectors/flags.js";
+import type { Store } from "../connectors/store.js";
+import { CofferError, CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
+import { toHex } from "../util/hex.js";
+import { mapLimit } from "../util/concurrency.js";
+import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } from "./codec.js";
+import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type RepositoryConfig, unlock } from "./config.js";
+import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
+import { acquireLock, type Lock, type LockKind } from "./locks.js";
+import { PackWriter } from "./packfile.js";
+import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, type PackRecord } from "./state.js";
+
+export interface CreateOptions {
+  passphrase: string | null;
+  mac?: MacAlgorithm;
+  compression?: Compression;
+  chunking?: ChunkingParams;
+  packSize?: number;
+  kdf?: { memory: number; passes: number; parallelism: number };
+}
+
+export interface OpenOptions {
+  /** Called only when the repository is encrypted. */
+  passphrase: () => Promise<string | null>;
+  signal?: AbortSignal | undefined;
+}
+
+export const DEFAULT_CHUNKING: ChunkingParams = { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 };
+const UPLOADS_IN_FLIGHT = 2;
+
+export interface WriteStats {
+  packs: number;
+  packBytes: number;
+  blobs: number;
+  rawBytes: number;
+}
+
+export class Repository {
+  readonly index = new Index();
+  /** Blobs added to a pack not yet recorded in the state (dedup must see them). */
+  private readonly pending = new Set<string>();
+  private writer: PackWriter | null = null;
+  private readonly uploads = new Set<Promise<void>>();
+  private uploadError: unknown = null;
+  private lock: Lock | null = null;
+  readonly written: WriteStats = { packs: 0, packBytes: 0, blobs: 0, rawBytes: 0 };
+
+  private constructor(
+    readonly store: Store,
+    readonly config: RepositoryConfig,
+    readonly keys: Subkeys,
+    readonly mac: Mac,
+    readonly codec: Codec,
+  ) {}
+
+  static async create(store: Store, o: CreateOptions): Promise<RepositoryConfig> {
+    if (((await store.mode()) & StoreMode.WRITE) === 0) throw new CofferError("READ_ONLY", `store ${store.origin} is read-only`);
+    const { config } = await newConfig({
+      chunking: o.chunking ?? DEFAULT_CHUNKING,
+      mac: o.mac ?? "blake3",
+      compression: o.compression ?? "zstd",
+      passphrase: o.passphrase,
+      ...(o.packSize !== undefined ? { packSize: o.packSize } : {}),
+      ...(o.kdf !== undefined ? { kdf: o.kdf } : {}),
+    });
+    await store.create(encodeConfig(config));
+    return config;
+  }
+
+  static async open(store: Store, o: OpenOptions): Promise<Repository> {
+    const config = decodeConfig(await store.open({ signal: o.signal }));
+    const master = await unlock(config, config.encryption === null ? null : await o.passphrase());
+    const keys = deriveSubkeys(master);
+    const mac = await Mac.create(config.mac, keys.mac);
+    const codec = new Codec({ keys, encrypted: config.encryption !== null, compression: config.compression });
+    const repo = new Repository(store, config, keys, mac, codec);
+    await repo.loadState(o.signal);
+    return repo;
+  }
+
+  get id(): string {
+    return toHex(this.config.id);
+  }
+
+  private async loadState(signal?: AbortSignal): Promise<void> {
+    const names: Uint8Array[] = [];
+    for await (const n of this.store.list(Resource.STATE, { signal })) names.push(n);
+    await mapLimit(names, 8, async (name) => {
+      for (const p of await this.readDelta(name, signal)) this.index.addPack(p);
+    });
+  }
+
+  async readDelta(name: Uint8Array, signal?: AbortSignal): Promise<PackRecord[]> {
+    const raw = await this.codec.decode(BT.STATE, name, await this.store.get(Resource.STATE, name, undefined, { signal }));
+    if (Buffer.compare(this.mac.mac(raw), name) !== 0) throw new CorruptError(`state ${toHex(name)}`, "content does not match its name");
+    return decodeDelta(raw, name);
+  }
+
+  // ---- locks ----
+
+  async acquire(kind: LockKind, command: string): Promise<void> {
+    if (this.lock) return;
+    this.lock = await acquireLock(this.store, this.codec, kind, command);
+  }
+
+  async releaseLock(): Promise<void> {
+    const l = this.lock;
+    this.lock = null;
+    await l?.release();
+  }
+
+  // ---- reads ----
+
+  locate(type: BlobType, mac: Uint8Array): BlobLocation {
+    const loc = this.index.get(type, mac);
+    if (!loc) throw new CofferError("NOT_FOUND", `${blobTypeName(type)} blob ${toHex(mac)} is not in the repository index`, { type, mac: toHex(mac) });
+    return loc;
+  }
+
+  /** Reads, authenticates and decodes one blob with a ranged read. */
+  async getBlob(type: BlobType, mac: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
+    const loc = this.locate(type, mac);
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.store.get(Resource.PACKFILE, loc.pack, { offset: loc.offset, length: loc.length }, { signal });
+    } catch (e) {
+      if (isCofferError(e, "NOT_FOUND")) {
+        throw new CofferError("NOT_FOUND", `packfile ${toHex(loc.pack)} holding ${blobTypeName(type)} blob ${toHex(mac)} is missing`, { type, mac: toHex(mac) });
+      }
+      throw e;
+    }
+    return this.codec.decode(type, mac, bytes);
+  }
+
+  // ---- writes ----
+
+  has(type: BlobType, mac: Uint8Array): boolean {
+    const k = blobKey(type, mac);
+    return this.pending.has(k) || this.index.has(type, mac);
+  }
+
+  /**
+   * Stores a blob unless the repository already has it. `mac` defaults to
+   * the keyed MAC of `raw` (snapshot headers pass their random ID).
+   * Returns the MAC and whether the blob was new.
+   */
+  async putBlob(type: BlobType, raw: Uint8Array, mac?: Uint8Array, signal?: AbortSignal): Promise<{ mac: Uint8Array; added: boolean }> {
+    const m = mac ?? this.mac.mac(raw);
+    const k = blobKey(type, m);
+    if (this.pending.has(k) || this.index.has(type, m)) return { mac: m, added: false };
+    this.pending.add(k);
+    let encoded: Uint8Array;
+    try {
+      encoded = await this.codec.encode(type, m, raw);
+    } catch (e) {
+      this.pending.delete(k);
+      throw e;
+    }
+    throwIfAborted(signal);
+    if (this.uploadError) throw this.uploadError;
+    if (!this.writer) this.writer = await PackWriter.create(this.mac);
+    this.writer.add(type, m, raw.byteLength, encoded);
+    this.written.blobs++;
+    this.written.rawBytes += raw.byteLength;
+    if (this.writer.size >= this.config.packSize) await this.rotate(signal);
+    return { mac: m, added: true };
+  }
+
+  /** Seals the current packfile and uploads it (then its state delta) in the background. */
+  private async rotate(signal?: AbortSignal): Promise<void> {
+    const w = this.writer;
+    if (!w || w.entries.length === 0) return;
+    this.writer = null;
+    while (this.uploads.size >= UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
+    if (this.uploadError) throw this.uploadError;
+    const sealed = await w.seal(this.codec, this.mac);
+    const job = (async () => {
+      await this.store.put(Resource.PACKFILE, sealed.mac, toIterable(sealed.parts), { signal });
+      const delta = encodeDelta([{ mac: sealed.mac, entries: w.entries }]);
+      const dmac = this.mac.mac(delta);
+      await this.store.put(Resource.STATE, dmac, await this.codec.encode(BT.STATE, dmac, delta), { signal });
+      this.index.addPack({ mac: sealed.mac, entries: w.entries });
+      for (const e of w.entries) this.pending.delete(blobKey(e.type, e.mac));
+      this.written.packs++;
+      this.written.packBytes += sealed.size;
+    })().catch((e: unknown) => {
+      this.uploadError ??= e;
+    });
+    const tracked = job.finally(() => this.uploads.delete(tracked));
+    this.uploads.add(tracked);
+  }
+
+  /** Writes every pending blob: when it resolves, all of them are in the state. */
+  async flush(signal?: AbortSignal): Promise<void> {
+    await this.rotate(signal);
+    while (this.uploads.size > 0) await Promise.all(this.uploads);
+    if (this.uploadError) throw this.uploadError;
+  }
+
+  /**
+   * Makes a snapshot visible: waits until every earlier packfile and its
+   * state delta are stored, then writes the header and the last packfile,
+   * whose state delta is the commit point.
+   */
+  async commitSnapshot(id: Uint8Array, header: Uint8Array, signal?: AbortSignal): Promise<void> {
+    while (this.uploads.size > 0) await Promise.all(this.uploads);
+    if (this.uploadError) throw this.uploadError;
+    await this.putBlob(BT.SNAPSHOT, header, id, signal);
+    await this.flush(signal);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.uploads);
+    await this.releaseLock();
+    await this.store.close();
+  }
+
+  /** Snapshot IDs in the index. */
+  snapshotIds(): Uint8Array[] {
+    return [...this.index.snapshots.values()];
+  }
+}
+
+async function* toIterable(parts: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (const p of parts) yield p;
+}

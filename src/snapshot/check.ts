@@ -1,0 +1,181 @@
+/**
+ * Repository check. Fast mode verifies that every packfile the state names
+ * exists and that every blob each snapshot references is indexed, reading
+ * headers and trees. Full mode also reads every packfile whole, verifies
+ * its name, its index against the state, and every blob (authenticated,
+ * decompressed, and chunk MACs recomputed), then names every snapshot and
+ * file that depends on a damaged blob.
+ */
+import { Resource } from "../connectors/flags.js";
+import { BlobType, blobTypeName } from "../repository/codec.js";
+import { readPack } from "../repository/packfile.js";
+import type { Repository } from "../repository/repository.js";
+import { blobKey } from "../repository/state.js";
+import { mapLimit } from "../util/concurrency.js";
+import { throwIfAborted } from "../util/errors.js";
+import { toHex } from "../util/hex.js";
+import { decodeHeader, type SnapshotHeader } from "./header.js";
+import { decodeTree, type Entry } from "./tree.js";
+import { joinPath } from "./vfs.js";
+
+export interface CheckProblem {
+  /** Snapshot ID (hex) when the problem is within a snapshot. */
+  snapshot?: string;
+  path?: string;
+  message: string;
+}
+
+export interface CheckOptions {
+  fast?: boolean;
+  /** Snapshots to check (all when omitted). */
+  snapshots?: Uint8Array[];
+  signal?: AbortSignal | undefined;
+  onProgress?: (what: string) => void;
+}
+
+export interface CheckReport {
+  snapshots: number;
+  packs: number;
+  blobs: number;
+  unreferencedPacks: number;
+  problems: CheckProblem[];
+}
+
+export async function check(repo: Repository, o: CheckOptions = {}): Promise<CheckReport> {
+  const signal = o.signal;
+  const problems: CheckProblem[] = [];
+  /** Blob key -> why it cannot be used. */
+  const damaged = new Map<string, string>();
+  const stored = new Set<string>();
+  for await (const m of repo.store.list(Resource.PACKFILE, { signal })) stored.add(toHex(m));
+  const packs = [...repo.index.packs.entries()];
+  const missingPacks = new Set<string>();
+  for (const [hex] of packs) {
+    if (!stored.has(hex)) {
+      missingPacks.add(hex);
+      problems.push({ message: `packfile ${hex} is named in the state but missing from the store` });
+    }
+  }
+  const unreferencedPacks = [...stored].filter((h) => !repo.index.packs.has(h)).length;
+  let blobs = 0;
+
+  if (!o.fast) {
+    await mapLimit(
+      packs.filter(([hex]) => !missingPacks.has(hex)),
+      2,
+      async ([hex, mac]) => {
+        throwIfAborted(signal);
+        o.onProgress?.(`packfile ${hex.slice(0, 12)}`);
+        const bytes = await repo.store.get(Resource.PACKFILE, mac, undefined, { signal });
+        let entries;
+        try {
+          entries = await readPack(bytes, mac, repo.codec, repo.mac);
+        } catch (e) {
+          problems.push({ message: `packfile ${hex}: ${(e as Error).message}` });
+          markPackDamaged(repo, mac, damaged, `packfile ${hex.slice(0, 12)} is damaged`);
+          // Still try each blob the state knows about, to find which ones survive.
+          entries = null;
+        }
+        if (entries) {
+          const seen = new Set(entries.map((e) => `${blobKey(e.type, e.mac)}@${e.offset}:${e.length}`));
+          for (const [k, loc] of stateBlobsOf(repo, mac)) {
+            if (!seen.has(`${k}@${loc.offset}:${loc.length}`)) {
+              damaged.set(k, `not where the state says in packfile ${hex.slice(0, 12)}`);
+            }
+          }
+        }
+        for (const [k, loc] of stateBlobsOf(repo, mac)) {
+          blobs++;
+          const type = k.charCodeAt(0) as BlobType;
+          const bmac = new Uint8Array(Buffer.from(k.slice(1), "latin1"));
+          try {
+            if (loc.offset + loc.length > bytes.byteLength) throw new Error("beyond the end of its packfile");
+            const raw = await repo.codec.decode(type, bmac, bytes.subarray(loc.offset, loc.offset + loc.length));
+            if (type !== BlobType.SNAPSHOT && Buffer.compare(repo.mac.mac(raw), bmac) !== 0) throw new Error("content does not match its MAC");
+            damaged.delete(k);
+          } catch (e) {
+            const why = `${blobTypeName(type)} blob ${toHex(bmac).slice(0, 12)} in packfile ${hex.slice(0, 12)}: ${(e as Error).message}`;
+            damaged.set(k, why);
+            problems.push({ message: why });
+          }
+        }
+      },
+    );
+  } else {
+    blobs = repo.index.size;
+  }
+  for (const hex of missingPacks) markPackDamaged(repo, repo.index.packs.get(hex)!, damaged, `packfile ${hex.slice(0, 12)} is missing`);
+
+  // Walk the snapshots, memoising each tree's findings by its MAC.
+  const memo = new Map<string, Promise<[string, string][]>>();
+  const usable = (type: BlobType, mac: Uint8Array): string | undefined => {
+    const k = blobKey(type, mac);
+    const d = damaged.get(k);
+    if (d) return d;
+    if (!repo.index.has(type, mac)) return `${blobTypeName(type)} blob ${toHex(mac).slice(0, 12)} is not in the repository`;
+    return undefined;
+  };
+  const checkEntry = async (e: Entry, path: string): Promise<[string, string][]> => {
+    const out: [string, string][] = [];
+    if (e.chunks) {
+      for (const c of e.chunks) {
+        const why = usable(BlobType.CHUNK, c.mac);
+        if (why) {
+          out.push([path, why]);
+          break;
+        }
+      }
+    }
+    if (e.tree) {
+      for (const [p, why] of await checkTree(e.tree)) out.push([path === "/" ? p : path + p, why]);
+    }
+    return out;
+  };
+  const checkTree = (mac: Uint8Array): Promise<[string, string][]> => {
+    const k = toHex(mac);
+    let p = memo.get(k);
+    if (!p) {
+      p = (async () => {
+        const why = usable(BlobType.TREE, mac);
+        if (why) return [["/", `directory unreadable: ${why}`]];
+        let children: Entry[];
+        try {
+          children = decodeTree(await repo.getBlob(BlobType.TREE, mac, signal), `tree ${k.slice(0, 12)}`);
+        } catch (e) {
+          return [["/", `directory unreadable: ${(e as Error).message}`]];
+        }
+        const out: [string, string][] = [];
+        for (const c of children) out.push(...(await checkEntry(c, joinPath("/", c.name))));
+        return out;
+      })();
+      memo.set(k, p);
+    }
+    return p;
+  };
+
+  const ids = o.snapshots ?? repo.snapshotIds();
+  for (const id of ids) {
+    throwIfAborted(signal);
+    const sid = toHex(id);
+    o.onProgress?.(`snapshot ${sid.slice(0, 8)}`);
+    let header: SnapshotHeader;
+    try {
+      const why = usable(BlobType.SNAPSHOT, id);
+      if (why) throw new Error(why);
+      header = decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id);
+    } catch (e) {
+      problems.push({ snapshot: sid, message: `header unreadable: ${(e as Error).message}` });
+      continue;
+    }
+    for (const [path, why] of await checkEntry(header.root, "/")) problems.push({ snapshot: sid, path, message: why });
+  }
+  return { snapshots: ids.length, packs: packs.length, blobs, unreferencedPacks, problems };
+}
+
+function* stateBlobsOf(repo: Repository, pack: Uint8Array): Iterable<[string, { offset: number; length: number }]> {
+  yield* repo.index.blobsOfPack(pack);
+}
+
+function markPackDamaged(repo: Repository, pack: Uint8Array, damaged: Map<string, string>, why: string): void {
+  for (const [k] of repo.index.blobsOfPack(pack)) damaged.set(k, why);
+}

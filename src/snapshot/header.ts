@@ -1,0 +1,110 @@
+/**
+ * Snapshot headers (docs/FORMAT.md, "Snapshots"): a SNAPSHOT blob named by
+ * the snapshot's random 32-byte ID. It is the last blob a backup writes;
+ * the snapshot exists once the state delta naming its packfile is stored.
+ */
+import { decode, encode } from "@msgpack/msgpack";
+import { CorruptError } from "../util/errors.js";
+import { toHex } from "../util/hex.js";
+import { decodeEntry, type Entry, encodeEntry } from "./tree.js";
+
+export const HEADER_VERSION = 1;
+
+export interface Summary {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  others: number;
+  /** Sum of regular file sizes. */
+  bytes: number;
+  errors: number;
+  /** Bytes of content read and chunked (not reused from the parent). */
+  readBytes: number;
+  /** New blobs and their raw bytes added to the repository by this backup. */
+  newBlobs: number;
+  newBytes: number;
+}
+
+export interface SnapshotHeader {
+  id: Uint8Array;
+  timeNs: bigint;
+  durationNs: bigint;
+  hostname: string;
+  username: string;
+  os: string;
+  arch: string;
+  importer: { type: string; origin: string; root: string };
+  tags: string[];
+  parent?: Uint8Array | undefined;
+  /** The root directory's entry (its tree MAC lists the top level). */
+  root: Entry;
+  summary: Summary;
+  /** MAC of the ERRORS blob: [[path, message], ...], when there were errors. */
+  errors?: Uint8Array | undefined;
+}
+
+export function encodeHeader(h: SnapshotHeader): Uint8Array {
+  const o: Record<string, unknown> = {
+    v: HEADER_VERSION,
+    id: h.id,
+    time: h.timeNs,
+    duration: h.durationNs,
+    host: h.hostname,
+    user: h.username,
+    os: h.os,
+    arch: h.arch,
+    importer: h.importer,
+    tags: h.tags,
+    root: encodeEntry(h.root),
+    summary: h.summary,
+  };
+  if (h.parent) o.parent = h.parent;
+  if (h.errors) o.errors = h.errors;
+  return encode(o, { useBigInt64: true });
+}
+
+export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
+  const what = `snapshot ${toHex(id).slice(0, 8)}`;
+  let o: Record<string, unknown>;
+  try {
+    o = decode(raw, { useBigInt64: true }) as Record<string, unknown>;
+  } catch (e) {
+    throw new CorruptError(what, `undecodable header (${(e as Error).message})`);
+  }
+  const bad = (f: string) => new CorruptError(what, `bad header field ${f}`);
+  if (typeof o !== "object" || o === null || o.v !== HEADER_VERSION) throw bad("version");
+  if (!(o.id instanceof Uint8Array) || Buffer.compare(o.id, id) !== 0) throw bad("id");
+  const imp = o.importer as Record<string, unknown> | undefined;
+  if (!imp || typeof imp.type !== "string" || typeof imp.origin !== "string" || typeof imp.root !== "string") throw bad("importer");
+  if (!Array.isArray(o.tags) || !o.tags.every((t) => typeof t === "string")) throw bad("tags");
+  const s = o.summary as Record<string, unknown> | undefined;
+  const keys: (keyof Summary)[] = ["files", "dirs", "symlinks", "others", "bytes", "errors", "readBytes", "newBlobs", "newBytes"];
+  if (!s || !keys.every((k) => typeof s[k] === "number")) throw bad("summary");
+  const t = (v: unknown) => (typeof v === "bigint" ? v : typeof v === "number" ? BigInt(v) : undefined);
+  const timeNs = t(o.time);
+  const durationNs = t(o.duration);
+  if (timeNs === undefined || durationNs === undefined) throw bad("time");
+  for (const f of ["host", "user", "os", "arch"]) if (typeof o[f] !== "string") throw bad(f);
+  const h: SnapshotHeader = {
+    id,
+    timeNs,
+    durationNs,
+    hostname: o.host as string,
+    username: o.user as string,
+    os: o.os as string,
+    arch: o.arch as string,
+    importer: { type: imp.type, origin: imp.origin, root: imp.root },
+    tags: o.tags as string[],
+    root: decodeEntry(o.root, what),
+    summary: s as unknown as Summary,
+  };
+  if (o.parent !== undefined) {
+    if (!(o.parent instanceof Uint8Array)) throw bad("parent");
+    h.parent = o.parent;
+  }
+  if (o.errors !== undefined) {
+    if (!(o.errors instanceof Uint8Array)) throw bad("errors");
+    h.errors = o.errors;
+  }
+  return h;
+}

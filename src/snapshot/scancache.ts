@@ -1,0 +1,63 @@
+/**
+ * The scan cache: entries of a running backup, kept on disk (node:sqlite in
+ * a temporary directory) so that importers may produce records in any order
+ * and memory stays bounded whatever the tree size. Keys are the path's
+ * components joined by a NUL byte, so a byte-order scan visits a directory,
+ * then its whole subtree, then its next sibling.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { decode, encode } from "@msgpack/msgpack";
+import { decodeEntry, type Entry, encodeEntry } from "./tree.js";
+
+const BATCH = 2000;
+
+export function pathKey(path: string): Buffer {
+  const parts = path.split("/").filter((c) => c !== "");
+  return Buffer.from(parts.join("\0"), "utf8");
+}
+
+export class ScanCache {
+  private readonly dir: string;
+  private readonly db: DatabaseSync;
+  private readonly insert: StatementSync;
+  private inBatch = 0;
+
+  constructor(parent = tmpdir()) {
+    this.dir = mkdtempSync(join(parent, "coffer-scan-"));
+    this.db = new DatabaseSync(join(this.dir, "scan.db"));
+    this.db.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE; CREATE TABLE e (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;");
+    this.insert = this.db.prepare("INSERT OR REPLACE INTO e (k, v) VALUES (?, ?)");
+  }
+
+  put(path: string, entry: Entry): void {
+    if (this.inBatch === 0) this.db.exec("BEGIN");
+    this.insert.run(pathKey(path), encode(encodeEntry(entry), { useBigInt64: true }));
+    if (++this.inBatch >= BATCH) this.commit();
+  }
+
+  private commit(): void {
+    if (this.inBatch > 0) this.db.exec("COMMIT");
+    this.inBatch = 0;
+  }
+
+  /** Every entry in key order, with its key split into path components. */
+  *scan(): Generator<{ parts: string[]; entry: Entry }> {
+    this.commit();
+    const it = this.db.prepare("SELECT k, v FROM e ORDER BY k").iterate() as Iterable<{ k: Uint8Array; v: Uint8Array }>;
+    for (const row of it) {
+      const k = Buffer.from(row.k).toString("utf8");
+      yield { parts: k === "" ? [] : k.split("\0"), entry: decodeEntry(decode(row.v, { useBigInt64: true }), "scan cache") };
+    }
+  }
+
+  close(): void {
+    try {
+      this.db.close();
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true });
+    }
+  }
+}

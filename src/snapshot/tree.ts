@@ -1,0 +1,123 @@
+/**
+ * Tree encoding (docs/FORMAT.md, "Trees"). A directory is a TREE blob:
+ * msgpack { v: 1, e: [entry...] } with entries sorted by name (byte order).
+ * An entry is a map with short keys; a file entry carries its chunk list,
+ * a directory entry the MAC of its own TREE blob.
+ */
+import { decode, encode } from "@msgpack/msgpack";
+import type { EntryKind, FileInfo, Xattr } from "../connectors/records.js";
+import { CorruptError } from "../util/errors.js";
+
+export const TREE_VERSION = 1;
+
+export interface ChunkRef {
+  mac: Uint8Array;
+  length: number;
+}
+
+export interface Entry {
+  name: string;
+  info: FileInfo;
+  target?: string | undefined;
+  xattrs?: Xattr[] | undefined;
+  /** Regular files: content in order. */
+  chunks?: ChunkRef[] | undefined;
+  /** Directories: MAC of the TREE blob listing the children. */
+  tree?: Uint8Array | undefined;
+  /** Set when the entry could not be (fully) backed up. */
+  error?: string | undefined;
+}
+
+const KINDS: EntryKind[] = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"];
+
+export function encodeEntry(e: Entry): Record<string, unknown> {
+  const i = e.info;
+  const o: Record<string, unknown> = {
+    n: e.name,
+    k: KINDS.indexOf(i.kind),
+    s: i.size,
+    m: i.mode,
+    t: i.mtimeNs,
+    d: i.dev,
+    i: i.ino,
+    u: i.uid,
+    g: i.gid,
+    l: i.nlink,
+  };
+  if (i.ctimeNs !== undefined) o.c = i.ctimeNs;
+  if (i.rdev !== undefined && i.rdev !== 0n) o.r = i.rdev;
+  if (i.username !== undefined) o.un = i.username;
+  if (i.groupname !== undefined) o.gn = i.groupname;
+  if (e.target !== undefined) o.L = e.target;
+  if (e.xattrs && e.xattrs.length > 0) o.x = e.xattrs.map((x) => [x.name, x.value]);
+  if (e.chunks) o.ch = e.chunks.map((c) => [c.mac, c.length]);
+  if (e.tree) o.T = e.tree;
+  if (e.error !== undefined) o.e = e.error;
+  return o;
+}
+
+const big = (v: unknown): bigint | undefined => (typeof v === "bigint" ? v : typeof v === "number" && Number.isInteger(v) ? BigInt(v) : undefined);
+const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) ? v : typeof v === "bigint" ? Number(v) : undefined);
+const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
+
+export function decodeEntry(o: unknown, what: string): Entry {
+  const bad = (f: string) => new CorruptError(what, `bad entry field ${f}`);
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw bad("(not a map)");
+  const m = o as Record<string, unknown>;
+  const name = str(m.n);
+  if (name === undefined) throw bad("name");
+  const kind = KINDS[num(m.k) ?? -1];
+  if (!kind) throw bad("kind");
+  const size = num(m.s), mode = num(m.m), mtimeNs = big(m.t), dev = big(m.d), ino = big(m.i), uid = num(m.u), gid = num(m.g), nlink = num(m.l);
+  if (size === undefined || mode === undefined || mtimeNs === undefined || dev === undefined || ino === undefined || uid === undefined || gid === undefined || nlink === undefined) {
+    throw bad("stat");
+  }
+  const info: FileInfo = { name, kind, size, mode, mtimeNs, dev, ino, uid, gid, nlink };
+  if (m.c !== undefined) info.ctimeNs = big(m.c);
+  if (m.r !== undefined) info.rdev = big(m.r);
+  if (m.un !== undefined) info.username = str(m.un);
+  if (m.gn !== undefined) info.groupname = str(m.gn);
+  const e: Entry = { name, info };
+  if (m.L !== undefined) e.target = str(m.L) ?? (() => { throw bad("target"); })();
+  if (m.x !== undefined) {
+    if (!Array.isArray(m.x)) throw bad("xattrs");
+    e.xattrs = m.x.map((x: unknown) => {
+      if (!Array.isArray(x) || typeof x[0] !== "string" || !(x[1] instanceof Uint8Array)) throw bad("xattrs");
+      return { name: x[0], value: x[1] };
+    });
+  }
+  if (m.ch !== undefined) {
+    if (!Array.isArray(m.ch)) throw bad("chunks");
+    e.chunks = m.ch.map((c: unknown) => {
+      if (!Array.isArray(c) || !(c[0] instanceof Uint8Array) || c[0].byteLength !== 32 || num(c[1]) === undefined) throw bad("chunks");
+      return { mac: c[0], length: num(c[1])! };
+    });
+  }
+  if (m.T !== undefined) {
+    if (!(m.T instanceof Uint8Array) || m.T.byteLength !== 32) throw bad("tree");
+    e.tree = m.T;
+  }
+  if (m.e !== undefined) e.error = str(m.e);
+  return e;
+}
+
+export function encodeTree(entries: readonly Entry[]): Uint8Array {
+  return encode({ v: TREE_VERSION, e: entries.map(encodeEntry) }, { useBigInt64: true });
+}
+
+export function decodeTree(raw: Uint8Array, what: string): Entry[] {
+  let o: unknown;
+  try {
+    o = decode(raw, { useBigInt64: true });
+  } catch (e) {
+    throw new CorruptError(what, `undecodable tree (${(e as Error).message})`);
+  }
+  const t = o as { v?: unknown; e?: unknown };
+  if (typeof o !== "object" || o === null || t.v !== TREE_VERSION || !Array.isArray(t.e)) throw new CorruptError(what, "bad tree structure");
+  return t.e.map((x) => decodeEntry(x, what));
+}
+
+/** Byte-order comparison of names (UTF-8), the order of entries in a tree. */
+export function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}

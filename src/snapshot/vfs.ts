@@ -1,0 +1,123 @@
+/**
+ * Reading snapshots: listing headers, resolving an ID prefix, looking up a
+ * path, and walking a tree depth-first in name order with a small cache of
+ * decoded directories (memory stays bounded by the cache and the depth).
+ */
+import { BlobType } from "../repository/codec.js";
+import type { Repository } from "../repository/repository.js";
+import { mapLimit } from "../util/concurrency.js";
+import { CofferError } from "../util/errors.js";
+import { toHex } from "../util/hex.js";
+import { decodeHeader, type SnapshotHeader } from "./header.js";
+import { decodeTree, type Entry } from "./tree.js";
+
+/** Every snapshot header, oldest first. */
+export async function listSnapshots(repo: Repository, signal?: AbortSignal): Promise<SnapshotHeader[]> {
+  const ids = repo.snapshotIds();
+  const headers = await mapLimit(ids, 8, async (id) => decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id));
+  return headers.sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
+}
+
+/** Finds the snapshot whose ID starts with `prefix`, or the latest one when prefix is empty/"latest". */
+export async function resolveSnapshot(repo: Repository, prefix: string | undefined, signal?: AbortSignal): Promise<SnapshotHeader> {
+  if (prefix === undefined || prefix === "" || prefix === "latest") {
+    const all = await listSnapshots(repo, signal);
+    const last = all.at(-1);
+    if (!last) throw new CofferError("SNAPSHOT_NOT_FOUND", "the repository has no snapshot");
+    return last;
+  }
+  if (!/^[0-9a-f]+$/i.test(prefix)) throw new CofferError("USAGE", `not a snapshot ID prefix: ${JSON.stringify(prefix)} (hex digits expected)`);
+  const p = prefix.toLowerCase();
+  const matches = repo.snapshotIds().filter((id) => toHex(id).startsWith(p));
+  if (matches.length === 0) throw new CofferError("SNAPSHOT_NOT_FOUND", `no snapshot matches ${JSON.stringify(prefix)}`);
+  if (matches.length > 1) {
+    throw new CofferError("SNAPSHOT_AMBIGUOUS", `snapshot prefix ${JSON.stringify(prefix)} is ambiguous: it matches ${matches.map((m) => toHex(m).slice(0, 12)).join(", ")}`);
+  }
+  const id = matches[0]!;
+  return decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id);
+}
+
+/** Splits "SNAP:PATH" (either part optional) into its parts; PATH is normalised to start with "/". */
+export function parseSnapPath(arg: string | undefined): { snap: string | undefined; path: string } {
+  if (arg === undefined) return { snap: undefined, path: "/" };
+  const i = arg.indexOf(":");
+  const snap = i < 0 ? arg : arg.slice(0, i);
+  const path = i < 0 ? "/" : arg.slice(i + 1);
+  return { snap: snap === "" ? undefined : snap, path: normalisePath(path) };
+}
+
+export function normalisePath(p: string): string {
+  const parts: string[] = [];
+  for (const c of p.split("/")) {
+    if (c === "" || c === ".") continue;
+    if (c === "..") parts.pop();
+    else parts.push(c);
+  }
+  return `/${parts.join("/")}`;
+}
+
+export function joinPath(dir: string, name: string): string {
+  return dir === "/" ? `/${name}` : `${dir}/${name}`;
+}
+
+/** Decoded directory listings with an LRU cache. */
+export class TreeReader {
+  private readonly cache = new Map<string, { list: Entry[]; byName?: Map<string, Entry> }>();
+  constructor(
+    private readonly repo: Repository,
+    private readonly capacity = 256,
+  ) {}
+
+  async children(dir: Entry, signal?: AbortSignal): Promise<Entry[]> {
+    return (await this.load(dir, signal)).list;
+  }
+
+  /** The child of `dir` named `name`, or undefined. */
+  async child(dir: Entry, name: string, signal?: AbortSignal): Promise<Entry | undefined> {
+    const t = await this.load(dir, signal);
+    t.byName ??= new Map(t.list.map((e) => [e.name, e]));
+    return t.byName.get(name);
+  }
+
+  private async load(dir: Entry, signal?: AbortSignal): Promise<{ list: Entry[]; byName?: Map<string, Entry> }> {
+    if (!dir.tree) return { list: [] };
+    const k = toHex(dir.tree);
+    const hit = this.cache.get(k);
+    if (hit) {
+      this.cache.delete(k);
+      this.cache.set(k, hit);
+      return hit;
+    }
+    const t = { list: decodeTree(await this.repo.getBlob(BlobType.TREE, dir.tree, signal), `tree ${k.slice(0, 16)}`) };
+    this.cache.set(k, t);
+    if (this.cache.size > this.capacity) this.cache.delete(this.cache.keys().next().value!);
+    return t;
+  }
+
+  /** The entry at `path` (normalised, starting with "/") below `root`, or undefined. */
+  async lookup(root: Entry, path: string, signal?: AbortSignal): Promise<Entry | undefined> {
+    let cur: Entry = root;
+    for (const name of path.split("/").filter((c) => c !== "")) {
+      if (cur.info.kind !== "dir") return undefined;
+      const next = await this.child(cur, name, signal);
+      if (!next) return undefined;
+      cur = next;
+    }
+    return cur;
+  }
+
+  /** Depth-first, name-ordered walk: the entry itself first, then its descendants. */
+  async *walk(entry: Entry, path: string, signal?: AbortSignal): AsyncGenerator<{ path: string; entry: Entry }> {
+    yield { path, entry };
+    if (entry.info.kind !== "dir") return;
+    for (const child of await this.children(entry, signal)) {
+      yield* this.walk(child, joinPath(path, child.name), signal);
+    }
+  }
+}
+
+export async function lookupOrThrow(reader: TreeReader, header: SnapshotHeader, path: string, signal?: AbortSignal): Promise<Entry> {
+  const e = await reader.lookup(header.root, path, signal);
+  if (!e) throw new CofferError("PATH_NOT_FOUND", `${path}: no such file or directory in snapshot ${toHex(header.id).slice(0, 8)}`);
+  return e;
+}

@@ -1,0 +1,98 @@
+/**
+ * Errors with a stable `code` and an exit code (DESIGN.md, Exit codes).
+ * Only src/cli/main.ts maps errors to a process exit status; every other
+ * layer throws these. Tests assert on `code`, never on message text.
+ */
+
+export const ExitCode = {
+  OK: 0,
+  ERROR: 1,
+  USAGE: 2,
+  PARTIAL: 3,
+  NO_REPOSITORY: 10,
+  LOCKED: 11,
+  WRONG_PASSPHRASE: 12,
+  INTERRUPTED: 130,
+} as const;
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+export type ErrorCode =
+  | "USAGE"
+  | "NO_REPOSITORY"
+  | "REPOSITORY_EXISTS"
+  | "LOCKED"
+  | "WRONG_PASSPHRASE"
+  | "NO_PASSPHRASE"
+  | "CORRUPT"
+  | "NOT_FOUND"
+  | "READ_ONLY"
+  | "UNSUPPORTED"
+  | "SNAPSHOT_NOT_FOUND"
+  | "SNAPSHOT_AMBIGUOUS"
+  | "PATH_NOT_FOUND"
+  | "UNSAFE_PATH"
+  | "INTERRUPTED"
+  | "IO";
+
+const EXIT_OF: Record<ErrorCode, ExitCode> = {
+  USAGE: ExitCode.USAGE,
+  NO_REPOSITORY: ExitCode.NO_REPOSITORY,
+  REPOSITORY_EXISTS: ExitCode.ERROR,
+  LOCKED: ExitCode.LOCKED,
+  WRONG_PASSPHRASE: ExitCode.WRONG_PASSPHRASE,
+  NO_PASSPHRASE: ExitCode.USAGE,
+  CORRUPT: ExitCode.ERROR,
+  NOT_FOUND: ExitCode.ERROR,
+  READ_ONLY: ExitCode.ERROR,
+  UNSUPPORTED: ExitCode.ERROR,
+  SNAPSHOT_NOT_FOUND: ExitCode.ERROR,
+  SNAPSHOT_AMBIGUOUS: ExitCode.USAGE,
+  PATH_NOT_FOUND: ExitCode.ERROR,
+  UNSAFE_PATH: ExitCode.ERROR,
+  INTERRUPTED: ExitCode.INTERRUPTED,
+  IO: ExitCode.ERROR,
+};
+
+export class CofferError extends Error {
+  readonly code: ErrorCode;
+  readonly data: Readonly<Record<string, unknown>>;
+  constructor(code: ErrorCode, message: string, data: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CofferError";
+    this.code = code;
+    this.data = data;
+  }
+  get exitCode(): ExitCode {
+    return EXIT_OF[this.code];
+  }
+}
+
+/** Bytes read back from a store failed authentication or could not be decoded. */
+export class CorruptError extends CofferError {
+  constructor(what: string, detail: string, data: Record<string, unknown> = {}) {
+    super("CORRUPT", `${what}: ${detail}`, data);
+    this.name = "CorruptError";
+  }
+}
+
+/** An object asked of a store does not exist. */
+export class NotFoundError extends CofferError {
+  constructor(what: string, data: Record<string, unknown> = {}) {
+    super("NOT_FOUND", `${what}: not found`, data);
+    this.name = "NotFoundError";
+  }
+}
+
+export function isCofferError(e: unknown, code?: ErrorCode): e is CofferError {
+  return e instanceof CofferError && (code === undefined || e.code === code);
+}
+
+export function abortError(signal?: AbortSignal): CofferError {
+  const reason = signal?.reason;
+  if (reason instanceof CofferError) return reason;
+  return new CofferError("INTERRUPTED", "interrupted");
+}
+
+export function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw abortError(signal);
+}
