@@ -79,6 +79,12 @@ export async function main(argv: string[]): Promise<void> {
     if (++interrupts > 1) process.exit(ExitCode.INTERRUPTED);
     controller.abort(new CofferError("INTERRUPTED", "interrupted"));
   };
+  // After an interrupt, operations still in flight fail with it; nobody needs to hear.
+  process.on("unhandledRejection", (e) => {
+    if (controller.signal.aborted) return;
+    process.exitCode = report(e, true);
+    process.exit();
+  });
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 

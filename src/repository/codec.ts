@@ -9,14 +9,79 @@
  *   encrypted: salt(16) iv(12) ciphertext tag(16)
  *   plaintext: payload tag(32)
  */
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, type KeyObject, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
-import { constants as zc, zstdCompress, zstdDecompress } from "node:zlib";
+import { constants as zc, createZstdCompress, type ZstdCompress, zstdCompress, zstdDecompress } from "node:zlib";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { MAC_SIZE, type Subkeys } from "./crypto.js";
 
 const zstdCompressP = promisify(zstdCompress) as (buf: Uint8Array, opts: object) => Promise<Buffer>;
+
+/**
+ * A long-lived zstd compression stream that emits one complete frame per
+ * input (flush with ZSTD_e_end): the compression context is reused instead
+ * of being allocated for every blob, which costs more than compressing a
+ * small blob. Work runs on the libuv pool; calls on one stream are serial.
+ */
+class FrameCompressor {
+  private readonly z: ZstdCompress;
+  private out: Buffer[] = [];
+  private tail: Promise<unknown> = Promise.resolve();
+  private failed: Error | null = null;
+  pending = 0;
+
+  constructor(level: number) {
+    this.z = createZstdCompress({ params: { [zc.ZSTD_c_compressionLevel]: level } });
+    this.z.on("data", (d: Buffer) => this.out.push(d));
+    this.z.on("error", (e: Error) => {
+      this.failed = e;
+    });
+  }
+
+  get broken(): boolean {
+    return this.failed !== null;
+  }
+
+  compress(buf: Uint8Array): Promise<Buffer> {
+    this.pending++;
+    const run = this.tail.then(
+      () =>
+        new Promise<Buffer>((resolve, reject) => {
+          if (this.failed) return reject(this.failed);
+          this.z.write(buf);
+          this.z.flush(zc.ZSTD_e_end, () => {
+            if (this.failed) return reject(this.failed);
+            const o = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out);
+            this.out = [];
+            resolve(o);
+          });
+        }),
+    );
+    this.tail = run.catch(() => {});
+    return run.finally(() => this.pending--);
+  }
+}
+
+const POOL_SIZE = 4;
+const pools = new Map<number, FrameCompressor[]>();
+
+function compressFrame(buf: Uint8Array, level: number, opts: object): Promise<Buffer> {
+  let pool = pools.get(level);
+  if (!pool) pools.set(level, (pool = []));
+  for (let i = pool.length - 1; i >= 0; i--) if (pool[i]!.broken) pool.splice(i, 1);
+  let best = pool[0];
+  for (const c of pool) if (c.pending < best!.pending) best = c;
+  if (!best || (best.pending > 0 && pool.length < POOL_SIZE)) {
+    try {
+      best = new FrameCompressor(level);
+      pool.push(best);
+    } catch {
+      return zstdCompressP(buf, opts);
+    }
+  }
+  return best.compress(buf);
+}
 const zstdDecompressP = promisify(zstdDecompress) as (buf: Uint8Array, opts: object) => Promise<Buffer>;
 
 export const BlobType = {
@@ -58,10 +123,16 @@ export interface CodecOptions {
 export class Codec {
   readonly overhead: number;
   private readonly zstdOpts: object;
+  private readonly level: number;
+  private readonly encKey: KeyObject;
+  private readonly tagKey: KeyObject;
 
   constructor(private readonly opts: CodecOptions) {
     this.overhead = HEADER + (opts.encrypted ? SALT + IV + GCM_TAG : HMAC_TAG);
-    this.zstdOpts = { params: { [zc.ZSTD_c_compressionLevel]: opts.level ?? 3 } };
+    this.level = opts.level ?? 3;
+    this.zstdOpts = { params: { [zc.ZSTD_c_compressionLevel]: this.level } };
+    this.encKey = createSecretKey(opts.keys.enc);
+    this.tagKey = createSecretKey(opts.keys.tag);
   }
 
   /** Compress (when it helps) then seal `raw` as a blob of `type` named `mac`. */
@@ -69,7 +140,7 @@ export class Codec {
     let flags = 0;
     let payload = raw;
     if (this.opts.compression === "zstd" && raw.byteLength >= 64) {
-      const z = await zstdCompressP(raw, this.zstdOpts);
+      const z = await compressFrame(raw, this.level, this.zstdOpts);
       if (z.byteLength < raw.byteLength - raw.byteLength / 64) {
         payload = z;
         flags |= FLAG_ZSTD;
@@ -90,7 +161,7 @@ export class Codec {
       const salt = out.subarray(HEADER, HEADER + SALT);
       const iv = out.subarray(HEADER + SALT, HEADER + SALT + IV);
       randomBytes(SALT + IV).copy(out, HEADER);
-      const c = createCipheriv("aes-256-gcm", blobKey(this.opts.keys.enc, salt), iv);
+      const c = createCipheriv("aes-256-gcm", blobKey(this.encKey, salt), iv);
       c.setAAD(aad);
       const start = HEADER + SALT + IV;
       let n = c.update(payload).copy(out, start);
@@ -98,7 +169,7 @@ export class Codec {
       c.getAuthTag().copy(out, start + n);
     } else {
       out.set(payload, HEADER);
-      const h = createHmac("sha256", this.opts.keys.tag).update(aad).update(payload).digest();
+      const h = createHmac("sha256", this.tagKey).update(aad).update(payload).digest();
       h.copy(out, HEADER + payload.byteLength);
     }
     return out;
@@ -135,7 +206,7 @@ export class Codec {
       const salt = buf.subarray(HEADER, HEADER + SALT);
       const iv = buf.subarray(HEADER + SALT, HEADER + SALT + IV);
       const body = buf.subarray(HEADER + SALT + IV, buf.byteLength - GCM_TAG);
-      const d = createDecipheriv("aes-256-gcm", blobKey(this.opts.keys.enc, salt), iv);
+      const d = createDecipheriv("aes-256-gcm", blobKey(this.encKey, salt), iv);
       d.setAAD(aad);
       d.setAuthTag(buf.subarray(buf.byteLength - GCM_TAG));
       const out = Buffer.allocUnsafe(body.byteLength);
@@ -148,7 +219,7 @@ export class Codec {
       return { flags, rawLength, payload: out.subarray(0, n) };
     }
     const payload = buf.subarray(HEADER, buf.byteLength - HMAC_TAG);
-    const want = createHmac("sha256", this.opts.keys.tag).update(aad).update(payload).digest();
+    const want = createHmac("sha256", this.tagKey).update(aad).update(payload).digest();
     if (!want.equals(buf.subarray(buf.byteLength - HMAC_TAG))) throw corrupt(type, mac, "authentication failed");
     return { flags, rawLength, payload };
   }
@@ -163,7 +234,7 @@ function associated(header: Uint8Array, type: BlobType, mac: Uint8Array): Buffer
   return a;
 }
 
-function blobKey(enc: Uint8Array, salt: Uint8Array): Buffer {
+function blobKey(enc: KeyObject, salt: Uint8Array): Buffer {
   return createHmac("sha256", enc).update(salt).digest();
 }
 

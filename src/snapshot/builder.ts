@@ -90,17 +90,22 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     const chunks: ChunkRef[] = [];
     const window: Promise<unknown>[] = [];
     const source = await r.open!();
-    for await (const chunk of chunkStream(source, chunker)) {
-      throwIfAborted(signal);
-      const mac = repo.mac.mac(chunk);
-      chunks.push({ mac, length: chunk.byteLength });
-      summary.readBytes += chunk.byteLength;
-      if (!repo.has(BlobType.CHUNK, mac)) {
-        window.push(repo.putBlob(BlobType.CHUNK, chunk, mac, signal));
-        if (window.length >= CHUNKS_IN_FLIGHT) await window.shift();
+    try {
+      for await (const chunk of chunkStream(source, chunker)) {
+        throwIfAborted(signal);
+        const mac = repo.mac.mac(chunk);
+        chunks.push({ mac, length: chunk.byteLength });
+        summary.readBytes += chunk.byteLength;
+        if (!repo.has(BlobType.CHUNK, mac)) {
+          window.push(repo.putBlob(BlobType.CHUNK, chunk, mac, signal));
+          if (window.length >= CHUNKS_IN_FLIGHT) await window.shift();
+        }
       }
+      await Promise.all(window);
+    } catch (e) {
+      for (const p of window) p.catch(() => {}); // failed with us; nobody else waits for them
+      throw e;
     }
-    await Promise.all(window);
     return chunks;
   };
 

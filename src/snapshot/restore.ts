@@ -42,6 +42,34 @@ function isZero(b: Uint8Array): boolean {
   return Buffer.compare(b, zeros.subarray(0, b.byteLength)) === 0;
 }
 
+const HOLE_BLOCK = 64 * 1024;
+
+/**
+ * Splits a chunk into data and zero pieces on HOLE_BLOCK boundaries of the
+ * file, so that runs of zeros inside a chunk can be restored as holes.
+ */
+function* pieces(data: Uint8Array, offset: number): Generator<ContentPiece> {
+  const end = offset + data.byteLength;
+  let runStart = offset;
+  let runZero: boolean | undefined;
+  let pos = offset;
+  while (pos < end) {
+    const next = Math.min(end, (Math.floor(pos / HOLE_BLOCK) + 1) * HOLE_BLOCK);
+    const zero = next - pos === HOLE_BLOCK && isZero(data.subarray(pos - offset, next - offset));
+    if (runZero !== undefined && zero !== runZero) {
+      yield piece(data, offset, runStart, pos, runZero);
+      runStart = pos;
+    }
+    runZero = zero;
+    pos = next;
+  }
+  if (runZero !== undefined) yield piece(data, offset, runStart, end, runZero);
+}
+
+function piece(data: Uint8Array, base: number, from: number, to: number, zero: boolean): ContentPiece {
+  return zero ? { offset: from, length: to - from, zero: true } : { offset: from, length: to - from, data: data.subarray(from - base, to - base) };
+}
+
 /** Content of a file entry as pieces, with a read-ahead window of chunk fetches. */
 export async function* readChunks(repo: Repository, chunks: readonly ChunkRef[], signal?: AbortSignal): AsyncGenerator<ContentPiece> {
   const queue: Promise<Uint8Array>[] = [];
@@ -61,7 +89,7 @@ export async function* readChunks(repo: Repository, chunks: readonly ChunkRef[],
     fill();
     const length = data.byteLength;
     if (length !== chunks[i]!.length) throw new Error(`chunk ${i} has ${length} bytes, expected ${chunks[i]!.length}`);
-    yield isZero(data) ? { offset, length, zero: true } : { offset, length, data };
+    yield* pieces(data, offset);
     offset += length;
   }
 }

@@ -1,0 +1,182 @@
+/**
+ * Runs the BUILT coffer CLI (bin/coffer.js -> dist/cli/main.js) as a child
+ * process of the Node that runs the tests (Node 24), with no TTY: stdin is
+ * ignored unless `input` is given, FORCE_COLOR=0, and a minimal environment
+ * (nothing inherited from the caller but PATH and a few locale variables,
+ * so a stray COFFER_* variable can never leak into a test).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const COFFER_BIN = path.join(PROJECT_ROOT, "bin", "coffer.js");
+export const BUILT_MAIN = path.join(PROJECT_ROOT, "dist", "cli", "main.js");
+
+/** Fast KDF parameters for tests (create only). */
+export const FAST_KDF = ["--kdf-memory", "8", "--kdf-passes", "1"] as const;
+
+export const EXIT = {
+  OK: 0,
+  ERROR: 1,
+  USAGE: 2,
+  PARTIAL: 3,
+  NO_REPOSITORY: 10,
+  LOCKED: 11,
+  WRONG_PASSPHRASE: 12,
+  INTERRUPTED: 130,
+} as const;
+
+export type Env = Record<string, string | undefined>;
+
+export interface CofferOptions {
+  /** Added to (and, with an undefined value, removed from) the base environment. */
+  env?: Env;
+  /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
+  input?: string | Buffer;
+  cwd?: string;
+  /** Killed with SIGKILL after this long (default 150 s); `timedOut` is then set. */
+  timeoutMs?: number;
+  /** A command to run the CLI under, e.g. ["setpriv", "--reuid=65534", ...]. */
+  prefix?: string[];
+}
+
+export interface CofferResult {
+  /** The command line, for messages. */
+  command: string;
+  stdout: string;
+  stderr: string;
+  /** stdout as raw bytes (for `cat`). */
+  stdoutBytes: Buffer;
+  /** null when the process was killed by a signal. */
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+/** The environment every invocation starts from. */
+export function baseEnv(): Env {
+  const env: Env = { FORCE_COLOR: "0", NO_COLOR: "1", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", TZ: "UTC" };
+  for (const k of ["PATH", "HOME", "TMPDIR", "USER", "LOGNAME"]) {
+    const v = process.env[k];
+    if (v !== undefined) env[k] = v;
+  }
+  return env;
+}
+
+function mergeEnv(extra: Env | undefined): NodeJS.ProcessEnv {
+  const env: Env = { ...baseEnv(), ...(extra ?? {}) };
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+function quote(a: string): string {
+  return /^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a);
+}
+
+export interface RunningCoffer {
+  child: ChildProcess;
+  command: string;
+  result: Promise<CofferResult>;
+}
+
+/** Starts the CLI and returns at once (for tests that signal or race it). */
+export function startCoffer(args: readonly string[], opts: CofferOptions = {}): RunningCoffer {
+  const argv = [...(opts.prefix ?? []), process.execPath, COFFER_BIN, ...args];
+  const command = ["coffer", ...args].map(quote).join(" ");
+  const t0 = Date.now();
+  const child = spawn(argv[0] as string, argv.slice(1), {
+    cwd: opts.cwd ?? PROJECT_ROOT,
+    env: mergeEnv(opts.env),
+    stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+  });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout?.on("data", (d: Buffer) => out.push(d));
+  child.stderr?.on("data", (d: Buffer) => err.push(d));
+  if (opts.input !== undefined && child.stdin) {
+    child.stdin.on("error", () => {}); // the CLI may exit before reading it
+    child.stdin.end(opts.input);
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, opts.timeoutMs ?? 150_000);
+  const result = new Promise<CofferResult>((resolve, reject) => {
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const stdoutBytes = Buffer.concat(out);
+      resolve({
+        command,
+        stdout: stdoutBytes.toString("utf8"),
+        stderr: Buffer.concat(err).toString("utf8"),
+        stdoutBytes,
+        exitCode: code,
+        signal,
+        timedOut,
+        durationMs: Date.now() - t0,
+      });
+    });
+  });
+  return { child, command, result };
+}
+
+/** Runs the CLI to completion: `coffer(args, {env, input}) -> {stdout, stderr, exitCode}`. */
+export function coffer(args: readonly string[], opts: CofferOptions = {}): Promise<CofferResult> {
+  return startCoffer(args, opts).result;
+}
+
+/** A readable account of a run, for assertion messages. */
+export function describeRun(r: CofferResult, max = 4000): string {
+  const cut = (s: string) => (s.length > max ? `${s.slice(0, max)}... [${s.length - max} more chars]` : s);
+  const status = r.timedOut ? "TIMED OUT" : r.signal !== null ? `killed by ${r.signal}` : `exit ${r.exitCode}`;
+  return `$ ${r.command}\n-> ${status} after ${r.durationMs} ms\n--- stdout ---\n${cut(r.stdout)}\n--- stderr ---\n${cut(r.stderr)}`;
+}
+
+/** Throws (with the whole run described) unless the exit code is one of `codes`. */
+export function expectExit(r: CofferResult, ...codes: number[]): CofferResult {
+  if (r.exitCode === null || !codes.includes(r.exitCode)) {
+    throw new Error(`expected exit ${codes.join(" or ")}\n${describeRun(r)}`);
+  }
+  return r;
+}
+
+/** Lines of a V8 stack trace ("    at fn (file:1:2)"). */
+const STACK_LINE = /^\s+at (?:.+ \()?(?:file:|node:|\/|<anonymous>).*:\d+(?::\d+)?\)?$/m;
+
+export function hasStackTrace(text: string): boolean {
+  return STACK_LINE.test(text);
+}
+
+/** Throws unless neither stream shows a stack trace. */
+export function expectNoStackTrace(r: CofferResult): void {
+  if (hasStackTrace(r.stderr) || hasStackTrace(r.stdout)) {
+    throw new Error(`a stack trace was printed without --debug\n${describeRun(r)}`);
+  }
+}
+
+/** Parses stdout as one JSON value, or throws with the run described. */
+export function parseJson<T = unknown>(r: CofferResult): T {
+  try {
+    return JSON.parse(r.stdout) as T;
+  } catch (e) {
+    throw new Error(`stdout is not one JSON value (${(e as Error).message})\n${describeRun(r)}`, { cause: e });
+  }
+}
+
+export function builtCliExists(): boolean {
+  return existsSync(BUILT_MAIN);
+}
+
+/** Non-empty stdout lines. */
+export function lines(text: string): string[] {
+  return text.split("\n").filter((l) => l.trim() !== "");
+}

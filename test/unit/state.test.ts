@@ -1,0 +1,247 @@
+/**
+ * Tests of the state (src/repository/state.ts): encodeDelta/decodeDelta
+ * round trips, rejection of malformed deltas with CorruptError, blob keys,
+ * and the in-memory Index checked against a simple model over random
+ * sequences of packs (get/has/size/snapshots/ofType/blobsOfPack).
+ */
+import { encode } from "@msgpack/msgpack";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { BlobType } from "../../src/repository/codec.js";
+import { type BlobEntry, encodeIndex } from "../../src/repository/packfile.js";
+import { blobKey, decodeDelta, encodeDelta, Index, keyMac, keyType, type PackRecord, STATE_VERSION } from "../../src/repository/state.js";
+import { CofferError, CorruptError } from "../../src/util/errors.js";
+import { toHex } from "../../src/util/hex.js";
+
+const NAME = new Uint8Array(32).fill(0xab);
+const TYPES = Object.values(BlobType);
+
+function expectCorrupt(e: unknown): void {
+  expect(e).toBeInstanceOf(CorruptError);
+  expect((e as CofferError).code).toBe("CORRUPT");
+}
+
+function errorOf(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+function plainPacks(ps: readonly PackRecord[]): unknown[] {
+  return ps.map((p) => ({
+    mac: toHex(p.mac),
+    entries: p.entries.map((e) => ({ type: e.type, mac: toHex(e.mac), offset: e.offset, length: e.length, rawLength: e.rawLength })),
+  }));
+}
+
+const arbMac = fc.uint8Array({ minLength: 32, maxLength: 32 });
+const arbEntry: fc.Arbitrary<BlobEntry> = fc.record({
+  type: fc.constantFrom(...TYPES),
+  mac: arbMac,
+  offset: fc.oneof(fc.nat(), fc.maxSafeNat()),
+  length: fc.nat(),
+  rawLength: fc.nat(),
+});
+const arbPack: fc.Arbitrary<PackRecord> = fc.record({ mac: arbMac, entries: fc.array(arbEntry, { maxLength: 10 }) });
+
+describe("encodeDelta / decodeDelta", () => {
+  it("round trip (property)", () => {
+    fc.assert(
+      fc.property(fc.array(arbPack, { maxLength: 6 }), (packs) => {
+        expect(plainPacks(decodeDelta(encodeDelta(packs), NAME))).toEqual(plainPacks(packs));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("the body is msgpack {v: 1, packs: [[packName, rawIndex]]} as docs/FORMAT.md says", () => {
+    const entries: BlobEntry[] = [{ type: BlobType.TREE, mac: new Uint8Array(32).fill(1), offset: 0, length: 50, rawLength: 40 }];
+    const pack = new Uint8Array(32).fill(2);
+    const hand = encode({ v: 1, packs: [[pack, encodeIndex(entries)]] });
+    expect(toHex(encodeDelta([{ mac: pack, entries }]))).toBe(toHex(hand));
+    expect(STATE_VERSION).toBe(1);
+  });
+
+  it("malformed deltas are CorruptError", () => {
+    const mac = new Uint8Array(32);
+    const index = encodeIndex([{ type: BlobType.CHUNK, mac, offset: 0, length: 1, rawLength: 1 }]);
+    const good = { v: 1, packs: [[mac, index]] };
+    expect(decodeDelta(encode(good), NAME)).toHaveLength(1);
+    const bad: unknown[] = [
+      null,
+      7,
+      "state",
+      [],
+      [1, []],
+      {},
+      { packs: [] },
+      { v: 2, packs: [] },
+      { v: "1", packs: [] },
+      { v: 1 },
+      { v: 1, packs: {} },
+      { v: 1, packs: [null] },
+      { v: 1, packs: [[mac]] },
+      { v: 1, packs: [[mac, index, 0]] },
+      { v: 1, packs: [[new Uint8Array(31), index]] },
+      { v: 1, packs: [["mac", index]] },
+      { v: 1, packs: [[mac, [[1, mac, 0, 1, 1]]]] }, // index as a list, not bytes
+      { v: 1, packs: [[mac, encode({ not: "an index" })]] },
+      { v: 1, packs: [[mac, encode([[9, mac, 0, 1, 1]])]] },
+      { v: 1, packs: [[mac, new Uint8Array([0xc1])]] },
+    ];
+    for (const v of bad) expectCorrupt(errorOf(() => decodeDelta(encode(v), NAME)));
+    expectCorrupt(errorOf(() => decodeDelta(new Uint8Array(0), NAME)));
+    expectCorrupt(errorOf(() => decodeDelta(Buffer.concat([encode(good), Buffer.from([0xc0])]), NAME)));
+  });
+
+  it("random bytes never throw anything but CorruptError (property)", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (raw) => {
+        const e = errorOf(() => decodeDelta(raw, NAME));
+        if (e !== undefined) expectCorrupt(e);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("any msgpack value either decodes or is CorruptError (property)", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.anything(), fc.record({ v: fc.constantFrom(1, 2), packs: fc.array(fc.tuple(fc.uint8Array({ minLength: 31, maxLength: 33 }), fc.uint8Array({ maxLength: 40 }))) })), (v) => {
+        const e = errorOf(() => decodeDelta(encode(v), NAME));
+        if (e !== undefined) expectCorrupt(e);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("a flipped byte in an encoded delta decodes to something else or is CorruptError (property)", () => {
+    fc.assert(
+      fc.property(fc.array(arbPack, { minLength: 1, maxLength: 3 }), fc.nat(), fc.integer({ min: 1, max: 255 }), (packs, where, mask) => {
+        const raw = new Uint8Array(encodeDelta(packs));
+        raw[where % raw.byteLength]! ^= mask;
+        let got: PackRecord[];
+        try {
+          got = decodeDelta(raw, NAME);
+        } catch (e) {
+          expectCorrupt(e);
+          return;
+        }
+        // The codec's MAC is what catches damage; decodeDelta only has to stay structurally sound.
+        for (const p of got) expect(p.mac.byteLength).toBe(32);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe("blob keys", () => {
+  it("blobKey/keyType/keyMac round trip and separate types (property)", () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...TYPES), fc.constantFrom(...TYPES), arbMac, arbMac, (t1, t2, m1, m2) => {
+        const k = blobKey(t1, m1);
+        expect(keyType(k)).toBe(t1);
+        expect(toHex(keyMac(k))).toBe(toHex(m1));
+        expect(blobKey(t2, m2) === k).toBe(t1 === t2 && toHex(m1) === toHex(m2));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("blobKey reads only the view of a subarray", () => {
+    const big = new Uint8Array(100).map((_, i) => i);
+    const view = big.subarray(10, 42);
+    expect(toHex(keyMac(blobKey(BlobType.CHUNK, view)))).toBe(toHex(big.slice(10, 42)));
+  });
+});
+
+describe("Index", () => {
+  const mac = (b: number) => new Uint8Array(32).fill(b);
+  const e = (type: BlobType, m: number, offset = 0, length = 10): BlobEntry => ({ type, mac: mac(m), offset, length, rawLength: length * 2 });
+
+  it("addPack then get/has/size/snapshots/ofType", () => {
+    const ix = new Index();
+    expect(ix.size).toBe(0);
+    expect(ix.get(BlobType.CHUNK, mac(1))).toBeUndefined();
+    ix.addPack({ mac: mac(100), entries: [e(BlobType.CHUNK, 1, 0, 10), e(BlobType.TREE, 1, 10, 5), e(BlobType.SNAPSHOT, 2, 15, 7)] });
+    expect(ix.size).toBe(3);
+    expect(ix.has(BlobType.CHUNK, mac(1))).toBe(true);
+    expect(ix.has(BlobType.TREE, mac(1))).toBe(true);
+    expect(ix.has(BlobType.ERRORS, mac(1))).toBe(false); // same MAC, other type
+    expect(ix.has(BlobType.CHUNK, mac(2))).toBe(false);
+    const loc = ix.get(BlobType.TREE, new Uint8Array(mac(1)))!;
+    expect({ pack: toHex(loc.pack), offset: loc.offset, length: loc.length, rawLength: loc.rawLength }).toEqual({ pack: toHex(mac(100)), offset: 10, length: 5, rawLength: 10 });
+    expect([...ix.snapshots.keys()]).toEqual([toHex(mac(2))]);
+    expect([...ix.ofType(BlobType.CHUNK)].map(([m]) => toHex(m))).toEqual([toHex(mac(1))]);
+    expect([...ix.ofType(BlobType.LOCK)]).toEqual([]);
+    expect([...ix.packs.keys()]).toEqual([toHex(mac(100))]);
+  });
+
+  it("blobsOfPack lists the blobs of each pack, by value of the pack MAC, and sees packs added later", () => {
+    const ix = new Index();
+    ix.addPack({ mac: mac(100), entries: [e(BlobType.CHUNK, 1), e(BlobType.CHUNK, 2, 10)] });
+    const keys = (p: number) => ix.blobsOfPack(mac(p)).map(([k]) => toHex(keyMac(k))).sort();
+    expect(keys(100)).toEqual([toHex(mac(1)), toHex(mac(2))]);
+    expect(keys(101)).toEqual([]);
+    ix.addPack({ mac: mac(101), entries: [e(BlobType.TREE, 3)] });
+    expect(keys(101)).toEqual([toHex(mac(3))]);
+    expect(keys(100)).toHaveLength(2);
+  });
+
+  it("adding the same pack twice (a fresh MAC array) keeps one pack and one copy of each blob", () => {
+    const ix = new Index();
+    const entries = [e(BlobType.CHUNK, 1), e(BlobType.SNAPSHOT, 2, 10)];
+    ix.addPack({ mac: mac(100), entries });
+    ix.blobsOfPack(mac(100));
+    ix.addPack({ mac: mac(100), entries: entries.map((x) => ({ ...x, mac: new Uint8Array(x.mac) })) });
+    expect(ix.size).toBe(2);
+    expect(ix.packs.size).toBe(1);
+    expect(ix.snapshots.size).toBe(1);
+    expect(ix.blobsOfPack(mac(100))).toHaveLength(2);
+  });
+
+  it("matches a model over random sequences of packs (property)", () => {
+    const arbSmallMac = fc.integer({ min: 0, max: 6 }).map((b) => new Uint8Array(32).fill(b));
+    const arbE = fc.record({ type: fc.constantFrom(...TYPES), mac: arbSmallMac, offset: fc.nat(1000), length: fc.nat(1000), rawLength: fc.nat(1000) });
+    const arbP = fc.record({ mac: fc.integer({ min: 200, max: 204 }).map((b) => new Uint8Array(32).fill(b)), entries: fc.array(arbE, { maxLength: 6 }) });
+    fc.assert(
+      fc.property(fc.array(arbP, { maxLength: 8 }), fc.array(fc.nat(8), { maxLength: 8 }), (packs, probeAt) => {
+        const ix = new Index();
+        const model = new Map<string, { pack: string; offset: number; length: number; rawLength: number }>();
+        const probe = new Set(probeAt);
+        packs.forEach((p, i) => {
+          ix.addPack(p);
+          for (const x of p.entries) model.set(`${x.type}:${toHex(x.mac)}`, { pack: toHex(p.mac), offset: x.offset, length: x.length, rawLength: x.rawLength });
+          if (probe.has(i)) ix.blobsOfPack(p.mac); // builds the reverse map mid-way
+        });
+        expect(ix.size).toBe(model.size);
+        for (const [k, want] of model) {
+          const [t, h] = k.split(":") as [string, string];
+          const m = new Uint8Array(Buffer.from(h, "hex"));
+          const loc = ix.get(Number(t) as BlobType, m)!;
+          expect({ pack: toHex(loc.pack), offset: loc.offset, length: loc.length, rawLength: loc.rawLength }).toEqual(want);
+          expect(ix.has(Number(t) as BlobType, m)).toBe(true);
+        }
+        const snaps = [...model.keys()].filter((k) => k.startsWith(`${BlobType.SNAPSHOT}:`)).map((k) => k.split(":")[1]);
+        expect([...ix.snapshots.keys()].sort()).toEqual([...new Set(snaps)].sort());
+        // every blob is listed under exactly the pack get() places it in
+        let listed = 0;
+        for (const packHex of new Set(packs.map((p) => toHex(p.mac)))) {
+          for (const [k, loc] of ix.blobsOfPack(new Uint8Array(Buffer.from(packHex, "hex")))) {
+            listed++;
+            expect(toHex(loc.pack)).toBe(packHex);
+            expect(model.get(`${keyType(k)}:${toHex(keyMac(k))}`)?.pack).toBe(packHex);
+          }
+        }
+        expect(listed).toBe(model.size);
+        for (const t of TYPES) {
+          const want = [...model.keys()].filter((k) => k.startsWith(`${t}:`)).length;
+          expect([...ix.ofType(t)]).toHaveLength(want);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
