@@ -33,6 +33,16 @@ const TMP = "tmp";
 const MAC_BYTES = 32;
 const MAC_NAME = /^[0-9a-f]{64}$/;
 const FANOUT_NAME = /^[0-9a-f]{2}$/;
+/** Read handles kept open (see #reader). */
+const MAX_READERS = 32;
+
+interface CachedReader {
+  fh: FileHandle;
+  size: number;
+  users: number;
+  evicted: boolean;
+}
+
 /** Temp files older than this are removed by open() (a crashed writer's leftovers). */
 const STALE_TMP_MS = 60 * 60 * 1000;
 /** Bound on concurrent stat() calls in size(). */
@@ -191,16 +201,17 @@ export class FsStore implements Store {
     if (range !== undefined) checkRange(range);
     const file = this.#objectPath(resource, mac);
     const what = `${resourceName(resource)} ${toHex(mac)}`;
-    let handle: FileHandle;
+    let r: CachedReader;
     try {
-      handle = await fsp.open(file, fsConstants.O_RDONLY);
+      r = await this.#reader(file);
     } catch (e) {
       const code = errno(e);
       if (code === "ENOENT" || code === "ENOTDIR") throw new NotFoundError(what, { resource, mac: toHex(mac) });
       throw toStoreError(e, "open", file, signal);
     }
+    r.users++;
     try {
-      const size = (await handle.stat()).size;
+      const size = r.size;
       const offset = range?.offset ?? 0;
       const length = range?.length ?? size;
       if (offset + length > size) {
@@ -215,7 +226,7 @@ export class FsStore implements Store {
       while (done < length) {
         throwIfAborted(signal);
         const want = Math.min(READ_CHUNK, length - done);
-        const { bytesRead } = await handle.read(out, done, want, offset + done);
+        const { bytesRead } = await r.fh.read(out, done, want, offset + done);
         if (bytesRead === 0) throw new CorruptError(what, `short read at ${offset + done} (${size} bytes expected)`);
         done += bytesRead;
       }
@@ -223,14 +234,57 @@ export class FsStore implements Store {
     } catch (e) {
       throw toStoreError(e, "read", file, signal);
     } finally {
-      await handle.close().catch(() => undefined);
+      r.users--;
+      if (r.evicted && r.users === 0) await r.fh.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * Open read handles, most recently used last: objects are immutable once
+   * stored, so a restore's many ranged reads of one packfile share a handle.
+   */
+  #readers = new Map<string, Promise<CachedReader>>();
+
+  async #reader(file: string): Promise<CachedReader> {
+    const hit = this.#readers.get(file);
+    if (hit) {
+      this.#readers.delete(file);
+      this.#readers.set(file, hit);
+      return hit;
+    }
+    const p = (async () => {
+      const fh = await fsp.open(file, fsConstants.O_RDONLY);
+      try {
+        return { fh, size: (await fh.stat()).size, users: 0, evicted: false };
+      } catch (e) {
+        await fh.close().catch(() => undefined);
+        throw e;
+      }
+    })();
+    this.#readers.set(file, p);
+    p.catch(() => this.#readers.delete(file));
+    while (this.#readers.size > MAX_READERS) this.#evict(this.#readers.keys().next().value!);
+    return p;
+  }
+
+  #evict(file: string): void {
+    const p = this.#readers.get(file);
+    if (!p) return;
+    this.#readers.delete(file);
+    p.then(
+      (r) => {
+        r.evicted = true;
+        if (r.users === 0) return r.fh.close().catch(() => undefined);
+      },
+      () => undefined,
+    );
   }
 
   async delete(resource: Resource, mac: Mac, opts: CallOptions = {}): Promise<void> {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("delete");
+    this.#evict(this.#objectPath(resource, mac));
     const file = this.#objectPath(resource, mac);
     try {
       await fsp.unlink(file);
@@ -244,7 +298,9 @@ export class FsStore implements Store {
     await this.#dirSync.sync(path.dirname(file));
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    for (const f of [...this.#readers.keys()]) this.#evict(f);
+  }
 
   #checkWritable(op: string): void {
     if (this.#readOnly) {

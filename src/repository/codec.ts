@@ -11,7 +11,7 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, type KeyObject, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
-import { constants as zc, createZstdCompress, type ZstdCompress, zstdCompress, zstdDecompress } from "node:zlib";
+import { constants as zc, createZstdCompress, type ZstdCompress, zstdCompress, zstdDecompress, zstdDecompressSync } from "node:zlib";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { MAC_SIZE, type Subkeys } from "./crypto.js";
@@ -107,6 +107,8 @@ const SALT = 16;
 const IV = 12;
 const GCM_TAG = 16;
 const HMAC_TAG = 32;
+/** Blobs up to this raw size are decompressed on the calling thread. */
+const SYNC_DECOMPRESS = 64 * 1024;
 /** Largest raw blob accepted on decode (bounds memory against hostile input). */
 export const MAX_RAW_BLOB = 256 * 1024 * 1024;
 
@@ -184,7 +186,9 @@ export class Codec {
     }
     let raw: Buffer;
     try {
-      raw = await zstdDecompressP(payload, { maxOutputLength: Math.max(rawLength, 1) });
+      const limit = { maxOutputLength: Math.max(rawLength, 1) };
+      // Small blobs: a thread-pool round trip costs more than decompressing them here.
+      raw = rawLength <= SYNC_DECOMPRESS ? zstdDecompressSync(payload, limit) : await zstdDecompressP(payload, limit);
     } catch (e) {
       throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
     }

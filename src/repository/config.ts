@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import { decode, encode } from "@msgpack/msgpack";
 import { CofferError, CorruptError } from "../util/errors.js";
 import { type MacAlgorithm, plaintextMasterKey, randomKey } from "./crypto.js";
+import { type ChunkingParams, validateChunkingParams } from "./chunker.js";
 import type { Compression } from "./codec.js";
 
 const argon2P = promisify(argon2);
@@ -17,11 +18,7 @@ const argon2P = promisify(argon2);
 export const CONFIG_MAGIC = "COFFERCF";
 export const FORMAT_VERSION = 1;
 
-export interface ChunkingParams {
-  min: number;
-  avg: number;
-  max: number;
-}
+export type { ChunkingParams };
 
 export interface KdfParams {
   algorithm: "argon2id";
@@ -165,6 +162,11 @@ export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
     enc === undefined
   ) {
     throw bad("missing or invalid fields");
+  }
+  try {
+    validateChunkingParams(ch);
+  } catch (e) {
+    throw bad((e as Error).message);
   }
   if (enc !== null && (!(enc.wrappedKey instanceof Uint8Array) || enc.wrappedKey.byteLength !== 60 || enc.kdf?.algorithm !== "argon2id" || !(enc.kdf.salt instanceof Uint8Array) || enc.cipher !== "aes-256-gcm")) {
     throw bad("invalid encryption parameters");

@@ -9,6 +9,7 @@ import type { Store } from "../connectors/store.js";
 import { CofferError, CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { mapLimit } from "../util/concurrency.js";
+import { DEFAULT_CHUNKING } from "./chunker.js";
 import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } from "./codec.js";
 import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type RepositoryConfig, unlock } from "./config.js";
 import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
@@ -31,7 +32,6 @@ export interface OpenOptions {
   signal?: AbortSignal | undefined;
 }
 
-export const DEFAULT_CHUNKING: ChunkingParams = { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 };
 const UPLOADS_IN_FLIGHT = 2;
 
 export interface WriteStats {
