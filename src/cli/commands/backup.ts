@@ -11,9 +11,9 @@ import { type Context, withRepository } from "../context.js";
 import { bytes, shortId } from "../format.js";
 
 export interface BackupCmdOptions {
-  tag: string[];
-  exclude: string[];
-  excludeFile: string[];
+  tag?: string[];
+  exclude?: string[];
+  excludeFile?: string[];
   json?: boolean;
   xattr: boolean;
   force?: boolean;
@@ -25,8 +25,8 @@ export interface BackupOutcome {
 }
 
 export async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
-  const excludes = [...o.exclude];
-  for (const f of o.excludeFile) {
+  const excludes = [...(o.exclude ?? [])];
+  for (const f of o.excludeFile ?? []) {
     let text: string;
     try {
       text = await readFile(f, "utf8");
@@ -46,7 +46,7 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
     await importer.ping();
     const { header } = await backup(repo, {
       importer,
-      tags: o.tag,
+      tags: o.tag ?? [],
       hostname: hostname(),
       username: safeUser(),
       os: platform(),
@@ -83,15 +83,15 @@ function safeUser(): string {
   }
 }
 
-const collect = (v: string, prev: string[]) => [...prev, v];
+const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 
 export function backupCommand(ctx: () => Context, done: (code: number) => void): Command {
   return new Command("backup")
     .description("back up PATH (default: the current directory) as a new snapshot")
     .argument("[path]", "directory to back up")
-    .option("--tag <tag>", "tag the snapshot (repeatable)", collect, [])
-    .option("--exclude <pattern>", "exclude paths matching a gitignore-style pattern (repeatable)", collect, [])
-    .option("--exclude-file <file>", "read exclude patterns from a file (repeatable)", collect, [])
+    .option("--tag <tag>", "tag the snapshot (repeatable)", collect)
+    .option("--exclude <pattern>", "exclude paths matching a gitignore-style pattern (repeatable)", collect)
+    .option("--exclude-file <file>", "read exclude patterns from a file (repeatable)", collect)
     .option("--no-xattr", "do not record extended attributes")
     .option("--force", "read every file, even those unchanged since the last snapshot")
     .option("-q, --quiet", "print only the snapshot ID")
