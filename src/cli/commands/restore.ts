@@ -1,9 +1,11 @@
 /** `coffer restore`: write a snapshot (or part of it) to a directory. */
+import { lstat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { Command } from "commander";
 import { FsExporter } from "../../connectors/fs/exporter.js";
 import { restore } from "../../snapshot/restore.js";
 import { parseSnapPath, resolveSnapshot } from "../../snapshot/vfs.js";
+import { CofferError } from "../../util/errors.js";
 import { type Context, withRepository } from "../context.js";
 import { bytes, shortId } from "../format.js";
 
@@ -18,6 +20,8 @@ export async function runRestore(target: string | undefined, o: RestoreCmdOption
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const header = await resolveSnapshot(repo, snap, ctx.signal);
     const dir = resolve(o.to ?? process.cwd());
+    const st = await lstat(dir).catch(() => null);
+    if (st && !st.isDirectory()) throw new CofferError("USAGE", `cannot restore into ${dir}: it exists and is not a directory`);
     const exporter = new FsExporter(dir, { onWarning: (m: string) => ctx.stderr.write(`coffer: warning: ${m}\n`) });
     await exporter.ping();
     const r = await restore(repo, header, path, exporter, {
