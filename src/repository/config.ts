@@ -49,6 +49,8 @@ export interface RepositoryConfig {
 
 export const DEFAULT_KDF = { memory: 256 * 1024, passes: 4, parallelism: 1 };
 export const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
+/** Largest argon2id memory a configuration may ask for (16 GiB, in KiB). */
+export const MAX_KDF_MEMORY_KIB = 16 * 1024 * 1024;
 
 const WRAP_AAD = Buffer.from("coffer/v1/master-key");
 
@@ -149,11 +151,12 @@ export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
   } catch (e) {
     throw bad(`undecodable body (${(e as Error).message})`);
   }
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw bad("body is not a map");
   const ch = o.chunking as ChunkingParams | undefined;
   const enc = o.encryption as (EncryptionConfig & { kdf: KdfParams }) | null | undefined;
   const okNum = (n: unknown) => typeof n === "number" && Number.isInteger(n) && n > 0;
   if (
-    !(o.id instanceof Uint8Array) ||
+    !(o.id instanceof Uint8Array) || o.id.byteLength !== 32 ||
     !ch || !okNum(ch.min) || !okNum(ch.avg) || !okNum(ch.max) ||
     (o.mac !== "blake3" && o.mac !== "hmac-sha256") ||
     (o.compression !== "zstd" && o.compression !== "none") ||
@@ -168,8 +171,20 @@ export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
   } catch (e) {
     throw bad((e as Error).message);
   }
-  if (enc !== null && (!(enc.wrappedKey instanceof Uint8Array) || enc.wrappedKey.byteLength !== 60 || enc.kdf?.algorithm !== "argon2id" || !(enc.kdf.salt instanceof Uint8Array) || enc.cipher !== "aes-256-gcm")) {
-    throw bad("invalid encryption parameters");
+  if (enc !== null) {
+    if (typeof enc !== "object" || !(enc.wrappedKey instanceof Uint8Array) || enc.wrappedKey.byteLength !== 60 || enc.cipher !== "aes-256-gcm") {
+      throw bad("invalid encryption parameters");
+    }
+    const k = enc.kdf as Partial<KdfParams> | undefined;
+    const within = (n: unknown, lo: number, hi: number) => typeof n === "number" && Number.isInteger(n) && n >= lo && n <= hi;
+    if (
+      typeof k !== "object" || k === null || k.algorithm !== "argon2id" ||
+      !(k.salt instanceof Uint8Array) || k.salt.byteLength < 8 || k.salt.byteLength > 64 ||
+      !within(k.parallelism, 1, 255) || !within(k.passes, 1, 1000) ||
+      !within(k.memory, 8 * (k.parallelism as number), MAX_KDF_MEMORY_KIB)
+    ) {
+      throw bad("invalid key derivation parameters");
+    }
   }
   return {
     version,

@@ -31,6 +31,7 @@ export interface LockInfo {
 export class Lock {
   private timer: NodeJS.Timeout | undefined;
   private released = false;
+  private refreshing: Promise<void> = Promise.resolve();
   constructor(
     private readonly store: Store,
     private readonly codec: Codec,
@@ -40,7 +41,10 @@ export class Lock {
 
   startRefresh(): void {
     this.timer = setInterval(() => {
-      void writeLock(this.store, this.codec, this.name, { ...this.info, timeMs: Date.now() }).catch(() => {});
+      if (this.released) return;
+      this.refreshing = this.refreshing.then(() =>
+        this.released ? undefined : writeLock(this.store, this.codec, this.name, { ...this.info, timeMs: Date.now() }).catch(() => {}),
+      );
     }, REFRESH_MS);
     this.timer.unref();
   }
@@ -49,6 +53,8 @@ export class Lock {
     if (this.released) return;
     this.released = true;
     if (this.timer) clearInterval(this.timer);
+    // A refresh already writing would put the lock back after our delete.
+    await this.refreshing;
     await this.store.delete(Resource.LOCK, this.name).catch(() => {});
   }
 }

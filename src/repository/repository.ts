@@ -154,17 +154,21 @@ export class Repository {
     const m = mac ?? this.mac.mac(raw);
     const k = blobKey(type, m);
     if (this.pending.has(k) || this.index.has(type, m)) return { mac: m, added: false };
+    throwIfAborted(signal);
+    if (this.uploadError) throw this.uploadError;
+    // From here until it is in a pack, the key stays pending, so that
+    // concurrent puts of the same blob do not store it twice.
     this.pending.add(k);
     let encoded: Uint8Array;
     try {
       encoded = await this.codec.encode(type, m, raw);
+      throwIfAborted(signal);
+      if (this.uploadError) throw this.uploadError;
     } catch (e) {
       this.pending.delete(k);
       throw e;
     }
-    throwIfAborted(signal);
-    if (this.uploadError) throw this.uploadError;
-    if (!this.writer) this.writer = await PackWriter.create(this.mac);
+    this.writer ??= await PackWriter.create(this.mac);
     this.writer.add(type, m, raw.byteLength, encoded);
     this.written.blobs++;
     this.written.rawBytes += raw.byteLength;

@@ -80,7 +80,7 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
   const s = o.summary as Record<string, unknown> | undefined;
   const keys: (keyof Summary)[] = ["files", "dirs", "symlinks", "others", "bytes", "errors", "readBytes", "newBlobs", "newBytes"];
   if (!s || !keys.every((k) => typeof s[k] === "number")) throw bad("summary");
-  const t = (v: unknown) => (typeof v === "bigint" ? v : typeof v === "number" ? BigInt(v) : undefined);
+  const t = (v: unknown) => (typeof v === "bigint" ? v : typeof v === "number" && Number.isSafeInteger(v) ? BigInt(v) : undefined);
   const timeNs = t(o.time);
   const durationNs = t(o.duration);
   if (timeNs === undefined || durationNs === undefined) throw bad("time");

@@ -141,18 +141,24 @@ describe("encodeConfig / decodeConfig", () => {
       fc.property(
         fc.uint8Array({ minLength: 32, maxLength: 32 }),
         fc.bigInt({ min: 0n, max: (1n << 63n) - 1n }),
-        fc.record({ min: fc.integer({ min: 1, max: 2 ** 30 }), avg: fc.integer({ min: 1, max: 2 ** 30 }), max: fc.integer({ min: 1, max: 2 ** 30 }) }),
+        // valid chunking per FORMAT.md: avg a power of two in [2^4, 2^28], 1 <= min <= avg <= max <= 2^30
+        fc
+          .integer({ min: 4, max: 28 })
+          .chain((b) => fc.record({ min: fc.integer({ min: 1, max: 2 ** b }), avg: fc.constant(2 ** b), max: fc.integer({ min: 2 ** b, max: 2 ** 30 }) })),
         fc.constantFrom("blake3" as const, "hmac-sha256" as const),
         fc.constantFrom("zstd" as const, "none" as const),
         fc.integer({ min: 1, max: 2 ** 31 }),
         fc.option(
-          fc.record({
-            memory: fc.integer({ min: 8, max: 2 ** 22 }),
-            passes: fc.integer({ min: 1, max: 10 }),
-            parallelism: fc.integer({ min: 1, max: 16 }),
-            salt: fc.uint8Array({ minLength: 16, maxLength: 16 }),
-            wrappedKey: fc.uint8Array({ minLength: 60, maxLength: 60 }),
-          }),
+          // argon2id needs memory >= 8 KiB per lane
+          fc.integer({ min: 1, max: 16 }).chain((parallelism) =>
+            fc.record({
+              memory: fc.integer({ min: 8 * parallelism, max: 2 ** 22 }),
+              passes: fc.integer({ min: 1, max: 10 }),
+              parallelism: fc.constant(parallelism),
+              salt: fc.uint8Array({ minLength: 16, maxLength: 16 }),
+              wrappedKey: fc.uint8Array({ minLength: 60, maxLength: 60 }),
+            }),
+          ),
           { nil: null },
         ),
         (id, createdNs, chunking, mac, compression, packSize, e) => {
@@ -236,6 +242,11 @@ describe("encodeConfig / decodeConfig", () => {
     const bodies: Record<string, unknown>[] = [
       { ...good, id: "not bytes" },
       { ...good, chunking: { min: 0, avg: 1, max: 1 } },
+      { ...good, chunking: { min: 512, avg: 1000, max: 4096 } }, // avg not a power of two
+      { ...good, chunking: { min: 2048, avg: 1024, max: 4096 } }, // min > avg
+      { ...good, chunking: { min: 512, avg: 1024, max: 512 } }, // max < avg
+      { ...good, chunking: { min: 1, avg: 8, max: 8 } }, // avg < 2^4
+      { ...good, chunking: { min: 1, avg: 1024, max: 2 ** 30 + 1 } }, // max > 2^30
       { ...good, chunking: undefined },
       { ...good, mac: "md5" },
       { ...good, compression: "gzip" },
@@ -261,14 +272,14 @@ describe("encodeConfig / decodeConfig", () => {
     for (const v of [42, "config", [1, 2, 3], true]) expectCorrupt(errorOf(() => decodeConfig(craft(encode(v)))));
   });
 
-  // BUG: src/repository/config.ts decodeConfig reads `o.chunking` (line 155) without checking that the
+  // Regression (fixed): src/repository/config.ts decodeConfig reads `o.chunking` (line 152) without checking that the
   // decoded body is an object: a checksummed body that is msgpack nil (0xc0) throws a TypeError
   // ("Cannot read properties of null") instead of CorruptError.
   it("a valid msgpack nil body is CORRUPT (not a TypeError)", () => {
     expectCorrupt(errorOf(() => decodeConfig(craft(new Uint8Array([0xc0])))));
   });
 
-  // BUG: src/repository/config.ts decodeConfig (line 169) checks kdf.algorithm and kdf.salt but not
+  // Regression (fixed): src/repository/config.ts decodeConfig (line 171) checks kdf.algorithm and kdf.salt but not
   // kdf.memory / passes / parallelism nor the salt length: such a config decodes, and unlock() then
   // fails inside node:crypto argon2 with a TypeError/RangeError instead of CORRUPT at decode time.
   it("encryption parameters with missing or invalid KDF numbers are CORRUPT at decode", async () => {

@@ -340,7 +340,7 @@ describe("putBlob / flush / getBlob", () => {
     for (const [mac] of r2.index.ofType(BlobType.CHUNK)) await r2.getBlob(BlobType.CHUNK, mac);
   });
 
-  // BUG: src/repository/repository.ts putBlob (lines 157-166): the blob's key is added to `pending`
+  // Regression (fixed): src/repository/repository.ts putBlob (lines 157-166): the blob's key is added to `pending`
   // before `throwIfAborted(signal)`; when that throws, the key stays in `pending` although the blob was
   // never added to a pack. The next putBlob of the same data then returns added=false and the blob is
   // never written: has() says yes, a new open does not have it (getBlob -> NOT_FOUND).
@@ -538,7 +538,7 @@ describe("locks", () => {
     }
   });
 
-  // BUG: src/repository/locks.ts Lock.startRefresh/release (lines 41-54): the refresh timer calls
+  // Regression (fixed): src/repository/locks.ts Lock.startRefresh/release (lines 41-54): the refresh timer calls
   // writeLock() without tracking it, and release() neither waits for an in-flight refresh nor stops it
   // from landing. A release() that happens while a refresh is between codec.encode and store.put deletes
   // the lock, then the refresh's put re-creates it: a released lock stays in the store (blocking

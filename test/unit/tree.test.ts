@@ -382,7 +382,7 @@ describe("encodeHeader / decodeHeader", () => {
     expect(back.durationNs).toBe(5n);
   });
 
-  // BUG: src/snapshot/header.ts line 83: `t()` converts any number with BigInt(v), so a header whose
+  // Regression (fixed): src/snapshot/header.ts line 83: `t()` converts any number with BigInt(v), so a header whose
   // time or duration is a non-integer float (1.5, NaN, Infinity) makes decodeHeader throw a RangeError
   // instead of CorruptError (tree.ts's `big()` checks Number.isInteger first; header.ts does not).
   it("times that are non-integer numbers are CorruptError, not a RangeError", () => {

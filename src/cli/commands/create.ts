@@ -1,5 +1,6 @@
 /** `coffer create`: initialise a repository at the location. */
 import { Command, Option } from "commander";
+import { MAX_KDF_MEMORY_KIB } from "../../repository/config.js";
 import { Repository } from "../../repository/repository.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
@@ -23,6 +24,9 @@ export async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
     if (passphrase === null) {
       throw new CofferError("NO_PASSPHRASE", "no passphrase: give --keyfile FILE or COFFER_PASSPHRASE, or run on a terminal (use --plaintext for an unencrypted repository)");
     }
+  }
+  if (o.kdfMemory !== undefined && o.kdfMemory * 1024 > MAX_KDF_MEMORY_KIB) {
+    throw new CofferError("USAGE", `--kdf-memory must be at most ${MAX_KDF_MEMORY_KIB / 1024} MiB`);
   }
   const config = await Repository.create(store, {
     passphrase,
