@@ -806,5 +806,4 @@ describe("large trees: crash safety, interruption, concurrency", () => {
     await rm(repo);
   });
 
-  it.todo("exit 11 (locked) when an exclusive command meets a running backup: the CLI has no exclusive command yet");
 });
