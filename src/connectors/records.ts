@@ -42,6 +42,12 @@ export interface ImportRecord {
   error?: string | undefined;
   /** Content of a regular file, read lazily; called at most once. */
   open?: (() => Promise<AsyncIterable<Uint8Array>>) | undefined;
+  /**
+   * Absolute path of a regular file on this machine (LOCALFS importers):
+   * the builder may read it directly, in worker threads, instead of calling
+   * open(). It must be the same content open() would give.
+   */
+  localPath?: string | undefined;
 }
 
 export interface ExportRecord {

@@ -176,6 +176,29 @@ export class Repository {
     return { mac: m, added: true };
   }
 
+  /**
+   * Adds a blob that was already encoded (by a worker thread) under `mac`,
+   * unless the repository has it. Returns whether it was added.
+   */
+  async addEncoded(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<boolean> {
+    const k = blobKey(type, mac);
+    if (this.pending.has(k) || this.index.has(type, mac)) return false;
+    throwIfAborted(signal);
+    if (this.uploadError) throw this.uploadError;
+    this.pending.add(k);
+    try {
+      this.writer ??= await PackWriter.create(this.mac);
+    } catch (e) {
+      this.pending.delete(k);
+      throw e;
+    }
+    this.writer.add(type, mac, rawLength, encoded);
+    this.written.blobs++;
+    this.written.rawBytes += rawLength;
+    if (this.writer.size >= this.config.packSize) await this.rotate(signal);
+    return true;
+  }
+
   /** Seals the current packfile and uploads it (then its state delta) in the background. */
   private async rotate(signal?: AbortSignal): Promise<void> {
     const w = this.writer;

@@ -14,6 +14,7 @@ import type { Repository } from "../repository/repository.js";
 import { CofferError, throwIfAborted } from "../util/errors.js";
 import { encode } from "@msgpack/msgpack";
 import { encodeHeader, type SnapshotHeader, type Summary } from "./header.js";
+import { ChunkPool } from "./chunk-pool.js";
 import { ScanCache } from "./scancache.js";
 import { type ChunkRef, compareNames, type Entry, encodeTree } from "./tree.js";
 import { listSnapshots, TreeReader } from "./vfs.js";
@@ -37,6 +38,8 @@ export interface BackupOptions {
   onEvent?: (e: BackupEvent) => void;
   /** Skip change detection: read every file. */
   force?: boolean;
+  /** Worker threads reading local files (default: one per core; 0 reads them on the main thread). */
+  workers?: number;
 }
 
 export interface BackupResult {
@@ -68,6 +71,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const links = new Map<string, Promise<ChunkRef[] | undefined>>();
   const written0 = { ...repo.written };
   const cache = new ScanCache();
+  const pool = o.workers === 0 ? null : await ChunkPool.start(repo, o.workers).catch(() => null);
 
   const fail = (path: string, message: string) => {
     summary.errors++;
@@ -109,9 +113,21 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     return chunks;
   };
 
+  /** A local file read, chunked and encoded by the worker threads. */
+  const readLocal = async (pool: ChunkPool, path: string): Promise<ChunkRef[]> => {
+    const chunks: ChunkRef[] = [];
+    await pool.readFile(path, async (c) => {
+      chunks.push({ mac: c.mac, length: c.length });
+      summary.readBytes += c.length;
+      await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.encoded, signal);
+    });
+    return chunks;
+  };
+
   const fileChunks = async (r: ImportRecord): Promise<ChunkRef[] | undefined> => {
     const reused = await unchanged(r);
     if (reused) return reused;
+    if (r.localPath !== undefined && pool) return readLocal(pool, r.localPath);
     if (!r.open) return [];
     return readContent(r);
   };
@@ -165,7 +181,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         await process1(n.value);
       }
     };
-    await Promise.all(Array.from({ length: o.concurrency ?? 4 }, worker));
+    await Promise.all(Array.from({ length: o.concurrency ?? (pool ? 16 : 4) }, worker));
     const root = await buildTrees(repo, cache, signal);
     await repo.flush(signal);
     let errorsMac: Uint8Array | undefined;
@@ -191,6 +207,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     return { header, parent };
   } finally {
     cache.close();
+    await pool?.close();
   }
 }
 

@@ -22,7 +22,7 @@ export interface RestoreEvent {
 export interface RestoreOptions {
   signal?: AbortSignal | undefined;
   onEvent?: (e: RestoreEvent) => void;
-  /** Files restored at once (default 4). */
+  /** Files restored at once (default 16). */
   concurrency?: number;
 }
 
@@ -105,7 +105,7 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
   const top = await lookupOrThrow(reader, header, path, signal);
   const result: RestoreResult = { files: 0, dirs: 0, others: 0, bytes: 0, errors: [] };
   const inflight = new Set<Promise<void>>();
-  const limit = o.concurrency ?? 4;
+  const limit = o.concurrency ?? 16;
 
   const exportOne = async (pathname: string, e: Entry): Promise<void> => {
     const rec: ExportRecord = { pathname, fileInfo: e.info };
@@ -144,8 +144,14 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
       o.onEvent?.({ type: "skipped", path: rel, message: `not in the snapshot: ${entry.error}` });
       continue;
     }
-    // Directories and hard-linked files go one at a time, after what came before.
-    if (entry.info.kind === "dir" || (entry.info.kind === "file" && entry.info.nlink > 1)) {
+    // A directory is created before anything below it is exported (the walk
+    // yields it first); files still in flight elsewhere do not need it.
+    if (entry.info.kind === "dir") {
+      await exportOne(rel, entry);
+      continue;
+    }
+    // Hard-linked files go one at a time, so that a link finds its target written.
+    if (entry.info.kind === "file" && entry.info.nlink > 1) {
       await drain();
       await exportOne(rel, entry);
       continue;

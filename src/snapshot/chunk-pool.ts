@@ -1,0 +1,160 @@
+/**
+ * The main-thread side of the backup pipeline's worker threads: hands local
+ * files to chunk workers (chunk-worker.ts), receives their encoded chunks in
+ * order, and passes them on. One file is read by one worker; several files
+ * are in flight at once across the workers.
+ */
+import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { ChunkingParams } from "../repository/chunker.js";
+import type { Compression } from "../repository/codec.js";
+import type { MacAlgorithm, Subkeys } from "../repository/crypto.js";
+import type { Repository } from "../repository/repository.js";
+import { CofferError } from "../util/errors.js";
+
+export interface PoolInit {
+  keys: Subkeys;
+  chunking: ChunkingParams;
+  mac: MacAlgorithm;
+  compression: Compression;
+  encrypted: boolean;
+  /** SharedArrayBuffer holding one Int32: bytes posted and not yet consumed. */
+  credit: SharedArrayBuffer;
+  creditLimit: number;
+}
+
+export type ToWorker = { type: "read"; id: number; path: string };
+export type ToMain =
+  | { type: "ready" }
+  | { type: "chunk"; id: number; mac: Uint8Array; length: number; encoded: Uint8Array }
+  | { type: "done"; id: number; size: number }
+  | { type: "error"; id: number; message: string };
+
+export interface EncodedChunk {
+  mac: Uint8Array;
+  length: number;
+  encoded: Uint8Array;
+}
+
+interface Job {
+  onChunk: (c: EncodedChunk) => Promise<void>;
+  resolve: (size: number) => void;
+  reject: (e: Error) => void;
+  /** Serialises onChunk calls of this file, in order. */
+  tail: Promise<void>;
+  failed: Error | null;
+}
+
+interface Slot {
+  worker: Worker;
+  credit: Int32Array;
+  jobs: number;
+}
+
+const CREDIT_LIMIT = 32 << 20;
+
+export class ChunkPool {
+  private readonly jobs = new Map<number, Job>();
+  private nextId = 1;
+  private broken: Error | null = null;
+
+  private constructor(private readonly slots: Slot[]) {}
+
+  /** Starts `n` workers, or returns null when the compiled worker script is not there (e.g. running from TypeScript sources). */
+  static async start(repo: Repository, n = Math.max(1, availableParallelism())): Promise<ChunkPool | null> {
+    const url = new URL("./chunk-worker.js", import.meta.url);
+    if (url.protocol !== "file:" || !existsSync(fileURLToPath(url))) return null;
+    const slots: Slot[] = [];
+    const ready: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) {
+      const sab = new SharedArrayBuffer(4);
+      const init: PoolInit = {
+        keys: repo.keys,
+        chunking: repo.config.chunking,
+        mac: repo.config.mac,
+        compression: repo.config.compression,
+        encrypted: repo.config.encryption !== null,
+        credit: sab,
+        creditLimit: CREDIT_LIMIT,
+      };
+      const worker = new Worker(url, { workerData: init });
+      slots.push({ worker, credit: new Int32Array(sab), jobs: 0 });
+      ready.push(
+        new Promise<void>((res, rej) => {
+          worker.once("message", () => res());
+          worker.once("error", rej);
+        }),
+      );
+    }
+    const pool = new ChunkPool(slots);
+    try {
+      await Promise.all(ready);
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    for (const s of slots) {
+      s.worker.on("message", (m: ToMain) => pool.onMessage(s, m));
+      s.worker.on("error", (e) => pool.fail(e));
+      s.worker.on("exit", (code) => {
+        if (code !== 0) pool.fail(new Error(`chunk worker exited with code ${code}`));
+      });
+    }
+    return pool;
+  }
+
+  private fail(e: Error): void {
+    this.broken ??= new CofferError("IO", `backup worker failed: ${e.message}`);
+    for (const j of this.jobs.values()) j.reject(this.broken);
+    this.jobs.clear();
+  }
+
+  private onMessage(slot: Slot, m: ToMain): void {
+    if (m.type === "ready") return;
+    const job = this.jobs.get(m.id);
+    if (m.type === "chunk") {
+      const release = () => {
+        Atomics.sub(slot.credit, 0, m.encoded.byteLength);
+        Atomics.notify(slot.credit, 0);
+      };
+      if (!job) return release();
+      job.tail = job.tail.then(async () => {
+        try {
+          if (!job.failed) await job.onChunk({ mac: m.mac, length: m.length, encoded: m.encoded });
+        } catch (e) {
+          job.failed ??= e as Error;
+        } finally {
+          release();
+        }
+      });
+      return;
+    }
+    if (!job) return;
+    this.jobs.delete(m.id);
+    slot.jobs--;
+    if (m.type === "done") {
+      void job.tail.then(() => (job.failed ? job.reject(job.failed) : job.resolve(m.size)));
+    } else {
+      void job.tail.then(() => job.reject(job.failed ?? new CofferError("IO", m.message)));
+    }
+  }
+
+  /** Reads, chunks and encodes the file at `path`; `onChunk` receives every chunk in order. Resolves to the file's size. */
+  readFile(path: string, onChunk: (c: EncodedChunk) => Promise<void>): Promise<number> {
+    if (this.broken) return Promise.reject(this.broken);
+    let slot = this.slots[0]!;
+    for (const s of this.slots) if (s.jobs < slot.jobs) slot = s;
+    const id = this.nextId++;
+    slot.jobs++;
+    return new Promise<number>((resolve, reject) => {
+      this.jobs.set(id, { onChunk, resolve, reject, tail: Promise.resolve(), failed: null });
+      slot.worker.postMessage({ type: "read", id, path } satisfies ToWorker);
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
