@@ -58,13 +58,20 @@ export class Mac {
   }
 
   mac(data: Uint8Array): Uint8Array {
+    return this.macParts([data]);
+  }
+
+  /** The MAC of the concatenation of `parts` (synchronous: no other caller can interleave). */
+  macParts(parts: readonly Uint8Array[]): Uint8Array {
     const h = this.hasher;
     if (h !== null) {
       h.init();
-      h.update(data);
+      for (const p of parts) h.update(p);
       return h.digest("binary");
     }
-    return new Uint8Array(createHmac("sha256", this.key).update(data).digest());
+    const hm = createHmac("sha256", this.key);
+    for (const p of parts) hm.update(p);
+    return new Uint8Array(hm.digest());
   }
 
   /** A fresh incremental MAC (independent of the one-shot hasher). */

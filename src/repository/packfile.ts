@@ -9,7 +9,7 @@ import { decode, encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { type BlobType, BlobType as BT, type Codec } from "./codec.js";
-import { MAC_SIZE, type Mac, type MacStream } from "./crypto.js";
+import { MAC_SIZE, type Mac } from "./crypto.js";
 
 export const PACK_MAGIC = "CFPK";
 export const PACK_VERSION = 1;
@@ -23,21 +23,19 @@ export interface BlobEntry {
   rawLength: number;
 }
 
-/** Collects encoded blobs of one packfile in memory until it is sealed. */
+/**
+ * Collects encoded blobs of one packfile in memory until it is sealed.
+ * Creating and filling one is synchronous, so concurrent writers of the
+ * repository can never see two current packfiles.
+ */
 export class PackWriter {
   private readonly parts: Uint8Array[] = [];
   readonly entries: BlobEntry[] = [];
   size = 0;
-  private constructor(private readonly stream: MacStream) {}
-
-  static async create(mac: Mac): Promise<PackWriter> {
-    return new PackWriter(await mac.stream());
-  }
 
   add(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array): BlobEntry {
     const e: BlobEntry = { type, mac, offset: this.size, length: encoded.byteLength, rawLength };
     this.parts.push(encoded);
-    this.stream.update(encoded);
     this.entries.push(e);
     this.size += encoded.byteLength;
     return e;
@@ -54,11 +52,9 @@ export class PackWriter {
     footer.writeBigUInt64LE(BigInt(this.size), 8);
     footer.writeUInt32LE(index.byteLength, 16);
     footer.set(indexMac, 20);
-    this.stream.update(index);
-    this.stream.update(footer);
     this.parts.push(index, footer);
     this.size += index.byteLength + FOOTER_SIZE;
-    return { mac: this.stream.digest(), parts: this.parts, size: this.size };
+    return { mac: mac.macParts(this.parts), parts: this.parts, size: this.size };
   }
 }
 

@@ -168,11 +168,7 @@ export class Repository {
       this.pending.delete(k);
       throw e;
     }
-    this.writer ??= await PackWriter.create(this.mac);
-    this.writer.add(type, m, raw.byteLength, encoded);
-    this.written.blobs++;
-    this.written.rawBytes += raw.byteLength;
-    if (this.writer.size >= this.config.packSize) await this.rotate(signal);
+    await this.append(type, m, raw.byteLength, encoded, signal);
     return { mac: m, added: true };
   }
 
@@ -186,17 +182,17 @@ export class Repository {
     throwIfAborted(signal);
     if (this.uploadError) throw this.uploadError;
     this.pending.add(k);
-    try {
-      this.writer ??= await PackWriter.create(this.mac);
-    } catch (e) {
-      this.pending.delete(k);
-      throw e;
-    }
+    await this.append(type, mac, rawLength, encoded, signal);
+    return true;
+  }
+
+  /** Appends an encoded blob (already marked pending) to the current packfile. */
+  private async append(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<void> {
+    this.writer ??= new PackWriter();
     this.writer.add(type, mac, rawLength, encoded);
     this.written.blobs++;
     this.written.rawBytes += rawLength;
     if (this.writer.size >= this.config.packSize) await this.rotate(signal);
-    return true;
   }
 
   /** Seals the current packfile and uploads it (then its state delta) in the background. */

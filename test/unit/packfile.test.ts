@@ -71,7 +71,7 @@ interface Built {
 
 /** Packs `blobs` (MAC-named unless a name is given) with a PackWriter. */
 async function build(s: Setup, blobs: { type: BlobType; data: Uint8Array; name?: Uint8Array | undefined }[]): Promise<Built> {
-  const w = await PackWriter.create(s.mac);
+  const w = new PackWriter();
   const out: Built["blobs"] = [];
   for (const b of blobs) {
     const m = b.name ?? s.mac.mac(b.data);

@@ -217,6 +217,17 @@ describe("putBlob / flush / getBlob", () => {
     expect(r2.index.size).toBe(1);
   });
 
+  it("many concurrent puts of distinct data, across pack rotations, are all stored", async () => {
+    const { store, repo } = await fresh(true);
+    // Compressible and incompressible blobs finish encoding in varied order.
+    const blobs = Array.from({ length: 60 }, (_, i) => (i % 2 ? prng(100 + i, 20_000 + i) : new Uint8Array(30_000 + i).fill(i)));
+    const macs = (await Promise.all(blobs.map((b) => repo.putBlob(BlobType.CHUNK, b)))).map((r) => r.mac);
+    await repo.flush();
+    const r2 = await reopen(store);
+    for (const [i, m] of macs.entries()) expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, m)).equals(blobs[i]!)).toBe(true);
+    expect(r2.index.packs.size).toBeGreaterThan(1);
+  });
+
   it("nothing reaches the store before flush (or a full pack); flush writes the packfile, then its state", async () => {
     const { store, repo } = await fresh(true);
     await repo.putBlob(BlobType.CHUNK, prng(3, 1000));
