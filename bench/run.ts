@@ -1095,6 +1095,7 @@ async function main(): Promise<number> {
   const repos = path.join(work, "repos");
   const catFloor: Measure[] = [];
   const restoreChecks: { round: number; tool: ToolName; ok: boolean; detail: string }[] = [];
+  let resticRepoVersion = "compression auto";
 
   const fail = (t: Tool, what: string, r: { code: number; stderr: string }): void => {
     t.failed = true;
@@ -1131,6 +1132,11 @@ async function main(): Promise<number> {
       const c = initCmd(t, repoOf(t));
       const r = await exec(c.cmd, c.args, { cwd: c.cwd, env: toolEnv(t) });
       if (r.code !== 0) fail(t, `repository init (round ${round})`, r);
+      else if (t.name === "restic" && round === 1) {
+        const cfg = await exec("restic", ["-r", repoOf(t), "cat", "config"], { env: toolEnv(t) });
+        const v = /"version":\s*(\d+)/.exec(cfg.stdout)?.[1];
+        if (v !== undefined) resticRepoVersion = `repository v${v}` + (v === "1" ? ", no compression" : ", compression auto");
+      }
     }
     const live = (): Tool[] => order.filter((t) => !t.failed);
 
@@ -1259,7 +1265,7 @@ async function main(): Promise<number> {
   md.push(`- **Tools**: ${tools.map((t) => (t.available ? t.version : `${t.name}: missing (${t.note})`)).join("; ")}`);
   md.push(`- **Corpus**: ${corpusSource}: ${stats.files} files, ${stats.dirs} directories, ${stats.symlinks} symlinks, ${stats.others} other entries, ${stats.hardlinks} extra hard links, ${stats.bytes} bytes (${fmtMiB(stats.bytes)} MiB)`);
   md.push(`- **Change phase**: ${changed.length} files (${opts.changePercent}%, seeded choice), 32 bytes overwritten at a seeded offset and 32 appended, in place; reverted after the round`);
-  md.push(`- **Settings**: all repositories encrypted, each tool with a fresh repository per round on the same disk; coffer created with \`--kdf-memory 64 --kdf-passes 3\` (argon2id 64 MiB, 3 passes, ~0.14 s, comparable to restic's scrypt; the default 256 MiB/4 passes costs ~1.4 s and 256 MiB RSS per command); restic ${"`"}init${"`"} defaults (repository v2, compression auto); borg \`init --encryption repokey-blake2\`, \`create --compression zstd,3\`. Each tool has its own HOME in the work directory, so its cache starts empty; the cache is not part of the repository size (see the client cache row).`);
+  md.push(`- **Settings**: all repositories encrypted, each tool with a fresh repository per round on the same disk; coffer created with \`--kdf-memory 64 --kdf-passes 3\` (argon2id 64 MiB, 3 passes, ~0.14 s, comparable to restic's scrypt; the default 256 MiB/4 passes costs ~1.4 s and 256 MiB RSS per command); restic \`init\` defaults (${resticRepoVersion}); borg \`init --encryption repokey-blake2\`, \`create --compression zstd,3\`. Each tool has its own HOME in the work directory, so its cache starts empty; the cache is not part of the repository size (see the client cache row).`);
   md.push(`- **Cache**: ${warmCache ? `**warm cache** (${warmReason})` : "page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before each timed run, then the tool's own program warmed with its version/help command"}. Times are wall-clock seconds of the whole command; peak RSS from \`/usr/bin/time -f %M\`. Other load on the machine makes the figures indicative.`);
   md.push("");
   md.push(`| phase | ${shown.join(" | ")} | best peer | coffer / best | goal (issue 5) |`);

@@ -312,6 +312,10 @@ export class FsStore implements Store {
     return new CofferError("REPOSITORY_EXISTS", `a repository already exists at ${this.root}`, { root: this.root });
   }
 
+  localPath(resource: Resource, mac: Mac): string {
+    return this.#objectPath(resource, mac);
+  }
+
   #objectPath(resource: Resource, mac: Mac): string {
     checkMac(mac);
     const layout = RESOURCE_DIR[resource];

@@ -97,6 +97,13 @@ export interface Exporter {
   ping(): Promise<void>;
   /** Write one record; rejects (or returns an error result) when it could not. Directories arrive before their children. */
   export(record: ExportRecord, opts?: ImportOptions): Promise<ExportResult>;
+  /**
+   * Optional, for LOCALFS exporters: prepares a regular file (without xattrs
+   * or extra links) that the caller then writes itself: checks the path,
+   * creates its parents, clears what is in the way, and returns the absolute
+   * path to create with O_EXCL and the owner ids to set (null: leave them).
+   */
+  prepareFile?(record: ExportRecord): Promise<{ abs: string; owner: [number, number] | null }>;
   /** Called once after every record: directory mtimes, pending links, xattrs. */
   finish(opts?: ImportOptions): Promise<void>;
   close(): Promise<void>;

@@ -54,4 +54,10 @@ export interface Store {
   get(resource: Resource, mac: Mac, range?: Range, opts?: CallOptions): Promise<Uint8Array>;
   delete(resource: Resource, mac: Mac, opts?: CallOptions): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Where an object lives on this machine's filesystem, for stores that keep
+   * objects as plain files (LOCALFS): readers may then read it directly
+   * (e.g. from worker threads). Undefined for other stores.
+   */
+  localPath?(resource: Resource, mac: Mac): string;
 }

@@ -196,6 +196,23 @@ export class Codec {
     return raw;
   }
 
+  /** decode() on the calling thread (for worker threads). */
+  decodeSync(type: BlobType, mac: Uint8Array, blob: Uint8Array): Uint8Array {
+    const { flags, rawLength, payload } = this.open(type, mac, blob);
+    if ((flags & FLAG_ZSTD) === 0) {
+      if (payload.byteLength !== rawLength) throw corrupt(type, mac, "length mismatch");
+      return payload;
+    }
+    let raw: Buffer;
+    try {
+      raw = zstdDecompressSync(payload, { maxOutputLength: Math.max(rawLength, 1) });
+    } catch (e) {
+      throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
+    }
+    if (raw.byteLength !== rawLength) throw corrupt(type, mac, "decompressed length mismatch");
+    return raw;
+  }
+
   /** Authenticate and decrypt, leaving decompression to the caller. */
   open(type: BlobType, mac: Uint8Array, blob: Uint8Array): { flags: number; rawLength: number; payload: Uint8Array } {
     if (blob.byteLength < this.overhead) throw corrupt(type, mac, "truncated");

@@ -13,6 +13,7 @@ import type { Compression } from "../repository/codec.js";
 import type { MacAlgorithm, Subkeys } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
+import { WORKER_LIMITS } from "./worker-limits.js";
 
 export interface PoolInit {
   keys: Subkeys;
@@ -79,7 +80,7 @@ export class ChunkPool {
         credit: sab,
         creditLimit: CREDIT_LIMIT,
       };
-      const worker = new Worker(url, { workerData: init });
+      const worker = new Worker(url, { workerData: init, resourceLimits: WORKER_LIMITS });
       slots.push({ worker, credit: new Int32Array(sab), jobs: 0 });
       ready.push(
         new Promise<void>((res, rej) => {

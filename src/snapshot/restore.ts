@@ -6,11 +6,15 @@
  * passed as holes so the exporter can restore sparse files.
  */
 import type { ContentPiece, Exporter, ExportRecord } from "../connectors/records.js";
+import { Resource } from "../connectors/flags.js";
+import { nsToSeconds } from "../connectors/fs/exporter.js";
 import { BlobType } from "../repository/codec.js";
 import type { Repository } from "../repository/repository.js";
 import { throwIfAborted } from "../util/errors.js";
 import type { SnapshotHeader } from "./header.js";
 import type { ChunkRef, Entry } from "./tree.js";
+import { pieces } from "./holes.js";
+import { RestorePool } from "./restore-pool.js";
 import { joinPath, lookupOrThrow, TreeReader } from "./vfs.js";
 
 export interface RestoreEvent {
@@ -22,8 +26,10 @@ export interface RestoreEvent {
 export interface RestoreOptions {
   signal?: AbortSignal | undefined;
   onEvent?: (e: RestoreEvent) => void;
-  /** Files restored at once (default 16). */
+  /** Files restored at once through the exporter (default 16). */
   concurrency?: number;
+  /** Worker threads writing local files (default: one per core, at least 4: file creation waits on the disk; 0: none). */
+  workers?: number;
 }
 
 export interface RestoreResult {
@@ -35,41 +41,6 @@ export interface RestoreResult {
 }
 
 const PREFETCH = 8;
-let zeros = Buffer.alloc(0);
-
-function isZero(b: Uint8Array): boolean {
-  if (zeros.byteLength < b.byteLength) zeros = Buffer.alloc(Math.max(b.byteLength, 1 << 20));
-  return Buffer.compare(b, zeros.subarray(0, b.byteLength)) === 0;
-}
-
-const HOLE_BLOCK = 64 * 1024;
-
-/**
- * Splits a chunk into data and zero pieces on HOLE_BLOCK boundaries of the
- * file, so that runs of zeros inside a chunk can be restored as holes.
- */
-function* pieces(data: Uint8Array, offset: number): Generator<ContentPiece> {
-  const end = offset + data.byteLength;
-  let runStart = offset;
-  let runZero: boolean | undefined;
-  let pos = offset;
-  while (pos < end) {
-    const next = Math.min(end, (Math.floor(pos / HOLE_BLOCK) + 1) * HOLE_BLOCK);
-    const zero = next - pos === HOLE_BLOCK && isZero(data.subarray(pos - offset, next - offset));
-    if (runZero !== undefined && zero !== runZero) {
-      yield piece(data, offset, runStart, pos, runZero);
-      runStart = pos;
-    }
-    runZero = zero;
-    pos = next;
-  }
-  if (runZero !== undefined) yield piece(data, offset, runStart, end, runZero);
-}
-
-function piece(data: Uint8Array, base: number, from: number, to: number, zero: boolean): ContentPiece {
-  return zero ? { offset: from, length: to - from, zero: true } : { offset: from, length: to - from, data: data.subarray(from - base, to - base) };
-}
-
 /** Content of a file entry as pieces, with a read-ahead window of chunk fetches. */
 export async function* readChunks(repo: Repository, chunks: readonly ChunkRef[], signal?: AbortSignal): AsyncGenerator<ContentPiece> {
   const queue: Promise<Uint8Array>[] = [];
@@ -107,6 +78,41 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
   const inflight = new Set<Promise<void>>();
   const limit = o.concurrency ?? 16;
 
+  const pool = exporter.prepareFile && o.workers !== 0 ? await RestorePool.start(repo, o.workers).catch(() => null) : null;
+  const localPack = (pack: Uint8Array) => repo.store.localPath!(Resource.PACKFILE, pack);
+
+  const succeeded = (pathname: string, e: Entry) => {
+    if (e.info.kind === "file") {
+      result.files++;
+      result.bytes += e.info.size;
+    } else if (e.info.kind === "dir") result.dirs++;
+    else result.others++;
+    o.onEvent?.({ type: "entry", path: pathname });
+  };
+  const failed = (pathname: string, error: string) => {
+    result.errors.push([pathname, error]);
+    o.onEvent?.({ type: "error", path: pathname, message: error });
+  };
+
+  /** A regular file written by the worker pool; resolves once it is written (or failed). */
+  const writeByPool = async (p: RestorePool, pathname: string, e: Entry): Promise<{ done: Promise<void> }> => {
+    let written: { done: Promise<string | undefined> };
+    try {
+      const rec: ExportRecord = { pathname, fileInfo: e.info };
+      const { abs, owner } = await exporter.prepareFile!(rec);
+      const chunks = (e.chunks ?? []).map((c) => {
+        const loc = repo.locate(BlobType.CHUNK, c.mac);
+        return { pack: localPack(loc.pack), offset: loc.offset, length: loc.length, rawLength: loc.rawLength, mac: c.mac };
+      });
+      written = await p.write({ path: abs, size: e.info.size, mode: e.info.mode, mtime: nsToSeconds(e.info.mtimeNs), owner, chunks });
+    } catch (err) {
+      throwIfAborted(signal);
+      failed(pathname, (err as Error).message);
+      return { done: Promise.resolve() };
+    }
+    return { done: written.done.then((error) => (error === undefined ? succeeded(pathname, e) : failed(pathname, error))) };
+  };
+
   const exportOne = async (pathname: string, e: Entry): Promise<void> => {
     const rec: ExportRecord = { pathname, fileInfo: e.info };
     if (e.target !== undefined) rec.target = e.target;
@@ -119,21 +125,15 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
       throwIfAborted(signal);
       error = (err as Error).message;
     }
-    if (error !== undefined) {
-      result.errors.push([pathname, error]);
-      o.onEvent?.({ type: "error", path: pathname, message: error });
-      return;
-    }
-    if (e.info.kind === "file") {
-      result.files++;
-      result.bytes += e.info.size;
-    } else if (e.info.kind === "dir") result.dirs++;
-    else result.others++;
-    o.onEvent?.({ type: "entry", path: pathname });
+    if (error !== undefined) failed(pathname, error);
+    else succeeded(pathname, e);
   };
 
+  /** Files handed to the worker pool (not counted against `limit`: the pool bounds itself). */
+  const pooled = new Set<Promise<void>>();
   const drain = async () => {
-    while (inflight.size > 0) await Promise.all(inflight);
+    pool?.flush();
+    while (inflight.size > 0 || pooled.size > 0) await Promise.all([...inflight, ...pooled]);
   };
 
   // A file restored alone is exported under its own name.
@@ -156,11 +156,21 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
       await exportOne(rel, entry);
       continue;
     }
+    if (pool && entry.info.kind === "file" && entry.info.nlink <= 1 && !entry.xattrs?.length) {
+      const p: Promise<void> = (await writeByPool(pool, rel, entry)).done.finally(() => pooled.delete(p));
+      pooled.add(p);
+      continue;
+    }
     while (inflight.size >= limit) await Promise.race(inflight);
     const p: Promise<void> = exportOne(rel, entry).finally(() => inflight.delete(p));
     inflight.add(p);
   }
-  await drain();
+  pool?.flush();
+  try {
+    await drain();
+  } finally {
+    await pool?.close();
+  }
   await exporter.finish({ signal });
   return result;
 }

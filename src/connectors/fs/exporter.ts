@@ -58,6 +58,11 @@ export class FsExporter implements Exporter {
   private readonly links = new Map<string, string>();
   /** Paths verified (or created) as real directories; directories are never removed, so this stays true. */
   private readonly safeDirs = new Set<string>();
+  /**
+   * Directories this exporter created (so they started empty): an entry
+   * restored into one has nothing in its way, as a tree holds each name once.
+   */
+  private readonly freshDirs = new Set<string>();
   private readonly dirs: PendingMeta[] = [];
   private readonly deferredModes: PendingMeta[] = [];
   private readonly xattrs: XattrEntry[] = [];
@@ -87,6 +92,22 @@ export class FsExporter implements Exporter {
       if (isCofferError(e, "INTERRUPTED")) throw e;
       return { pathname, error: e instanceof Error ? e.message : String(e) };
     }
+  }
+
+  /**
+   * For a writer that fills regular files itself (the restore's worker
+   * threads): checks the path, makes its parents, clears what is in the way,
+   * and gives the absolute path to create (O_EXCL) and the owner to set
+   * (null when owners are not restored). Files with xattrs or several links
+   * must go through export().
+   */
+  async prepareFile(record: ExportRecord): Promise<{ abs: string; owner: [number, number] | null }> {
+    const parts = safeParts(record.pathname);
+    if (parts.length === 0) throw unsafe(record.pathname, "a file cannot be the restore root");
+    const abs = `${this.root === "/" ? "" : this.root}/${parts.join("/")}`;
+    await this.prepareParents(record.pathname, parts, false);
+    await this.clear(abs, false);
+    return { abs, owner: this.owners ? this.ids(record.fileInfo) : null };
   }
 
   async finish(opts: ImportOptions = {}): Promise<void> {
@@ -130,12 +151,16 @@ export class FsExporter implements Exporter {
       await mkdir(isDir ? this.root : dirname(this.root), { recursive: true });
       return;
     }
-    await mkdir(this.root, { recursive: true });
+    if (!this.safeDirs.has(this.root)) {
+      await mkdir(this.root, { recursive: true });
+      this.safeDirs.add(this.root);
+    }
     let cur = this.root === "/" ? "" : this.root;
     for (let i = 0; i < parts.length - 1; i++) {
       cur = `${cur}/${parts[i] as string}`;
-      const direct = i === parts.length - 2;
-      if (!direct && this.safeDirs.has(cur)) continue;
+      // A directory verified or created here stays one: this exporter never
+      // removes directories (clear() refuses), so no check is needed again.
+      if (this.safeDirs.has(cur)) continue;
       const st = await lstat(cur).catch((e: NodeJS.ErrnoException) => {
         if (e.code === "ENOENT") return undefined;
         throw e;
@@ -155,6 +180,7 @@ export class FsExporter implements Exporter {
 
   /** Removes a non-directory at `abs`; returns whether a directory is there. */
   private async clear(abs: string, wantDir: boolean): Promise<boolean> {
+    if (this.freshDirs.has(dirname(abs))) return false;
     const st = await lstat(abs).catch((e: NodeJS.ErrnoException) => {
       if (e.code === "ENOENT") return undefined;
       throw e;
@@ -179,7 +205,10 @@ export class FsExporter implements Exporter {
     const t = nsToSeconds(info.mtimeNs);
     switch (info.kind) {
       case "dir": {
-        if (!(await this.clear(abs, true))) await mkdir(abs, { mode: 0o700 });
+        if (!(await this.clear(abs, true))) {
+          await mkdir(abs, { mode: 0o700 });
+          this.freshDirs.add(abs);
+        }
         this.safeDirs.add(abs);
         this.dirs.push({ abs, depth, info });
         break;
