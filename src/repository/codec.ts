@@ -11,7 +11,7 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, type KeyObject, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
-import { constants as zc, createZstdCompress, type ZstdCompress, zstdCompress, zstdDecompress, zstdDecompressSync } from "node:zlib";
+import { constants as zc, createZstdCompress, type ZstdCompress, zstdCompress, zstdCompressSync, zstdDecompress, zstdDecompressSync } from "node:zlib";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { MAC_SIZE, type Subkeys } from "./crypto.js";
@@ -151,6 +151,23 @@ export class Codec {
     return this.seal(type, mac, flags, raw.byteLength, payload);
   }
 
+  /**
+   * encode() on the calling thread, for worker threads: one-shot zstd (a
+   * context per call) avoids a round trip through the libuv pool per blob.
+   */
+  encodeSync(type: BlobType, mac: Uint8Array, raw: Uint8Array): Uint8Array {
+    let flags = 0;
+    let payload = raw;
+    if (this.opts.compression === "zstd" && raw.byteLength >= 64) {
+      const z = zstdCompressSync(raw, this.zstdOpts);
+      if (z.byteLength < raw.byteLength - raw.byteLength / 64) {
+        payload = z;
+        flags |= FLAG_ZSTD;
+      }
+    }
+    return this.seal(type, mac, flags, raw.byteLength, payload);
+  }
+
   /** Seal without compression (for callers that compressed elsewhere). */
   seal(type: BlobType, mac: Uint8Array, flags: number, rawLength: number, payload: Uint8Array): Uint8Array {
     const out = Buffer.allocUnsafe(this.overhead + payload.byteLength);
@@ -162,7 +179,7 @@ export class Codec {
     if (this.opts.encrypted) {
       const salt = out.subarray(HEADER, HEADER + SALT);
       const iv = out.subarray(HEADER + SALT, HEADER + SALT + IV);
-      randomBytes(SALT + IV).copy(out, HEADER);
+      nonce(out, HEADER);
       const c = createCipheriv("aes-256-gcm", blobKey(this.encKey, salt), iv);
       c.setAAD(aad);
       const start = HEADER + SALT + IV;
@@ -244,6 +261,18 @@ export class Codec {
     if (!want.equals(buf.subarray(buf.byteLength - HMAC_TAG))) throw corrupt(type, mac, "authentication failed");
     return { flags, rawLength, payload };
   }
+}
+
+/** Random salt and IV bytes, drawn from a refilled pool (one getrandom call per 1024 blobs). */
+let noncePool = Buffer.alloc(0);
+let nonceAt = 0;
+function nonce(into: Buffer, at: number): void {
+  if (nonceAt + SALT + IV > noncePool.byteLength) {
+    noncePool = randomBytes((SALT + IV) * 1024);
+    nonceAt = 0;
+  }
+  noncePool.copy(into, at, nonceAt, nonceAt + SALT + IV);
+  nonceAt += SALT + IV;
 }
 
 function associated(header: Uint8Array, type: BlobType, mac: Uint8Array): Buffer {

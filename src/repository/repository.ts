@@ -250,6 +250,26 @@ export class Repository {
   }
 }
 
+/** A packfile's parts as a stream of writes of about 1 MiB (a syscall per small blob costs more than a copy). */
 async function* toIterable(parts: Uint8Array[]): AsyncGenerator<Uint8Array> {
-  for (const p of parts) yield p;
+  const WRITE = 1 << 20;
+  let group: Uint8Array[] = [];
+  let size = 0;
+  for (const p of parts) {
+    if (p.byteLength >= WRITE) {
+      if (group.length > 0) yield group.length === 1 ? group[0]! : Buffer.concat(group, size);
+      group = [];
+      size = 0;
+      yield p;
+      continue;
+    }
+    group.push(p);
+    size += p.byteLength;
+    if (size >= WRITE) {
+      yield Buffer.concat(group, size);
+      group = [];
+      size = 0;
+    }
+  }
+  if (group.length > 0) yield group.length === 1 ? group[0]! : Buffer.concat(group, size);
 }

@@ -181,7 +181,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         await process1(n.value);
       }
     };
-    await Promise.all(Array.from({ length: o.concurrency ?? (pool ? 16 : 4) }, worker));
+    await Promise.all(Array.from({ length: o.concurrency ?? (pool ? 64 : 4) }, worker));
     const root = await buildTrees(repo, cache, signal);
     await repo.flush(signal);
     let errorsMac: Uint8Array | undefined;

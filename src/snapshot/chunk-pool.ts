@@ -26,6 +26,7 @@ export interface PoolInit {
   creditLimit: number;
 }
 
+/** Worker messages are arrays of these, both ways. */
 export type ToWorker = { type: "read"; id: number; path: string };
 export type ToMain =
   | { type: "ready" }
@@ -52,6 +53,8 @@ interface Slot {
   worker: Worker;
   credit: Int32Array;
   jobs: number;
+  /** Requests not yet sent (sent together on the next turn of the event loop). */
+  outbox: ToWorker[];
 }
 
 const CREDIT_LIMIT = 32 << 20;
@@ -81,7 +84,7 @@ export class ChunkPool {
         creditLimit: CREDIT_LIMIT,
       };
       const worker = new Worker(url, { workerData: init, resourceLimits: WORKER_LIMITS });
-      slots.push({ worker, credit: new Int32Array(sab), jobs: 0 });
+      slots.push({ worker, credit: new Int32Array(sab), jobs: 0, outbox: [] });
       ready.push(
         new Promise<void>((res, rej) => {
           worker.once("message", () => res());
@@ -97,7 +100,9 @@ export class ChunkPool {
       throw e;
     }
     for (const s of slots) {
-      s.worker.on("message", (m: ToMain) => pool.onMessage(s, m));
+      s.worker.on("message", (batch: ToMain[]) => {
+        for (const m of batch) pool.onMessage(s, m);
+      });
       s.worker.on("error", (e) => pool.fail(e));
       s.worker.on("exit", (code) => {
         if (code !== 0) pool.fail(new Error(`chunk worker exited with code ${code}`));
@@ -151,7 +156,14 @@ export class ChunkPool {
     slot.jobs++;
     return new Promise<number>((resolve, reject) => {
       this.jobs.set(id, { onChunk, resolve, reject, tail: Promise.resolve(), failed: null });
-      slot.worker.postMessage({ type: "read", id, path } satisfies ToWorker);
+      if (slot.outbox.length === 0) {
+        setImmediate(() => {
+          const batch = slot.outbox;
+          slot.outbox = [];
+          slot.worker.postMessage(batch);
+        });
+      }
+      slot.outbox.push({ type: "read", id, path });
     });
   }
 

@@ -22,11 +22,28 @@ const port = parentPort!;
 const READ = 4 << 20;
 const buf = Buffer.allocUnsafe(chunker.max + READ);
 
+/** Messages for the main thread, sent in batches (a message per small file costs more than the file). */
+let outbox: ToMain[] = [];
+let outboxTransfer: ArrayBuffer[] = [];
+let outboxBytes = 0;
+
 function post(m: ToMain, transfer: ArrayBuffer[] = []): void {
-  port.postMessage(m, transfer);
+  outbox.push(m);
+  outboxTransfer.push(...transfer);
+  if (m.type === "chunk") outboxBytes += m.encoded.byteLength;
+  if (outbox.length >= 64 || outboxBytes >= 4 << 20) sendOutbox();
+}
+
+function sendOutbox(): void {
+  if (outbox.length === 0) return;
+  port.postMessage(outbox, outboxTransfer);
+  outbox = [];
+  outboxTransfer = [];
+  outboxBytes = 0;
 }
 
 function waitForCredit(): void {
+  if (Atomics.load(credit, 0) > init.creditLimit) sendOutbox(); // what we hold is what the main thread waits for
   while (Atomics.load(credit, 0) > init.creditLimit) Atomics.wait(credit, 0, Atomics.load(credit, 0), 100);
 }
 
@@ -40,7 +57,7 @@ function openFile(path: string): number {
   }
 }
 
-async function readFile(id: number, path: string): Promise<void> {
+function readFile(id: number, path: string): void {
   const fd = openFile(path);
   let size = 0;
   try {
@@ -63,7 +80,7 @@ async function readFile(id: number, path: string): Promise<void> {
       const cut = findCut(buf, start, end, chunker);
       const chunk = buf.subarray(start, cut);
       const m = mac.mac(chunk);
-      const encoded = await codec.encode(BlobType.CHUNK, m, chunk);
+      const encoded = codec.encodeSync(BlobType.CHUNK, m, chunk);
       // encode() never returns a view of `chunk`, so `buf` may be reused.
       waitForCredit();
       Atomics.add(credit, 0, encoded.byteLength);
@@ -79,15 +96,15 @@ async function readFile(id: number, path: string): Promise<void> {
   post({ type: "done", id, size });
 }
 
-let queue: Promise<void> = Promise.resolve();
-port.on("message", (m: ToWorker) => {
-  if (m.type === "read") {
-    queue = queue.then(() =>
-      readFile(m.id, m.path).catch((e: unknown) => {
-        const err = e as NodeJS.ErrnoException;
-        post({ type: "error", id: m.id, message: err.code ? `${err.code}: ${err.message}` : String(err.message ?? e) });
-      }),
-    );
+port.on("message", (files: ToWorker[]) => {
+  for (const f of files) {
+    try {
+      readFile(f.id, f.path);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      post({ type: "error", id: f.id, message: err.code ? `${err.code}: ${err.message}` : String(err.message ?? e) });
+    }
   }
+  sendOutbox();
 });
-post({ type: "ready" });
+port.postMessage([{ type: "ready" }]);
