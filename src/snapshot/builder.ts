@@ -71,7 +71,9 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const links = new Map<string, Promise<ChunkRef[] | undefined>>();
   const written0 = { ...repo.written };
   const cache = new ScanCache();
-  const pool = o.workers === 0 ? null : await ChunkPool.start(repo, o.workers).catch(() => null);
+  // Started on the first file that must be read: a no-change backup needs no workers.
+  let poolStart: Promise<ChunkPool | null> | null = null;
+  const getPool = () => (poolStart ??= o.workers === 0 ? Promise.resolve(null) : ChunkPool.start(repo, o.workers).catch(() => null));
 
   const fail = (path: string, message: string) => {
     summary.errors++;
@@ -127,7 +129,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const fileChunks = async (r: ImportRecord): Promise<ChunkRef[] | undefined> => {
     const reused = await unchanged(r);
     if (reused) return reused;
-    if (r.localPath !== undefined && pool) return readLocal(pool, r.localPath);
+    const pool = r.localPath !== undefined ? await getPool() : null;
+    if (pool) return readLocal(pool, r.localPath!);
     if (!r.open) return [];
     return readContent(r);
   };
@@ -181,7 +184,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         await process1(n.value);
       }
     };
-    await Promise.all(Array.from({ length: o.concurrency ?? (pool ? 64 : 4) }, worker));
+    // Many files in flight keep the workers fed; each costs only a promise until it is read.
+    await Promise.all(Array.from({ length: o.concurrency ?? (o.workers === 0 ? 4 : 64) }, worker));
     const root = await buildTrees(repo, cache, signal);
     await repo.flush(signal);
     let errorsMac: Uint8Array | undefined;
@@ -207,7 +211,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     return { header, parent };
   } finally {
     cache.close();
-    await pool?.close();
+    const started = poolStart as Promise<ChunkPool | null> | null;
+    await (await started)?.close();
   }
 }
 

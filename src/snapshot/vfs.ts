@@ -60,9 +60,15 @@ export function joinPath(dir: string, name: string): string {
   return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
 
+interface Listing {
+  list: Entry[];
+  byName?: Map<string, Entry>;
+}
+
 /** Decoded directory listings with an LRU cache. */
 export class TreeReader {
-  private readonly cache = new Map<string, { list: Entry[]; byName?: Map<string, Entry> }>();
+  /** Decoded listings by tree MAC, most recently used last; a load in flight is shared. */
+  private readonly cache = new Map<string, Promise<Listing>>();
   constructor(
     private readonly repo: Repository,
     private readonly capacity = 256,
@@ -79,8 +85,8 @@ export class TreeReader {
     return t.byName.get(name);
   }
 
-  private async load(dir: Entry, signal?: AbortSignal): Promise<{ list: Entry[]; byName?: Map<string, Entry> }> {
-    if (!dir.tree) return { list: [] };
+  private load(dir: Entry, signal?: AbortSignal): Promise<Listing> {
+    if (!dir.tree) return Promise.resolve({ list: [] });
     const k = toHex(dir.tree);
     const hit = this.cache.get(k);
     if (hit) {
@@ -88,10 +94,12 @@ export class TreeReader {
       this.cache.set(k, hit);
       return hit;
     }
-    const t = { list: decodeTree(await this.repo.getBlob(BlobType.TREE, dir.tree, signal), `tree ${k.slice(0, 16)}`) };
-    this.cache.set(k, t);
+    const mac = dir.tree;
+    const p = (async () => ({ list: decodeTree(await this.repo.getBlob(BlobType.TREE, mac, signal), `tree ${k.slice(0, 16)}`) }) as Listing)();
+    p.catch(() => this.cache.delete(k));
+    this.cache.set(k, p);
     if (this.cache.size > this.capacity) this.cache.delete(this.cache.keys().next().value!);
-    return t;
+    return p;
   }
 
   /** The entry at `path` (normalised, starting with "/") below `root`, or undefined. */
