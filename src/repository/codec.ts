@@ -139,16 +139,8 @@ export class Codec {
 
   /** Compress (when it helps) then seal `raw` as a blob of `type` named `mac`. */
   async encode(type: BlobType, mac: Uint8Array, raw: Uint8Array): Promise<Uint8Array> {
-    let flags = 0;
-    let payload = raw;
-    if (this.opts.compression === "zstd" && raw.byteLength >= 64) {
-      const z = await compressFrame(raw, this.level, this.zstdOpts);
-      if (z.byteLength < raw.byteLength - raw.byteLength / 64) {
-        payload = z;
-        flags |= FLAG_ZSTD;
-      }
-    }
-    return this.seal(type, mac, flags, raw.byteLength, payload);
+    const z = this.shouldCompress(raw) ? await compressFrame(raw, this.level, this.zstdOpts) : null;
+    return this.sealSmaller(type, mac, raw, z);
   }
 
   /**
@@ -156,16 +148,18 @@ export class Codec {
    * context per call) avoids a round trip through the libuv pool per blob.
    */
   encodeSync(type: BlobType, mac: Uint8Array, raw: Uint8Array): Uint8Array {
-    let flags = 0;
-    let payload = raw;
-    if (this.opts.compression === "zstd" && raw.byteLength >= 64) {
-      const z = zstdCompressSync(raw, this.zstdOpts);
-      if (z.byteLength < raw.byteLength - raw.byteLength / 64) {
-        payload = z;
-        flags |= FLAG_ZSTD;
-      }
-    }
-    return this.seal(type, mac, flags, raw.byteLength, payload);
+    const z = this.shouldCompress(raw) ? zstdCompressSync(raw, this.zstdOpts) : null;
+    return this.sealSmaller(type, mac, raw, z);
+  }
+
+  private shouldCompress(raw: Uint8Array): boolean {
+    return this.opts.compression === "zstd" && raw.byteLength >= 64;
+  }
+
+  /** Seals the compressed form when it saves at least 1/64, else the raw bytes. */
+  private sealSmaller(type: BlobType, mac: Uint8Array, raw: Uint8Array, z: Uint8Array | null): Uint8Array {
+    if (z !== null && z.byteLength < raw.byteLength - raw.byteLength / 64) return this.seal(type, mac, FLAG_ZSTD, raw.byteLength, z);
+    return this.seal(type, mac, 0, raw.byteLength, raw);
   }
 
   /** Seal without compression (for callers that compressed elsewhere). */
@@ -196,42 +190,25 @@ export class Codec {
 
   /** Authenticate, decrypt and decompress a blob; throws CorruptError on any mismatch. */
   async decode(type: BlobType, mac: Uint8Array, blob: Uint8Array): Promise<Uint8Array> {
-    const { flags, rawLength, payload } = this.open(type, mac, blob);
-    if ((flags & FLAG_ZSTD) === 0) {
-      if (payload.byteLength !== rawLength) throw corrupt(type, mac, "length mismatch");
-      return payload;
-    }
-    let raw: Buffer;
+    const o = this.open(type, mac, blob);
+    // Small blobs: a thread-pool round trip costs more than decompressing them here.
+    if ((o.flags & FLAG_ZSTD) === 0 || o.rawLength <= SYNC_DECOMPRESS) return inflate(type, mac, o, zstdDecompressSync);
+    let raw: Uint8Array;
     try {
-      const limit = { maxOutputLength: Math.max(rawLength, 1) };
-      // Small blobs: a thread-pool round trip costs more than decompressing them here.
-      raw = rawLength <= SYNC_DECOMPRESS ? zstdDecompressSync(payload, limit) : await zstdDecompressP(payload, limit);
+      raw = await zstdDecompressP(o.payload, { maxOutputLength: Math.max(o.rawLength, 1) });
     } catch (e) {
       throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
     }
-    if (raw.byteLength !== rawLength) throw corrupt(type, mac, "decompressed length mismatch");
-    return raw;
+    return checkLength(type, mac, raw, o.rawLength);
   }
 
   /** decode() on the calling thread (for worker threads). */
   decodeSync(type: BlobType, mac: Uint8Array, blob: Uint8Array): Uint8Array {
-    const { flags, rawLength, payload } = this.open(type, mac, blob);
-    if ((flags & FLAG_ZSTD) === 0) {
-      if (payload.byteLength !== rawLength) throw corrupt(type, mac, "length mismatch");
-      return payload;
-    }
-    let raw: Buffer;
-    try {
-      raw = zstdDecompressSync(payload, { maxOutputLength: Math.max(rawLength, 1) });
-    } catch (e) {
-      throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
-    }
-    if (raw.byteLength !== rawLength) throw corrupt(type, mac, "decompressed length mismatch");
-    return raw;
+    return inflate(type, mac, this.open(type, mac, blob), zstdDecompressSync);
   }
 
   /** Authenticate and decrypt, leaving decompression to the caller. */
-  open(type: BlobType, mac: Uint8Array, blob: Uint8Array): { flags: number; rawLength: number; payload: Uint8Array } {
+  open(type: BlobType, mac: Uint8Array, blob: Uint8Array): Opened {
     if (blob.byteLength < this.overhead) throw corrupt(type, mac, "truncated");
     const buf = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
     if (buf[0] !== VERSION) throw corrupt(type, mac, `unknown blob version ${buf[0]}`);
@@ -273,6 +250,24 @@ function nonce(into: Buffer, at: number): void {
   }
   noncePool.copy(into, at, nonceAt, nonceAt + SALT + IV);
   nonceAt += SALT + IV;
+}
+
+type Opened = { flags: number; rawLength: number; payload: Uint8Array };
+
+function inflate(type: BlobType, mac: Uint8Array, o: Opened, decompress: (b: Uint8Array, opts: object) => Uint8Array): Uint8Array {
+  if ((o.flags & FLAG_ZSTD) === 0) return checkLength(type, mac, o.payload, o.rawLength);
+  let raw: Uint8Array;
+  try {
+    raw = decompress(o.payload, { maxOutputLength: Math.max(o.rawLength, 1) });
+  } catch (e) {
+    throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
+  }
+  return checkLength(type, mac, raw, o.rawLength);
+}
+
+function checkLength(type: BlobType, mac: Uint8Array, raw: Uint8Array, rawLength: number): Uint8Array {
+  if (raw.byteLength !== rawLength) throw corrupt(type, mac, "length mismatch");
+  return raw;
 }
 
 function associated(header: Uint8Array, type: BlobType, mac: Uint8Array): Buffer {

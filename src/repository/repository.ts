@@ -14,7 +14,7 @@ import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } 
 import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type RepositoryConfig, unlock } from "./config.js";
 import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
-import { PackWriter } from "./packfile.js";
+import { type BlobEntry, PackWriter, readPack } from "./packfile.js";
 import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, type PackRecord } from "./state.js";
 
 export interface CreateOptions {
@@ -100,6 +100,39 @@ export class Repository {
     const raw = await this.codec.decode(BT.STATE, name, await this.store.get(Resource.STATE, name, undefined, { signal }));
     if (Buffer.compare(this.mac.mac(raw), name) !== 0) throw new CorruptError(`state ${toHex(name)}`, "content does not match its name");
     return decodeDelta(raw, name);
+  }
+
+  /**
+   * Indexes packfiles that no state delta names (left by a backup that was
+   * killed between storing a packfile and its delta): each is read whole,
+   * verified (name, footer, index, all authenticated) and recorded in a new
+   * state delta, so its blobs are reused instead of uploaded again. A
+   * packfile that does not verify is left alone. Returns how many were adopted.
+   */
+  async adoptUnindexedPacks(signal?: AbortSignal): Promise<number> {
+    const orphans: Uint8Array[] = [];
+    for await (const m of this.store.list(Resource.PACKFILE, { signal })) if (!this.index.packs.has(toHex(m))) orphans.push(m);
+    let adopted = 0;
+    for (const mac of orphans) {
+      let entries: BlobEntry[];
+      try {
+        entries = await readPack(await this.store.get(Resource.PACKFILE, mac, undefined, { signal }), mac, this.codec, this.mac);
+      } catch (e) {
+        throwIfAborted(signal);
+        if (isCofferError(e, "CORRUPT") || isCofferError(e, "NOT_FOUND")) continue;
+        throw e;
+      }
+      await this.writeDelta({ mac, entries }, signal);
+      adopted++;
+    }
+    return adopted;
+  }
+
+  private async writeDelta(pack: PackRecord, signal?: AbortSignal): Promise<void> {
+    const delta = encodeDelta([pack]);
+    const dmac = this.mac.mac(delta);
+    await this.store.put(Resource.STATE, dmac, await this.codec.encode(BT.STATE, dmac, delta), { signal });
+    this.index.addPack(pack);
   }
 
   // ---- locks ----
@@ -205,10 +238,7 @@ export class Repository {
     const sealed = await w.seal(this.codec, this.mac);
     const job = (async () => {
       await this.store.put(Resource.PACKFILE, sealed.mac, toIterable(sealed.parts), { signal });
-      const delta = encodeDelta([{ mac: sealed.mac, entries: w.entries }]);
-      const dmac = this.mac.mac(delta);
-      await this.store.put(Resource.STATE, dmac, await this.codec.encode(BT.STATE, dmac, delta), { signal });
-      this.index.addPack({ mac: sealed.mac, entries: w.entries });
+      await this.writeDelta({ mac: sealed.mac, entries: w.entries }, signal);
       for (const e of w.entries) this.pending.delete(blobKey(e.type, e.mac));
       this.written.packs++;
       this.written.packBytes += sealed.size;

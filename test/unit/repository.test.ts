@@ -17,7 +17,7 @@ import type { CallOptions, Mac as StoreMac, Range, Store } from "../../src/conne
 import { BlobType } from "../../src/repository/codec.js";
 import { randomKey } from "../../src/repository/crypto.js";
 import { acquireLock, isStale, readLocks, REFRESH_MS, STALE_MS } from "../../src/repository/locks.js";
-import { readPack } from "../../src/repository/packfile.js";
+import { PackWriter, readPack } from "../../src/repository/packfile.js";
 import { Repository, type CreateOptions } from "../../src/repository/repository.js";
 import { decodeDelta } from "../../src/repository/state.js";
 import { CofferError } from "../../src/util/errors.js";
@@ -366,6 +366,31 @@ describe("putBlob / flush / getBlob", () => {
     const r2 = await reopen(store);
     expect(r2.has(BlobType.CHUNK, again.mac)).toBe(true);
     expect(again.added).toBe(true);
+  });
+});
+
+describe("adoptUnindexedPacks", () => {
+  it("indexes a verified packfile that no state names, and leaves a damaged one alone", async () => {
+    const { store, repo } = await fresh(true);
+    // A packfile stored by a backup killed before its state delta.
+    const data = prng(7, 50_000);
+    const mac = repo.mac.mac(data);
+    const w = new PackWriter();
+    w.add(BlobType.CHUNK, mac, data.byteLength, await repo.codec.encode(BlobType.CHUNK, mac, data));
+    const sealed = await w.seal(repo.codec, repo.mac);
+    await store.put(Resource.PACKFILE, sealed.mac, new Uint8Array(Buffer.concat(sealed.parts)));
+    // And a damaged one.
+    const junk = prng(8, 1000);
+    await store.put(Resource.PACKFILE, randomKey(32), junk);
+    const r = await reopen(store);
+    expect(r.has(BlobType.CHUNK, mac)).toBe(false);
+    expect(await r.adoptUnindexedPacks()).toBe(1);
+    expect(r.has(BlobType.CHUNK, mac)).toBe(true);
+    // The adoption is durable: a new open sees the blob, and a second pass adopts nothing.
+    const r2 = await reopen(store);
+    expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, mac)).equals(data)).toBe(true);
+    expect(await r2.adoptUnindexedPacks()).toBe(0);
+    expect((await r2.putBlob(BlobType.CHUNK, data)).added).toBe(false);
   });
 });
 

@@ -44,6 +44,8 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
   return withRepository(ctx, {}, async (repo) => {
     await repo.acquire("shared", "backup");
     await importer.ping();
+    const adopted = await repo.adoptUnindexedPacks(ctx.signal);
+    if (adopted > 0 && !o.quiet && !o.json) ctx.stderr.write(`coffer: indexed ${adopted} packfiles left by an interrupted backup\n`);
     const { header } = await backup(repo, {
       importer,
       tags: o.tag ?? [],
