@@ -4,16 +4,14 @@
  * order, and passes them on. One file is read by one worker; several files
  * are in flight at once across the workers.
  */
-import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import type { ChunkingParams } from "../repository/chunker.js";
 import type { Compression } from "../repository/codec.js";
 import type { MacAlgorithm, Subkeys } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
-import { WORKER_LIMITS } from "./worker-limits.js";
+import { startWorkers, workerScript } from "./workers.js";
 
 export interface PoolInit {
   keys: Subkeys;
@@ -68,46 +66,29 @@ export class ChunkPool {
 
   /** Starts `n` workers, or returns null when the compiled worker script is not there (e.g. running from TypeScript sources). */
   static async start(repo: Repository, n = Math.max(1, availableParallelism())): Promise<ChunkPool | null> {
-    const url = new URL("./chunk-worker.js", import.meta.url);
-    if (url.protocol !== "file:" || !existsSync(fileURLToPath(url))) return null;
+    const url = workerScript("chunk-worker.js");
+    if (!url) return null;
+    const credits = Array.from({ length: n }, () => new SharedArrayBuffer(4));
     const slots: Slot[] = [];
-    const ready: Promise<void>[] = [];
-    for (let i = 0; i < n; i++) {
-      const sab = new SharedArrayBuffer(4);
-      const init: PoolInit = {
+    const pool = new ChunkPool(slots);
+    const workers = await startWorkers<ToMain[]>(
+      url,
+      n,
+      (i): PoolInit => ({
         keys: repo.keys,
         chunking: repo.config.chunking,
         mac: repo.config.mac,
         compression: repo.config.compression,
         encrypted: repo.config.encryption !== null,
-        credit: sab,
+        credit: credits[i]!,
         creditLimit: CREDIT_LIMIT,
-      };
-      const worker = new Worker(url, { workerData: init, resourceLimits: WORKER_LIMITS });
-      slots.push({ worker, credit: new Int32Array(sab), jobs: 0, outbox: [] });
-      ready.push(
-        new Promise<void>((res, rej) => {
-          worker.once("message", () => res());
-          worker.once("error", rej);
-        }),
-      );
-    }
-    const pool = new ChunkPool(slots);
-    try {
-      await Promise.all(ready);
-    } catch (e) {
-      await pool.close();
-      throw e;
-    }
-    for (const s of slots) {
-      s.worker.on("message", (batch: ToMain[]) => {
-        for (const m of batch) pool.onMessage(s, m);
-      });
-      s.worker.on("error", (e) => pool.fail(e));
-      s.worker.on("exit", (code) => {
-        if (code !== 0) pool.fail(new Error(`chunk worker exited with code ${code}`));
-      });
-    }
+      }),
+      (i, batch) => {
+        for (const m of batch) pool.onMessage(slots[i]!, m);
+      },
+      (e) => pool.fail(e),
+    );
+    workers.forEach((worker, i) => slots.push({ worker, credit: new Int32Array(credits[i]!), jobs: 0, outbox: [] }));
     return pool;
   }
 

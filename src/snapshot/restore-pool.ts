@@ -6,15 +6,13 @@
  * exporter's own path when the store is not local or the worker script is
  * not there (running from TypeScript sources).
  */
-import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import type { Compression } from "../repository/codec.js";
 import type { Subkeys } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
-import { WORKER_LIMITS } from "./worker-limits.js";
+import { startWorkers, workerScript } from "./workers.js";
 
 export interface RestoreInit {
   keys: Subkeys;
@@ -71,31 +69,19 @@ export class RestorePool {
   private constructor(private readonly slots: Slot[]) {}
 
   static async start(repo: Repository, n = Math.max(4, availableParallelism())): Promise<RestorePool | null> {
-    const url = new URL("./restore-worker.js", import.meta.url);
-    if (url.protocol !== "file:" || !existsSync(fileURLToPath(url)) || !repo.store.localPath) return null;
+    const url = workerScript("restore-worker.js");
+    if (!url || !repo.store.localPath) return null;
     const init: RestoreInit = { keys: repo.keys, encrypted: repo.config.encryption !== null, compression: repo.config.compression };
     const slots: Slot[] = [];
-    const ready: Promise<void>[] = [];
-    for (let i = 0; i < n; i++) {
-      const worker = new Worker(url, { workerData: init, resourceLimits: WORKER_LIMITS });
-      slots.push({ worker, batch: [], batchBytes: 0, inFlight: 0, waiting: new Map() });
-      ready.push(new Promise<void>((res, rej) => {
-        worker.once("message", () => res());
-        worker.once("error", rej);
-      }));
-    }
     const pool = new RestorePool(slots);
-    try {
-      await Promise.all(ready);
-    } catch (e) {
-      await pool.close();
-      throw e;
-    }
-    for (const s of slots) {
-      s.worker.on("message", (out: RestoreToMain[]) => pool.onResults(s, out));
-      s.worker.on("error", (e) => pool.fail(e));
-      s.worker.on("exit", (code) => code !== 0 && pool.fail(new Error(`restore worker exited with code ${code}`)));
-    }
+    const workers = await startWorkers<RestoreToMain[]>(
+      url,
+      n,
+      () => init,
+      (i, out) => pool.onResults(slots[i]!, out),
+      (e) => pool.fail(e),
+    );
+    for (const worker of workers) slots.push({ worker, batch: [], batchBytes: 0, inFlight: 0, waiting: new Map() });
     return pool;
   }
 

@@ -19,6 +19,7 @@ import {
   type ChunkerConfig,
   type ChunkingParams,
 } from "../../src/repository/chunker.js";
+import { prng } from "../helpers/prng.js";
 
 const SEED_A = new Uint8Array(32).fill(0xa5);
 const SEED_B = new Uint8Array(32).fill(0x5a);
@@ -27,18 +28,6 @@ const small = makeChunker(SMALL, SEED_A);
 /** Chunk lengths of prng(2024, 16384) with min 256 / avg 1024 / max 4096 and an all-zero seed. */
 const PINNED = [471, 1109, 1220, 1340, 455, 1175, 1386, 1360, 1189, 1124, 1426, 864, 912, 718, 1053, 582];
 
-/** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
-function prng(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** Cut offsets (exclusive ends) of the whole buffer, via findCut. */
 function cuts(data: Uint8Array, cfg: ChunkerConfig): number[] {

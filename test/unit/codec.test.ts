@@ -15,23 +15,12 @@ import { BlobType, Codec, MAX_RAW_BLOB, type Compression } from "../../src/repos
 import { deriveSubkeys, Mac, MAC_SIZE, plaintextMasterKey, randomKey, type MacAlgorithm } from "../../src/repository/crypto.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
+import { prng } from "../helpers/prng.js";
 
 const TYPES = Object.values(BlobType);
 const COMPRESSIONS: Compression[] = ["zstd", "none"];
 const HEADER = 6;
 
-/** Deterministic pseudo-random bytes (xorshift32): incompressible, cheap to generate in bulk. */
-function prng(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** Highly compressible bytes: a short random motif repeated. */
 function repetitive(seed: number, n: number): Uint8Array {

@@ -22,23 +22,12 @@ import { Repository, type CreateOptions } from "../../src/repository/repository.
 import { decodeDelta } from "../../src/repository/state.js";
 import { CofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
+import { prng } from "../helpers/prng.js";
 
 const KDF = { memory: 8192, passes: 1, parallelism: 1 };
 const PACK = 64 * 1024;
 const PASS = "hunter2";
 
-/** Deterministic incompressible bytes (xorshift32). */
-function prng(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
   return p.then(

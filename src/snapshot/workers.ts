@@ -1,0 +1,60 @@
+/**
+ * Starting the backup and restore worker threads (chunk-pool.ts,
+ * restore-pool.ts). Heap limits: a small young generation makes V8 collect
+ * often, which frees the (external) buffers of chunks a worker is done with
+ * promptly; a worker keeps almost nothing alive (chunk bytes live outside
+ * the V8 heap), so a small old generation only stops its heap from growing
+ * needlessly (measured: restore of /usr/share with 4 workers peaks at
+ * 485 MiB instead of 720 MiB).
+ */
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+
+export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 };
+
+/** The compiled worker script next to this module, or null (e.g. when running from TypeScript sources). */
+export function workerScript(name: string): URL | null {
+  const url = new URL(`./${name}`, import.meta.url);
+  return url.protocol === "file:" && existsSync(fileURLToPath(url)) ? url : null;
+}
+
+/**
+ * Starts `n` workers and waits for each one's first message (it is ready);
+ * if one fails to start, all are terminated. Then each worker's messages go
+ * to `onMessage`, and an error or abnormal exit to `onFail`.
+ */
+export async function startWorkers<M>(
+  url: URL,
+  n: number,
+  workerData: (i: number) => unknown,
+  onMessage: (i: number, m: M) => void,
+  onFail: (e: Error) => void,
+): Promise<Worker[]> {
+  const workers: Worker[] = [];
+  const ready: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = new Worker(url, { workerData: workerData(i), resourceLimits: WORKER_LIMITS });
+    workers.push(w);
+    ready.push(
+      new Promise<void>((res, rej) => {
+        w.once("message", () => res());
+        w.once("error", rej);
+      }),
+    );
+  }
+  try {
+    await Promise.all(ready);
+  } catch (e) {
+    await Promise.all(workers.map((w) => w.terminate()));
+    throw e;
+  }
+  workers.forEach((w, i) => {
+    w.on("message", (m: M) => onMessage(i, m));
+    w.on("error", onFail);
+    w.on("exit", (code) => {
+      if (code !== 0) onFail(new Error(`worker exited with code ${code}`));
+    });
+  });
+  return workers;
+}
