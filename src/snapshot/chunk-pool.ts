@@ -55,7 +55,7 @@ interface Slot {
   outbox: ToWorker[];
 }
 
-const CREDIT_LIMIT = 32 << 20;
+const CREDIT_LIMIT = 8 << 20;
 
 export class ChunkPool {
   private readonly jobs = new Map<number, Job>();

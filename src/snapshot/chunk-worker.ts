@@ -12,6 +12,7 @@ import { makeChunker, findCut } from "../repository/chunker.js";
 import { BlobType, Codec } from "../repository/codec.js";
 import { Mac } from "../repository/crypto.js";
 import type { PoolInit, ToMain, ToWorker } from "./chunk-pool.js";
+import { collectAfter } from "./workers.js";
 
 const init = workerData as PoolInit;
 const chunker = makeChunker(init.chunking, init.keys.gear);
@@ -89,6 +90,7 @@ function readFile(id: number, path: string): void {
       post({ type: "chunk", id, mac: m, length: chunk.byteLength, encoded: out }, [out.buffer as ArrayBuffer]);
       size += chunk.byteLength;
       start = cut;
+      collectAfter(chunk.byteLength + encoded.byteLength);
     }
   } finally {
     closeSync(fd);

@@ -9,6 +9,7 @@ import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSyn
 import { parentPort, workerData } from "node:worker_threads";
 import { BlobType, Codec } from "../repository/codec.js";
 import { pieces } from "./holes.js";
+import { collectAfter } from "./workers.js";
 import type { FileJob, RestoreInit, RestoreToMain } from "./restore-pool.js";
 
 const init = workerData as RestoreInit;
@@ -67,6 +68,7 @@ function restoreFile(job: FileJob): void {
         }
       }
       offset += raw.byteLength;
+      collectAfter(blob.byteLength + raw.byteLength);
     }
     const size = Math.max(job.size, offset);
     if (size > dataEnd) ftruncateSync(fd, size); // trailing holes

@@ -13,6 +13,23 @@ import { Worker } from "node:worker_threads";
 
 export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 };
 
+/**
+ * Called by a worker thread after handling `bytes` of chunk data: every
+ * COLLECT_EVERY bytes it asks V8 for a young-generation collection, which
+ * frees the buffers of the chunks it is done with. V8 only counts them
+ * loosely (they are outside its heap) and would let a worker hold tens of
+ * MiB of dead buffers. A no-op unless Node runs with --expose-gc (the
+ * launcher, bin/coffer.js, sets it).
+ */
+export function collectAfter(bytes: number): void {
+  sinceCollect += bytes;
+  if (sinceCollect < COLLECT_EVERY) return;
+  sinceCollect = 0;
+  (globalThis as { gc?: (o?: { type: "minor" | "major" }) => void }).gc?.({ type: "minor" });
+}
+const COLLECT_EVERY = 32 << 20;
+let sinceCollect = 0;
+
 /** The compiled worker script next to this module, or null (e.g. when running from TypeScript sources). */
 export function workerScript(name: string): URL | null {
   const url = new URL(`./${name}`, import.meta.url);
