@@ -48,6 +48,8 @@ export interface BackupResult {
 }
 
 const CHUNKS_IN_FLIGHT = 4;
+/** Raw chunks of a large file being compressed at once (one per libuv pool thread). */
+const RAW_IN_FLIGHT = 4;
 
 function emptySummary(): Summary {
   return { files: 0, dirs: 0, symlinks: 0, others: 0, bytes: 0, errors: 0, readBytes: 0, newBlobs: 0, newBytes: 0 };
@@ -115,14 +117,27 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     return chunks;
   };
 
-  /** A local file read, chunked and encoded by the worker threads. */
+  /** A local file read, chunked and (for all but large files) encoded by the worker threads. */
   const readLocal = async (pool: ChunkPool, path: string): Promise<ChunkRef[]> => {
     const chunks: ChunkRef[] = [];
-    await pool.readFile(path, async (c) => {
-      chunks.push({ mac: c.mac, length: c.length });
-      summary.readBytes += c.length;
-      await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.encoded, signal);
-    });
+    const window: Promise<unknown>[] = [];
+    try {
+      await pool.readFile(path, async (c) => {
+        chunks.push({ mac: c.mac, length: c.length });
+        summary.readBytes += c.length;
+        if (!c.raw) {
+          await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.data, signal);
+        } else if (!repo.has(BlobType.CHUNK, c.mac)) {
+          // Encoded here, several at once: zstd runs on the libuv pool.
+          window.push(repo.putBlob(BlobType.CHUNK, c.data, c.mac, signal));
+          if (window.length >= RAW_IN_FLIGHT) await window.shift();
+        }
+      });
+      await Promise.all(window);
+    } catch (e) {
+      for (const p of window) p.catch(() => {}); // failed with us; nobody else waits for them
+      throw e;
+    }
     return chunks;
   };
 

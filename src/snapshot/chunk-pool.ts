@@ -28,18 +28,20 @@ export interface PoolInit {
 export type ToWorker = { type: "read"; id: number; path: string };
 export type ToMain =
   | { type: "ready" }
-  | { type: "chunk"; id: number; mac: Uint8Array; length: number; encoded: Uint8Array }
+  | { type: "chunk"; id: number; mac: Uint8Array; length: number; data: Uint8Array; raw: boolean }
   | { type: "done"; id: number; size: number }
   | { type: "error"; id: number; message: string };
 
-export interface EncodedChunk {
+/** A chunk from a worker: encoded, or (from a large file) its raw bytes for the caller to encode. */
+export interface WorkerChunk {
   mac: Uint8Array;
   length: number;
-  encoded: Uint8Array;
+  data: Uint8Array;
+  raw: boolean;
 }
 
 interface Job {
-  onChunk: (c: EncodedChunk) => Promise<void>;
+  onChunk: (c: WorkerChunk) => Promise<void>;
   resolve: (size: number) => void;
   reject: (e: Error) => void;
   /** Serialises onChunk calls of this file, in order. */
@@ -103,13 +105,13 @@ export class ChunkPool {
     const job = this.jobs.get(m.id);
     if (m.type === "chunk") {
       const release = () => {
-        Atomics.sub(slot.credit, 0, m.encoded.byteLength);
+        Atomics.sub(slot.credit, 0, m.data.byteLength);
         Atomics.notify(slot.credit, 0);
       };
       if (!job) return release();
       job.tail = job.tail.then(async () => {
         try {
-          if (!job.failed) await job.onChunk({ mac: m.mac, length: m.length, encoded: m.encoded });
+          if (!job.failed) await job.onChunk({ mac: m.mac, length: m.length, data: m.data, raw: m.raw });
         } catch (e) {
           job.failed ??= e as Error;
         } finally {
@@ -129,7 +131,7 @@ export class ChunkPool {
   }
 
   /** Reads, chunks and encodes the file at `path`; `onChunk` receives every chunk in order. Resolves to the file's size. */
-  readFile(path: string, onChunk: (c: EncodedChunk) => Promise<void>): Promise<number> {
+  readFile(path: string, onChunk: (c: WorkerChunk) => Promise<void>): Promise<number> {
     if (this.broken) return Promise.reject(this.broken);
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.jobs < slot.jobs) slot = s;

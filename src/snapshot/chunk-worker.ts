@@ -21,6 +21,8 @@ const mac = await Mac.create(init.mac, init.keys.mac);
 const credit = new Int32Array(init.credit);
 const port = parentPort!;
 const READ = 4 << 20;
+/** Files from this size on are sent as raw chunks (see readFile). */
+const RAW_FROM = 32 << 20;
 const buf = Buffer.allocUnsafe(chunker.max + READ);
 
 /** Messages for the main thread, sent in batches (a message per small file costs more than the file). */
@@ -31,7 +33,7 @@ let outboxBytes = 0;
 function post(m: ToMain, transfer: ArrayBuffer[] = []): void {
   outbox.push(m);
   outboxTransfer.push(...transfer);
-  if (m.type === "chunk") outboxBytes += m.encoded.byteLength;
+  if (m.type === "chunk") outboxBytes += m.data.byteLength;
   if (outbox.length >= 64 || outboxBytes >= 4 << 20) sendOutbox();
 }
 
@@ -62,7 +64,12 @@ function readFile(id: number, path: string): void {
   const fd = openFile(path);
   let size = 0;
   try {
-    if (!fstatSync(fd).isFile()) throw new Error("no longer a regular file");
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error("no longer a regular file");
+    // A large file's chunks go to the main thread raw: it skips the ones the
+    // repository has and compresses the others on every core, while this
+    // thread goes on reading, cutting and MACing.
+    const raw = st.size >= RAW_FROM;
     let start = 0;
     let end = 0;
     let eof = false;
@@ -81,16 +88,15 @@ function readFile(id: number, path: string): void {
       const cut = findCut(buf, start, end, chunker);
       const chunk = buf.subarray(start, cut);
       const m = mac.mac(chunk);
-      const encoded = codec.encodeSync(BlobType.CHUNK, m, chunk);
-      // encode() never returns a view of `chunk`, so `buf` may be reused.
+      // encodeSync() never returns a view of `chunk`; a raw chunk is copied out: `buf` is reused.
+      const data = raw ? new Uint8Array(chunk) : codec.encodeSync(BlobType.CHUNK, m, chunk);
       waitForCredit();
-      Atomics.add(credit, 0, encoded.byteLength);
-      const ab = encoded.byteOffset === 0 && encoded.byteLength === encoded.buffer.byteLength ? (encoded.buffer as ArrayBuffer) : null;
-      const out = ab ? encoded : new Uint8Array(encoded);
-      post({ type: "chunk", id, mac: m, length: chunk.byteLength, encoded: out }, [out.buffer as ArrayBuffer]);
+      Atomics.add(credit, 0, data.byteLength);
+      const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : new Uint8Array(data);
+      post({ type: "chunk", id, mac: m, length: chunk.byteLength, data: owned, raw }, [owned.buffer as ArrayBuffer]);
       size += chunk.byteLength;
       start = cut;
-      collectAfter(chunk.byteLength + encoded.byteLength);
+      collectAfter(chunk.byteLength + data.byteLength);
     }
   } finally {
     closeSync(fd);
