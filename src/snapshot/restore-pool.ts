@@ -68,7 +68,7 @@ export class RestorePool {
 
   private constructor(private readonly slots: Slot[]) {}
 
-  static async start(repo: Repository, n = Math.max(4, availableParallelism())): Promise<RestorePool | null> {
+  static async start(repo: Repository, n = Math.max(2, availableParallelism())): Promise<RestorePool | null> {
     const url = workerScript("restore-worker.js");
     if (!url || !repo.store.localPath) return null;
     const init: RestoreInit = { keys: repo.keys, encrypted: repo.config.encryption !== null, compression: repo.config.compression };

@@ -28,7 +28,7 @@ export interface RestoreOptions {
   onEvent?: (e: RestoreEvent) => void;
   /** Files restored at once through the exporter (default 16). */
   concurrency?: number;
-  /** Worker threads writing local files (default: one per core, at least 4: file creation waits on the disk; 0: none). */
+  /** Worker threads writing local files (default: one per core, at least 2; 0: none). */
   workers?: number;
 }
 
