@@ -7,10 +7,10 @@
  */
 import type { ContentPiece, Exporter, ExportRecord } from "../connectors/records.js";
 import { Resource } from "../connectors/flags.js";
-import { nsToSeconds } from "../connectors/fs/exporter.js";
 import { BlobType } from "../repository/codec.js";
 import type { Repository } from "../repository/repository.js";
 import { throwIfAborted } from "../util/errors.js";
+import { nsToSeconds } from "../util/time.js";
 import type { SnapshotHeader } from "./header.js";
 import type { ChunkRef, Entry } from "./tree.js";
 import { pieces } from "./holes.js";

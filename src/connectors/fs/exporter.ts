@@ -22,6 +22,7 @@ import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js
 import { groupId, userId } from "./users.js";
 import { setXattrs } from "./xattr.js";
 import type { XattrEntry } from "./xattr.js";
+import { nsToSeconds } from "../../util/time.js";
 
 export interface FsExporterOptions {
   /** Restore owners (lchown). Default: when running as root. */
@@ -33,11 +34,6 @@ interface PendingMeta {
   abs: string;
   depth: number;
   info: FileInfo;
-}
-
-/** Seconds since the epoch as Node's time arguments take them (~0.25 µs resolution today). */
-export function nsToSeconds(ns: bigint): number {
-  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
 }
 
 /** Linux major/minor of a dev_t (glibc's gnu_dev_major/minor). */
