@@ -36,8 +36,12 @@ function packFd(path: string): number {
   return fd;
 }
 
+/** One read buffer per worker: a chunk is decoded and written before the next is read. */
+let scratch = Buffer.allocUnsafe(1 << 20);
+
 function readRange(fd: number, offset: number, length: number, what: string): Buffer {
-  const buf = Buffer.allocUnsafe(length);
+  if (scratch.byteLength < length) scratch = Buffer.allocUnsafe(length);
+  const buf = scratch.subarray(0, length);
   let done = 0;
   while (done < length) {
     const n = readSync(fd, buf, done, length - done, offset + done);
