@@ -138,35 +138,34 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
 
   // A file restored alone is exported under its own name.
   const base = top.info.kind === "dir" ? "/" : `/${top.name || "file"}`;
-  for await (const { path: rel, entry } of reader.walk(top, base, signal)) {
-    throwIfAborted(signal);
-    if (entry.error !== undefined && entry.info.kind !== "dir") {
-      o.onEvent?.({ type: "skipped", path: rel, message: `not in the snapshot: ${entry.error}` });
-      continue;
-    }
-    // A directory is created before anything below it is exported (the walk
-    // yields it first); files still in flight elsewhere do not need it.
-    if (entry.info.kind === "dir") {
-      await exportOne(rel, entry);
-      continue;
-    }
-    // Hard-linked files go one at a time, so that a link finds its target written.
-    if (entry.info.kind === "file" && entry.info.nlink > 1) {
-      await drain();
-      await exportOne(rel, entry);
-      continue;
-    }
-    if (pool && entry.info.kind === "file" && entry.info.nlink <= 1 && !entry.xattrs?.length) {
-      const p: Promise<void> = (await writeByPool(pool, rel, entry)).done.finally(() => pooled.delete(p));
-      pooled.add(p);
-      continue;
-    }
-    while (inflight.size >= limit) await Promise.race(inflight);
-    const p: Promise<void> = exportOne(rel, entry).finally(() => inflight.delete(p));
-    inflight.add(p);
-  }
-  pool?.flush();
   try {
+    for await (const { path: rel, entry } of reader.walk(top, base, signal)) {
+      throwIfAborted(signal);
+      if (entry.error !== undefined && entry.info.kind !== "dir") {
+        o.onEvent?.({ type: "skipped", path: rel, message: `not in the snapshot: ${entry.error}` });
+        continue;
+      }
+      // A directory is created before anything below it is exported (the walk
+      // yields it first); files still in flight elsewhere do not need it.
+      if (entry.info.kind === "dir") {
+        await exportOne(rel, entry);
+        continue;
+      }
+      // Hard-linked files go one at a time, so that a link finds its target written.
+      if (entry.info.kind === "file" && entry.info.nlink > 1) {
+        await drain();
+        await exportOne(rel, entry);
+        continue;
+      }
+      if (pool && entry.info.kind === "file" && !entry.xattrs?.length) {
+        const p: Promise<void> = (await writeByPool(pool, rel, entry)).done.finally(() => pooled.delete(p));
+        pooled.add(p);
+        continue;
+      }
+      while (inflight.size >= limit) await Promise.race(inflight);
+      const p: Promise<void> = exportOne(rel, entry).finally(() => inflight.delete(p));
+      inflight.add(p);
+    }
     await drain();
   } finally {
     await pool?.close();
