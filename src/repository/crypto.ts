@@ -37,13 +37,7 @@ export function randomKey(n = 32): Uint8Array {
   return new Uint8Array(randomBytes(n));
 }
 
-/** Incremental MAC computation. */
-export interface MacStream {
-  update(data: Uint8Array): void;
-  digest(): Uint8Array;
-}
-
-/** A keyed MAC function: one-shot `mac()` and incremental `stream()`. */
+/** A keyed MAC function: `mac()` of a buffer, `macParts()` of a sequence of buffers. */
 export class Mac {
   private constructor(
     readonly algorithm: MacAlgorithm,
@@ -58,7 +52,11 @@ export class Mac {
   }
 
   mac(data: Uint8Array): Uint8Array {
-    return this.macParts([data]);
+    const h = this.hasher;
+    if (h === null) return new Uint8Array(createHmac("sha256", this.key).update(data).digest());
+    h.init();
+    h.update(data);
+    return h.digest("binary");
   }
 
   /** The MAC of the concatenation of `parts` (synchronous: no other caller can interleave). */
@@ -72,16 +70,5 @@ export class Mac {
     const hm = createHmac("sha256", this.key);
     for (const p of parts) hm.update(p);
     return new Uint8Array(hm.digest());
-  }
-
-  /** A fresh incremental MAC (independent of the one-shot hasher). */
-  async stream(): Promise<MacStream> {
-    if (this.algorithm === "blake3") {
-      const h = await createBLAKE3(256, this.key);
-      h.init();
-      return { update: (d) => void h.update(d), digest: () => h.digest("binary") };
-    }
-    const h = createHmac("sha256", this.key);
-    return { update: (d) => void h.update(d), digest: () => new Uint8Array(h.digest()) };
   }
 }
