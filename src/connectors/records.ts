@@ -48,6 +48,12 @@ export interface ImportRecord {
    * open(). It must be the same content open() would give.
    */
   localPath?: string | undefined;
+  /**
+   * A hard link: the pathname of an earlier record of this import whose
+   * content this one shares (tar link entries). The builder reuses that
+   * record's chunks; open() is not called.
+   */
+  linkTarget?: string | undefined;
 }
 
 export interface ExportRecord {
@@ -72,8 +78,57 @@ export interface ContentPiece {
 
 export interface ImportOptions {
   signal?: AbortSignal | undefined;
+  /**
+   * The core's answers (Kloset's result stream): exactly one per record
+   * yielded, in no particular order, sent once the core is done with the
+   * record (its content will not be read again, so its reader may be
+   * released). For an importer that declared NEEDACK an ok answer (no error)
+   * also means the record's data is durably stored and reachable from a
+   * committed snapshot (a checkpoint or the final one), so the source may be
+   * deleted; such answers come at checkpoints. The stream ends once every
+   * record has been answered, or when the backup fails (records not
+   * answered then were not stored). An importer that never iterates it
+   * costs nothing.
+   */
+  results?: AsyncIterable<ImportResult> | undefined;
 }
 
+export interface ImportResult {
+  record: ImportRecord;
+  /** Undefined when the record is stored; else why it was not. */
+  error?: string | undefined;
+}
+
+/**
+ * What a connector is told when it is made (Kloset's connectors.Options).
+ */
+export interface ConnectorOptions {
+  hostname: string;
+  os: string;
+  arch: string;
+  /** The directory relative locations were given from. */
+  cwd: string;
+  maxConcurrency: number;
+  /** gitignore-style patterns (importers). */
+  excludes: string[];
+  noXattr: boolean;
+  /** Where connectors may print warnings (not errors: those travel in records and results). */
+  onWarning?: ((msg: string) => void) | undefined;
+  /** Repositories opened by read-only commands: the store must refuse writes. */
+  readOnly?: boolean | undefined;
+  /** Standard streams, for the stdio connectors (default: the process's). */
+  stdin?: NodeJS.ReadableStream | undefined;
+  stdout?: NodeJS.WritableStream | undefined;
+}
+
+/**
+ * Kloset's importer: origin (where the source is, e.g. a host name), type
+ * (the protocol), root (the source's path, shown in `ls`), flags
+ * (LocationFlag bits: STREAM importers are imported once, with no counting
+ * pass; NEEDACK importers get `results`).
+ * import() is called once per backup (at most once for STREAM importers);
+ * close() always follows, whatever happened.
+ */
 export interface Importer {
   readonly origin: string;
   readonly type: string;

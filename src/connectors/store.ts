@@ -53,6 +53,13 @@ export interface Store {
   put(resource: Resource, mac: Mac, data: Uint8Array | AsyncIterable<Uint8Array>, opts?: CallOptions): Promise<number>;
   get(resource: Resource, mac: Mac, range?: Range, opts?: CallOptions): Promise<Uint8Array>;
   delete(resource: Resource, mac: Mac, opts?: CallOptions): Promise<void>;
+  /**
+   * Stores that buffer writes (a single-file archive) make every put and
+   * delete so far durable and visible to other processes, atomically. The
+   * repository calls it after committing a snapshot or a checkpoint and
+   * close() implies it. Stores that write through need not implement it.
+   */
+  sync?(opts?: CallOptions): Promise<void>;
   close(): Promise<void>;
   /**
    * Where an object lives on this machine's filesystem, for stores that keep

@@ -1,0 +1,100 @@
+/**
+ * The connectors coffer ships, registered in a registry: fs (importer,
+ * exporter, store), stdin/stdout, tar and tar+gz (importer, exporter), ptar
+ * (a repository in one file) and memory (a store for tests, shared within
+ * one process by name).
+ */
+import { LocationFlag } from "./flags.js";
+import { FsExporter } from "./fs/exporter.js";
+import { FsImporter } from "./fs/importer.js";
+import { FsStore } from "./fs-store.js";
+import { localPath } from "./location.js";
+import { type MemoryBacking, MemoryStore } from "./memory-store.js";
+import type { ParamSpec } from "./params.js";
+import { Registry } from "./registry.js";
+import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
+
+const ONE_FILE_SYSTEM: ParamSpec = {
+  name: "one_file_system",
+  type: "bool",
+  default: "false",
+  description: "do not descend into directories on other filesystems",
+};
+
+const memoryBackings = new Map<string, MemoryBacking>();
+
+export function registerBuiltins(r: Registry): Registry {
+  r.register({
+    kind: "importer",
+    protocols: ["fs"],
+    flags: LocationFlag.LOCALFS,
+    description: "a directory tree on this machine",
+    params: [ONE_FILE_SYSTEM],
+    provider: "builtin",
+    make: (loc, cfg, o) =>
+      new FsImporter(localPath(loc, o.cwd), {
+        excludes: o.excludes,
+        noXattr: o.noXattr,
+        oneFileSystem: cfg.one_file_system === "true",
+        onWarning: o.onWarning,
+      }),
+  });
+  r.register({
+    kind: "exporter",
+    protocols: ["fs"],
+    flags: LocationFlag.LOCALFS | LocationFlag.EXPORTXATTR,
+    description: "a directory on this machine",
+    params: [
+      { name: "owners", type: "string", default: "auto", inclusion: ["auto", "true", "false"], description: "restore owners (auto: when running as root)" },
+    ],
+    provider: "builtin",
+    make: (loc, cfg, o) =>
+      new FsExporter(localPath(loc, o.cwd), { owners: cfg.owners === "auto" ? undefined : cfg.owners === "true", onWarning: o.onWarning }),
+  });
+  r.register({
+    kind: "storage",
+    protocols: ["fs"],
+    flags: LocationFlag.LOCALFS,
+    description: "a repository directory on this machine",
+    params: [],
+    provider: "builtin",
+    make: (loc, _cfg, o) => new FsStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
+  });
+  r.register({
+    kind: "storage",
+    protocols: ["memory"],
+    flags: 0,
+    description: "a repository in this process's memory (for tests)",
+    params: [],
+    provider: "builtin",
+    make: (loc, _cfg, o) => {
+      let backing = memoryBackings.get(loc.rest);
+      if (!backing) memoryBackings.set(loc.rest, (backing = MemoryStore.emptyBacking()));
+      return new MemoryStore({ backing, name: loc.rest, readOnly: o.readOnly });
+    },
+  });
+  r.register({
+    kind: "importer",
+    protocols: ["stdin"],
+    flags: LocationFlag.STREAM,
+    description: "standard input, stored as one file: stdin:NAME",
+    params: [],
+    provider: "builtin",
+    make: (loc, _cfg, o) => new StdinImporter(loc.rest, o.stdin),
+  });
+  r.register({
+    kind: "exporter",
+    protocols: ["stdout"],
+    flags: LocationFlag.STREAM,
+    description: "standard output: the content of each file, one after the other",
+    params: [],
+    provider: "builtin",
+    make: (_loc, _cfg, o) => new StdoutExporter(o.stdout),
+  });
+  return r;
+}
+
+/** A registry holding the built-in connectors. */
+export function builtinRegistry(): Registry {
+  return registerBuiltins(new Registry());
+}
