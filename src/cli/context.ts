@@ -5,11 +5,15 @@
  * input without one), and cancellation on SIGINT/SIGTERM.
  */
 import { readFile } from "node:fs/promises";
-import { homedir } from "node:os";
+import { arch, availableParallelism, homedir, hostname, platform } from "node:os";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
-import { FsStore } from "../connectors/fs-store.js";
+import { builtinRegistry } from "../connectors/builtins.js";
+import { StoreMode } from "../connectors/flags.js";
+import { parseOptions } from "../connectors/params.js";
+import type { ConnectorOptions } from "../connectors/records.js";
+import type { Registry } from "../connectors/registry.js";
 import type { Store } from "../connectors/store.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
@@ -18,6 +22,8 @@ export interface GlobalOptions {
   at?: string | undefined;
   keyfile?: string | undefined;
   debug?: boolean | undefined;
+  /** `--store-opt KEY=VALUE`: configuration of the repository's store. */
+  storeOpt?: string[] | undefined;
 }
 
 export interface Context {
@@ -26,20 +32,45 @@ export interface Context {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
   env: NodeJS.ProcessEnv;
+  /** The connectors: built-ins and installed plugins. */
+  registry: Registry;
+}
+
+let defaultRegistry: Registry | undefined;
+/** The registry of a CLI run: built-ins (and, later, installed plugins). */
+export function cliRegistry(): Registry {
+  return (defaultRegistry ??= builtinRegistry());
+}
+
+/** What connectors are told about this run (Kloset's Options). */
+export function connectorOptions(ctx: Context, o: Partial<ConnectorOptions> = {}): ConnectorOptions {
+  return {
+    hostname: hostname(),
+    os: platform(),
+    arch: arch(),
+    cwd: process.cwd(),
+    maxConcurrency: availableParallelism() * 8,
+    excludes: [],
+    noXattr: false,
+    onWarning: (m: string) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+    ...o,
+  };
 }
 
 export function repositoryLocation(ctx: Context): string {
   return ctx.globals.at ?? ctx.env.COFFER_REPOSITORY ?? resolve(homedir(), ".coffer");
 }
 
-export function openStore(location: string, opts: { readOnly?: boolean } = {}): Store {
-  let path = location;
-  const m = /^([A-Za-z0-9+.-]{2,}):(?:\/\/)?(.*)$/.exec(location);
-  if (m) {
-    if (m[1] !== "fs") throw new CofferError("USAGE", `unsupported repository location protocol "${m[1]}:" (supported: fs:, or a path)`);
-    path = m[2]!;
-  }
-  return new FsStore(resolve(path), opts);
+/** The store at a repository location (`fs:`, a path, `x.ptar`, any registered protocol), its options validated. */
+export async function openStore(ctx: Context, location: string, opts: { readOnly?: boolean } = {}): Promise<Store> {
+  const config = parseOptions(ctx.globals.storeOpt);
+  return ctx.registry.make("storage", location, config, connectorOptions(ctx, { readOnly: opts.readOnly ?? false }));
+}
+
+/** Fails before any work when the store cannot be written (Store.mode()). */
+export async function assertWritable(store: Store, location: string, signal?: AbortSignal): Promise<void> {
+  const mode = await store.mode({ signal });
+  if ((mode & StoreMode.WRITE) === 0) throw new CofferError("READ_ONLY", `the repository at ${location} is read-only`);
 }
 
 async function promptHidden(question: string): Promise<string> {
@@ -88,8 +119,15 @@ export async function getPassphrase(ctx: Context, confirm = false): Promise<stri
 
 /** Opens the repository at the context's location. */
 export async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
-  const store = openStore(repositoryLocation(ctx), opts);
-  return Repository.open(store, { passphrase: () => getPassphrase(ctx), signal: ctx.signal });
+  const location = repositoryLocation(ctx);
+  const store = await openStore(ctx, location, opts);
+  try {
+    if (!opts.readOnly) await assertWritable(store, location, ctx.signal);
+    return await Repository.open(store, { passphrase: () => getPassphrase(ctx), signal: ctx.signal });
+  } catch (e) {
+    await store.close().catch(() => {});
+    throw e;
+  }
 }
 
 /** Opens the repository, runs `fn`, and always closes it (releasing any lock). */

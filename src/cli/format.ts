@@ -44,6 +44,7 @@ export function snapshotJson(h: SnapshotHeader): Record<string, unknown> {
     importer: h.importer,
     tags: h.tags,
     ...(h.parent ? { parent: toHex(h.parent) } : {}),
+    ...(h.checkpoint !== undefined ? { partial: true, checkpoint: h.checkpoint } : {}),
     ...h.summary,
   };
 }

@@ -12,7 +12,7 @@ import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
 import { lsCommand } from "./commands/ls.js";
 import { restoreCommand } from "./commands/restore.js";
-import type { Context, GlobalOptions } from "./context.js";
+import { cliRegistry, type Context, type GlobalOptions } from "./context.js";
 
 export const EXIT_HELP = `
 Repository: \`at LOCATION\` before the command, else $COFFER_REPOSITORY, else ~/.coffer.
@@ -34,6 +34,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: number) => void
     .description("deduplicating, encrypted backups")
     .usage("[at LOCATION] <command> [options]")
     .option("--keyfile <file>", "read the passphrase from a file")
+    .option("--store-opt <key=value>", "configure the repository's store (repeatable; see `coffer help connectors`)", (v: string, p: string[] | undefined) => [...(p ?? []), v])
     .option("--debug", "print stack traces on errors")
     .addHelpText("after", EXIT_HELP)
     .showHelpAfterError(false)
@@ -60,7 +61,7 @@ export async function main(argv: string[]): Promise<void> {
   let at: string | undefined;
   // `coffer [global options] at LOCATION command ...`
   let i = 0;
-  while (i < args.length && args[i]!.startsWith("-")) i += args[i] === "--keyfile" ? 2 : 1;
+  while (i < args.length && args[i]!.startsWith("-")) i += args[i] === "--keyfile" || args[i] === "--store-opt" ? 2 : 1;
   if (args[i] === "at") {
     at = args[i + 1];
     if (at === undefined || at === "") {
@@ -90,7 +91,14 @@ export async function main(argv: string[]): Promise<void> {
 
   let exitCode: number = ExitCode.OK;
   let globals: GlobalOptions = {};
-  const ctx = (): Context => ({ globals: { ...globals, at }, signal: controller.signal, stdout: process.stdout, stderr: process.stderr, env: process.env });
+  const ctx = (): Context => ({
+    globals: { ...globals, at },
+    signal: controller.signal,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    registry: cliRegistry(),
+  });
   const program = buildProgram(ctx, (c) => (exitCode = c));
   program.hook("preAction", (cmd) => {
     globals = cmd.opts() as GlobalOptions;

@@ -76,7 +76,7 @@ export class Registry {
   /** Validates `config` against the connector's parameters and makes an instance. */
   async make<K extends ConnectorKind>(kind: K, location: string, config: Record<string, string>, opts: ConnectorOptions): Promise<Kinds[K]> {
     const { def, loc } = this.resolve(kind, location);
-    const cfg = validateConfig(`${kind} "${loc.proto}"`, def.params, { ...config, location: loc.raw });
+    const cfg = validateConfig(`${kind === "storage" ? "store" : kind} "${loc.proto}"`, def.params, { ...config, location: loc.raw });
     return def.make(loc, cfg, opts);
   }
 }

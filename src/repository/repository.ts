@@ -266,6 +266,8 @@ export class Repository {
     if (this.uploadError) throw this.uploadError;
     await this.putBlob(BT.SNAPSHOT, header, id, signal);
     await this.flush(signal);
+    // Stores that buffer (a single-file archive) make it durable now.
+    await this.store.sync?.({ signal });
   }
 
   async close(): Promise<void> {

@@ -6,11 +6,13 @@
  * stored. Entries go to the on-disk scan cache; once the importer is done,
  * directories are built bottom-up from it, then the header is committed.
  */
-import type { Importer, ImportRecord } from "../connectors/records.js";
+import { LocationFlag } from "../connectors/flags.js";
+import type { Importer, ImportRecord, ImportResult } from "../connectors/records.js";
 import { chunkStream, makeChunker } from "../repository/chunker.js";
 import { BlobType } from "../repository/codec.js";
 import { randomKey } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
+import { Channel } from "../util/channel.js";
 import { CofferError, throwIfAborted } from "../util/errors.js";
 import { encode } from "@msgpack/msgpack";
 import { encodeHeader, type SnapshotHeader, type Summary } from "./header.js";
@@ -18,12 +20,27 @@ import { ChunkPool } from "./chunk-pool.js";
 import { ScanCache } from "./scancache.js";
 import { type ChunkRef, compareNames, type Entry, encodeTree } from "./tree.js";
 import { listSnapshots, TreeReader } from "./vfs.js";
+import { toHex } from "../util/hex.js";
 
 export interface BackupEvent {
-  type: "entry" | "error";
+  type: "entry" | "error" | "checkpoint";
+  /** The entry's path; for a checkpoint, its snapshot ID in hex. */
   path: string;
   message?: string;
 }
+
+/** When checkpoints are committed: whichever comes first. */
+export interface CheckpointPolicy {
+  /** Time since the last checkpoint, ms (0: never by time). */
+  intervalMs: number;
+  /** Content read since the last checkpoint, bytes (0: never by size). */
+  bytes: number;
+}
+
+/** NEEDACK importers wait for checkpoints to release their records: keep them frequent. */
+export const NEEDACK_CHECKPOINTS: CheckpointPolicy = { intervalMs: 5_000, bytes: 64 << 20 };
+/** Other sources: checkpoints only let an interrupted backup resume cheaply. */
+export const DEFAULT_CHECKPOINTS: CheckpointPolicy = { intervalMs: 300_000, bytes: 4 * 2 ** 30 };
 
 export interface BackupOptions {
   importer: Importer;
@@ -40,6 +57,8 @@ export interface BackupOptions {
   force?: boolean;
   /** Worker threads reading local files (default: one per core; 0 reads them on the main thread). */
   workers?: number;
+  /** Default: NEEDACK_CHECKPOINTS for NEEDACK importers, else DEFAULT_CHECKPOINTS. */
+  checkpoints?: CheckpointPolicy | undefined;
 }
 
 export interface BackupResult {
@@ -62,6 +81,7 @@ export async function findParent(repo: Repository, o: { hostname: string; type: 
 
 export async function backup(repo: Repository, o: BackupOptions): Promise<BackupResult> {
   const start = process.hrtime.bigint();
+  const run = randomKey(16);
   const timeNs = BigInt(Date.now()) * 1_000_000n;
   const signal = o.signal;
   const imp = o.importer;
@@ -73,6 +93,20 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const links = new Map<string, Promise<ChunkRef[] | undefined>>();
   const written0 = { ...repo.written };
   const cache = new ScanCache();
+  const needAck = (imp.flags & LocationFlag.NEEDACK) !== 0;
+  // One answer per record; an importer that does not read them does not keep them.
+  const results = new Channel<ImportResult>(!needAck);
+  /** NEEDACK records stored in the scan cache, answered at the next checkpoint. */
+  let toAck: ImportRecord[] = [];
+  /** Files being processed, by path: a hard link (linkTarget) waits for its target. */
+  const inflightFiles = new Map<string, Promise<ChunkRef[] | undefined>>();
+  const policy = o.checkpoints ?? (needAck ? NEEDACK_CHECKPOINTS : DEFAULT_CHECKPOINTS);
+  let checkpoints = 0;
+  let lastCheckpoint = Date.now();
+  let readAtCheckpoint = 0;
+  let newSinceCheckpoint = false;
+  let checkpointRun: Promise<void> | null = null;
+  let checkpointError: unknown = null;
   // Started on the first file that must be read: a no-change backup needs no workers.
   let poolStart: Promise<ChunkPool | null> | null = null;
   const getPool = () => (poolStart ??= o.workers === 0 ? Promise.resolve(null) : ChunkPool.start(repo, o.workers).catch(() => null));
@@ -152,6 +186,28 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
 
   const process1 = async (r: ImportRecord): Promise<void> => {
     const info = r.fileInfo;
+    let done!: (c: ChunkRef[] | undefined) => void;
+    if (info.kind === "file") {
+      // Registered before the first await, so that a link yielded later finds it.
+      const p = new Promise<ChunkRef[] | undefined>((res) => (done = res));
+      inflightFiles.set(r.pathname, p);
+    }
+    try {
+      await store1(r, info, (c) => done?.(c));
+    } finally {
+      done?.(undefined);
+      if (info.kind === "file") inflightFiles.delete(r.pathname);
+    }
+  };
+
+  const linked = async (r: ImportRecord): Promise<ChunkRef[]> => {
+    const t = r.linkTarget!;
+    const chunks = await (inflightFiles.get(t) ?? Promise.resolve(cache.get(t)?.chunks));
+    if (!chunks) throw new CofferError("IO", `hard link target ${t} is not a stored file`);
+    return chunks;
+  };
+
+  const store1 = async (r: ImportRecord, info: ImportRecord["fileInfo"], publish: (c: ChunkRef[]) => void): Promise<void> => {
     const name = r.pathname === "/" ? "" : r.pathname.slice(r.pathname.lastIndexOf("/") + 1);
     const entry: Entry = { name, info: { ...info, name } };
     if (r.target !== undefined) entry.target = r.target;
@@ -165,6 +221,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         const linkKey = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
         const first = linkKey ? links.get(linkKey) : undefined;
         if (first) chunks = await first;
+        if (!chunks && r.linkTarget !== undefined) chunks = await linked(r);
         if (!chunks) {
           const p = fileChunks(r);
           if (linkKey && !first) links.set(linkKey, p.catch(() => undefined));
@@ -172,6 +229,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         }
         if (!chunks) throw new Error("content unavailable");
         entry.chunks = chunks;
+        publish(chunks);
         const size = chunks.reduce((n, c) => n + c.length, 0);
         entry.info.size = size;
         summary.bytes += size;
@@ -186,28 +244,19 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     else if (info.kind === "symlink") summary.symlinks++;
     else summary.others++;
     cache.put(r.pathname, entry);
+    newSinceCheckpoint = true;
+    if (entry.error !== undefined) results.push({ record: r, error: entry.error });
+    else if (needAck) toAck.push(r);
+    else results.push({ record: r });
     o.onEvent?.({ type: "entry", path: r.pathname });
+    maybeCheckpoint();
   };
 
-  try {
-    const it = imp.import({ signal })[Symbol.asyncIterator]();
-    const worker = async () => {
-      while (true) {
-        throwIfAborted(signal);
-        const n = await it.next();
-        if (n.done) return;
-        await process1(n.value);
-      }
-    };
-    // Many files in flight keep the workers fed; each costs only a promise until it is read.
-    await Promise.all(Array.from({ length: o.concurrency ?? (o.workers === 0 ? 4 : 64) }, worker));
-    const root = await buildTrees(repo, cache, signal);
-    await repo.flush(signal);
+  const header = async (root: Entry, checkpoint: number | undefined): Promise<SnapshotHeader> => {
     let errorsMac: Uint8Array | undefined;
     if (errors.length > 0) errorsMac = (await repo.putBlob(BlobType.ERRORS, encode(errors), undefined, signal)).mac;
-    summary.newBlobs = repo.written.blobs - written0.blobs;
-    summary.newBytes = repo.written.rawBytes - written0.rawBytes;
-    const header: SnapshotHeader = {
+    const s = { ...summary, newBlobs: repo.written.blobs - written0.blobs, newBytes: repo.written.rawBytes - written0.rawBytes };
+    return {
       id: randomKey(32),
       timeNs,
       durationNs: process.hrtime.bigint() - start,
@@ -218,13 +267,78 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
       importer: { type: imp.type, origin: imp.origin, root: imp.root },
       tags: o.tags ?? [],
       root,
-      summary,
+      summary: s,
+      run,
+      ...(checkpoint !== undefined ? { checkpoint } : {}),
       ...(parent ? { parent: parent.id } : {}),
       ...(errorsMac ? { errors: errorsMac } : {}),
     };
-    await repo.commitSnapshot(header.id, encodeHeader(header), signal);
-    return { header, parent };
+  };
+
+  /**
+   * Commits a partial snapshot of every entry in the scan cache, then
+   * answers the NEEDACK records it covers. Entries finished meanwhile wait
+   * (the cache is frozen) for the next one.
+   */
+  const checkpoint = async (): Promise<void> => {
+    const acks = toAck;
+    toAck = [];
+    newSinceCheckpoint = false;
+    lastCheckpoint = Date.now();
+    readAtCheckpoint = summary.readBytes;
+    cache.freeze();
+    let root: Entry;
+    try {
+      root = await buildTrees(repo, cache, signal);
+    } finally {
+      cache.thaw();
+    }
+    const h = await header(root, ++checkpoints);
+    await repo.commitSnapshot(h.id, encodeHeader(h), signal);
+    for (const r of acks) results.push({ record: r });
+    o.onEvent?.({ type: "checkpoint", path: toHex(h.id) });
+  };
+
+  function maybeCheckpoint(): void {
+    if (checkpointRun || !newSinceCheckpoint || signal?.aborted) return;
+    const due = (policy.intervalMs > 0 && Date.now() - lastCheckpoint >= policy.intervalMs) || (policy.bytes > 0 && summary.readBytes - readAtCheckpoint >= policy.bytes);
+    if (!due) return;
+    checkpointRun = checkpoint()
+      .catch((e: unknown) => {
+        checkpointError ??= e;
+      })
+      .finally(() => (checkpointRun = null));
+  }
+  // Slow sources still get their checkpoints (and their acks) on time.
+  const timer = policy.intervalMs > 0 ? setInterval(maybeCheckpoint, Math.min(policy.intervalMs, 1000)) : undefined;
+  timer?.unref();
+
+  try {
+    const it = imp.import({ signal, results })[Symbol.asyncIterator]();
+    const worker = async () => {
+      while (true) {
+        throwIfAborted(signal);
+        if (checkpointError) throw checkpointError;
+        const n = await it.next();
+        if (n.done) return;
+        await process1(n.value);
+      }
+    };
+    // Many files in flight keep the workers fed; each costs only a promise until it is read.
+    await Promise.all(Array.from({ length: o.concurrency ?? (o.workers === 0 ? 4 : 64) }, worker));
+    clearInterval(timer);
+    while (checkpointRun) await checkpointRun;
+    if (checkpointError) throw checkpointError;
+    const root = await buildTrees(repo, cache, signal);
+    await repo.flush(signal);
+    const h = await header(root, undefined);
+    await repo.commitSnapshot(h.id, encodeHeader(h), signal);
+    for (const r of toAck.splice(0)) results.push({ record: r });
+    return { header: h, parent };
   } finally {
+    clearInterval(timer);
+    results.end();
+    await (checkpointRun as Promise<void> | null)?.catch(() => {});
     cache.close();
     const started = poolStart as Promise<ChunkPool | null> | null;
     await (await started)?.close();

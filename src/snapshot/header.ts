@@ -41,6 +41,14 @@ export interface SnapshotHeader {
   summary: Summary;
   /** MAC of the ERRORS blob: [[path, message], ...], when there were errors. */
   errors?: Uint8Array | undefined;
+  /** The backup run that made it (16 random bytes), shared by its checkpoints and its final snapshot. */
+  run?: Uint8Array | undefined;
+  /** Set on checkpoints (partial snapshots): 1, 2, ... within the run. */
+  checkpoint?: number | undefined;
+}
+
+export function isPartial(h: SnapshotHeader): boolean {
+  return h.checkpoint !== undefined;
 }
 
 export function encodeHeader(h: SnapshotHeader): Uint8Array {
@@ -60,6 +68,8 @@ export function encodeHeader(h: SnapshotHeader): Uint8Array {
   };
   if (h.parent) o.parent = h.parent;
   if (h.errors) o.errors = h.errors;
+  if (h.run) o.run = h.run;
+  if (h.checkpoint !== undefined) o.checkpoint = h.checkpoint;
   return encode(o, { useBigInt64: true });
 }
 
@@ -105,6 +115,14 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
   if (o.errors !== undefined) {
     if (!(o.errors instanceof Uint8Array)) throw bad("errors");
     h.errors = o.errors;
+  }
+  if (o.run !== undefined) {
+    if (!(o.run instanceof Uint8Array) || o.run.byteLength !== 16) throw bad("run");
+    h.run = o.run;
+  }
+  if (o.checkpoint !== undefined) {
+    if (typeof o.checkpoint !== "number" || !Number.isSafeInteger(o.checkpoint) || o.checkpoint < 1 || !h.run) throw bad("checkpoint");
+    h.checkpoint = o.checkpoint;
   }
   return h;
 }

@@ -24,15 +24,43 @@ export class ScanCache {
   private readonly db: DatabaseSync;
   private readonly insert: StatementSync;
   private inBatch = 0;
+  private readonly lookup: StatementSync;
+  /** While frozen (a checkpoint is scanning), entries wait here. */
+  private held: [string, Entry][] | null = null;
 
   constructor(parent = tmpdir()) {
     this.dir = mkdtempSync(join(parent, "coffer-scan-"));
     this.db = new DatabaseSync(join(this.dir, "scan.db"));
     this.db.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE; CREATE TABLE e (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;");
     this.insert = this.db.prepare("INSERT OR REPLACE INTO e (k, v) VALUES (?, ?)");
+    this.lookup = this.db.prepare("SELECT v FROM e WHERE k = ?");
+  }
+
+  /** Until thaw(), put() holds entries in memory so that a scan sees a fixed set. */
+  freeze(): void {
+    this.held ??= [];
+  }
+
+  thaw(): void {
+    const held = this.held;
+    this.held = null;
+    for (const [p, e] of held ?? []) this.put(p, e);
+  }
+
+  get(path: string): Entry | undefined {
+    if (this.held) {
+      for (let i = this.held.length - 1; i >= 0; i--) if (this.held[i]![0] === path) return this.held[i]![1];
+    }
+    this.commit();
+    const row = this.lookup.get(pathKey(path)) as { v: Uint8Array } | undefined;
+    return row ? decodeEntry(decode(row.v, { useBigInt64: true }), "scan cache") : undefined;
   }
 
   put(path: string, entry: Entry): void {
+    if (this.held) {
+      this.held.push([path, entry]);
+      return;
+    }
     if (this.inBatch === 0) this.db.exec("BEGIN");
     this.insert.run(pathKey(path), encode(encodeEntry(entry), { useBigInt64: true }));
     if (++this.inBatch >= BATCH) this.commit();

@@ -8,22 +8,42 @@ import type { Repository } from "../repository/repository.js";
 import { mapLimit } from "../util/concurrency.js";
 import { CofferError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
-import { decodeHeader, type SnapshotHeader } from "./header.js";
+import { decodeHeader, isPartial, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry } from "./tree.js";
 
-/** Every snapshot header, oldest first. */
-export async function listSnapshots(repo: Repository, signal?: AbortSignal): Promise<SnapshotHeader[]> {
+/**
+ * Snapshot headers, oldest first: every complete snapshot and, per backup
+ * run that never completed, its latest checkpoint unless a later backup
+ * resumed from it (docs/FORMAT.md, "Checkpoints"). `superseded` adds the checkpoints that are hidden.
+ */
+export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: { superseded?: boolean } = {}): Promise<SnapshotHeader[]> {
   const ids = repo.snapshotIds();
   const headers = await mapLimit(ids, 8, async (id) => decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id));
-  return headers.sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
+  const cmp = (a: SnapshotHeader, b: SnapshotHeader) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : (a.checkpoint ?? Infinity) - (b.checkpoint ?? Infinity));
+  headers.sort(cmp);
+  if (o.superseded) return headers;
+  // The best of each run: a complete snapshot, else the highest checkpoint.
+  const best = new Map<string, SnapshotHeader>();
+  for (const h of headers) {
+    if (!h.run) continue;
+    const k = toHex(h.run);
+    const b = best.get(k);
+    if (!b || (b.checkpoint !== undefined && (h.checkpoint === undefined || h.checkpoint > b.checkpoint))) best.set(k, h);
+  }
+  // A complete backup that resumed from a checkpoint (its parent) supersedes it too.
+  const resumed = new Set(headers.filter((h) => !isPartial(h) && h.parent).map((h) => toHex(h.parent!)));
+  return headers.filter((h) => !h.run || (best.get(toHex(h.run)) === h && !(isPartial(h) && resumed.has(toHex(h.id)))));
 }
 
-/** Finds the snapshot whose ID starts with `prefix`, or the latest one when prefix is empty/"latest". */
+/** Finds the snapshot whose ID starts with `prefix`, or the latest complete one when prefix is empty/"latest". */
 export async function resolveSnapshot(repo: Repository, prefix: string | undefined, signal?: AbortSignal): Promise<SnapshotHeader> {
   if (prefix === undefined || prefix === "" || prefix === "latest") {
     const all = await listSnapshots(repo, signal);
-    const last = all.at(-1);
-    if (!last) throw new CofferError("SNAPSHOT_NOT_FOUND", "the repository has no snapshot");
+    const last = all.filter((h) => !isPartial(h)).at(-1);
+    if (!last) {
+      const partial = all.length > 0 ? ` (there are ${all.length} partial snapshots from interrupted backups: name one by its ID)` : "";
+      throw new CofferError("SNAPSHOT_NOT_FOUND", `the repository has no complete snapshot${partial}`);
+    }
     return last;
   }
   if (!/^[0-9a-f]+$/i.test(prefix)) throw new CofferError("USAGE", `not a snapshot ID prefix: ${JSON.stringify(prefix)} (hex digits expected)`);

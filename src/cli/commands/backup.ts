@@ -1,13 +1,14 @@
 /** `coffer backup`: snapshot a directory into the repository. */
 import { readFile } from "node:fs/promises";
 import { arch, hostname, platform, userInfo } from "node:os";
-import { resolve } from "node:path";
 import { Command } from "commander";
-import { FsImporter } from "../../connectors/fs/importer.js";
-import { backup } from "../../snapshot/builder.js";
+import { LocationFlag } from "../../connectors/flags.js";
+import { numericValue, parseOptions } from "../../connectors/params.js";
+import { backup, type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from "../../snapshot/builder.js";
+import type { Importer } from "../../connectors/records.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
-import { type Context, withRepository } from "../context.js";
+import { connectorOptions, type Context, withRepository } from "../context.js";
 import { bytes, shortId } from "../format.js";
 
 export interface BackupCmdOptions {
@@ -18,6 +19,8 @@ export interface BackupCmdOptions {
   xattr: boolean;
   force?: boolean;
   quiet?: boolean;
+  option?: string[];
+  checkpointInterval?: string;
 }
 
 export interface BackupOutcome {
@@ -35,15 +38,28 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
     }
     excludes.push(...text.split(/\r?\n/).filter((l) => l.trim() !== "" && !l.startsWith("#")));
   }
-  const root = resolve(path ?? process.cwd());
-  const importer = new FsImporter(root, {
-    excludes,
-    noXattr: !o.xattr,
-    onWarning: (m: string) => ctx.stderr.write(`coffer: warning: ${m}\n`),
-  });
+  let interval: number | undefined;
+  if (o.checkpointInterval !== undefined) {
+    interval = numericValue("duration", o.checkpointInterval);
+    if (!Number.isFinite(interval)) throw new CofferError("USAGE", `--checkpoint-interval must be a duration such as 30s or 5m, not ${JSON.stringify(o.checkpointInterval)}`);
+  }
+  const importer = await ctx.registry.make("importer", path ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx, { excludes, noXattr: !o.xattr }));
+  try {
+    return await backupFrom(importer, o, interval, ctx);
+  } finally {
+    await importer.close();
+  }
+}
+
+async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: number | undefined, ctx: Context): Promise<BackupOutcome> {
   return withRepository(ctx, {}, async (repo) => {
     await repo.acquire("shared", "backup");
     await importer.ping();
+    let checkpoints: CheckpointPolicy | undefined;
+    if (interval !== undefined) {
+      const base = importer.flags & LocationFlag.NEEDACK ? NEEDACK_CHECKPOINTS : DEFAULT_CHECKPOINTS;
+      checkpoints = { intervalMs: interval, bytes: interval === 0 ? 0 : base.bytes };
+    }
     const adopted = await repo.adoptUnindexedPacks(ctx.signal);
     if (adopted > 0 && !o.quiet && !o.json) ctx.stderr.write(`coffer: indexed ${adopted} packfiles left by an interrupted backup\n`);
     const { header } = await backup(repo, {
@@ -55,11 +71,11 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
       arch: arch(),
       signal: ctx.signal,
       force: o.force ?? false,
+      checkpoints,
       onEvent: (e) => {
         if (e.type === "error") ctx.stderr.write(`coffer: ${e.path}: ${e.message}\n`);
       },
     });
-    await importer.close();
     const s = header.summary;
     if (o.json) {
       ctx.stdout.write(`${JSON.stringify({ id: toHex(header.id), short: shortId(header.id), ...s, durationSeconds: Number(header.durationNs) / 1e9 })}\n`);
@@ -89,8 +105,10 @@ const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 
 export function backupCommand(ctx: () => Context, done: (code: number) => void): Command {
   return new Command("backup")
-    .description("back up PATH (default: the current directory) as a new snapshot")
-    .argument("[path]", "directory to back up")
+    .description("back up LOCATION (default: the current directory) as a new snapshot")
+    .argument("[location]", "what to back up: a directory, or PROTO:... (fs:, stdin:NAME, tar:FILE, tar+gz:FILE, an installed plugin)")
+    .option("-o, --option <key=value>", "configure the importer (repeatable)", collect)
+    .option("--checkpoint-interval <duration>", "commit a partial snapshot this often (default 5s for sources that need acknowledgements, else 5m; 0 disables)")
     .option("--tag <tag>", "tag the snapshot (repeatable)", collect)
     .option("--exclude <pattern>", "exclude paths matching a gitignore-style pattern (repeatable)", collect)
     .option("--exclude-file <file>", "read exclude patterns from a file (repeatable)", collect)

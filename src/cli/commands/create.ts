@@ -1,10 +1,11 @@
 /** `coffer create`: initialise a repository at the location. */
 import { Command, Option } from "commander";
 import { MAX_KDF_MEMORY_KIB } from "../../repository/config.js";
+import type { Store } from "../../connectors/store.js";
 import { Repository } from "../../repository/repository.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
-import { type Context, getPassphrase, openStore, repositoryLocation } from "../context.js";
+import { assertWritable, type Context, getPassphrase, openStore, repositoryLocation } from "../context.js";
 
 export interface CreateOptions {
   plaintext?: boolean;
@@ -17,7 +18,16 @@ export interface CreateOptions {
 
 export async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
   const location = repositoryLocation(ctx);
-  const store = openStore(location);
+  const store = await openStore(ctx, location);
+  try {
+    await assertWritable(store, location, ctx.signal);
+    await createIn(store, location, o, ctx);
+  } finally {
+    await store.close();
+  }
+}
+
+async function createIn(store: Store, location: string, o: CreateOptions, ctx: Context): Promise<void> {
   let passphrase: string | null = null;
   if (!o.plaintext) {
     passphrase = await getPassphrase(ctx, true);
@@ -36,7 +46,6 @@ export async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
       ? { kdf: { memory: (o.kdfMemory ?? 256) * 1024, passes: o.kdfPasses ?? 4, parallelism: 1 } }
       : {}),
   });
-  await store.close();
   if (o.json) ctx.stdout.write(`${JSON.stringify({ id: toHex(config.id), location, encrypted: config.encryption !== null })}\n`);
   else ctx.stdout.write(`created ${config.encryption ? "encrypted" : "plaintext"} repository ${toHex(config.id).slice(0, 8)} at ${location}\n`);
 }

@@ -21,7 +21,7 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
         return;
       }
       for (const h of all) {
-        const tags = h.tags.length ? `  [${h.tags.join(",")}]` : "";
+        const tags = (h.tags.length ? `  [${h.tags.join(",")}]` : "") + (h.checkpoint !== undefined ? "  (partial: interrupted backup)" : "");
         out.write(`${shortId(h.id)}  ${localTime(h.timeNs)}  ${h.hostname}  ${bytes(h.summary.bytes).padStart(10)}  ${source(h)}${tags}\n`);
       }
       return;

@@ -54,6 +54,8 @@ export class StdinImporter implements Importer {
     throwIfAborted(opts.signal);
     const now = BigInt(Date.now()) * 1_000_000n;
     yield { pathname: "/", fileInfo: info("", "dir", now) };
+    const parts = this.root.split("/").slice(1, -1);
+    for (let i = 1; i <= parts.length; i++) yield { pathname: `/${parts.slice(0, i).join("/")}`, fileInfo: info(parts[i - 1]!, "dir", now) };
     let opened = false;
     const input = this.input;
     yield {

@@ -1,0 +1,256 @@
+/**
+ * The snapshot builder against scripted importers on a memory store: the
+ * result stream (one answer per record), NEEDACK acknowledgements released
+ * only by committed checkpoints, checkpoints superseded by the final
+ * snapshot, resuming from a checkpoint, STREAM sources imported once, and
+ * hard links given by linkTarget.
+ */
+import { describe, expect, it } from "vitest";
+import { LocationFlag } from "../../src/connectors/flags.js";
+import { MemoryStore } from "../../src/connectors/memory-store.js";
+import type { FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } from "../../src/connectors/records.js";
+import { Repository } from "../../src/repository/repository.js";
+import { backup, type CheckpointPolicy } from "../../src/snapshot/builder.js";
+import { isPartial } from "../../src/snapshot/header.js";
+import { fileBytes } from "../../src/snapshot/restore.js";
+import { listSnapshots, resolveSnapshot, TreeReader } from "../../src/snapshot/vfs.js";
+import { CofferError } from "../../src/util/errors.js";
+import { toHex } from "../../src/util/hex.js";
+import { prng } from "../helpers/prng.js";
+
+const KDF = { memory: 8192, passes: 1, parallelism: 1 };
+
+async function makeRepo(store = new MemoryStore()): Promise<{ repo: Repository; store: MemoryStore }> {
+  await Repository.create(store, { passphrase: null, packSize: 256 * 1024, kdf: KDF });
+  return { repo: await Repository.open(store, { passphrase: async () => null }), store };
+}
+
+async function reopen(store: MemoryStore): Promise<Repository> {
+  return Repository.open(store.view({ readOnly: true }), { passphrase: async () => null });
+}
+
+function info(name: string, kind: "dir" | "file", ino = 0): FileInfo {
+  return { name, kind, size: 0, mode: kind === "dir" ? 0o755 : 0o644, mtimeNs: 1_700_000_000_000_000_000n, dev: 0n, ino: BigInt(ino), uid: 0, gid: 0, nlink: 1 };
+}
+
+interface Planned {
+  pathname: string;
+  kind: "dir" | "file";
+  content?: Uint8Array;
+  error?: string;
+  openFails?: boolean;
+  linkTarget?: string;
+}
+
+function plan(files: number, size = 40_000): Planned[] {
+  const out: Planned[] = [{ pathname: "/", kind: "dir" }, { pathname: "/d", kind: "dir" }];
+  for (let i = 0; i < files; i++) out.push({ pathname: `/d/f${String(i).padStart(3, "0")}`, kind: "file", content: prng(i + 1, size + i) });
+  return out;
+}
+
+/** An importer yielding planned records (optionally slowly, optionally failing after some), collecting the answers it gets. */
+class ScriptedImporter implements Importer {
+  readonly origin = "test";
+  readonly type = "scripted";
+  readonly root = "/scripted";
+  readonly results: ImportResult[] = [];
+  resultsEnded = false;
+  imports = 0;
+  closed = false;
+  /** Called with each answer as it arrives. */
+  onResult: ((r: ImportResult) => Promise<void> | void) | null = null;
+
+  constructor(
+    readonly flags: number,
+    private readonly records: Planned[],
+    private readonly o: { delayMs?: number; failAfter?: number } = {},
+  ) {}
+
+  async ping(): Promise<void> {}
+
+  async *import(opts: ImportOptions = {}): AsyncGenerator<ImportRecord> {
+    this.imports++;
+    if (this.flags & LocationFlag.STREAM && this.imports > 1) throw new Error("STREAM importer imported twice");
+    const collecting = (async () => {
+      if (!opts.results) return;
+      for await (const r of opts.results) {
+        this.results.push(r);
+        await this.onResult?.(r);
+      }
+      this.resultsEnded = true;
+    })();
+    collecting.catch(() => {});
+    let n = 0;
+    for (const p of this.records) {
+      if (this.o.failAfter !== undefined && n++ >= this.o.failAfter) throw new CofferError("IO", "source went away");
+      if (this.o.delayMs) await new Promise((r) => setTimeout(r, this.o.delayMs));
+      const rec: ImportRecord = { pathname: p.pathname, fileInfo: { ...info(p.pathname.split("/").at(-1) ?? "", p.kind), size: p.content?.byteLength ?? 0 } };
+      if (p.error) rec.error = p.error;
+      if (p.linkTarget) rec.linkTarget = p.linkTarget;
+      if (p.kind === "file") {
+        rec.open = async () => {
+          if (p.openFails || p.linkTarget) throw new CofferError("IO", `cannot open ${p.pathname}`);
+          return (async function* () {
+            yield p.content!;
+          })();
+        };
+      }
+      yield rec;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+const FAST: CheckpointPolicy = { intervalMs: 30, bytes: 0 };
+
+async function run(repo: Repository, imp: Importer, checkpoints?: CheckpointPolicy) {
+  return backup(repo, { importer: imp, hostname: "h", username: "u", os: "linux", arch: "x64", workers: 0, checkpoints });
+}
+
+async function contentAt(repo: Repository, snapId: Uint8Array, path: string): Promise<Uint8Array | undefined> {
+  const header = (await listSnapshots(repo, undefined, { superseded: true })).find((h) => toHex(h.id) === toHex(snapId))!;
+  const e = await new TreeReader(repo).lookup(header.root, path);
+  if (!e || e.info.kind !== "file" || e.error !== undefined) return undefined;
+  const parts: Uint8Array[] = [];
+  for await (const b of fileBytes(repo, e)) parts.push(b);
+  return Buffer.concat(parts);
+}
+
+describe("backup: the result stream", () => {
+  it("answers every record exactly once: ok when stored, the error when not", async () => {
+    const { repo } = await makeRepo();
+    const records = plan(30);
+    records.push({ pathname: "/bad", kind: "file", error: "permission denied" });
+    records.push({ pathname: "/unopenable", kind: "file", openFails: true });
+    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records);
+    const { header } = await run(repo, imp, FAST);
+    await new Promise((r) => setImmediate(r));
+    expect(imp.resultsEnded).toBe(true);
+    const byPath = new Map<string, ImportResult[]>();
+    for (const r of imp.results) byPath.set(r.record.pathname, [...(byPath.get(r.record.pathname) ?? []), r]);
+    expect([...byPath.keys()].sort()).toEqual(records.map((r) => r.pathname).sort());
+    for (const [p, rs] of byPath) {
+      expect(rs, p).toHaveLength(1);
+      const failing = p === "/bad" || p === "/unopenable";
+      expect(rs[0]!.error !== undefined, p).toBe(failing);
+    }
+    expect(byPath.get("/bad")![0]!.error).toContain("permission denied");
+    expect(header.summary.errors).toBe(2);
+    for (const r of records.filter((x) => x.content)) expect(Buffer.from((await contentAt(repo, header.id, r.pathname))!).equals(r.content!)).toBe(true);
+    await repo.close();
+  });
+
+  it("an importer without NEEDACK that reads the stream gets its answers right away", async () => {
+    const { repo } = await makeRepo();
+    const records = plan(5);
+    const imp = new ScriptedImporter(0, records);
+    await run(repo, imp);
+    expect(imp.results.map((r) => r.record.pathname).sort()).toEqual(records.map((r) => r.pathname).sort());
+    expect(imp.results.every((r) => r.error === undefined)).toBe(true);
+    await repo.close();
+  });
+});
+
+describe("backup: NEEDACK and checkpoints", () => {
+  it("an ack arrives only once a committed snapshot holds the record's data", async () => {
+    const { repo, store } = await makeRepo();
+    const records = plan(40);
+    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { delayMs: 5 });
+    const checks: Promise<void>[] = [];
+    const seenPartial: string[] = [];
+    imp.onResult = (r) => {
+      const p = records.find((x) => x.pathname === r.record.pathname)!;
+      if (!p.content || r.error) return;
+      // What another process would see right now: the record must be there, whole.
+      checks.push(
+        (async () => {
+          const other = await reopen(store);
+          const visible = await listSnapshots(other);
+          expect(visible.length).toBeGreaterThan(0);
+          const latest = visible.at(-1)!;
+          if (isPartial(latest)) seenPartial.push(p.pathname);
+          const got = await contentAt(other, latest.id, p.pathname);
+          expect(got && Buffer.from(got).equals(p.content!), p.pathname).toBe(true);
+          await other.close();
+        })(),
+      );
+    };
+    const { header } = await run(repo, imp, FAST);
+    await Promise.all(checks);
+    // Acks came during the backup, from checkpoints, not all at the end.
+    expect(seenPartial.length).toBeGreaterThan(0);
+    expect(imp.results.filter((r) => !r.error)).toHaveLength(records.length);
+
+    // After the run, its checkpoints are superseded: only the final snapshot is listed.
+    const all = await listSnapshots(repo, undefined, { superseded: true });
+    const visible = await listSnapshots(repo);
+    expect(all.filter(isPartial).length).toBeGreaterThan(0);
+    expect(all.filter(isPartial).every((h) => toHex(h.run!) === toHex(header.run!))).toBe(true);
+    expect(visible.map((h) => toHex(h.id))).toEqual([toHex(header.id)]);
+    await repo.close();
+  });
+
+  it("a failed backup leaves one partial snapshot with every acked record; the next backup resumes from it", async () => {
+    const { repo, store } = await makeRepo();
+    const records = plan(60);
+    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { delayMs: 4, failAfter: 45 });
+    await expect(run(repo, imp, FAST)).rejects.toMatchObject({ code: "IO" });
+    await new Promise((r) => setImmediate(r));
+    expect(imp.resultsEnded).toBe(true);
+    const acked = imp.results.filter((r) => !r.error).map((r) => r.record.pathname);
+    expect(acked.length).toBeGreaterThan(0);
+    expect(acked.length).toBeLessThan(46);
+    await repo.close();
+
+    const other = await reopen(store);
+    const visible = await listSnapshots(other);
+    expect(visible).toHaveLength(1);
+    expect(isPartial(visible[0]!)).toBe(true);
+    for (const p of acked) {
+      const want = records.find((x) => x.pathname === p)!;
+      if (!want.content) continue;
+      expect(Buffer.from((await contentAt(other, visible[0]!.id, p))!).equals(want.content)).toBe(true);
+    }
+    // "latest" means complete: there is none yet.
+    await expect(resolveSnapshot(other)).rejects.toMatchObject({ code: "SNAPSHOT_NOT_FOUND" });
+    await other.close();
+
+    // Resume: the partial snapshot is the parent, unchanged files are not read again.
+    const again = await Repository.open(store, { passphrase: async () => null });
+    const imp2 = new ScriptedImporter(LocationFlag.NEEDACK, records);
+    const { header, parent } = await run(again, imp2, FAST);
+    expect(parent && toHex(parent.id)).toBe(toHex(visible[0]!.id));
+    const ackedFiles = acked.filter((p) => records.find((x) => x.pathname === p)!.content);
+    const readAgain = records.filter((x) => x.content && !ackedFiles.includes(x.pathname)).reduce((n, x) => n + x.content!.byteLength, 0);
+    expect(header.summary.readBytes).toBe(readAgain);
+    expect((await listSnapshots(again)).map((h) => toHex(h.id))).toEqual([toHex(header.id)]);
+    await again.close();
+  });
+});
+
+describe("backup: STREAM and hard links", () => {
+  it("imports a STREAM source exactly once", async () => {
+    const { repo } = await makeRepo();
+    const imp = new ScriptedImporter(LocationFlag.STREAM, plan(3));
+    await run(repo, imp);
+    expect(imp.imports).toBe(1);
+    await repo.close();
+  });
+
+  it("a record with linkTarget shares its target's chunks without being opened", async () => {
+    const { repo } = await makeRepo();
+    const records = plan(3);
+    records.push({ pathname: "/link", kind: "file", linkTarget: "/d/f001" });
+    records.push({ pathname: "/dangling", kind: "file", linkTarget: "/nowhere" });
+    const imp = new ScriptedImporter(0, records);
+    const { header } = await run(repo, imp);
+    const want = records.find((r) => r.pathname === "/d/f001")!.content!;
+    expect(Buffer.from((await contentAt(repo, header.id, "/link"))!).equals(want)).toBe(true);
+    const dangling = await new TreeReader(repo).lookup(header.root, "/dangling");
+    expect(dangling?.error).toContain("/nowhere");
+    await repo.close();
+  });
+});
