@@ -13,8 +13,8 @@ import { decodeTree, type Entry } from "./tree.js";
 
 /**
  * Snapshot headers, oldest first: every complete snapshot and, per backup
- * run that never completed, its latest checkpoint unless a later backup
- * resumed from it (docs/FORMAT.md, "Checkpoints"). `superseded` adds the checkpoints that are hidden.
+ * run that never completed, its latest checkpoint (docs/FORMAT.md,
+ * "Checkpoints"). `superseded` adds the checkpoints that are hidden.
  */
 export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: { superseded?: boolean } = {}): Promise<SnapshotHeader[]> {
   const ids = repo.snapshotIds();
@@ -30,9 +30,9 @@ export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: {
     const b = best.get(k);
     if (!b || (b.checkpoint !== undefined && (h.checkpoint === undefined || h.checkpoint > b.checkpoint))) best.set(k, h);
   }
-  // A complete backup that resumed from a checkpoint (its parent) supersedes it too.
-  const resumed = new Set(headers.filter((h) => !isPartial(h) && h.parent).map((h) => toHex(h.parent!)));
-  return headers.filter((h) => !h.run || (best.get(toHex(h.run)) === h && !(isPartial(h) && resumed.has(toHex(h.id)))));
+  // A checkpoint of an unfinished run stays: for a source that deletes what is
+  // acknowledged, it may hold the only copy of the records it covers.
+  return headers.filter((h) => !h.run || best.get(toHex(h.run)) === h);
 }
 
 /** Finds the snapshot whose ID starts with `prefix`, or the latest complete one when prefix is empty/"latest". */

@@ -1,0 +1,191 @@
+/**
+ * End-to-end runs of the built CLI through the connector layer: stdin ->
+ * cat/stdout, option validation, and a NEEDACK importer (a separate
+ * process on the built library) killed mid-backup: every record it was
+ * told is stored can be restored afterwards.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, promises as fsp, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type CofferResult, coffer, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson } from "../helpers/cli.js";
+import { prng } from "../helpers/prng.js";
+
+const PASS = "connectors-e2e";
+let base: string;
+let n = 0;
+
+beforeAll(async () => {
+  base = await fsp.mkdtemp(path.join(tmpdir(), "coffer-e2e-conn-"));
+  await fsp.mkdir(path.join(base, "tmp"));
+});
+afterAll(async () => {
+  await fsp.rm(base, { recursive: true, force: true });
+});
+
+const fresh = (what: string) => path.join(base, `${what}-${++n}`);
+
+function env(extra: Env = {}): Env {
+  return { HOME: base, TMPDIR: path.join(base, "tmp"), COFFER_PASSPHRASE: PASS, ...extra };
+}
+
+async function run(args: string[], o: { input?: Buffer | string; code?: number } = {}): Promise<CofferResult> {
+  const r = await coffer(args, { env: env(), cwd: base, ...(o.input !== undefined ? { input: o.input } : {}) });
+  expectNoStackTrace(r);
+  return expectExit(r, o.code ?? EXIT.OK);
+}
+
+async function newRepo(): Promise<string> {
+  const repo = fresh("repo");
+  await run(["at", repo, "create", ...FAST_KDF]);
+  return repo;
+}
+
+interface SnapJson {
+  id: string;
+  short: string;
+  partial?: boolean;
+  files: number;
+  source: string;
+}
+
+describe("stdin and stdout", () => {
+  it("stdin:NAME stores the piped bytes; cat and restore --to stdout: give them back byte-identical", async () => {
+    const repo = await newRepo();
+    const data = Buffer.from(prng(7, 3 * 1024 * 1024 + 12345));
+    const b = parseJson<{ id: string; files: number }>(await run(["at", repo, "backup", "--json", "stdin:dumps/db.sql"], { input: data }));
+    expect(b.files).toBe(1);
+    const cat = await run(["at", repo, "cat", `${b.id.slice(0, 8)}:/dumps/db.sql`]);
+    expect(cat.stdoutBytes.equals(data), describeRun(cat, 200)).toBe(true);
+    const out = await run(["at", repo, "restore", "-q", "--to", "stdout:", `${b.id.slice(0, 8)}:/dumps`]);
+    expect(out.stdoutBytes.equals(data)).toBe(true);
+    const ls = parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]));
+    expect(ls.map((s) => s.source)).toEqual(["stdin:/dumps/db.sql"]);
+  });
+
+  it("an empty stdin is an empty file", async () => {
+    const repo = await newRepo();
+    const b = parseJson<{ id: string }>(await run(["at", repo, "backup", "--json", "stdin:empty"], { input: "" }));
+    const cat = await run(["at", repo, "cat", `${b.id.slice(0, 8)}:/empty`]);
+    expect(cat.stdoutBytes.byteLength).toBe(0);
+  });
+});
+
+describe("locations and options", () => {
+  it("an unknown protocol is a usage error naming it and the known ones", async () => {
+    const repo = await newRepo();
+    const r = await run(["at", repo, "backup", "nosuch:thing"], { code: EXIT.USAGE });
+    expect(r.stderr).toContain('"nosuch:"');
+    expect(r.stderr).toContain("stdin:");
+    const r2 = await run(["at", "nosuch://x", "ls"], { code: EXIT.USAGE });
+    expect(r2.stderr).toContain("nosuch");
+  });
+
+  it("-o options are validated before anything runs, naming the parameter", async () => {
+    const repo = await newRepo();
+    const src = fresh("src");
+    await fsp.mkdir(src);
+    const bad = await run(["at", repo, "backup", "-o", "colour=blue", src], { code: EXIT.USAGE });
+    expect(bad.stderr).toContain('"colour"');
+    expect(bad.stderr).toContain("one_file_system");
+    const badValue = await run(["at", repo, "backup", "-o", "one_file_system=perhaps", src], { code: EXIT.USAGE });
+    expect(badValue.stderr).toContain("one_file_system");
+    expect(badValue.stderr).toContain("true or false");
+    const malformed = await run(["at", repo, "backup", "-o", "novalue", src], { code: EXIT.USAGE });
+    expect(malformed.stderr).toContain("KEY=VALUE");
+    const badStore = await run(["--store-opt", "x=1", "at", repo, "ls"], { code: EXIT.USAGE });
+    expect(badStore.stderr).toContain('"x"');
+    // Nothing was stored by the refused runs.
+    expect(parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]))).toEqual([]);
+    await run(["at", repo, "backup", "-q", "-o", "one_file_system=true", src]);
+    expect(parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]))).toHaveLength(1);
+  });
+
+  it("restore -o is validated for the exporter", async () => {
+    const repo = await newRepo();
+    await run(["at", repo, "backup", "-q", "stdin:x"], { input: "hello" });
+    const r = await run(["at", repo, "restore", "--to", fresh("out"), "-o", "owners=sometimes"], { code: EXIT.USAGE });
+    expect(r.stderr).toContain('"owners"');
+  });
+});
+
+const FILES = 120;
+const fileContent = (i: number) => Buffer.from(prng(1000 + i, 48 * 1024 + i));
+const fileName = (i: number) => `item-${String(i).padStart(4, "0")}.bin`;
+
+function startFixture(repo: string, src: string, ackLog: string): { child: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "test", "fixtures", "needack-backup.mjs"), repo, src, ackLog], {
+    env: { ...env(), PATH: process.env.PATH ?? "" } as NodeJS.ProcessEnv,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>((resolve) =>
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { child, done };
+}
+
+function ackedPaths(ackLog: string): string[] {
+  return existsSync(ackLog) ? readFileSync(ackLog, "utf8").split("\n").filter((l) => l !== "") : [];
+}
+
+describe("NEEDACK: killed mid-backup", () => {
+  it("every acknowledged record (deleted from its source) is restorable from the partial snapshot", async () => {
+    const repo = await newRepo();
+    const src = fresh("queue");
+    await fsp.mkdir(src);
+    for (let i = 0; i < FILES; i++) await fsp.writeFile(path.join(src, fileName(i)), fileContent(i));
+    const ackLog = fresh("acks.log");
+
+    const first = startFixture(repo, src, ackLog);
+    const t0 = Date.now();
+    while (ackedPaths(ackLog).length < 25 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 20));
+    first.child.kill("SIGKILL");
+    const end = await first.done;
+    expect(end.signal, `fixture ended on its own: ${end.stdout} ${end.stderr}`).toBe("SIGKILL");
+
+    const acked = ackedPaths(ackLog);
+    expect(acked.length).toBeGreaterThanOrEqual(25);
+    expect(acked.length).toBeLessThan(FILES);
+    // What the source deleted, it had been told was safe.
+    const left = new Set(await fsp.readdir(src));
+    for (let i = 0; i < FILES; i++) if (!left.has(fileName(i))) expect(acked).toContain(`/${fileName(i)}`);
+
+    const snaps = parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]));
+    expect(snaps).toHaveLength(1);
+    expect(snaps[0]!.partial).toBe(true);
+    const ls = await run(["at", repo, "ls"]);
+    expect(ls.stdout).toContain("partial");
+    await run(["at", repo, "check"]);
+
+    const out = fresh("restored");
+    await run(["at", repo, "restore", "-q", "--to", out, snaps[0]!.short]);
+    for (const p of acked) {
+      const i = Number(/item-(\d+)/.exec(p)![1]);
+      const got = await fsp.readFile(path.join(out, p.slice(1)));
+      expect(got.equals(fileContent(i)), p).toBe(true);
+    }
+
+    // The next run completes; the interrupted run's checkpoint stays listed beside it.
+    const second = startFixture(repo, src, ackLog);
+    const end2 = await second.done;
+    expect(end2.code, end2.stderr).toBe(0);
+    const snaps2 = parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]));
+    expect(snaps2.map((s) => Boolean(s.partial))).toEqual([true, false]);
+    // Between the two snapshots, every item is kept, and the source is empty.
+    expect(await fsp.readdir(src)).toEqual([]);
+    const all = new Set(ackedPaths(ackLog));
+    expect(all.size).toBe(FILES);
+    const out2 = fresh("restored");
+    await run(["at", repo, "restore", "-q", "--to", out2, snaps2[1]!.short]);
+    for (const name of await fsp.readdir(out2)) {
+      const i = Number(/item-(\d+)/.exec(name)![1]);
+      expect((await fsp.readFile(path.join(out2, name))).equals(fileContent(i)), name).toBe(true);
+    }
+    expect((await fsp.readdir(out)).length + (await fsp.readdir(out2)).length).toBeGreaterThanOrEqual(FILES);
+  }, 120_000);
+});
