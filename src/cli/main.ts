@@ -8,6 +8,7 @@ import { CofferError, ExitCode } from "../util/errors.js";
 import { backupCommand } from "./commands/backup.js";
 import { catCommand } from "./commands/cat.js";
 import { checkCommand } from "./commands/check.js";
+import { connectorsCommand } from "./commands/connectors.js";
 import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
 import { lsCommand } from "./commands/ls.js";
@@ -34,7 +35,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: number) => void
     .description("deduplicating, encrypted backups")
     .usage("[at LOCATION] <command> [options]")
     .option("--keyfile <file>", "read the passphrase from a file")
-    .option("--store-opt <key=value>", "configure the repository's store (repeatable; see `coffer help connectors`)", (v: string, p: string[] | undefined) => [...(p ?? []), v])
+    .option("--store-opt <key=value>", "configure the repository's store (repeatable; see `coffer connectors`)", (v: string, p: string[] | undefined) => [...(p ?? []), v])
     .option("--debug", "print stack traces on errors")
     .addHelpText("after", EXIT_HELP)
     .showHelpAfterError(false)
@@ -48,6 +49,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: number) => void
     catCommand(ctx),
     infoCommand(ctx),
     checkCommand(ctx, done),
+    connectorsCommand(ctx),
   ]) {
     c.exitOverride();
     c.addHelpText("after", EXIT_HELP);
