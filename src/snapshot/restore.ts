@@ -6,7 +6,7 @@
  * passed as holes so the exporter can restore sparse files.
  */
 import type { ContentPiece, Exporter, ExportRecord } from "../connectors/records.js";
-import { Resource } from "../connectors/flags.js";
+import { LocationFlag, Resource } from "../connectors/flags.js";
 import { BlobType } from "../repository/codec.js";
 import type { Repository } from "../repository/repository.js";
 import { throwIfAborted } from "../util/errors.js";
@@ -78,6 +78,8 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
   const inflight = new Set<Promise<void>>();
   const limit = o.concurrency ?? 16;
 
+  // Kloset's EXPORTXATTR: only exporters that asked for them get extended attributes.
+  const wantsXattrs = (exporter.flags & LocationFlag.EXPORTXATTR) !== 0;
   const pool = exporter.prepareFile && o.workers !== 0 ? await RestorePool.start(repo, o.workers).catch(() => null) : null;
   const localPack = (pack: Uint8Array) => repo.store.localPath!(Resource.PACKFILE, pack);
 
@@ -116,7 +118,7 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
   const exportOne = async (pathname: string, e: Entry): Promise<void> => {
     const rec: ExportRecord = { pathname, fileInfo: e.info };
     if (e.target !== undefined) rec.target = e.target;
-    if (e.xattrs) rec.xattrs = e.xattrs;
+    if (e.xattrs && wantsXattrs) rec.xattrs = e.xattrs;
     if (e.info.kind === "file") rec.content = () => readChunks(repo, e.chunks ?? [], signal);
     let error: string | undefined;
     try {
@@ -157,7 +159,7 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
         await exportOne(rel, entry);
         continue;
       }
-      if (pool && entry.info.kind === "file" && !entry.xattrs?.length) {
+      if (pool && entry.info.kind === "file" && !(wantsXattrs && entry.xattrs?.length)) {
         const p: Promise<void> = (await writeByPool(pool, rel, entry)).done.finally(() => pooled.delete(p));
         pooled.add(p);
         continue;
