@@ -1,0 +1,106 @@
+/** `coffer pkg`: build, install, remove and list plugin packages (offline). */
+import { Command } from "commander";
+import { describeParams } from "../../connectors/params.js";
+import { addPackage, listInstalled, pluginsDir, removePackage } from "../../pkg/installed.js";
+import type { Manifest } from "../../pkg/manifest.js";
+import { createPackage, readPackage } from "../../pkg/package.js";
+import { CofferError } from "../../util/errors.js";
+import type { Context } from "../context.js";
+
+function manifestJson(m: Manifest, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    name: m.name,
+    displayName: m.displayName,
+    description: m.description,
+    version: m.version,
+    apiVersion: m.apiVersion,
+    license: m.license,
+    homepage: m.homepage,
+    tags: m.tags,
+    connectors: m.connectors.map((c) => ({ type: c.type, protocols: c.protocols, locationFlags: c.locationFlags, executable: c.executable, args: c.args, parameters: c.parameters })),
+    ...extra,
+  };
+}
+
+function showManifest(m: Manifest, out: NodeJS.WritableStream, where: string): void {
+  out.write(`${m.name} ${m.version}${m.displayName ? ` (${m.displayName})` : ""}\n`);
+  if (m.description) out.write(`  ${m.description}\n`);
+  out.write(`  api ${m.apiVersion}${m.license ? `, license ${m.license}` : ""}${m.homepage ? `, ${m.homepage}` : ""}\n`);
+  out.write(`  ${where}\n`);
+  for (const c of m.connectors) {
+    out.write(`  ${c.type}: ${c.protocols.map((p) => `${p}:`).join(" ")}${c.locationFlags.length ? ` [${c.locationFlags.join(",")}]` : ""} -> ${c.executable}${c.args.length ? ` ${c.args.join(" ")}` : ""}\n`);
+    for (const line of describeParams(c.parameters)) out.write(`      -o ${line}\n`);
+  }
+}
+
+export function pkgCommand(ctx: () => Context): Command {
+  const pkg = new Command("pkg").description("build, install and list plugin packages (no network needed)");
+  pkg
+    .command("create")
+    .description("build a package file from a manifest (the files it names are taken relative to it)")
+    .argument("<manifest>", "the manifest YAML")
+    .option("--out <dir>", "where to write NAME_VERSION.ptar (default: the current directory)")
+    .option("--json", "print JSON")
+    .action(async (manifest: string, o: { out?: string; json?: boolean }) => {
+      const c = ctx();
+      const { path, index } = await createPackage(manifest, o.out ?? process.cwd());
+      if (o.json) c.stdout.write(`${JSON.stringify({ path, name: index.manifest.name, version: index.manifest.version, files: index.files.length })}\n`);
+      else c.stdout.write(`${path}\n`);
+    });
+  pkg
+    .command("add")
+    .description("verify a package file and install it")
+    .argument("<file>", "a package built by `coffer pkg create`")
+    .option("--force", "replace an installed package of the same name, or take protocols other packages provide")
+    .action(async (file: string, o: { force?: boolean }) => {
+      const c = ctx();
+      const r = await addPackage(file, pluginsDir(c.env), c.registry, o);
+      c.stdout.write(`installed ${r.manifest.name} ${r.manifest.version} in ${r.dir}${r.replaced.length ? ` (replacing ${r.replaced.join(", ")})` : ""}\n`);
+    });
+  pkg
+    .command("rm")
+    .description("remove an installed package")
+    .argument("<name>")
+    .action(async (name: string) => {
+      const c = ctx();
+      await removePackage(pluginsDir(c.env), name);
+      c.stdout.write(`removed ${name}\n`);
+    });
+  pkg
+    .command("ls")
+    .description("list installed packages")
+    .option("--json", "print JSON")
+    .action(async (o: { json?: boolean }) => {
+      const c = ctx();
+      const all = await listInstalled(pluginsDir(c.env), (m) => c.stderr.write(`coffer: warning: ${m}\n`));
+      if (o.json) {
+        c.stdout.write(`${JSON.stringify(all.map((p) => manifestJson(p.manifest, { dir: p.dir })))}\n`);
+        return;
+      }
+      for (const p of all) {
+        const protos = p.manifest.connectors.map((x) => `${x.type} ${x.protocols.map((q) => `${q}:`).join(" ")}`).join("; ");
+        c.stdout.write(`${p.manifest.name}  ${p.manifest.version}  ${protos}\n`);
+      }
+    });
+  pkg
+    .command("show")
+    .description("show an installed package, or a package file")
+    .argument("<name-or-file>")
+    .option("--json", "print JSON")
+    .action(async (what: string, o: { json?: boolean }) => {
+      const c = ctx();
+      const installed = (await listInstalled(pluginsDir(c.env))).find((p) => p.manifest.name === what);
+      let m: Manifest;
+      let where: string;
+      if (installed) {
+        m = installed.manifest;
+        where = `installed in ${installed.dir}`;
+      } else if (what.endsWith(".ptar")) {
+        m = (await readPackage(what)).manifest;
+        where = `package file ${what}`;
+      } else throw new CofferError("USAGE", `no installed package named ${what}`);
+      if (o.json) c.stdout.write(`${JSON.stringify(manifestJson(m, { where }))}\n`);
+      else showManifest(m, c.stdout, where);
+    });
+  return pkg;
+}
