@@ -12,6 +12,7 @@ import { localPath } from "./location.js";
 import { type MemoryBacking, MemoryStore } from "./memory-store.js";
 import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
+import { PtarStore } from "./ptar-store.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
 
 const ONE_FILE_SYSTEM: ParamSpec = {
@@ -59,6 +60,15 @@ export function registerBuiltins(r: Registry): Registry {
     params: [],
     provider: "builtin",
     make: (loc, _cfg, o) => new FsStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
+  });
+  r.register({
+    kind: "storage",
+    protocols: ["ptar"],
+    flags: LocationFlag.FILE,
+    description: "a repository in one file (written atomically at the end of each command)",
+    params: [],
+    provider: "builtin",
+    make: (loc, _cfg, o) => new PtarStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
   });
   r.register({
     kind: "storage",

@@ -215,7 +215,7 @@ describe("backup: NEEDACK and checkpoints", () => {
       expect(Buffer.from((await contentAt(other, visible[0]!.id, p))!).equals(want.content)).toBe(true);
     }
     // "latest" means complete: there is none yet.
-    await expect(resolveSnapshot(other)).rejects.toMatchObject({ code: "SNAPSHOT_NOT_FOUND" });
+    await expect(resolveSnapshot(other, undefined)).rejects.toMatchObject({ code: "SNAPSHOT_NOT_FOUND" });
     await other.close();
 
     // Resume: the partial snapshot is the parent, unchanged files are not read again.

@@ -32,6 +32,21 @@ function info(name: string, kind: "dir" | "file", mtimeNs: bigint): FileInfo {
   };
 }
 
+/** Why a snapshot pathname is unsafe ('/'-rooted, no '.', '..' or empty component, no NUL), or undefined. */
+export function unsafePathname(p: string): string | undefined {
+  if (!p.startsWith("/")) return `unsafe path ${JSON.stringify(p)}: not absolute`;
+  if (p.includes("\0")) return `unsafe path ${JSON.stringify(p)}: contains NUL`;
+  if (p !== "/" && p.slice(1).split("/").some((c) => c === "" || c === "." || c === "..")) return `unsafe path ${JSON.stringify(p)}`;
+  return undefined;
+}
+
+async function* abortable(source: AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  for await (const b of source) {
+    throwIfAborted(signal);
+    yield b;
+  }
+}
+
 export class StdinImporter implements Importer {
   readonly origin = hostname();
   readonly type = "stdin";
@@ -49,11 +64,12 @@ export class StdinImporter implements Importer {
   async ping(): Promise<void> {}
 
   async *import(opts: ImportOptions = {}): AsyncGenerator<ImportRecord> {
+    throwIfAborted(opts.signal);
     if (this.used) throw new CofferError("USAGE", "stdin can be imported only once");
     this.used = true;
-    throwIfAborted(opts.signal);
     const now = BigInt(Date.now()) * 1_000_000n;
     yield { pathname: "/", fileInfo: info("", "dir", now) };
+    throwIfAborted(opts.signal);
     const parts = this.root.split("/").slice(1, -1);
     for (let i = 1; i <= parts.length; i++) yield { pathname: `/${parts.slice(0, i).join("/")}`, fileInfo: info(parts[i - 1]!, "dir", now) };
     let opened = false;
@@ -64,7 +80,7 @@ export class StdinImporter implements Importer {
       open: async () => {
         if (opened) throw new CofferError("USAGE", "stdin can be read only once");
         opened = true;
-        return input as AsyncIterable<Uint8Array>;
+        return abortable(input as AsyncIterable<Uint8Array>, opts.signal);
       },
     };
   }
@@ -87,6 +103,9 @@ export class StdoutExporter implements Exporter {
   export(record: ExportRecord, opts: ImportOptions = {}): Promise<ExportResult> {
     const run = async (): Promise<ExportResult> => {
       throwIfAborted(opts.signal);
+      // Nothing is written for a path that could not be restored anywhere else either.
+      const bad = unsafePathname(record.pathname);
+      if (bad) return { pathname: record.pathname, error: bad };
       if (record.fileInfo.kind !== "file" || !record.content) return { pathname: record.pathname };
       for await (const p of record.content()) {
         throwIfAborted(opts.signal);
