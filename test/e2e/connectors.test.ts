@@ -110,6 +110,62 @@ describe("locations and options", () => {
   });
 });
 
+describe("ptar: a repository in one file", () => {
+  it("create, backup, ls, restore and check work on x.ptar, which stays one file", async () => {
+    const dir = fresh("ptar");
+    await fsp.mkdir(dir);
+    const repo = path.join(dir, "backups.ptar");
+    await run(["at", repo, "create", ...FAST_KDF]);
+    const src = fresh("src");
+    await fsp.mkdir(path.join(src, "sub"), { recursive: true });
+    await fsp.writeFile(path.join(src, "a.bin"), prng(3, 2 * 1024 * 1024));
+    await fsp.writeFile(path.join(src, "sub", "b.txt"), "hello ptar\n");
+    await fsp.symlink("sub/b.txt", path.join(src, "link"));
+    const first = parseJson<{ id: string }>(await run(["at", repo, "backup", "--json", src]));
+    await fsp.writeFile(path.join(src, "sub", "c.txt"), "second\n");
+    const second = parseJson<{ id: string }>(await run(["at", repo, "backup", "--json", src]));
+    expect(await fsp.readdir(dir)).toEqual(["backups.ptar"]);
+    const snaps = parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]));
+    expect(snaps.map((x) => x.id)).toEqual([first.id, second.id]);
+    await run(["at", repo, "check"]);
+    const out = fresh("out");
+    await run(["at", repo, "restore", "-q", "--to", out]);
+    expect((await fsp.readFile(path.join(out, "a.bin"))).equals(Buffer.from(prng(3, 2 * 1024 * 1024)))).toBe(true);
+    expect(await fsp.readFile(path.join(out, "sub", "c.txt"), "utf8")).toBe("second\n");
+    expect(await fsp.readlink(path.join(out, "link"))).toBe("sub/b.txt");
+    // ptar: and a bare path ending in .ptar are the same store.
+    expect(parseJson<SnapJson[]>(await run(["at", `ptar:${repo}`, "ls", "--json"]))).toHaveLength(2);
+  });
+
+  it("a backup killed mid-way leaves the previous archive whole, and no half archive under the name", async () => {
+    const dir = fresh("ptar");
+    await fsp.mkdir(dir);
+    const repo = path.join(dir, "r.ptar");
+    await run(["at", repo, "create", ...FAST_KDF]);
+    await run(["at", repo, "backup", "-q", "stdin:first"], { input: "first snapshot" });
+    const before = await fsp.readFile(repo);
+    const src = fresh("big");
+    await fsp.mkdir(src);
+    for (let i = 0; i < 40; i++) await fsp.writeFile(path.join(src, `f${i}`), prng(100 + i, 1024 * 1024));
+    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "bin", "coffer.js"), "at", repo, "backup", src], {
+      env: { ...env(), PATH: process.env.PATH ?? "" } as NodeJS.ProcessEnv,
+      stdio: "ignore",
+    });
+    const closed = new Promise((r) => child.on("close", r));
+    // Killed once it has started writing its session's temp file.
+    const t0 = Date.now();
+    while (!(await fsp.readdir(dir)).some((n) => n.endsWith(".tmp")) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 5));
+    child.kill("SIGKILL");
+    await closed;
+    expect((await fsp.readFile(repo)).equals(before)).toBe(true);
+    const snaps = parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]));
+    expect(snaps.map((x) => x.source)).toEqual(["stdin:/first"]);
+    await run(["at", repo, "check"]);
+    await run(["at", repo, "backup", "-q", src]);
+    expect(parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]))).toHaveLength(2);
+  });
+});
+
 const FILES = 120;
 const fileContent = (i: number) => Buffer.from(prng(1000 + i, 48 * 1024 + i));
 const fileName = (i: number) => `item-${String(i).padStart(4, "0")}.bin`;
