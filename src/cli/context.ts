@@ -13,7 +13,11 @@ import { builtinRegistry } from "../connectors/builtins.js";
 import { StoreMode } from "../connectors/flags.js";
 import { parseOptions } from "../connectors/params.js";
 import type { ConnectorOptions } from "../connectors/records.js";
+import { PluginExporter } from "../connectors/plugin/exporter.js";
+import { PluginImporter } from "../connectors/plugin/importer.js";
+import { PluginStore } from "../connectors/plugin/store.js";
 import type { Registry } from "../connectors/registry.js";
+import { type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
 import type { Store } from "../connectors/store.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
@@ -36,10 +40,18 @@ export interface Context {
   registry: Registry;
 }
 
-let defaultRegistry: Registry | undefined;
-/** The registry of a CLI run: built-ins (and, later, installed plugins). */
-export function cliRegistry(): Registry {
-  return (defaultRegistry ??= builtinRegistry());
+/** How installed plugins start: the host adapters (src/connectors/plugin). */
+export const PLUGIN_STARTERS: PluginStarters = {
+  importer: (spec, proto, config, opts) => PluginImporter.start(spec, proto, config, opts),
+  exporter: (spec, proto, config, opts) => PluginExporter.start(spec, proto, config, opts),
+  storage: (spec, proto, config, opts) => PluginStore.start(spec, proto, config, opts),
+};
+
+/** The registry of a CLI run: the built-ins and the installed plugins (found at every start). */
+export async function loadRegistry(env: NodeJS.ProcessEnv, onWarning: (m: string) => void): Promise<Registry> {
+  const r = builtinRegistry();
+  await registerInstalled(r, pluginsDir(env), PLUGIN_STARTERS, onWarning);
+  return r;
 }
 
 /** What connectors are told about this run (Kloset's Options). */

@@ -13,7 +13,8 @@ import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
 import { lsCommand } from "./commands/ls.js";
 import { restoreCommand } from "./commands/restore.js";
-import { cliRegistry, type Context, type GlobalOptions } from "./context.js";
+import { type Context, type GlobalOptions, loadRegistry } from "./context.js";
+import { pkgCommand } from "./commands/pkg.js";
 
 export const EXIT_HELP = `
 Repository: \`at LOCATION\` before the command, else $COFFER_REPOSITORY, else ~/.coffer.
@@ -50,6 +51,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: number) => void
     infoCommand(ctx),
     checkCommand(ctx, done),
     connectorsCommand(ctx),
+    pkgCommand(ctx),
   ]) {
     c.exitOverride();
     c.addHelpText("after", EXIT_HELP);
@@ -93,13 +95,14 @@ export async function main(argv: string[]): Promise<void> {
 
   let exitCode: number = ExitCode.OK;
   let globals: GlobalOptions = {};
+  const registry = await loadRegistry(process.env, (m) => process.stderr.write(`coffer: warning: ${m}\n`));
   const ctx = (): Context => ({
     globals: { ...globals, at },
     signal: controller.signal,
     stdout: process.stdout,
     stderr: process.stderr,
     env: process.env,
-    registry: cliRegistry(),
+    registry,
   });
   const program = buildProgram(ctx, (c) => (exitCode = c));
   program.hook("preAction", (cmd) => {

@@ -14,6 +14,8 @@ import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
 import { PtarStore } from "./ptar-store.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
+import { TarExporter } from "./tar/exporter.js";
+import { TarImporter } from "./tar/importer.js";
 
 const ONE_FILE_SYSTEM: ParamSpec = {
   name: "one_file_system",
@@ -101,6 +103,28 @@ export function registerBuiltins(r: Registry): Registry {
     provider: "builtin",
     make: (_loc, _cfg, o) => new StdoutExporter(o.stdout),
   });
+  for (const proto of ["tar", "tar+gz"]) {
+    const gzip = proto === "tar+gz";
+    const what = gzip ? "a gzip-compressed tar archive" : "a tar archive";
+    r.register({
+      kind: "importer",
+      protocols: [proto],
+      flags: LocationFlag.FILE,
+      description: `the contents of ${what}: ${proto}:FILE, or ${proto}:- to read it from stdin (then a STREAM source)`,
+      params: [],
+      provider: "builtin",
+      make: (loc, _cfg, o) => new TarImporter(localPath(loc, o.cwd), { gzip, stdin: o.stdin, onWarning: o.onWarning, excludes: o.excludes, noXattr: o.noXattr }),
+    });
+    r.register({
+      kind: "exporter",
+      protocols: [proto],
+      flags: LocationFlag.FILE | LocationFlag.EXPORTXATTR,
+      description: `${what} written atomically: ${proto}:FILE, or ${proto}:- for stdout`,
+      params: [],
+      provider: "builtin",
+      make: (loc, _cfg, o) => new TarExporter(localPath(loc, o.cwd), { gzip, stdout: o.stdout, onWarning: o.onWarning }),
+    });
+  }
   return r;
 }
 

@@ -4,13 +4,14 @@
  * process on the built library) killed mid-backup: every record it was
  * told is stored can be restored afterwards.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, promises as fsp, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CofferResult, coffer, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson } from "../helpers/cli.js";
 import { prng } from "../helpers/prng.js";
+import { compareTrees, makeAwkwardTree, walkTree } from "../helpers/tree.js";
 
 const PASS = "connectors-e2e";
 let base: string;
@@ -107,6 +108,62 @@ describe("locations and options", () => {
     await run(["at", repo, "backup", "-q", "stdin:x"], { input: "hello" });
     const r = await run(["at", repo, "restore", "--to", fresh("out"), "-o", "owners=sometimes"], { code: EXIT.USAGE });
     expect(r.stderr).toContain('"owners"');
+  });
+});
+
+describe("tar: archive -> snapshot -> archive", () => {
+  const gnuTar = (...args: string[]) => execFileSync("tar", args, { stdio: ["ignore", "pipe", "pipe"] });
+
+  it("GNU tar extracts what coffer restores from a backed-up archive with the same contents, modes, mtimes, owners, links and xattrs", async () => {
+    const src = fresh("awkward");
+    await makeAwkwardTree(src);
+    // GNU tar cannot archive sockets; everything else must come back.
+    const sockets = new Set([...(await walkTree(src)).values()].filter((e) => e.kind === "socket").map((e) => e.rel));
+    const inTar = fresh("in.tar");
+    gnuTar("--format=pax", "--xattrs", "--xattrs-include=*", "-C", src, "-cf", inTar, ".");
+    const repo = await newRepo();
+    const b = parseJson<{ id: string; errors: number }>(await run(["at", repo, "backup", "--json", `tar:${inTar}`]));
+    expect(b.errors).toBe(0);
+    const snaps = parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]));
+    expect(snaps[0]!.source).toContain(inTar);
+
+    const outTar = fresh("out.tar");
+    await run(["at", repo, "restore", "-q", "--to", `tar:${outTar}`, b.id.slice(0, 8)]);
+    const x = fresh("extracted");
+    await fsp.mkdir(x);
+    gnuTar("--xattrs", "--xattrs-include=*", "--same-owner", "-xpf", outTar, "-C", x);
+    const diffs = await compareTrees(src, x, { rootMeta: false, ignore: (rel) => sockets.has(rel) });
+    expect(diffs).toEqual([]);
+  }, 120_000);
+
+  it("tar+gz:- reads an archive from stdin (a STREAM source) and restore --to tar+gz:- writes one to stdout", async () => {
+    const src = fresh("small");
+    await fsp.mkdir(path.join(src, "d"), { recursive: true });
+    await fsp.writeFile(path.join(src, "d", "one.txt"), "one\n");
+    await fsp.writeFile(path.join(src, "two.bin"), prng(5, 700_000));
+    await fsp.symlink("d/one.txt", path.join(src, "link"));
+    const tgz = execFileSync("tar", ["--format=pax", "-C", src, "-czf", "-", "."]);
+    const repo = await newRepo();
+    const b = parseJson<{ id: string; files: number }>(await run(["at", repo, "backup", "--json", "tar+gz:-"], { input: tgz }));
+    expect(b.files).toBe(2);
+    const out = await run(["at", repo, "restore", "-q", "--to", "tar+gz:-", b.id.slice(0, 8)]);
+    const x = fresh("x");
+    await fsp.mkdir(x);
+    execFileSync("tar", ["-xzpf", "-", "-C", x], { input: out.stdoutBytes });
+    expect(await compareTrees(src, x, { rootMeta: false })).toEqual([]);
+  });
+
+  it("a damaged archive is named and no snapshot is committed", async () => {
+    const repo = await newRepo();
+    const bad = fresh("bad.tar");
+    const src = fresh("s");
+    await fsp.mkdir(src);
+    await fsp.writeFile(path.join(src, "f"), prng(9, 300_000));
+    gnuTar("-C", src, "-cf", bad, ".");
+    await fsp.truncate(bad, 4096);
+    const r = await run(["at", repo, "backup", `tar:${bad}`], { code: EXIT.ERROR });
+    expect(r.stderr).toContain(bad);
+    expect(parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]))).toEqual([]);
   });
 });
 

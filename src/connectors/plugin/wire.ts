@@ -231,3 +231,45 @@ export function checkWirePathname(p: string): string | undefined {
   for (const c of p.slice(1).split("/")) if (c === "" || c === "." || c === "..") return `pathname ${JSON.stringify(p)} is not normalised`;
   return undefined;
 }
+
+/** The ExtendedAttributeType of extended attributes (`EXTENDED_ATTRIBUTE_TYPE_EXTENDED`). */
+export const XATTR_TYPE_EXTENDED = 1;
+
+/**
+ * The wire record of one extended attribute of `pathname` (Kloset sends each
+ * attribute as its own record, isXattr set, its value as the content). It
+ * carries a FileInfo too (name, size of the value), as Go peers expect one.
+ */
+export function toWireXattrRecord(pathname: string, name: string, size: number): WireRecord {
+  return {
+    ...emptyWireRecord(pathname),
+    hasReader: true,
+    isXattr: true,
+    xattrName: name,
+    xattrType: XATTR_TYPE_EXTENDED,
+    fileInfo: {
+      name,
+      size: String(size),
+      mode: 0,
+      mod_time: { seconds: "0", nanos: 0 },
+      dev: "0",
+      ino: "0",
+      uid: "0",
+      gid: "0",
+      nlink: 0,
+      username: "",
+      groupname: "",
+      flags: 0,
+    },
+  };
+}
+
+/** The pathname, file info, symlink target and error of a wire record (not an xattr record); throws a plain Error like fromWireFileInfo. */
+export function fromWireRecord(w: WireRecord): { pathname: string; fileInfo: FileInfo; target?: string; error?: string } {
+  const bad = checkWirePathname(w.pathname);
+  if (bad !== undefined) throw new Error(bad);
+  const r: { pathname: string; fileInfo: FileInfo; target?: string; error?: string } = { pathname: w.pathname, fileInfo: fromWireFileInfo(w.fileInfo) };
+  if (w.target) r.target = w.target;
+  if (w.error) r.error = w.error;
+  return r;
+}

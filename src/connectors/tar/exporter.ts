@@ -1,0 +1,466 @@
+/**
+ * The tar and tar+gz exporter: writes the records it is given as one
+ * archive (tar-stream's packer, gzip from node:zlib), to a file or to
+ * standard output for "-". Names are relative ("a/b", directories "a/"),
+ * with pax headers when they are long or not ASCII; times with sub-second
+ * precision, large ids and extended attributes (SCHILY.xattr.NAME) go in
+ * pax headers too. A regular file whose dev:ino (nlink > 1) was already
+ * written becomes a hard link entry to the first name.
+ *
+ * export() may be called concurrently: records are written one at a time,
+ * in call order. A record that cannot be written (an unsafe path, content
+ * that fails) gets an error result and the archive stays valid (a file
+ * whose content fails midway is padded with zeros to its size).
+ *
+ * Writing a file is atomic: the archive is written to a temporary file in
+ * the same directory, renamed over the final name in finish() after an
+ * fsync (and the directory is synced); close() without a successful
+ * finish() removes the temporary file.
+ *
+ * Extended attribute values that are not UTF-8 cannot be written as
+ * SCHILY.xattr (tar-stream writes pax values as text): they are written as
+ * libarchive's LIBARCHIVE.xattr.NAME (base64), which bsdtar and this
+ * importer restore and GNU tar ignores, with a warning.
+ */
+
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import { access, open, rename, stat, unlink } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { hostname } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGzip } from "node:zlib";
+import { pack } from "tar-stream";
+import type { Header, Pack } from "tar-stream";
+import { LocationFlag } from "../flags.js";
+import type { ExportRecord, ExportResult, Exporter, ImportOptions, Xattr } from "../records.js";
+import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
+import { devNumbers, safeParts } from "../fs/exporter.js";
+import { formatPaxTime } from "./format.js";
+
+export interface TarExporterOptions {
+  /** Compress the archive with gzip (tar+gz). */
+  gzip: boolean;
+  /** What "-" writes to (default: process.stdout); it is not ended. */
+  stdout?: NodeJS.WritableStream | undefined;
+  onWarning?: ((msg: string) => void) | undefined;
+}
+
+/** Largest value of a 6-digit octal header field (uid, gid, devmajor, devminor as tar-stream writes them). */
+const MAX_OCT6 = 0o777777;
+/** tar-stream writes mtime as a 32-bit integer of seconds: outside this range, pax only. */
+const MAX_MTIME_S = 2 ** 31 - 1;
+const ZEROS = Buffer.alloc(1 << 20);
+const S_IF: Record<string, number> = {
+  file: 0o100000,
+  directory: 0o040000,
+  symlink: 0o120000,
+  link: 0o100000,
+  fifo: 0o010000,
+  "character-device": 0o020000,
+  "block-device": 0o060000,
+};
+
+type HeaderArg = Partial<Header> & { name: string; pax?: Record<string, string> };
+
+/** The archive being written: the packer, piped (through gzip) to the destination. */
+interface Output {
+  pack: Pack;
+  /** Settles when everything is written (or the pipeline failed). */
+  done: Promise<void>;
+  fh?: FileHandle | undefined;
+  tmp?: string | undefined;
+  detach?: (() => void) | undefined;
+}
+
+export class TarExporter implements Exporter {
+  readonly origin: string = hostname();
+  readonly type: string;
+  readonly root: string;
+  readonly flags: number;
+  private readonly path: string | null;
+  private readonly opts: TarExporterOptions;
+  private out: Output | undefined;
+  private starting: Promise<Output> | undefined;
+  /** Records are written whole and in the order export() was called. */
+  private chain: Promise<unknown> = Promise.resolve();
+  /** Set once the archive cannot be written any more. */
+  private fatal: Error | undefined;
+  private finished = false;
+  private closed = false;
+  /** dev:ino of multiply linked files -> the entry name first written for it. */
+  private readonly links = new Map<string, string>();
+  private warnedBinaryXattr = false;
+
+  constructor(path: string, opts: TarExporterOptions) {
+    this.opts = opts;
+    this.type = opts.gzip ? "tar+gz" : "tar";
+    this.path = path === "-" ? null : resolve(path);
+    this.root = this.path ?? "-";
+    this.flags = LocationFlag.FILE | LocationFlag.EXPORTXATTR | (this.path === null ? LocationFlag.STREAM : 0);
+  }
+
+  async ping(): Promise<void> {
+    if (this.path === null) return;
+    const dir = dirname(this.path);
+    try {
+      await access(dir, constants.W_OK);
+      const st = await stat(this.path).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") return undefined;
+        throw e;
+      });
+      if (st?.isDirectory()) throw new Error("is a directory");
+    } catch (e) {
+      throw new CofferError("IO", `cannot write ${this.path}: ${errorText(e)}`, { path: this.path }, { cause: e });
+    }
+  }
+
+  export(record: ExportRecord, opts: ImportOptions = {}): Promise<ExportResult> {
+    const run = () => this.exportOne(record, opts.signal);
+    const p = this.chain.then(run, run);
+    this.chain = p.catch(() => {});
+    return p;
+  }
+
+  async finish(opts: ImportOptions = {}): Promise<void> {
+    await this.chain;
+    this.check();
+    throwIfAborted(opts.signal);
+    const out = await this.output();
+    out.pack.finalize();
+    try {
+      await out.done;
+      if (out.fh !== undefined && out.tmp !== undefined && this.path !== null) {
+        await out.fh.sync();
+        await out.fh.close();
+        out.fh = undefined;
+        await rename(out.tmp, this.path);
+        out.tmp = undefined;
+        await syncDir(dirname(this.path));
+      }
+    } catch (e) {
+      throw this.setFatal(e);
+    }
+    out.detach?.();
+    this.finished = true;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.fatal ??= new CofferError("IO", "the tar exporter was closed");
+    const out = this.out ?? (await this.starting?.catch(() => undefined));
+    if (out === undefined) return;
+    if (!this.finished) {
+      out.pack.destroy();
+      await out.done.catch(() => {});
+    }
+    out.detach?.();
+    await out.fh?.close().catch(() => {});
+    out.fh = undefined;
+    if (out.tmp !== undefined) await unlink(out.tmp).catch(() => {});
+    out.tmp = undefined;
+  }
+
+  private check(): void {
+    if (this.fatal !== undefined) throw this.fatal;
+    if (this.finished) throw new CofferError("USAGE", "the tar archive is already finished");
+  }
+
+  private setFatal(e: unknown): Error {
+    const err =
+      e instanceof CofferError
+        ? e
+        : new CofferError("IO", `cannot write ${this.path ?? "standard output"}: ${errorText(e)}`, this.path === null ? {} : { path: this.path }, { cause: e });
+    this.fatal ??= err;
+    return err;
+  }
+
+  private output(): Promise<Output> {
+    this.starting ??= this.start().then(
+      (o) => (this.out = o),
+      (e: unknown) => {
+        throw this.setFatal(e);
+      },
+    );
+    return this.starting;
+  }
+
+  private async start(): Promise<Output> {
+    const p = pack();
+    const stages: NodeJS.ReadWriteStream[] = this.opts.gzip ? [createGzip()] : [];
+    // tar-stream's packer is a streamx stream: handed to pipeline as a plain async iterable.
+    const source = Readable.from(
+      (async function* () {
+        for await (const chunk of p as AsyncIterable<Buffer>) yield chunk;
+      })(),
+      { objectMode: false },
+    );
+    if (this.path === null) {
+      const dest = this.opts.stdout ?? process.stdout;
+      const sink = sinkOf((b) => new Promise<void>((res, rej) => dest.write(b, (e) => (e ? rej(e) : res()))));
+      const onError = (e: unknown) => this.setFatal(e);
+      dest.on("error", onError);
+      const out: Output = { pack: p, done: pipeline([source, ...stages, sink]), detach: () => dest.removeListener("error", onError) };
+      out.done.catch((e: unknown) => this.setFatal(e));
+      return out;
+    }
+    const tmp = join(dirname(this.path), `.${basename(this.path)}.${randomBytes(6).toString("hex")}.tmp`);
+    const fh = await open(tmp, "wx", 0o666);
+    let pos = 0;
+    const ws = sinkOf(async (b) => {
+      for (let w = 0; w < b.length; ) w += (await fh.write(b, w, b.length - w, pos + w)).bytesWritten;
+      pos += b.length;
+    });
+    const out: Output = { pack: p, done: pipeline([source, ...stages, ws]), fh, tmp };
+    out.done.catch((e: unknown) => this.setFatal(e));
+    return out;
+  }
+
+  private async exportOne(record: ExportRecord, signal: AbortSignal | undefined): Promise<ExportResult> {
+    const { pathname } = record;
+    this.check();
+    throwIfAborted(signal);
+    let parts: string[];
+    try {
+      parts = safeParts(pathname);
+    } catch (e) {
+      return { pathname, error: errorText(e) };
+    }
+    if (parts.length === 0) return { pathname }; // the root itself has no entry
+    const info = record.fileInfo;
+    if (info.kind === "socket") {
+      this.opts.onWarning?.(`${pathname}: socket skipped (tar cannot hold one)`);
+      return { pathname };
+    }
+    const out = await this.output();
+    const name = parts.join("/");
+    let h: HeaderArg;
+    try {
+      h = this.header(record, name);
+    } catch (e) {
+      if (isCofferError(e, "UNSUPPORTED") || isCofferError(e, "USAGE")) return { pathname, error: e.message };
+      throw e;
+    }
+    const key = info.kind === "file" && info.nlink > 1 && info.ino !== 0n ? `${info.dev}:${info.ino}` : undefined;
+    const first = key !== undefined ? this.links.get(key) : undefined;
+    if (first !== undefined) {
+      h.type = "link";
+      h.linkname = first;
+      h.size = 0;
+      await this.writeEntry(out, h, undefined, signal);
+      return { pathname };
+    }
+    const error = await this.writeEntry(out, h, info.kind === "file" ? record : undefined, signal);
+    if (error !== undefined) return { pathname, error };
+    if (key !== undefined) this.links.set(key, name);
+    return { pathname };
+  }
+
+  /** The tar header of a record (the type, name and metadata; pax for what ustar cannot hold). */
+  private header(record: ExportRecord, name: string): HeaderArg {
+    const info = record.fileInfo;
+    const pax: Record<string, string> = {};
+    let type: NonNullable<Header["type"]>;
+    const h: HeaderArg = { name };
+    switch (info.kind) {
+      case "file":
+        type = "file";
+        h.size = info.size;
+        break;
+      case "dir":
+        type = "directory";
+        h.name = `${name}/`;
+        break;
+      case "symlink":
+        if (record.target === undefined || record.target === "") throw new CofferError("USAGE", `${record.pathname}: symlink without a target`);
+        type = "symlink";
+        h.linkname = record.target;
+        break;
+      case "fifo":
+        type = "fifo";
+        break;
+      case "chardev":
+      case "blockdev": {
+        type = info.kind === "chardev" ? "character-device" : "block-device";
+        const [major, minor] = devNumbers(info.rdev ?? 0n).map(Number) as [number, number];
+        h.devmajor = Math.min(major, MAX_OCT6);
+        h.devminor = Math.min(minor, MAX_OCT6);
+        if (major > MAX_OCT6 || minor > MAX_OCT6) {
+          pax["SCHILY.devmajor"] = String(major);
+          pax["SCHILY.devminor"] = String(minor);
+        }
+        break;
+      }
+      default:
+        throw new CofferError("UNSUPPORTED", `${record.pathname}: a tar archive cannot hold an entry of kind ${info.kind}`);
+    }
+    h.type = type;
+    // With the type bits set the mode is never 0, which tar-stream would replace with a default.
+    h.mode = (info.mode & 0o7777) | (S_IF[type] ?? 0);
+    h.uid = info.uid <= MAX_OCT6 && info.uid >= 0 ? info.uid : 0;
+    h.gid = info.gid <= MAX_OCT6 && info.gid >= 0 ? info.gid : 0;
+    if (h.uid !== info.uid) pax.uid = String(info.uid);
+    if (h.gid !== info.gid) pax.gid = String(info.gid);
+    for (const [field, paxKey, v] of [["uname", "uname", info.username], ["gname", "gname", info.groupname]] as const) {
+      if (v === undefined || v === "") continue;
+      if (/^[\x20-\x7e]{1,31}$/.test(v)) h[field] = v;
+      else pax[paxKey] = v;
+    }
+    const secs = info.mtimeNs / 1_000_000_000n;
+    const exactSecs = info.mtimeNs % 1_000_000_000n === 0n;
+    if (info.mtimeNs >= 0n && secs <= BigInt(MAX_MTIME_S)) h.mtime = new Date(Number(secs) * 1000);
+    else h.mtime = new Date(0);
+    if (!exactSecs || info.mtimeNs < 0n || secs > BigInt(MAX_MTIME_S)) pax.mtime = formatPaxTime(info.mtimeNs);
+    this.xattrs(record.pathname, record.xattrs, pax);
+    if (Object.keys(pax).length > 0) h.pax = pax;
+    return h;
+  }
+
+  private xattrs(pathname: string, xattrs: Xattr[] | undefined, pax: Record<string, string>): void {
+    for (const x of xattrs ?? []) {
+      if (x.name === "" || /[=\n\0]/.test(x.name)) {
+        this.opts.onWarning?.(`${pathname}: extended attribute ${JSON.stringify(x.name)} cannot be named in a pax header: skipped`);
+        continue;
+      }
+      const text = utf8(x.value);
+      if (text !== undefined) {
+        pax[`SCHILY.xattr.${x.name}`] = text;
+        continue;
+      }
+      pax[`LIBARCHIVE.xattr.${encodeURIComponent(x.name)}`] = Buffer.from(x.value).toString("base64");
+      if (!this.warnedBinaryXattr) {
+        this.warnedBinaryXattr = true;
+        this.opts.onWarning?.(`${pathname}: extended attribute ${x.name} is binary: written as LIBARCHIVE.xattr (GNU tar does not restore it)`);
+      }
+    }
+  }
+
+  /**
+   * Writes one entry; for a file, exactly `size` bytes of its content (cut
+   * or zero-padded, so the archive stays valid). Returns the per-record
+   * error, if any; throws on fatal errors.
+   */
+  private async writeEntry(out: Output, h: HeaderArg, file: ExportRecord | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
+    let settle!: { res: () => void; rej: (e: unknown) => void };
+    const written = new Promise<void>((res, rej) => (settle = { res, rej }));
+    written.catch(() => {});
+    let sink: ReturnType<Pack["entry"]>;
+    try {
+      sink = out.pack.entry(h, (err) => (err ? settle.rej(err) : settle.res()));
+    } catch (e) {
+      throw this.setFatal(e);
+    }
+    const failed = new Promise<never>((_, rej) => {
+      out.done.then(() => rej(new Error("the archive ended early")), rej);
+    });
+    failed.catch(() => {});
+    const guard = async <T>(p: Promise<T>): Promise<T> => {
+      try {
+        return await Promise.race([p, failed]);
+      } catch (e) {
+        throw this.setFatal(this.fatal ?? e);
+      }
+    };
+    const write = async (data: Uint8Array): Promise<void> => {
+      if (!sink.write(data)) await guard(drained(sink));
+    };
+    const zeros = async (n: number): Promise<void> => {
+      for (let left = n; left > 0; left -= ZEROS.length) await write(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
+    };
+    let error: string | undefined;
+    if (file !== undefined) {
+      const size = h.size ?? 0;
+      let done = 0;
+      try {
+        if (file.content !== undefined) {
+          for await (const piece of file.content()) {
+            throwIfAborted(signal);
+            if (piece.offset < done) throw new Error(`content pieces overlap at offset ${piece.offset}`);
+            const start = Math.min(piece.offset, size);
+            await zeros(start - done); // a gap reads as zeros
+            done = start;
+            const n = Math.max(0, Math.min(piece.length, size - done));
+            if (piece.zero === true || piece.data === undefined) await zeros(n);
+            else {
+              if (piece.data.byteLength < piece.length) throw new Error(`content piece at offset ${piece.offset} has ${piece.data.byteLength} of ${piece.length} bytes`);
+              if (n > 0) await write(piece.data.byteLength === n ? piece.data : piece.data.subarray(0, n));
+            }
+            done += n;
+            if (piece.offset + piece.length > size) {
+              error = `content longer than the size recorded (${size} bytes): cut`;
+              break;
+            }
+          }
+        }
+        if (done < size && error === undefined) error = `content shorter than the size recorded (${done} of ${size} bytes): padded with zeros`;
+      } catch (e) {
+        if (isCofferError(e, "INTERRUPTED") || signal?.aborted || this.fatal !== undefined) throw this.setFatal(e);
+        error = `cannot read content: ${errorText(e)}`;
+      }
+      await zeros(size - done);
+    }
+    sink.end(undefined);
+    await guard(written);
+    return error;
+  }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** The value as text when it is valid UTF-8 (so that writing it as UTF-8 gives the same bytes). */
+function utf8(v: Uint8Array): string | undefined {
+  try {
+    return decoder.decode(v);
+  } catch {
+    return undefined;
+  }
+}
+
+function drained(sink: { once(event: string, fn: (...a: unknown[]) => void): unknown }): Promise<void> {
+  return new Promise((res, rej) => {
+    sink.once("drain", () => res());
+    sink.once("error", (e) => rej(e));
+    sink.once("close", () => rej(new Error("tar entry closed")));
+  });
+}
+
+/**
+ * A Writable over an async write function, one write at a time (queued
+ * chunks are joined): for a file handle we keep open to sync it, or a
+ * stream we do not own (never ended).
+ */
+function sinkOf(write: (b: Buffer) => Promise<void>): Writable {
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      write(chunk).then(() => cb(), cb);
+    },
+    writev(chunks, cb) {
+      write(Buffer.concat(chunks.map((c) => c.chunk as Buffer))).then(() => cb(), cb);
+    },
+    final(cb) {
+      cb();
+    },
+  });
+}
+
+async function syncDir(dir: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(dir, "r");
+    await fh.sync();
+  } catch (e) {
+    // Some filesystems cannot sync a directory: the rename is done all the same.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EISDIR" && code !== "EPERM") throw e;
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
