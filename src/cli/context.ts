@@ -17,7 +17,8 @@ import { PluginExporter } from "../connectors/plugin/exporter.js";
 import { PluginImporter } from "../connectors/plugin/importer.js";
 import { PluginStore } from "../connectors/plugin/store.js";
 import type { Registry } from "../connectors/registry.js";
-import { type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
+import type { PluginConnectorSpec } from "../connectors/plugin/connector.js";
+import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
 import type { Store } from "../connectors/store.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
@@ -42,10 +43,16 @@ export interface Context {
 
 /** How installed plugins start: the host adapters (src/connectors/plugin). */
 export const PLUGIN_STARTERS: PluginStarters = {
-  importer: (spec, proto, config, opts) => PluginImporter.start(spec, proto, config, opts),
-  exporter: (spec, proto, config, opts) => PluginExporter.start(spec, proto, config, opts),
-  storage: (spec, proto, config, opts) => PluginStore.start(spec, proto, config, opts),
+  importer: (spec, proto, config, opts) => PluginImporter.start(runSpec(spec, opts), proto, config, opts),
+  exporter: (spec, proto, config, opts) => PluginExporter.start(runSpec(spec, opts), proto, config, opts),
+  storage: (spec, proto, config, opts) => PluginStore.start(runSpec(spec, opts), proto, config, opts),
 };
+
+/** A plugin ends with the command (Ctrl-C); $COFFER_PLUGIN_TIMEOUT_MS sets the deadline of its calls (default 60 s). */
+function runSpec(spec: PluginSpec, opts: ConnectorOptions): PluginConnectorSpec {
+  const t = Number(process.env.COFFER_PLUGIN_TIMEOUT_MS);
+  return { ...spec, signal: opts.signal, ...(Number.isSafeInteger(t) && t > 0 ? { timeoutMs: t } : {}) };
+}
 
 /** The registry of a CLI run: the built-ins and the installed plugins (found at every start). */
 export async function loadRegistry(env: NodeJS.ProcessEnv, onWarning: (m: string) => void): Promise<Registry> {
@@ -65,6 +72,7 @@ export function connectorOptions(ctx: Context, o: Partial<ConnectorOptions> = {}
     excludes: [],
     noXattr: false,
     onWarning: (m: string) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+    signal: ctx.signal,
     ...o,
   };
 }

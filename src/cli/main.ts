@@ -111,7 +111,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(args, { from: "user" });
   } catch (e) {
-    exitCode = report(e, Boolean(globals.debug || args.includes("--debug")));
+    // After Ctrl-C, whatever failed failed because of it.
+    if (controller.signal.aborted && !(e instanceof CommanderError)) {
+      process.stderr.write("coffer: interrupted\n");
+      exitCode = ExitCode.INTERRUPTED;
+    } else exitCode = report(e, Boolean(globals.debug || args.includes("--debug")));
   }
   if (controller.signal.aborted && exitCode === ExitCode.OK) exitCode = ExitCode.INTERRUPTED;
   process.exitCode = exitCode;

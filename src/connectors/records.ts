@@ -119,6 +119,8 @@ export interface ConnectorOptions {
   /** Standard streams, for the stdio connectors (default: the process's). */
   stdin?: NodeJS.ReadableStream | undefined;
   stdout?: NodeJS.WritableStream | undefined;
+  /** The command's cancellation (Ctrl-C): connectors holding processes or connections end them. */
+  signal?: AbortSignal | undefined;
 }
 
 /**

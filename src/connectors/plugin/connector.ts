@@ -19,6 +19,8 @@ export interface PluginConnectorSpec {
   timeoutMs?: number | undefined;
   /** Where the plugin's stderr lines go (default: process.stderr, prefixed). */
   onStderr?: ((line: string) => void) | undefined;
+  /** Ends the plugin process (and so every call in flight) when aborted: Ctrl-C. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface InitAnswer {
