@@ -54,6 +54,13 @@ export interface ImportRecord {
    * record's chunks; open() is not called.
    */
   linkTarget?: string | undefined;
+  /**
+   * Set on a record that carries one extended attribute of the entry at
+   * `pathname` (Kloset sends them as records of their own, after their
+   * entry): its value is the content, read with open(); fileInfo is not
+   * used. The builder adds it to that entry.
+   */
+  xattrName?: string | undefined;
 }
 
 export interface ExportRecord {

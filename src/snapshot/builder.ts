@@ -7,7 +7,7 @@
  * directories are built bottom-up from it, then the header is committed.
  */
 import { LocationFlag } from "../connectors/flags.js";
-import type { Importer, ImportRecord, ImportResult } from "../connectors/records.js";
+import type { Importer, ImportRecord, ImportResult, Xattr } from "../connectors/records.js";
 import { chunkStream, makeChunker } from "../repository/chunker.js";
 import { BlobType } from "../repository/codec.js";
 import { randomKey } from "../repository/crypto.js";
@@ -67,6 +67,8 @@ export interface BackupResult {
 }
 
 const CHUNKS_IN_FLIGHT = 4;
+/** Linux caps an extended attribute's value at 64 KiB; other systems allow more. */
+const MAX_XATTR_VALUE = 1 << 20;
 /** Raw chunks of a large file being compressed at once (one per libuv pool thread). */
 const RAW_IN_FLIGHT = 4;
 
@@ -184,7 +186,47 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     return readContent(r);
   };
 
+  /** Extended attributes (records of their own) whose entry is not stored yet, with their records (answered once attached). */
+  const pendingXattrs = new Map<string, { x: Xattr; r: ImportRecord }[]>();
+  const stored1 = (r: ImportRecord) => {
+    newSinceCheckpoint = true;
+    if (needAck) toAck.push(r);
+    else results.push({ record: r });
+  };
+  const addXattr = (list: Xattr[] | undefined, x: Xattr): Xattr[] => [...(list ?? []).filter((y) => y.name !== x.name), x];
+
+  const xattrRecord = async (r: ImportRecord): Promise<void> => {
+    let value: Uint8Array;
+    try {
+      const parts: Uint8Array[] = [];
+      let size = 0;
+      if (r.open) {
+        for await (const b of await r.open()) {
+          size += b.byteLength;
+          if (size > MAX_XATTR_VALUE) throw new Error(`value larger than ${MAX_XATTR_VALUE} bytes`);
+          parts.push(b);
+        }
+      }
+      value = new Uint8Array(Buffer.concat(parts));
+    } catch (e) {
+      if (signal?.aborted || (e instanceof CofferError && e.code !== "IO")) throw e;
+      const error = `cannot read extended attribute ${r.xattrName}: ${(e as Error).message}`;
+      fail(r.pathname, error);
+      results.push({ record: r, error });
+      return;
+    }
+    const x: Xattr = { name: r.xattrName!, value };
+    // Synchronously from here: the entry is either stored already or will take it when it is.
+    const stored = cache.get(r.pathname);
+    if (stored) {
+      stored.xattrs = addXattr(stored.xattrs, x);
+      cache.put(r.pathname, stored);
+      stored1(r);
+    } else pendingXattrs.set(r.pathname, [...(pendingXattrs.get(r.pathname) ?? []), { x, r }]);
+  };
+
   const process1 = async (r: ImportRecord): Promise<void> => {
+    if (r.xattrName !== undefined) return xattrRecord(r);
     const info = r.fileInfo;
     let done!: (c: ChunkRef[] | undefined) => void;
     if (info.kind === "file") {
@@ -243,7 +285,11 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     else if (info.kind === "dir") summary.dirs++;
     else if (info.kind === "symlink") summary.symlinks++;
     else summary.others++;
+    const early = pendingXattrs.get(r.pathname);
+    pendingXattrs.delete(r.pathname);
+    for (const { x } of early ?? []) entry.xattrs = addXattr(entry.xattrs, x);
     cache.put(r.pathname, entry);
+    for (const { r: xr } of early ?? []) stored1(xr);
     newSinceCheckpoint = true;
     if (entry.error !== undefined) results.push({ record: r, error: entry.error });
     else if (needAck) toAck.push(r);
@@ -329,6 +375,11 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     clearInterval(timer);
     while (checkpointRun) await checkpointRun;
     if (checkpointError) throw checkpointError;
+    for (const [p, xs] of pendingXattrs) {
+      const error = `extended attribute ${xs.map(({ x }) => x.name).join(", ")} came for an entry the source never sent`;
+      fail(p, error);
+      for (const { r } of xs) results.push({ record: r, error });
+    }
     const root = await buildTrees(repo, cache, signal);
     await repo.flush(signal);
     const h = await header(root, undefined);

@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CofferResult, coffer, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson, startCoffer } from "../helpers/cli.js";
 import { prng } from "../helpers/prng.js";
-import { compareTrees } from "../helpers/tree.js";
+import { compareTrees, setXattr } from "../helpers/tree.js";
 
 const PASS = "plugins-e2e";
 let base: string;
@@ -73,6 +73,9 @@ async function makeTree(root: string): Promise<void> {
   await fsp.writeFile(path.join(root, "empty"), "");
   await fsp.writeFile(path.join(root, "run.sh"), "#!/bin/sh\necho hi\n", { mode: 0o750 });
   await fsp.symlink("docs/readme.txt", path.join(root, "link"));
+  // Extended attributes travel as records of their own on the plugin wire.
+  setXattr(path.join(root, "docs", "readme.txt"), "user.note", "through two plugins");
+  setXattr(path.join(root, "docs", "deep", "big.bin"), "user.bin", Buffer.from([0, 255, 10, 13]));
   await fsp.utimes(path.join(root, "docs", "readme.txt"), new Date("2020-02-02T02:02:02.5Z"), new Date("2020-02-02T02:02:02.5Z"));
 }
 

@@ -232,6 +232,44 @@ describe("backup: NEEDACK and checkpoints", () => {
   });
 });
 
+describe("backup: extended attributes as records of their own (Kloset)", () => {
+  it("attaches each to its entry, before or after the entry arrives; one for a missing entry is an error", async () => {
+    const { repo } = await makeRepo();
+    const value = (s: string) => (async () => (async function* () { yield new Uint8Array(Buffer.from(s)); })()) as ImportRecord["open"];
+    const records: ImportRecord[] = [
+      { pathname: "/", fileInfo: info("", "dir") },
+      { pathname: "/g", fileInfo: info("g", "file"), xattrName: "user.early", open: value("before its entry") },
+      { pathname: "/f", fileInfo: { ...info("f", "file"), size: 3 }, open: async () => (async function* () { yield new Uint8Array([1, 2, 3]); })() },
+      { pathname: "/f", fileInfo: info("f", "file"), xattrName: "user.a", open: value("alpha") },
+      { pathname: "/f", fileInfo: info("f", "file"), xattrName: "user.b", open: value("") },
+      { pathname: "/g", fileInfo: info("g", "file"), open: async () => (async function* () {})() },
+      { pathname: "/nope", fileInfo: info("nope", "file"), xattrName: "user.lost", open: value("x") },
+    ];
+    const answers: ImportResult[] = [];
+    const imp: Importer = {
+      origin: "t", type: "xattr-records", root: "/x", flags: LocationFlag.NEEDACK,
+      ping: async () => {}, close: async () => {},
+      async *import(o: ImportOptions = {}) {
+        void (async () => { for await (const r of o.results!) answers.push(r); })();
+        yield* records;
+      },
+    };
+    const { header } = await run(repo, imp, FAST);
+    const reader = new TreeReader(repo);
+    const f = await reader.lookup(header.root, "/f");
+    expect(f?.xattrs?.map((x) => [x.name, Buffer.from(x.value).toString()])).toEqual([["user.a", "alpha"], ["user.b", ""]]);
+    const g = await reader.lookup(header.root, "/g");
+    expect(g?.xattrs?.map((x) => [x.name, Buffer.from(x.value).toString()])).toEqual([["user.early", "before its entry"]]);
+    expect(await reader.lookup(header.root, "/nope")).toBeUndefined();
+    expect(header.summary.errors).toBe(1);
+    expect(header.summary.files).toBe(2);
+    await new Promise((r) => setImmediate(r));
+    expect(answers).toHaveLength(records.length);
+    expect(answers.filter((a) => a.error !== undefined).map((a) => [a.record.pathname, a.record.xattrName])).toEqual([["/nope", "user.lost"]]);
+    await repo.close();
+  });
+});
+
 describe("backup: STREAM and hard links", () => {
   it("imports a STREAM source exactly once", async () => {
     const { repo } = await makeRepo();

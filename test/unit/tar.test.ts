@@ -6,7 +6,7 @@
  * cancellation, atomic writes, and standard output.
  */
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { readdirSync, readlinkSync } from "node:fs";
@@ -21,7 +21,7 @@ import { devNumbers } from "../../src/connectors/fs/exporter.js";
 import { LocationFlag } from "../../src/connectors/flags.js";
 import type { ContentPiece, ExportRecord, FileInfo, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { TarExporter } from "../../src/connectors/tar/exporter.js";
-import { formatPaxTime, makedev, normaliseName, parsePaxTime } from "../../src/connectors/tar/format.js";
+import { decodeXattrName, encodeXattrName, fitsUstarName, formatPaxTime, makedev, normaliseName, parsePax, parsePaxTime, paxRecord, ustarStandIn } from "../../src/connectors/tar/format.js";
 import { TarImporter } from "../../src/connectors/tar/importer.js";
 import { isCofferError } from "../../src/util/errors.js";
 
@@ -38,6 +38,28 @@ async function tmp(): Promise<string> {
 
 function sh(cmd: string, ...args: string[]): string {
   return execFileSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"] }).toString("utf8");
+}
+
+/** GNU tar, which must succeed without a word on stderr (no ignored pax keyword, no bad header). */
+function quietTar(...args: string[]): void {
+  const r = spawnSync("tar", args, { stdio: ["ignore", "pipe", "pipe"] });
+  expect(r.status, `tar ${args.join(" ")}: ${r.stderr.toString()}`).toBe(0);
+  expect(r.stderr.toString()).toBe("");
+}
+
+/** The user.* extended attributes of a file as `getfattr -d -m - -e hex` shows them: name -> value in hex. */
+function getfattr(path: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of sh("getfattr", "-h", "--absolute-names", "-d", "-m", "-", "-e", "hex", path).split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const eq = line.indexOf("="); // "=" in a name is shown as \075
+    const name = (eq === -1 ? line : line.slice(0, eq)).replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const value = eq === -1 ? "" : line.slice(eq + 1);
+    if (!name.startsWith("user.")) continue;
+    expect(value === "" || value.startsWith("0x"), line).toBe(true);
+    out.set(name, value.slice(2));
+  }
+  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 function sha(b: Uint8Array): string {
@@ -641,7 +663,7 @@ describe("TarExporter", () => {
     const warnings: string[] = [];
     const exp = new TarExporter(file, { gzip: false, onWarning: (m) => warnings.push(m) });
     expect(exp.type).toBe("tar");
-    expect(exp.flags).toBe(LocationFlag.FILE);
+    expect(exp.flags).toBe(LocationFlag.FILE | LocationFlag.EXPORTXATTR);
     await exp.ping();
     const res = await exportAll(exp);
     expect(res.get("/../evil")).toMatch(/unsafe/);
@@ -650,7 +672,7 @@ describe("TarExporter", () => {
     await exp.close();
     expect(await readdir(dir)).toEqual(["x.tar"]);
     expect(warnings.some((w) => w.includes("socket"))).toBe(true);
-    expect(warnings.some((w) => w.includes("user.bin"))).toBe(true);
+    expect(warnings.some((w) => w.includes("user.bin"))).toBe(false); // binary values are written as they are
 
     const list = sh("tar", "-tf", file).split("\n");
     expect(list).toContain("d/");
@@ -660,7 +682,10 @@ describe("TarExporter", () => {
     await mkdir(out);
     sh("tar", "--xattrs", "--xattrs-include=*", "-xpf", file, "-C", out);
     await checkExtracted(out);
-    if (xattrsOk) expect(sh("getfattr", "--only-values", "-n", "user.test", join(out, "xattr"))).toBe("value ✓");
+    if (xattrsOk) {
+      expect(sh("getfattr", "--only-values", "-n", "user.test", join(out, "xattr"))).toBe("value ✓");
+      expect(getfattr(join(out, "xattr"))).toEqual(new Map([["user.bin", "ff00fe"], ["user.test", Buffer.from("value ✓").toString("hex")]]));
+    }
 
     // And back through the importer: exact times, owners' names, both xattrs, the link.
     const imp = new TarImporter(file, { gzip: false });
@@ -757,7 +782,7 @@ describe("TarExporter", () => {
       stdout.on("data", (c: Buffer) => chunks.push(c));
       const exp = new TarExporter("-", { gzip, stdout });
       expect(exp.root).toBe("-");
-      expect(exp.flags).toBe(LocationFlag.FILE | LocationFlag.STREAM);
+      expect(exp.flags).toBe(LocationFlag.FILE | LocationFlag.EXPORTXATTR | LocationFlag.STREAM);
       await exp.export({ pathname: "/", fileInfo: info("dir") });
       await exp.export({ pathname: "/d", fileInfo: info("dir") });
       await exp.export(fileRec("/d/f", Buffer.from("stdout!")));
@@ -777,7 +802,184 @@ describe("TarExporter", () => {
   });
 });
 
+// ---- binary extended attributes, through GNU tar and back ----
+
+const BINARY = Buffer.from([0x00, 0xff, 0x00, 0xfe, 0x0a, 0x0d, 0x3d, 0x5c]);
+const LARGE = randomBytes(2048);
+const NAME150 = `${"ünïcødé-".repeat(12)}✓✓`; // 150 bytes of UTF-8
+const TARGET120 = `${"target/".repeat(17)}x`; // 120 bytes
+const MTIME_NS = 1_700_000_000_123_456_789n;
+const XATTRS: [string, Buffer][] = [
+  ["user.binary", BINARY],
+  ["user.empty", Buffer.alloc(0)],
+  ["user.large", LARGE],
+  ["user.text", Buffer.from("hello world")],
+  ["user.eq=sign%25pct", Buffer.from(BINARY).reverse()], // GNU tar writes the name as user.eq%3Dsign%2525pct
+];
+const xattrHex = (x: { name: string; value: Uint8Array }[] | undefined) => new Map((x ?? []).map((a) => [a.name, Buffer.from(a.value).toString("hex")] as const).sort(([a], [b]) => (a < b ? -1 : 1)));
+const XATTRS_HEX = xattrHex(XATTRS.map(([name, value]) => ({ name, value })));
+
+function binaryXattrRecords(): ExportRecord[] {
+  const file = `/xd/${NAME150}`;
+  return [
+    { pathname: "/", fileInfo: info("dir") },
+    { pathname: "/xd", fileInfo: info("dir", { mtimeNs: MTIME_NS }), xattrs: [{ name: "user.binary", value: new Uint8Array(BINARY) }] },
+    {
+      ...fileRec(file, Buffer.from("binary xattrs\n"), { mtimeNs: MTIME_NS, nlink: 2, dev: 9n, ino: 1n, uid: 3_000_000, gid: 3_000_001, username: "u".repeat(40), groupname: "grüppe" }),
+      xattrs: XATTRS.map(([name, value]) => ({ name, value: new Uint8Array(value) })),
+    },
+    fileRec("/xd/hardlink", Buffer.from("binary xattrs\n"), { mtimeNs: MTIME_NS, nlink: 2, dev: 9n, ino: 1n }),
+    { pathname: "/xd/symlink", fileInfo: info("symlink", { mode: 0o777, mtimeNs: MTIME_NS }), target: TARGET120 },
+  ];
+}
+
+/** The typeflags of an uncompressed archive's header blocks, in order (pax and long-name headers included). */
+function typeflags(tar: Buffer): string[] {
+  const out: string[] = [];
+  for (let off = 0; off + 512 <= tar.length; ) {
+    const b = tar.subarray(off, off + 512);
+    if (b.every((x) => x === 0)) break;
+    const size = parseInt(b.toString("latin1", 124, 136).replace(/\0.*$/, "").trim() || "0", 8);
+    const flag = String.fromCharCode(b[156] as number);
+    out.push(flag);
+    const body = flag === "5" || flag === "1" || flag === "2" ? 0 : size;
+    off += 512 + Math.ceil(body / 512) * 512;
+  }
+  return out;
+}
+
+describe("TarExporter: binary extended attributes", () => {
+  it("writes them as raw SCHILY.xattr records that GNU tar restores byte for byte, and the importer reads back", async () => {
+    const dir = await tmp();
+    const file = join(dir, "x.tar");
+    expect(Buffer.byteLength(NAME150)).toBe(150);
+    expect(TARGET120.length).toBe(120);
+    const warnings: string[] = [];
+    const exp = new TarExporter(file, { gzip: false, onWarning: (m) => warnings.push(m) });
+    const res = await Promise.all(binaryXattrRecords().map((r) => exp.export(r)));
+    for (const r of res) expect(r.error, r.pathname).toBeUndefined();
+    await exp.finish();
+    await exp.close();
+    expect(warnings).toEqual([]);
+
+    // The archive: GNU tar's records, no libarchive ones, one pax header at most per entry.
+    const tar = await readFile(file);
+    expect(tar.includes(Buffer.concat([Buffer.from("37 SCHILY.xattr.user.binary="), BINARY, Buffer.from("\n")]))).toBe(true);
+    expect(tar.includes(Buffer.from("28 SCHILY.xattr.user.empty=\n"))).toBe(true);
+    expect(tar.includes(Buffer.concat([Buffer.from("2078 SCHILY.xattr.user.large="), LARGE, Buffer.from("\n")]))).toBe(true);
+    expect(tar.includes(Buffer.from(" SCHILY.xattr.user.eq%3Dsign%2525pct="))).toBe(true);
+    expect(tar.includes(Buffer.from("LIBARCHIVE"))).toBe(false);
+    expect(typeflags(tar)).toEqual(["x", "5", "x", "0", "x", "1", "x", "2"]);
+
+    // GNU tar extracts it all, quietly.
+    const out = join(dir, "out");
+    await mkdir(out);
+    quietTar("--xattrs", "--xattrs-include=*", "-xpf", file, "-C", out);
+    const f = join(out, "xd", NAME150);
+    expect(await readFile(f, "utf8")).toBe("binary xattrs\n");
+    expect((await lstat(f, { bigint: true })).mtimeNs).toBe(MTIME_NS);
+    expect((await lstat(join(out, "xd"), { bigint: true })).mtimeNs).toBe(MTIME_NS);
+    expect((await lstat(join(out, "xd", "hardlink"))).ino).toBe((await lstat(f)).ino);
+    expect(await readlink(join(out, "xd", "symlink"))).toBe(TARGET120);
+    if (process.getuid?.() === 0) expect([(await lstat(f)).uid, (await lstat(f)).gid]).toEqual([3_000_000, 3_000_001]);
+    if (xattrsOk) {
+      expect(getfattr(f)).toEqual(XATTRS_HEX);
+      expect(getfattr(join(out, "xd"))).toEqual(new Map([["user.binary", BINARY.toString("hex")]]));
+      // The same as a file given those attributes by setfattr.
+      const ref = join(dir, "ref");
+      await writeFile(ref, "");
+      for (const [name, value] of XATTRS) sh("setfattr", "-n", name, "-v", `0x${value.toString("hex")}`, ref);
+      expect(getfattr(f)).toEqual(getfattr(ref));
+    }
+
+    // Back through the importer: every byte, name, time and id.
+    const imp = new TarImporter(file, { gzip: false });
+    const m = await importAll(imp);
+    await imp.close();
+    const rec = get(m, `/xd/${NAME150}`).rec;
+    expect(xattrHex(rec.xattrs)).toEqual(XATTRS_HEX);
+    expect(rec.fileInfo.mtimeNs).toBe(MTIME_NS);
+    expect([rec.fileInfo.uid, rec.fileInfo.gid, rec.fileInfo.username, rec.fileInfo.groupname]).toEqual([3_000_000, 3_000_001, "u".repeat(40), "grüppe"]);
+    expect(get(m, `/xd/${NAME150}`).content?.toString()).toBe("binary xattrs\n");
+    expect(xattrHex(get(m, "/xd").rec.xattrs)).toEqual(new Map([["user.binary", BINARY.toString("hex")]]));
+    expect(get(m, "/xd").rec.fileInfo.mtimeNs).toBe(MTIME_NS);
+    expect(get(m, "/xd/hardlink").rec.linkTarget).toBe(`/xd/${NAME150}`);
+    const sym = get(m, "/xd/symlink").rec;
+    expect(sym.target).toBe(TARGET120);
+    expect(sym.fileInfo.mtimeNs).toBe(MTIME_NS);
+
+    if (xattrsOk) {
+      // And an archive GNU tar makes of what it extracted: the importer reads its raw values too.
+      const again = join(dir, "gnu.tar");
+      quietTar("--format=pax", "--xattrs", "--xattrs-include=*", "-C", out, "-cf", again, ".");
+      expect((await readFile(again)).includes(Buffer.from(" SCHILY.xattr.user.eq%3Dsign%2525pct="))).toBe(true);
+      const imp2 = new TarImporter(again, { gzip: false });
+      const m2 = await importAll(imp2);
+      await imp2.close();
+      expect(xattrHex(get(m2, `/xd/${NAME150}`).rec.xattrs)).toEqual(XATTRS_HEX);
+      expect(get(m2, `/xd/${NAME150}`).rec.fileInfo.mtimeNs).toBe(MTIME_NS);
+    }
+  });
+
+  it("writes them through gzip too", async () => {
+    const dir = await tmp();
+    const file = join(dir, "x.tar.gz");
+    const exp = new TarExporter(file, { gzip: true });
+    for (const r of binaryXattrRecords()) expect((await exp.export(r)).error).toBeUndefined();
+    await exp.finish();
+    await exp.close();
+    const imp = new TarImporter(file, { gzip: true });
+    const m = await importAll(imp);
+    await imp.close();
+    expect(xattrHex(get(m, `/xd/${NAME150}`).rec.xattrs)).toEqual(XATTRS_HEX);
+    if (xattrsOk) {
+      const out = join(dir, "out");
+      await mkdir(out);
+      quietTar("--xattrs", "--xattrs-include=*", "-xzpf", file, "-C", out);
+      expect(getfattr(join(out, "xd", NAME150))).toEqual(XATTRS_HEX);
+    }
+  });
+});
+
 describe("tar format helpers", () => {
+  it("writes pax records as GNU tar does, whatever their length", () => {
+    // As GNU tar 1.34 wrote it.
+    expect(paxRecord("SCHILY.xattr.user.binary", BINARY)).toEqual(Buffer.concat([Buffer.from("37 SCHILY.xattr.user.binary="), BINARY, Buffer.from("\n")]));
+    expect(paxRecord("path", "a")).toEqual(Buffer.from("9 path=a\n"));
+    // Around the lengths where the length's own digits change (10, 100, 1000 bytes).
+    for (const n of [...Array(20).keys(), ...Array.from({ length: 20 }, (_, i) => 85 + i), ...Array.from({ length: 20 }, (_, i) => 985 + i), 70_000]) {
+      const value = Buffer.alloc(n, 0x0a);
+      const r = paxRecord("k", value);
+      expect(parseInt(r.toString("latin1"), 10), `value of ${n} bytes`).toBe(r.length);
+      expect(parsePax(r)).toEqual(new Map([["k", value]]));
+    }
+    const many = Buffer.concat([paxRecord("a", BINARY), paxRecord("b", ""), paxRecord("c=d", "e=f")]);
+    expect(parsePax(many)).toEqual(new Map([["a", BINARY], ["b", Buffer.alloc(0)], ["c", Buffer.from("d=e=f")]]));
+  });
+
+  it("escapes xattr names as GNU tar does", () => {
+    expect(encodeXattrName("user.a=b%c")).toBe("user.a%3Db%25c");
+    expect(decodeXattrName("user.a%3Db%25c")).toBe("user.a=b%c");
+    expect(decodeXattrName("user.%253D%41%3d")).toBe("user.%3D%41%3d");
+    for (const n of ["user.x", "user.%", "user.%3D", "user.%25=%", "user.=="]) expect(decodeXattrName(encodeXattrName(n))).toBe(n);
+  });
+
+  it("knows which names a ustar header holds, and stands in for the others", () => {
+    expect(fitsUstarName("a/b")).toBe(true);
+    expect(fitsUstarName("x".repeat(100))).toBe(true);
+    expect(fitsUstarName("x".repeat(101))).toBe(false);
+    expect(fitsUstarName(`${"p".repeat(155)}/${"n".repeat(100)}`)).toBe(true);
+    expect(fitsUstarName(`${"p".repeat(156)}/${"n".repeat(100)}`)).toBe(false);
+    expect(fitsUstarName(`${"d".repeat(120)}/`)).toBe(false); // the name part would be empty
+    expect(fitsUstarName("é")).toBe(false);
+    for (const n of [NAME150, `${NAME150}/`, "é", `${"d".repeat(300)}/`, `a/${"b".repeat(200)}`]) {
+      const s = ustarStandIn(n);
+      expect(fitsUstarName(s), s).toBe(true);
+      expect(s.length).toBeLessThanOrEqual(100);
+      expect(s.endsWith("/")).toBe(n.endsWith("/"));
+    }
+  });
+
   it("normalises names and times", () => {
     expect(normaliseName("./a//b/./c/")).toEqual({ path: "/a/b/c", parts: ["a", "b", "c"] });
     expect(normaliseName("/abs")).toEqual({ path: "/abs", parts: ["abs"] });

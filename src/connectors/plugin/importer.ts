@@ -19,8 +19,9 @@
  * (the plugin's Import failed late) is reported through onWarning.
  *
  * Records with isXattr (Kloset's extended attributes, sent as records of
- * their own) are not supported by the core yet: they are answered at once
- * (ok) and not yielded, and one warning says so.
+ * their own) are yielded with `xattrName` set and their value as content;
+ * the core adds them to their entry. Alternate data streams are answered
+ * with an error, and one warning says so.
  *
  * An AbortSignal cancels the Import call (and any Open call); the
  * iteration then rejects with INTERRUPTED. A consumer that stops iterating
@@ -34,7 +35,7 @@ import type { ConnectorOptions, FileInfo, Importer, ImportOptions, ImportRecord 
 import { closeConnector, method, type PluginConnectorSpec, startConnector, wireOptions } from "./connector.js";
 import type { PluginProcess } from "./process.js";
 import { callError, type CallContext, pluginError, Pull, unary } from "./rpc.js";
-import { checkWirePathname, fromWireFileInfo, services, toWireRecord, type WireRecord } from "./wire.js";
+import { checkWirePathname, fromWireFileInfo, services, toWireRecord, type WireRecord, XATTR_TYPE_ADS } from "./wire.js";
 
 interface ImportResponse {
   record: WireRecord | null;
@@ -245,22 +246,46 @@ class ImportSession {
   /** Checks a wire record; undefined for records answered here (xattrs). */
   private accept(w: WireRecord): ImportRecord | undefined {
     const proc = this.imp.proc;
+    if (w.isXattr) return this.acceptXattr(w);
     const r = importRecordFromWire(w);
     if ("problem" in r) {
       throw this.fail(pluginError(proc, "IO", `sent a malformed record (${r.field}: ${r.problem}; pathname ${JSON.stringify(w.pathname)}); the import stream cannot be trusted any more`));
     }
-    if (w.isXattr) {
-      if (!this.imp.xattrWarned) {
-        this.imp.xattrWarned = true;
-        this.imp.options.onWarning?.(`plugin ${proc.name}: extended attributes sent as records (e.g. ${w.xattrName} of ${w.pathname}) are not supported yet and are not backed up`);
-      }
-      this.send(w, undefined);
-      return undefined;
-    }
+    if (w.isXattr) return this.acceptXattr(w);
     const rec: ImportRecord = r.record;
     this.wireOf.set(rec, w);
     this.outstanding.add(rec);
     if (w.hasReader && rec.error === undefined && rec.fileInfo.kind === "file") rec.open = this.opener(rec, w);
+    else if (!this.opts.results) this.answer(rec, undefined);
+    return rec;
+  }
+
+  /**
+   * An extended attribute sent as its own record (Kloset's way): the value
+   * is the record's content; the core attaches it to the entry at the
+   * pathname. Alternate data streams (Windows) are answered with an error.
+   */
+  private acceptXattr(w: WireRecord): ImportRecord | undefined {
+    const proc = this.imp.proc;
+    const bad = checkWirePathname(w.pathname) ?? (w.xattrName === "" ? "an extended attribute record without xattrName" : undefined);
+    if (bad) throw this.fail(pluginError(proc, "IO", `sent a malformed extended attribute record (${bad}; pathname ${JSON.stringify(w.pathname)}); the import stream cannot be trusted any more`));
+    if (w.xattrType === XATTR_TYPE_ADS) {
+      if (!this.imp.xattrWarned) {
+        this.imp.xattrWarned = true;
+        this.imp.options.onWarning?.(`plugin ${proc.name}: alternate data streams (e.g. ${w.xattrName} of ${w.pathname}) are not supported and are not backed up`);
+      }
+      this.send(w, "alternate data streams are not supported");
+      return undefined;
+    }
+    const name = w.pathname === "/" ? "" : w.pathname.slice(w.pathname.lastIndexOf("/") + 1);
+    const rec: ImportRecord = {
+      pathname: w.pathname,
+      fileInfo: { name, kind: "file", size: 0, mode: 0, mtimeNs: 0n, dev: 0n, ino: 0n, uid: 0, gid: 0, nlink: 1 },
+      xattrName: w.xattrName,
+    };
+    this.wireOf.set(rec, w);
+    this.outstanding.add(rec);
+    if (w.hasReader) rec.open = this.opener(rec, w);
     else if (!this.opts.results) this.answer(rec, undefined);
     return rec;
   }

@@ -234,6 +234,7 @@ export function checkWirePathname(p: string): string | undefined {
 
 /** The ExtendedAttributeType of extended attributes (`EXTENDED_ATTRIBUTE_TYPE_EXTENDED`). */
 export const XATTR_TYPE_EXTENDED = 1;
+export const XATTR_TYPE_ADS = 2;
 
 /**
  * The wire record of one extended attribute of `pathname` (Kloset sends each

@@ -7,6 +7,17 @@
  * pax headers too. A regular file whose dev:ino (nlink > 1) was already
  * written becomes a hard link entry to the first name.
  *
+ * The pax extended header of an entry is built here, not by tar-stream
+ * (which writes pax values as text only): extended attribute values are
+ * any bytes, written raw as GNU tar writes them (SCHILY.xattr.NAME=<bytes>,
+ * "%" and "=" in NAME as %25 and %3D), which GNU tar (--xattrs) restores
+ * byte for byte, and libarchive's LIBARCHIVE.xattr records are not written
+ * (nothing in them that SCHILY.xattr lacks). Its header block and body are pushed
+ * into the packer just before the entry (records are written one at a
+ * time, so nothing of tar-stream's is pending then), and tar-stream gets a
+ * ustar header it writes as is: what does not fit (a long or non-ASCII
+ * name or link name) is in the pax header, a stand-in in the ustar field.
+ *
  * export() may be called concurrently: records are written one at a time,
  * in call order. A record that cannot be written (an unsafe path, content
  * that fails) gets an error result and the archive stays valid (a file
@@ -16,11 +27,6 @@
  * the same directory, renamed over the final name in finish() after an
  * fsync (and the directory is synced); close() without a successful
  * finish() removes the temporary file.
- *
- * Extended attribute values that are not UTF-8 cannot be written as
- * SCHILY.xattr (tar-stream writes pax values as text): they are written as
- * libarchive's LIBARCHIVE.xattr.NAME (base64), which bsdtar and this
- * importer restore and GNU tar ignores, with a warning.
  */
 
 import { randomBytes } from "node:crypto";
@@ -38,7 +44,7 @@ import { LocationFlag } from "../flags.js";
 import type { ExportRecord, ExportResult, Exporter, ImportOptions, Xattr } from "../records.js";
 import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { devNumbers, safeParts } from "../fs/exporter.js";
-import { formatPaxTime } from "./format.js";
+import { encodeXattrName, fitsUstarName, formatPaxTime, isAscii, padding, paxRecord, ustarBlock, ustarStandIn } from "./format.js";
 
 export interface TarExporterOptions {
   /** Compress the archive with gzip (tar+gz). */
@@ -52,6 +58,10 @@ export interface TarExporterOptions {
 const MAX_OCT6 = 0o777777;
 /** tar-stream writes mtime as a 32-bit integer of seconds: outside this range, pax only. */
 const MAX_MTIME_S = 2 ** 31 - 1;
+/** Largest size in an 11-digit octal field: above it tar-stream writes base-256, and a pax size record goes with it. */
+const MAX_OCT11 = 0o77777777777;
+const PAX_TYPEFLAG = 0x78; // 'x'
+
 const ZEROS = Buffer.alloc(1 << 20);
 const S_IF: Record<string, number> = {
   file: 0o100000,
@@ -63,7 +73,14 @@ const S_IF: Record<string, number> = {
   "block-device": 0o060000,
 };
 
-type HeaderArg = Partial<Header> & { name: string; pax?: Record<string, string> };
+type HeaderArg = Partial<Header> & { name: string };
+
+/** An entry to write: its ustar header (the full name and link name yet), and its other pax records. */
+interface Entry {
+  h: HeaderArg;
+  /** Pax records besides path, linkpath and size (which writeEntry adds when they are needed). */
+  records: Buffer[];
+}
 
 /** The archive being written: the packer, piped (through gzip) to the destination. */
 interface Output {
@@ -92,7 +109,6 @@ export class TarExporter implements Exporter {
   private closed = false;
   /** dev:ino of multiply linked files -> the entry name first written for it. */
   private readonly links = new Map<string, string>();
-  private warnedBinaryXattr = false;
 
   constructor(path: string, opts: TarExporterOptions) {
     this.opts = opts;
@@ -237,9 +253,9 @@ export class TarExporter implements Exporter {
     }
     const out = await this.output();
     const name = parts.join("/");
-    let h: HeaderArg;
+    let entry: Entry;
     try {
-      h = this.header(record, name);
+      entry = this.header(record, name);
     } catch (e) {
       if (isCofferError(e, "UNSUPPORTED") || isCofferError(e, "USAGE")) return { pathname, error: e.message };
       throw e;
@@ -247,22 +263,22 @@ export class TarExporter implements Exporter {
     const key = info.kind === "file" && info.nlink > 1 && info.ino !== 0n ? `${info.dev}:${info.ino}` : undefined;
     const first = key !== undefined ? this.links.get(key) : undefined;
     if (first !== undefined) {
-      h.type = "link";
-      h.linkname = first;
-      h.size = 0;
-      await this.writeEntry(out, h, undefined, signal);
+      entry.h.type = "link";
+      entry.h.linkname = first;
+      entry.h.size = 0;
+      await this.writeEntry(out, entry, undefined, signal);
       return { pathname };
     }
-    const error = await this.writeEntry(out, h, info.kind === "file" ? record : undefined, signal);
+    const error = await this.writeEntry(out, entry, info.kind === "file" ? record : undefined, signal);
     if (error !== undefined) return { pathname, error };
     if (key !== undefined) this.links.set(key, name);
     return { pathname };
   }
 
-  /** The tar header of a record (the type, name and metadata; pax for what ustar cannot hold). */
-  private header(record: ExportRecord, name: string): HeaderArg {
+  /** The tar header of a record (the type, name and metadata; pax records for what ustar cannot hold). */
+  private header(record: ExportRecord, name: string): Entry {
     const info = record.fileInfo;
-    const pax: Record<string, string> = {};
+    const pax: Buffer[] = [];
     let type: NonNullable<Header["type"]>;
     const h: HeaderArg = { name };
     switch (info.kind) {
@@ -289,8 +305,7 @@ export class TarExporter implements Exporter {
         h.devmajor = Math.min(major, MAX_OCT6);
         h.devminor = Math.min(minor, MAX_OCT6);
         if (major > MAX_OCT6 || minor > MAX_OCT6) {
-          pax["SCHILY.devmajor"] = String(major);
-          pax["SCHILY.devminor"] = String(minor);
+          pax.push(paxRecord("SCHILY.devmajor", String(major)), paxRecord("SCHILY.devminor", String(minor)));
         }
         break;
       }
@@ -302,40 +317,70 @@ export class TarExporter implements Exporter {
     h.mode = (info.mode & 0o7777) | (S_IF[type] ?? 0);
     h.uid = info.uid <= MAX_OCT6 && info.uid >= 0 ? info.uid : 0;
     h.gid = info.gid <= MAX_OCT6 && info.gid >= 0 ? info.gid : 0;
-    if (h.uid !== info.uid) pax.uid = String(info.uid);
-    if (h.gid !== info.gid) pax.gid = String(info.gid);
-    for (const [field, paxKey, v] of [["uname", "uname", info.username], ["gname", "gname", info.groupname]] as const) {
+    if (h.uid !== info.uid) pax.push(paxRecord("uid", String(info.uid)));
+    if (h.gid !== info.gid) pax.push(paxRecord("gid", String(info.gid)));
+    for (const [field, v] of [["uname", info.username], ["gname", info.groupname]] as const) {
       if (v === undefined || v === "") continue;
       if (/^[\x20-\x7e]{1,31}$/.test(v)) h[field] = v;
-      else pax[paxKey] = v;
+      else pax.push(paxRecord(field, v));
     }
     const secs = info.mtimeNs / 1_000_000_000n;
     const exactSecs = info.mtimeNs % 1_000_000_000n === 0n;
     if (info.mtimeNs >= 0n && secs <= BigInt(MAX_MTIME_S)) h.mtime = new Date(Number(secs) * 1000);
     else h.mtime = new Date(0);
-    if (!exactSecs || info.mtimeNs < 0n || secs > BigInt(MAX_MTIME_S)) pax.mtime = formatPaxTime(info.mtimeNs);
+    if (!exactSecs || info.mtimeNs < 0n || secs > BigInt(MAX_MTIME_S)) pax.push(paxRecord("mtime", formatPaxTime(info.mtimeNs)));
     this.xattrs(record.pathname, record.xattrs, pax);
-    if (Object.keys(pax).length > 0) h.pax = pax;
-    return h;
+    return { h, records: pax };
   }
 
-  private xattrs(pathname: string, xattrs: Xattr[] | undefined, pax: Record<string, string>): void {
+  /**
+   * SCHILY.xattr.NAME=<the value's bytes>, as GNU tar writes them (and
+   * restores them, as the importer does): any value, and any name
+   * but an empty one or one with a NUL ("%" and "=" escaped).
+   */
+  private xattrs(pathname: string, xattrs: Xattr[] | undefined, pax: Buffer[]): void {
     for (const x of xattrs ?? []) {
-      if (x.name === "" || /[=\n\0]/.test(x.name)) {
+      if (x.name === "" || x.name.includes("\0")) {
         this.opts.onWarning?.(`${pathname}: extended attribute ${JSON.stringify(x.name)} cannot be named in a pax header: skipped`);
         continue;
       }
-      const text = utf8(x.value);
-      if (text !== undefined) {
-        pax[`SCHILY.xattr.${x.name}`] = text;
-        continue;
-      }
-      pax[`LIBARCHIVE.xattr.${encodeURIComponent(x.name)}`] = Buffer.from(x.value).toString("base64");
-      if (!this.warnedBinaryXattr) {
-        this.warnedBinaryXattr = true;
-        this.opts.onWarning?.(`${pathname}: extended attribute ${x.name} is binary: written as LIBARCHIVE.xattr (GNU tar does not restore it)`);
-      }
+      pax.push(paxRecord(`SCHILY.xattr.${encodeXattrName(x.name)}`, x.value));
     }
+  }
+
+  /**
+   * The pax extended header an entry needs (none when it needs none): its
+   * records, with path, linkpath and size added when the ustar header
+   * cannot hold them, in which case h gets stand-ins that it can hold (so
+   * that tar-stream writes h as it is, without a pax header of its own).
+   */
+  private paxHeader(e: Entry): Buffer[] | undefined {
+    const h = e.h;
+    const records: Buffer[] = [];
+    if (!fitsUstarName(h.name)) {
+      records.push(paxRecord("path", h.name));
+      h.name = ustarStandIn(h.name);
+    }
+    if (typeof h.linkname === "string" && h.linkname !== "" && !(isAscii(h.linkname) && h.linkname.length <= 100)) {
+      records.push(paxRecord("linkpath", h.linkname));
+      h.linkname = ustarStandIn(h.linkname);
+    }
+    if ((h.size ?? 0) > MAX_OCT11) records.push(paxRecord("size", String(h.size)));
+    records.push(...e.records);
+    if (records.length === 0) return undefined;
+    const body = Buffer.concat(records);
+    // Named as GNU tar names them (its %d/PaxHeaders/%f, without the directory).
+    const base = h.name.replace(/\/+$/, "").replace(/^.*\//, "");
+    const block = ustarBlock({
+      name: `PaxHeaders/${base.slice(Math.max(0, base.length - 89))}`,
+      mode: 0o644,
+      uid: h.uid ?? 0,
+      gid: h.gid ?? 0,
+      size: body.length,
+      mtime: Math.max(0, Math.floor((h.mtime?.getTime() ?? 0) / 1000)),
+      typeflag: PAX_TYPEFLAG,
+    });
+    return [block, body, padding(body.length)];
   }
 
   /**
@@ -343,12 +388,16 @@ export class TarExporter implements Exporter {
    * or zero-padded, so the archive stays valid). Returns the per-record
    * error, if any; throws on fatal errors.
    */
-  private async writeEntry(out: Output, h: HeaderArg, file: ExportRecord | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
+  private async writeEntry(out: Output, entry: Entry, file: ExportRecord | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
+    const h = entry.h;
     let settle!: { res: () => void; rej: (e: unknown) => void };
     const written = new Promise<void>((res, rej) => (settle = { res, rej }));
     written.catch(() => {});
     let sink: ReturnType<Pack["entry"]>;
     try {
+      const pax = this.paxHeader(entry);
+      // The previous entry is all written (its callback came), so these go right before this one's header.
+      for (const b of pax ?? []) if (b.length > 0) out.pack.push(b);
       sink = out.pack.entry(h, (err) => (err ? settle.rej(err) : settle.res()));
     } catch (e) {
       throw this.setFatal(e);
@@ -410,17 +459,6 @@ export class TarExporter implements Exporter {
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** The value as text when it is valid UTF-8 (so that writing it as UTF-8 gives the same bytes). */
-function utf8(v: Uint8Array): string | undefined {
-  try {
-    return decoder.decode(v);
-  } catch {
-    return undefined;
-  }
 }
 
 function drained(sink: { once(event: string, fn: (...a: unknown[]) => void): unknown }): Promise<void> {

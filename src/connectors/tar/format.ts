@@ -1,13 +1,15 @@
 /**
  * Helpers shared by the tar importer and exporter: entry name checks, pax
- * time values, device numbers, and TarScanner, a small incremental reader
- * of tar headers. The importer uses the scanner for the quick first pass
- * that finds hard-link targets (seeking over content in a plain tar), and
- * as a tap beside tar-stream to get what tar-stream does not give: the raw
- * bytes of pax values (binary xattrs), the raw typeflag of entries it does
- * not know, and whether the archive ended with its end-of-archive marker.
- * It follows tar-stream's reading of headers, so that both see the same
- * entries in the same order.
+ * time values, device numbers, what the exporter needs to write its own pax
+ * headers (records with raw byte values, GNU tar's escaping of xattr names,
+ * ustar header blocks and name stand-ins), and TarScanner, a small
+ * incremental reader of tar headers. The importer uses the scanner for the
+ * quick first pass that finds hard-link targets (seeking over content in a
+ * plain tar), and as a tap beside tar-stream to get what tar-stream does
+ * not give: the raw bytes of pax values (binary xattrs), the raw typeflag
+ * of entries it does not know, and whether the archive ended with its
+ * end-of-archive marker. It follows tar-stream's reading of headers, so
+ * that both see the same entries in the same order.
  */
 
 /** Typeflags (the byte at offset 156). */
@@ -243,6 +245,109 @@ export function parsePax(buf: Buffer): Map<string, Buffer> {
     rest = rest.subarray(len);
   }
   return out;
+}
+
+/**
+ * One pax record, "LEN key=value\n": LEN (decimal) counts the whole record,
+ * its own digits included; the value may be any bytes (a string is UTF-8).
+ */
+export function paxRecord(key: string, value: Uint8Array | string): Buffer {
+  const k = Buffer.from(key, "utf8");
+  const v = typeof value === "string" ? Buffer.from(value, "utf8") : value;
+  const rest = k.length + v.length + 3; // " ", "=" and "\n"
+  let len = rest + 1;
+  while (rest + String(len).length !== len) len = rest + String(len).length;
+  return Buffer.concat([Buffer.from(`${len} `, "latin1"), k, Buffer.from("="), v, Buffer.from("\n")]);
+}
+
+/**
+ * An extended attribute's name as GNU tar writes it after "SCHILY.xattr."
+ * (xattr_encode_keyword): "%" as %25 and "=" as %3D, the rest as is.
+ */
+export function encodeXattrName(name: string): string {
+  return name.replace(/[%=]/g, (c) => (c === "%" ? "%25" : "%3D"));
+}
+
+/** The inverse of encodeXattrName, as GNU tar reads it (xattr_decode_keyword): %3D and %25 only. */
+export function decodeXattrName(keyword: string): string {
+  return keyword.replace(/%(3D|25)/g, (_, h: string) => (h === "3D" ? "=" : "%"));
+}
+
+/** Whether a name is ASCII without NUL (what a ustar name or link name field may hold without a pax record). */
+export function isAscii(s: string): boolean {
+  return /^\p{ASCII}*$/u.test(s) && !s.includes("\0");
+}
+
+/**
+ * Whether tar-stream writes `name` in a ustar header as it is: ASCII, and
+ * at most 100 bytes, or split at a "/" into a prefix of at most 155 and a
+ * name of 1 to 100 bytes (tar-stream's split: the shortest prefix).
+ */
+export function fitsUstarName(name: string): boolean {
+  if (!isAscii(name)) return false;
+  let rest = name;
+  let prefix = 0;
+  while (rest.length > 100) {
+    const i = rest.indexOf("/");
+    if (i === -1) return false;
+    prefix += (prefix > 0 ? 1 : 0) + i;
+    rest = rest.slice(i + 1);
+  }
+  return prefix <= 155 && (prefix === 0 || rest.length > 0);
+}
+
+/**
+ * A stand-in for a name that a ustar field cannot hold (the pax record has
+ * the real one): other than ASCII replaced by "_", the last `max` bytes,
+ * and a trailing "/" kept for a directory.
+ */
+export function ustarStandIn(name: string, max = 100): string {
+  const dir = name.endsWith("/");
+  const room = dir ? max - 1 : max;
+  let s = name.replace(/\/+$/, "").replace(/\P{ASCII}|\0/gu, "_");
+  if (s.length > room) s = s.slice(s.length - room).replace(/^\/+/, "");
+  if (s === "") s = "_";
+  return dir ? `${s}/` : s;
+}
+
+export interface UstarBlock {
+  /** ASCII, at most 100 bytes. */
+  name: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Seconds, 0 to 8^11 - 1. */
+  mtime: number;
+  /** The typeflag byte ("x" for a pax extended header). */
+  typeflag: number;
+}
+
+/** A 512-byte POSIX ustar header block (octal fields, "ustar\0" "00" magic, checksum). */
+export function ustarBlock(f: UstarBlock): Buffer {
+  const b = Buffer.alloc(512);
+  const oct = (v: number, offset: number, width: number): void => {
+    const s = Math.max(0, Math.trunc(v)).toString(8);
+    if (s.length > width - 1) throw new RangeError(`tar header field at ${offset}: ${v} does not fit`);
+    b.write(s.padStart(width - 1, "0"), offset, "latin1"); // then the NUL already there
+  };
+  if (!isAscii(f.name) || f.name.length > 100) throw new RangeError(`tar header name ${JSON.stringify(f.name)} does not fit`);
+  b.write(f.name, 0, "latin1");
+  oct(f.mode & 0o7777, 100, 8);
+  oct(f.uid, 108, 8);
+  oct(f.gid, 116, 8);
+  oct(f.size, 124, 12);
+  oct(f.mtime, 136, 12);
+  b[156] = f.typeflag;
+  b.write("ustar\u000000", 257, "latin1");
+  b.fill(0x20, 148, 156);
+  b.write(`${checksum(b).toString(8).padStart(6, "0")}\u0000 `, 148, "latin1");
+  return b;
+}
+
+/** Zero bytes that pad `size` bytes to a whole number of 512-byte blocks. */
+export function padding(size: number): Buffer {
+  return Buffer.alloc(pad(size));
 }
 
 /** A pax time ("1700000000.123456789", "-1.5") in ns; undefined when malformed. */

@@ -37,7 +37,7 @@ import type { Header } from "tar-stream";
 import { LocationFlag } from "../flags.js";
 import type { EntryKind, FileInfo, ImportOptions, Importer, ImportRecord, ImportResult, Xattr } from "../records.js";
 import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
-import { makedev, normaliseName, parsePaxTime, quarantinePath, TarScanner, TypeFlag } from "./format.js";
+import { decodeXattrName, makedev, normaliseName, parsePaxTime, quarantinePath, TarScanner, TypeFlag } from "./format.js";
 import type { ScannedEntry } from "./format.js";
 
 export interface TarImporterOptions {
@@ -397,11 +397,12 @@ function msToNs(d: Date | undefined): bigint {
 const SCHILY = "SCHILY.xattr.";
 const LIBARCHIVE = "LIBARCHIVE.xattr.";
 
-/** SCHILY.xattr.NAME (raw value), and libarchive's LIBARCHIVE.xattr.NAME (URL-encoded name, base64 value). */
+/** SCHILY.xattr.NAME (raw value; %3D and %25 in NAME decoded), and libarchive's LIBARCHIVE.xattr.NAME (URL-encoded name, base64 value). */
 function xattrsOf(pax: Pax): Xattr[] {
   const out = new Map<string, Uint8Array>();
   for (const key of paxKeys(pax)) {
-    if (key.startsWith(SCHILY) && key.length > SCHILY.length) out.set(key.slice(SCHILY.length), new Uint8Array(paxBytes(pax, key) ?? []));
+    // The name as GNU tar reads it (%3D and %25 are "=" and "%"); the value's raw bytes (from the scanner).
+    if (key.startsWith(SCHILY) && key.length > SCHILY.length) out.set(decodeXattrName(key.slice(SCHILY.length)), new Uint8Array(paxBytes(pax, key) ?? []));
   }
   for (const key of paxKeys(pax)) {
     if (!key.startsWith(LIBARCHIVE)) continue;

@@ -127,9 +127,18 @@ export function importerService(session: Session<Importer>): UntypedServiceImple
       const records = imp.import(results === undefined ? { signal } : { signal, results });
       for await (const rec of records) {
         if (signal.aborted || hostDone) break;
+        if (rec.xattrName !== undefined) {
+          // An extended attribute yielded as a record of its own: sent as Kloset's xattr record.
+          const xkey = recordKey({ pathname: rec.pathname, isXattr: true, xattrName: rec.xattrName, xattrType: XATTR_TYPE_EXTENDED });
+          const open = rec.open ?? (async () => [] as Uint8Array[]);
+          held.set(xkey, open);
+          if (needAck) pending.set(xkey, { record: rec, outstanding: 1, error: undefined });
+          await send(call, { record: toWireXattrRecord(rec.pathname, rec.xattrName, 0) }, signal);
+          continue;
+        }
         const content: Content | undefined =
           rec.fileInfo.kind !== "file" || rec.error !== undefined ? undefined : (rec.open ?? (rec.localPath !== undefined ? localContent(rec.localPath) : undefined));
-        const key = recordKey(rec);
+        const key = recordKey({ pathname: rec.pathname });
         if (content !== undefined) held.set(key, content);
         const xattrs = rec.error === undefined ? (rec.xattrs ?? []) : [];
         if (needAck) pending.set(key, { record: rec, outstanding: 1 + xattrs.length, error: undefined });
