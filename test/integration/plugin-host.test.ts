@@ -413,19 +413,16 @@ describe("store plugin (raw-store)", () => {
     expect(pids.map(alive)).toEqual([false, false]);
   });
 
-  it("256 MiB Put + Get throughput", async () => {
-    const dir = await dirOf("store-bench");
+  it("a 40 MiB object crosses the wire in 1 MiB messages both ways, intact (throughput: npm run bench:plugins)", async () => {
+    const dir = await dirOf("store-big");
     const store = keep(await PluginStore.start(spec("raw-store", "raw-store.mjs"), "raw", { dir }, options()));
-    const data = new Uint8Array(randomBytes(256 * MiB));
+    const data = new Uint8Array(randomBytes(40 * MiB + 123));
     const m = mac();
-    const t0 = performance.now();
     expect(await store.put(Resource.PACKFILE, m, data)).toBe(data.length);
-    const t1 = performance.now();
     const got = await store.get(Resource.PACKFILE, m);
-    const t2 = performance.now();
     expect(createHash("sha256").update(got).digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
-    const rate = (ms: number) => (256 / (ms / 1000)).toFixed(0);
-    console.log(`raw-store 256 MiB: Put ${rate(t1 - t0)} MiB/s, Get ${rate(t2 - t1)} MiB/s, Put+Get ${rate((t2 - t0) / 2)} MiB/s`);
+    const part = await store.get(Resource.PACKFILE, m, { offset: 39 * MiB, length: MiB + 100 });
+    expect(Buffer.from(part).equals(Buffer.from(data.subarray(39 * MiB, 40 * MiB + 100)))).toBe(true);
     await store.close();
     await fsp.rm(dir, { recursive: true, force: true });
   });
@@ -462,11 +459,9 @@ describe("faults", () => {
   });
 
   it("hangs past the deadline in Init", async () => {
-    const t0 = Date.now();
     const e = await startFails("hang-init", 1000);
     expect(e.code).toBe("IO");
     expect(e.message).toMatch(/did not answer Init within 1000 ms/);
-    expect(Date.now() - t0).toBeLessThan(5000);
   });
 
   it("hangs past the deadline in Ping, and in Close", async () => {

@@ -52,7 +52,7 @@ import { MAX_MESSAGE } from "./wire.js";
 export interface PluginSpec {
   /** Shown in every message about the plugin. */
   name: string;
-  /** Run directly, or with this Node (process.execPath) when it ends in .js, .mjs or .cjs. */
+  /** Run directly, or with this Node (process.execPath) when it ends in .js, .mjs, .cjs, .ts or .mts (Node 24 runs TypeScript by stripping types). */
   executable: string;
   args?: readonly string[] | undefined;
   /** Added to the host's environment. */
@@ -87,7 +87,7 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc-node.flow_control_window": 4 << 20,
 };
 
-const STDERR_TAIL = 5;
+const STDERR_TAIL = 40;
 
 const live = new Set<ChildProcess>();
 let exitHook = false;
@@ -155,7 +155,7 @@ export class PluginProcess {
     this.name = spec.name;
     this.timeoutMs = spec.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const path = join(dir, "s");
-    const isScript = [".js", ".mjs", ".cjs"].includes(extname(spec.executable));
+    const isScript = [".js", ".mjs", ".cjs", ".ts", ".mts"].includes(extname(spec.executable));
     const cmd = isScript ? process.execPath : spec.executable;
     const args = isScript ? [...sdkPreload(), spec.executable, ...(spec.args ?? [])] : [...(spec.args ?? [])];
     this.child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, ...spec.env }, detached: true, windowsHide: true });
@@ -237,8 +237,10 @@ export class PluginProcess {
     else if (e.error) s = `could not be started (${e.error.message})`;
     else if (e.signal) s = `was killed by ${e.signal}`;
     else s = `exited with code ${e.code}`;
-    const tail = this.stderrTail.at(-1);
-    return tail !== undefined && e ? `${s}; its last words on stderr: ${JSON.stringify(tail)}` : s;
+    // The last line that names an error says more than a runtime's closing banner.
+    const lines = this.stderrTail.filter((l) => l.trim() !== "");
+    const tail = lines.findLast((l) => /error|panic|fatal|exception/i.test(l)) ?? lines.at(-1);
+    return tail !== undefined && e ? `${s}; its last words on stderr: ${JSON.stringify(tail.trim())}` : s;
   }
 
   /** Kills the process (and its process group) now, with SIGKILL. */
