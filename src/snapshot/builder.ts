@@ -41,6 +41,8 @@ export interface CheckpointPolicy {
 export const NEEDACK_CHECKPOINTS: CheckpointPolicy = { intervalMs: 5_000, bytes: 64 << 20 };
 /** Other sources: checkpoints only let an interrupted backup resume cheaply. */
 export const DEFAULT_CHECKPOINTS: CheckpointPolicy = { intervalMs: 300_000, bytes: 4 * 2 ** 30 };
+/** NEEDACK into a single-file store (ptar), where each commit rewrites the archive: less often. */
+export const NEEDACK_FILE_STORE_CHECKPOINTS: CheckpointPolicy = { intervalMs: 60_000, bytes: 1 << 30 };
 
 export interface BackupOptions {
   importer: Importer;
@@ -57,7 +59,7 @@ export interface BackupOptions {
   force?: boolean;
   /** Worker threads reading local files (default: one per core; 0 reads them on the main thread). */
   workers?: number;
-  /** Default: NEEDACK_CHECKPOINTS for NEEDACK importers, else DEFAULT_CHECKPOINTS. */
+  /** Default: NEEDACK_CHECKPOINTS for NEEDACK importers (NEEDACK_FILE_STORE_CHECKPOINTS on a FILE store), else DEFAULT_CHECKPOINTS. */
   checkpoints?: CheckpointPolicy | undefined;
 }
 
@@ -102,7 +104,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   let toAck: ImportRecord[] = [];
   /** Files being processed, by path: a hard link (linkTarget) waits for its target. */
   const inflightFiles = new Map<string, Promise<ChunkRef[] | undefined>>();
-  const policy = o.checkpoints ?? (needAck ? NEEDACK_CHECKPOINTS : DEFAULT_CHECKPOINTS);
+  const fileStore = (repo.store.flags & LocationFlag.FILE) !== 0;
+  const policy = o.checkpoints ?? (!needAck ? DEFAULT_CHECKPOINTS : fileStore ? NEEDACK_FILE_STORE_CHECKPOINTS : NEEDACK_CHECKPOINTS);
   let checkpoints = 0;
   let lastCheckpoint = Date.now();
   let readAtCheckpoint = 0;
