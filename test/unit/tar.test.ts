@@ -773,6 +773,35 @@ describe("TarExporter", () => {
     expect(await readFile(join(out, "after"), "utf8")).toBe("ok");
   });
 
+  it("refuses paths under a name written as a symlink or another non-directory (extraction would go through it)", async () => {
+    const dir = await tmp();
+    const file = join(dir, "x.tar");
+    const exp = new TarExporter(file, { gzip: false });
+    const recs: ExportRecord[] = [
+      { pathname: "/", fileInfo: info("dir") },
+      { pathname: "/up", fileInfo: info("symlink", { mode: 0o777 }), target: ".." },
+      fileRec("/up/evil", Buffer.from("EVIL\n")),
+      { pathname: "/up/evil-dir", fileInfo: info("dir") },
+      fileRec("/f", Buffer.from("f\n")),
+      fileRec("/f/x", Buffer.from("x\n")),
+      { pathname: "/ok", fileInfo: info("dir") },
+      fileRec("/ok/y", Buffer.from("y\n")),
+    ];
+    const res = new Map((await Promise.all(recs.map((r) => exp.export(r)))).map((r) => [r.pathname, r.error]));
+    expect(res.get("/up/evil")).toMatch(/unsafe path.*\/up is a symlink/);
+    expect(res.get("/up/evil-dir")).toMatch(/\/up is a symlink/);
+    expect(res.get("/f/x")).toMatch(/\/f is not a directory/);
+    for (const p of ["/", "/up", "/f", "/ok", "/ok/y"]) expect(res.get(p), p).toBeUndefined();
+    await exp.finish();
+    await exp.close();
+    expect(sh("tar", "-tf", file).split("\n").filter((l) => l !== "")).toEqual(["up", "f", "ok/", "ok/y"]);
+    const out = join(dir, "out");
+    await mkdir(out);
+    quietTar("-xf", file, "-C", out);
+    expect(await readdir(dir)).toEqual(["out", "x.tar"]);
+    expect(await readFile(join(out, "ok/y"), "utf8")).toBe("y\n");
+  });
+
   it("writes to a given standard output, as a STREAM", async () => {
     for (const gzip of [false, true]) {
       const stdout = new PassThrough();

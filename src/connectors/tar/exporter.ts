@@ -21,7 +21,10 @@
  * export() may be called concurrently: records are written one at a time,
  * in call order. A record that cannot be written (an unsafe path, content
  * that fails) gets an error result and the archive stays valid (a file
- * whose content fails midway is padded with zeros to its size).
+ * whose content fails midway is padded with zeros to its size). As for the
+ * fs exporter, a path under a name already written as a symlink or another
+ * non-directory is unsafe: extracting it would write through the link,
+ * possibly outside the target.
  *
  * Writing a file is atomic: the archive is written to a temporary file in
  * the same directory, renamed over the final name in finish() after an
@@ -109,6 +112,8 @@ export class TarExporter implements Exporter {
   private closed = false;
   /** dev:ino of multiply linked files -> the entry name first written for it. */
   private readonly links = new Map<string, string>();
+  /** Names written as something other than a directory -> what they are: nothing may go under them. */
+  private readonly nonDirs = new Map<string, string>();
 
   constructor(path: string, opts: TarExporterOptions) {
     this.opts = opts;
@@ -246,6 +251,12 @@ export class TarExporter implements Exporter {
       return { pathname, error: errorText(e) };
     }
     if (parts.length === 0) return { pathname }; // the root itself has no entry
+    let parent = "";
+    for (const part of parts.slice(0, -1)) {
+      parent = parent === "" ? part : `${parent}/${part}`;
+      const what = this.nonDirs.get(parent);
+      if (what !== undefined) return { pathname, error: `unsafe path ${JSON.stringify(pathname)}: /${parent} is ${what}` };
+    }
     const info = record.fileInfo;
     if (info.kind === "socket") {
       this.opts.onWarning?.(`${pathname}: socket skipped (tar cannot hold one)`);
@@ -260,6 +271,8 @@ export class TarExporter implements Exporter {
       if (isCofferError(e, "UNSUPPORTED") || isCofferError(e, "USAGE")) return { pathname, error: e.message };
       throw e;
     }
+    // From here the entry is written (or the archive fails as a whole).
+    if (info.kind !== "dir") this.nonDirs.set(name, info.kind === "symlink" ? "a symlink" : "not a directory");
     const key = info.kind === "file" && info.nlink > 1 && info.ino !== 0n ? `${info.dev}:${info.ino}` : undefined;
     const first = key !== undefined ? this.links.get(key) : undefined;
     if (first !== undefined) {
