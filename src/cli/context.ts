@@ -13,9 +13,6 @@ import { builtinRegistry } from "../connectors/builtins.js";
 import { StoreMode } from "../connectors/flags.js";
 import { parseOptions } from "../connectors/params.js";
 import type { ConnectorOptions } from "../connectors/records.js";
-import { PluginExporter } from "../connectors/plugin/exporter.js";
-import { PluginImporter } from "../connectors/plugin/importer.js";
-import { PluginStore } from "../connectors/plugin/store.js";
 import type { Registry } from "../connectors/registry.js";
 import type { PluginConnectorSpec } from "../connectors/plugin/connector.js";
 import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
@@ -42,10 +39,11 @@ export interface Context {
 }
 
 /** How installed plugins start: the host adapters (src/connectors/plugin). */
+// Loaded when a plugin is used: gRPC costs every other command nothing.
 export const PLUGIN_STARTERS: PluginStarters = {
-  importer: (spec, proto, config, opts) => PluginImporter.start(runSpec(spec, opts), proto, config, opts),
-  exporter: (spec, proto, config, opts) => PluginExporter.start(runSpec(spec, opts), proto, config, opts),
-  storage: (spec, proto, config, opts) => PluginStore.start(runSpec(spec, opts), proto, config, opts),
+  importer: async (spec, proto, config, opts) => (await import("../connectors/plugin/importer.js")).PluginImporter.start(runSpec(spec, opts), proto, config, opts),
+  exporter: async (spec, proto, config, opts) => (await import("../connectors/plugin/exporter.js")).PluginExporter.start(runSpec(spec, opts), proto, config, opts),
+  storage: async (spec, proto, config, opts) => (await import("../connectors/plugin/store.js")).PluginStore.start(runSpec(spec, opts), proto, config, opts),
 };
 
 /** A plugin ends with the command (Ctrl-C); $COFFER_PLUGIN_TIMEOUT_MS sets the deadline of its calls (default 60 s). */

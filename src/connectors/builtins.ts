@@ -2,7 +2,8 @@
  * The connectors coffer ships, registered in a registry: fs (importer,
  * exporter, store), stdin/stdout, tar and tar+gz (importer, exporter), ptar
  * (a repository in one file) and memory (a store for tests, shared within
- * one process by name).
+ * one process by name). Connectors with heavier dependencies are loaded
+ * when they are used.
  */
 import { LocationFlag } from "./flags.js";
 import { FsExporter } from "./fs/exporter.js";
@@ -12,10 +13,7 @@ import { localPath } from "./location.js";
 import { type MemoryBacking, MemoryStore } from "./memory-store.js";
 import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
-import { PtarStore } from "./ptar-store.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
-import { TarExporter } from "./tar/exporter.js";
-import { TarImporter } from "./tar/importer.js";
 
 const ONE_FILE_SYSTEM: ParamSpec = {
   name: "one_file_system",
@@ -70,7 +68,7 @@ export function registerBuiltins(r: Registry): Registry {
     description: "a repository in one file (written atomically at the end of each command)",
     params: [],
     provider: "builtin",
-    make: (loc, _cfg, o) => new PtarStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
+    make: async (loc, _cfg, o) => new (await import("./ptar-store.js")).PtarStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
   });
   r.register({
     kind: "storage",
@@ -113,7 +111,8 @@ export function registerBuiltins(r: Registry): Registry {
       description: `the contents of ${what}: ${proto}:FILE, or ${proto}:- to read it from stdin (then a STREAM source)`,
       params: [],
       provider: "builtin",
-      make: (loc, _cfg, o) => new TarImporter(localPath(loc, o.cwd), { gzip, stdin: o.stdin, onWarning: o.onWarning, excludes: o.excludes, noXattr: o.noXattr }),
+      make: async (loc, _cfg, o) =>
+        new (await import("./tar/importer.js")).TarImporter(localPath(loc, o.cwd), { gzip, stdin: o.stdin, onWarning: o.onWarning, excludes: o.excludes, noXattr: o.noXattr }),
     });
     r.register({
       kind: "exporter",
@@ -122,7 +121,7 @@ export function registerBuiltins(r: Registry): Registry {
       description: `${what} written atomically: ${proto}:FILE, or ${proto}:- for stdout`,
       params: [],
       provider: "builtin",
-      make: (loc, _cfg, o) => new TarExporter(localPath(loc, o.cwd), { gzip, stdout: o.stdout, onWarning: o.onWarning }),
+      make: async (loc, _cfg, o) => new (await import("./tar/exporter.js")).TarExporter(localPath(loc, o.cwd), { gzip, stdout: o.stdout, onWarning: o.onWarning }),
     });
   }
   return r;

@@ -14,8 +14,7 @@ import type { ConnectorOptions, Exporter, Importer } from "../connectors/records
 import type { ConnectorDef, ConnectorKind, Registry } from "../connectors/registry.js";
 import type { Store } from "../connectors/store.js";
 import { CofferError } from "../util/errors.js";
-import { type Manifest, type ManifestConnector, parseManifest } from "./manifest.js";
-import { readPackage } from "./package.js";
+import type { Manifest, ManifestConnector } from "./manifest.js";
 
 export function pluginsDir(env: NodeJS.ProcessEnv = process.env): string {
   const data = env.XDG_DATA_HOME && env.XDG_DATA_HOME !== "" ? env.XDG_DATA_HOME : join(env.HOME ?? homedir(), ".local", "share");
@@ -29,10 +28,12 @@ export interface Installed {
 
 /** Every installed package; a damaged one is reported through `onWarning` and skipped. */
 export async function listInstalled(dir: string, onWarning?: (m: string) => void): Promise<Installed[]> {
-  const names = await readdir(dir).catch(() => [] as string[]);
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => !n.startsWith("."));
   const out: Installed[] = [];
+  if (names.length === 0) return out;
+  // YAML is loaded only when there is something installed.
+  const { parseManifest } = await import("./manifest.js");
   for (const name of names.sort()) {
-    if (name.startsWith(".")) continue;
     const pdir = join(dir, name);
     try {
       const manifest = parseManifest(await readFile(join(pdir, "manifest.yaml"), "utf8"), join(pdir, "manifest.yaml"));
@@ -101,6 +102,7 @@ export interface AddResult {
  * needs `force` too.
  */
 export async function addPackage(file: string, dir: string, registry: Registry, o: { force?: boolean } = {}): Promise<AddResult> {
+  const { readPackage } = await import("./package.js");
   const index = await readPackage(file);
   const m = index.manifest;
   const installed = await listInstalled(dir);

@@ -3,7 +3,6 @@ import { Command } from "commander";
 import { describeParams } from "../../connectors/params.js";
 import { addPackage, listInstalled, pluginsDir, removePackage } from "../../pkg/installed.js";
 import type { Manifest } from "../../pkg/manifest.js";
-import { createPackage, readPackage } from "../../pkg/package.js";
 import { CofferError } from "../../util/errors.js";
 import type { Context } from "../context.js";
 
@@ -43,6 +42,7 @@ export function pkgCommand(ctx: () => Context): Command {
     .option("--json", "print JSON")
     .action(async (manifest: string, o: { out?: string; json?: boolean }) => {
       const c = ctx();
+      const { createPackage } = await import("../../pkg/package.js");
       const { path, index } = await createPackage(manifest, o.out ?? process.cwd());
       if (o.json) c.stdout.write(`${JSON.stringify({ path, name: index.manifest.name, version: index.manifest.version, files: index.files.length })}\n`);
       else c.stdout.write(`${path}\n`);
@@ -96,6 +96,7 @@ export function pkgCommand(ctx: () => Context): Command {
         m = installed.manifest;
         where = `installed in ${installed.dir}`;
       } else if (what.endsWith(".ptar")) {
+        const { readPackage } = await import("../../pkg/package.js");
         m = (await readPackage(what)).manifest;
         where = `package file ${what}`;
       } else throw new CofferError("USAGE", `no installed package named ${what}`);
