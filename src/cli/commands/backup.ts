@@ -52,9 +52,11 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
 }
 
 async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: number | undefined, ctx: Context): Promise<BackupOutcome> {
+  // The source first: a missing one fails before the passphrase is asked, and
+  // an importer may start scanning while the repository opens.
+  await importer.ping();
   return withRepository(ctx, {}, async (repo) => {
     await repo.acquire("shared", "backup");
-    await importer.ping();
     let checkpoints: CheckpointPolicy | undefined;
     if (interval !== undefined) {
       const base = importer.flags & LocationFlag.NEEDACK ? NEEDACK_CHECKPOINTS : DEFAULT_CHECKPOINTS;

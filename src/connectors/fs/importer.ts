@@ -67,19 +67,44 @@ export class FsImporter implements Importer {
     this.ig = patterns.length > 0 ? ignore().add(patterns) : undefined;
   }
 
+  /** The next import's xattr scan (one getfattr run), started by ping() so that it overlaps the repository's opening. */
+  private scan: { result: Promise<Map<string, Xattr[]>>; abort: AbortController } | undefined;
+
   async ping(): Promise<void> {
     await this.statRoot();
+    this.startXattrScan();
   }
 
-  async close(): Promise<void> {}
+  private startXattrScan(): { result: Promise<Map<string, Xattr[]>>; abort: AbortController } {
+    if (!this.scan) {
+      const abort = new AbortController();
+      const result = this.opts.noXattr ? Promise.resolve(new Map<string, Xattr[]>()) : readXattrs(this.root, { signal: abort.signal, onWarning: this.opts.onWarning });
+      result.catch(() => {}); // awaited by import(), if one comes
+      this.scan = { result, abort };
+    }
+    return this.scan;
+  }
+
+  async close(): Promise<void> {
+    this.scan?.abort.abort();
+    this.scan = undefined;
+  }
 
   async *import(opts: ImportOptions = {}): AsyncGenerator<ImportRecord> {
     const signal = opts.signal;
     throwIfAborted(signal);
     // The map must be complete before the first record leaves.
-    const xattrs = this.opts.noXattr
-      ? new Map<string, Xattr[]>()
-      : await readXattrs(this.root, { signal, onWarning: this.opts.onWarning });
+    // A scan serves one import: a second one sees the tree as it is then.
+    const scan = this.startXattrScan();
+    this.scan = undefined;
+    const onAbort = () => scan.abort.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let xattrs: Map<string, Xattr[]>;
+    try {
+      xattrs = await scan.result;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
     throwIfAborted(signal);
     const rootStat = await this.statRoot();
     const rootName = this.root === "/" ? "/" : basename(this.root);
