@@ -153,6 +153,15 @@ export interface ExportResult {
   error?: string | undefined;
 }
 
+/**
+ * Kloset's exporter. Its Export(records, results) stream pair is expressed
+ * per record: the core calls export() once per record, in stream order
+ * (directories before their children; several may be in flight, hard links
+ * one at a time), and each call's promise is that record's Result, so the
+ * pairing of records and results is explicit. EXPORTXATTR exporters get
+ * extended attributes on the records. finish() ends the stream; close()
+ * always follows.
+ */
 export interface Exporter {
   readonly origin: string;
   readonly type: string;
