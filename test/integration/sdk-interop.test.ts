@@ -12,14 +12,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll } from "vitest";
-import { kindOf } from "../../src/connectors/fs/importer.js";
 import { PluginExporter } from "../../src/connectors/plugin/exporter.js";
 import { PluginImporter } from "../../src/connectors/plugin/importer.js";
 import { PluginStore } from "../../src/connectors/plugin/store.js";
-import type { ConnectorOptions, Xattr } from "../../src/connectors/records.js";
+import type { ConnectorOptions } from "../../src/connectors/records.js";
 import { exporterKit, importerKit, storeKit } from "../../src/sdk/kits/index.js";
 import type { ExpectedEntry } from "../../src/sdk/kits/index.js";
 import { vitestHarness } from "../conformance/harness.js";
+import { readTree } from "../conformance/read-tree.js";
 
 const PLUGFS = (name: string) => fileURLToPath(new URL(`../../dist/plugins/plugfs/${name}.js`, import.meta.url));
 const OPTIONS: ConnectorOptions = { hostname: "testhost", os: "linux", arch: "x64", cwd: "/", maxConcurrency: 4, excludes: [], noXattr: false };
@@ -86,44 +86,6 @@ importerKit(h, "plugfs importer plugin", async () => {
     },
   };
 });
-
-/** user.* attributes of one entry, as getfattr prints them in hex. */
-function userXattrs(path: string): Xattr[] {
-  const r = spawnSync("getfattr", ["-h", "-d", "-m", "^user\\.", "-e", "hex", "--absolute-names", "--", path], { encoding: "utf8" });
-  if (r.status !== 0) return [];
-  const out: Xattr[] = [];
-  for (const line of r.stdout.split("\n")) {
-    const m = /^(user\.[^=]+)=0x([0-9a-f]*)$/.exec(line);
-    if (m) out.push({ name: m[1] as string, value: new Uint8Array(Buffer.from(m[2] as string, "hex")) });
-  }
-  return out;
-}
-
-/** The tree under `target` as the kit compares it (hard links as sameAs of the first path by name). */
-async function readTree(target: string): Promise<ExpectedEntry[]> {
-  const out: ExpectedEntry[] = [];
-  const inodes = new Map<bigint, string[]>();
-  const walk = async (abs: string, pathname: string): Promise<void> => {
-    const st = await fsp.lstat(abs, { bigint: true });
-    const e: ExpectedEntry = { pathname, kind: kindOf(st), mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs, xattrs: userXattrs(abs) };
-    out.push(e);
-    if (e.kind === "file") {
-      e.content = new Uint8Array(await fsp.readFile(abs));
-      e.size = Number(st.size);
-      if (st.nlink > 1n) inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), pathname]);
-    } else if (e.kind === "symlink") {
-      e.target = await fsp.readlink(abs);
-    } else if (e.kind === "dir") {
-      for (const name of (await fsp.readdir(abs)).sort()) await walk(join(abs, name), pathname === "/" ? `/${name}` : `${pathname}/${name}`);
-    }
-  };
-  if (existsSync(target)) await walk(target, "/");
-  for (const paths of inodes.values()) {
-    const [first, ...rest] = paths.sort();
-    for (const p of rest) (out.find((e) => e.pathname === p) as ExpectedEntry).sameAs = first;
-  }
-  return out;
-}
 
 exporterKit(h, "plugfs exporter plugin", async () => {
   const dir = await fsp.mkdtemp(join(base, "export-"));
