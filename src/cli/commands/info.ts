@@ -49,6 +49,7 @@ export async function runInfo(snap: string | undefined, o: { json?: boolean }, c
     w(`source       ${source(h)} (importer ${h.importer.type}, origin ${h.importer.origin})`);
     w(`tags         ${h.tags.join(", ") || "-"}`);
     if (h.parent) w(`parent       ${toHex(h.parent).slice(0, 8)}`);
+    if (h.checkpoint !== undefined) w(`partial      checkpoint ${h.checkpoint} of a backup (run ${toHex(h.run!).slice(0, 8)}): holds what was stored before it stopped`);
     w(`contents     ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${s.others} others, ${bytes(s.bytes)}`);
     w(`backup       read ${bytes(s.readBytes)}, added ${s.newBlobs} blobs (${bytes(s.newBytes)})`);
     w(`errors       ${s.errors}`);
