@@ -24,6 +24,8 @@ const zstdCompressP = promisify(zstdCompress) as (buf: Uint8Array, opts: object)
  * of being allocated for every blob, which costs more than compressing a
  * small blob. Work runs on the libuv pool; calls on one stream are serial.
  */
+const FRAME_OUTPUT_CHUNK = 512 << 10;
+
 class FrameCompressor {
   private readonly z: ZstdCompress;
   private out: Buffer[] = [];
@@ -32,7 +34,10 @@ class FrameCompressor {
   pending = 0;
 
   constructor(level: number) {
-    this.z = createZstdCompress({ params: { [zc.ZSTD_c_compressionLevel]: level } });
+    // Output in 512 KiB pieces, not zlib's default 16 KiB: a callback and a
+    // copy per piece made the main thread the bottleneck of large files
+    // (1 GiB file, warm: 5.7 -> 4.1 s).
+    this.z = createZstdCompress({ chunkSize: FRAME_OUTPUT_CHUNK, params: { [zc.ZSTD_c_compressionLevel]: level } });
     this.z.on("data", (d: Buffer) => this.out.push(d));
     this.z.on("error", (e: Error) => {
       this.failed = e;
@@ -195,7 +200,7 @@ export class Codec {
     if ((o.flags & FLAG_ZSTD) === 0 || o.rawLength <= SYNC_DECOMPRESS) return inflate(type, mac, o, zstdDecompressSync);
     let raw: Uint8Array;
     try {
-      raw = await zstdDecompressP(o.payload, { maxOutputLength: Math.max(o.rawLength, 1) });
+      raw = await zstdDecompressP(o.payload, inflateOptions(o.rawLength));
     } catch (e) {
       throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
     }
@@ -254,11 +259,23 @@ function nonce(into: Buffer, at: number): void {
 
 type Opened = { flags: number; rawLength: number; payload: Uint8Array };
 
+/**
+ * Decompression into one output buffer of the blob's known raw size: zlib's
+ * default 16 KiB output chunks cost a JS round trip each and a final
+ * concatenation (measured: 1 MiB blobs 895 -> 1155 MiB/s, 12 KiB blobs
+ * 132 -> 227 MiB/s). The size is authenticated (the header is in the AAD),
+ * and maxOutputLength still refuses more.
+ */
+function inflateOptions(rawLength: number): object {
+  return { maxOutputLength: Math.max(rawLength, 1), chunkSize: Math.max(rawLength, MIN_ZLIB_CHUNK) };
+}
+const MIN_ZLIB_CHUNK = 64;
+
 function inflate(type: BlobType, mac: Uint8Array, o: Opened, decompress: (b: Uint8Array, opts: object) => Uint8Array): Uint8Array {
   if ((o.flags & FLAG_ZSTD) === 0) return checkLength(type, mac, o.payload, o.rawLength);
   let raw: Uint8Array;
   try {
-    raw = decompress(o.payload, { maxOutputLength: Math.max(o.rawLength, 1) });
+    raw = decompress(o.payload, inflateOptions(o.rawLength));
   } catch (e) {
     throw corrupt(type, mac, `cannot decompress (${(e as Error).message})`);
   }
