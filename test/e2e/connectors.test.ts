@@ -136,6 +136,8 @@ describe("tar: archive -> snapshot -> archive", () => {
     expect(diffs).toEqual([]);
   }, 120_000);
 
+  // From stdin the tar importer is a STREAM source that refuses a second import() (USAGE):
+  // were the core to import twice (a counting pass), this backup would fail.
   it("tar+gz:- reads an archive from stdin (a STREAM source) and restore --to tar+gz:- writes one to stdout", async () => {
     const src = fresh("small");
     await fsp.mkdir(path.join(src, "d"), { recursive: true });
