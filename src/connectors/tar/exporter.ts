@@ -250,7 +250,9 @@ export class TarExporter implements Exporter {
     } catch (e) {
       return { pathname, error: errorText(e) };
     }
-    if (parts.length === 0) return { pathname }; // the root itself has no entry
+    // The root directory is the member "./", as in `tar -C DIR -cf X .`: GNU tar
+    // gives its mode, owner, mtime and xattrs to the directory it extracts into.
+    if (parts.length === 0 && record.fileInfo.kind !== "dir") return { pathname, error: "the restore root must be a directory" };
     let parent = "";
     for (const part of parts.slice(0, -1)) {
       parent = parent === "" ? part : `${parent}/${part}`;
@@ -263,7 +265,7 @@ export class TarExporter implements Exporter {
       return { pathname };
     }
     const out = await this.output();
-    const name = parts.join("/");
+    const name = parts.length === 0 ? "." : parts.join("/");
     let entry: Entry;
     try {
       entry = this.header(record, name);
