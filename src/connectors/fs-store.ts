@@ -263,18 +263,18 @@ export class FsStore implements Store {
     })();
     this.#readers.set(file, p);
     p.catch(() => this.#readers.delete(file));
-    while (this.#readers.size > MAX_READERS) this.#evict(this.#readers.keys().next().value!);
+    while (this.#readers.size > MAX_READERS) void this.#evict(this.#readers.keys().next().value!);
     return p;
   }
 
-  #evict(file: string): void {
+  #evict(file: string): Promise<void> {
     const p = this.#readers.get(file);
-    if (!p) return;
+    if (!p) return Promise.resolve();
     this.#readers.delete(file);
-    p.then(
-      (r) => {
+    return p.then(
+      async (r) => {
         r.evicted = true;
-        if (r.users === 0) return r.fh.close().catch(() => undefined);
+        if (r.users === 0) await r.fh.close().catch(() => undefined);
       },
       () => undefined,
     );
@@ -284,7 +284,7 @@ export class FsStore implements Store {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("delete");
-    this.#evict(this.#objectPath(resource, mac));
+    void this.#evict(this.#objectPath(resource, mac));
     const file = this.#objectPath(resource, mac);
     try {
       await fsp.unlink(file);
@@ -298,8 +298,9 @@ export class FsStore implements Store {
     await this.#dirSync.sync(path.dirname(file));
   }
 
+  /** Closes the cached read handles (one still in use closes when its read ends). */
   async close(): Promise<void> {
-    for (const f of [...this.#readers.keys()]) this.#evict(f);
+    await Promise.all([...this.#readers.keys()].map((f) => this.#evict(f)));
   }
 
   #checkWritable(op: string): void {

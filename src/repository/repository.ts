@@ -228,15 +228,41 @@ export class Repository {
     if (this.writer.size >= this.config.packSize) await this.rotate(signal);
   }
 
+  /**
+   * Packfiles taken from the writer and not yet stored (or failed), from
+   * the moment they are taken: sealing and waiting for an upload slot
+   * included, which `uploads` does not cover.
+   */
+  private readonly packsInFlight = new Set<Promise<void>>();
+
   /** Seals the current packfile and uploads it (then its state delta) in the background. */
   private async rotate(signal?: AbortSignal): Promise<void> {
     const w = this.writer;
     if (!w || w.entries.length === 0) return;
     this.writer = null;
-    while (this.uploads.size >= UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
-    if (this.uploadError) throw this.uploadError;
-    const sealed = await w.seal(this.codec, this.mac);
+    // A snapshot may reference any blob added before it: its packfile waits
+    // for every packfile taken earlier, and is not stored if one failed.
+    const earlier = w.entries.some((e) => e.type === BT.SNAPSHOT) ? [...this.packsInFlight] : [];
+    let settle!: () => void;
+    const settled = new Promise<void>((r) => (settle = r)).then(() => {
+      this.packsInFlight.delete(settled);
+    });
+    this.packsInFlight.add(settled);
+    let sealed: Awaited<ReturnType<PackWriter["seal"]>>;
+    try {
+      while (this.uploads.size >= UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
+      if (this.uploadError) throw this.uploadError;
+      sealed = await w.seal(this.codec, this.mac);
+    } catch (e) {
+      // The blobs of this packfile are lost but still marked pending: no
+      // later write may rely on them.
+      this.uploadError ??= e;
+      settle();
+      throw e;
+    }
     const job = (async () => {
+      await Promise.all(earlier);
+      if (this.uploadError) throw this.uploadError;
       await this.store.put(Resource.PACKFILE, sealed.mac, toIterable(sealed.parts), { signal });
       await this.writeDelta({ mac: sealed.mac, entries: w.entries }, signal);
       for (const e of w.entries) this.pending.delete(blobKey(e.type, e.mac));
@@ -245,14 +271,17 @@ export class Repository {
     })().catch((e: unknown) => {
       this.uploadError ??= e;
     });
-    const tracked = job.finally(() => this.uploads.delete(tracked));
+    const tracked = job.finally(() => {
+      this.uploads.delete(tracked);
+      settle();
+    });
     this.uploads.add(tracked);
   }
 
   /** Writes every pending blob: when it resolves, all of them are in the state. */
   async flush(signal?: AbortSignal): Promise<void> {
     await this.rotate(signal);
-    while (this.uploads.size > 0) await Promise.all(this.uploads);
+    while (this.packsInFlight.size > 0) await Promise.all(this.packsInFlight);
     if (this.uploadError) throw this.uploadError;
   }
 
@@ -262,7 +291,7 @@ export class Repository {
    * whose state delta is the commit point.
    */
   async commitSnapshot(id: Uint8Array, header: Uint8Array, signal?: AbortSignal): Promise<void> {
-    while (this.uploads.size > 0) await Promise.all(this.uploads);
+    while (this.packsInFlight.size > 0) await Promise.all(this.packsInFlight);
     if (this.uploadError) throw this.uploadError;
     await this.putBlob(BT.SNAPSHOT, header, id, signal);
     await this.flush(signal);
@@ -271,7 +300,7 @@ export class Repository {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.uploads);
+    await Promise.all(this.packsInFlight);
     await this.releaseLock();
     await this.store.close();
   }

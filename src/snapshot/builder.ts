@@ -87,7 +87,12 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const start = process.hrtime.bigint();
   const run = randomKey(16);
   const timeNs = BigInt(Date.now()) * 1_000_000n;
-  const signal = o.signal;
+  // The work stops at the first failure (or the caller's abort). Writes to
+  // the repository take the caller's signal only: a packfile being stored
+  // holds other files' chunks too, and a checkpoint already committing
+  // finishes.
+  const stopper = new AbortController();
+  const signal = o.signal ? AbortSignal.any([o.signal, stopper.signal]) : stopper.signal;
   const imp = o.importer;
   const chunker = makeChunker(repo.config.chunking, repo.keys.gear);
   const parent = o.force ? undefined : await findParent(repo, { hostname: o.hostname, type: imp.type, root: imp.root }, signal);
@@ -144,7 +149,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         chunks.push({ mac, length: chunk.byteLength });
         summary.readBytes += chunk.byteLength;
         if (!repo.has(BlobType.CHUNK, mac)) {
-          window.push(repo.putBlob(BlobType.CHUNK, chunk, mac, signal));
+          window.push(repo.putBlob(BlobType.CHUNK, chunk, mac, o.signal));
           if (window.length >= CHUNKS_IN_FLIGHT) await window.shift();
         }
       }
@@ -162,13 +167,14 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     const window: Promise<unknown>[] = [];
     try {
       await pool.readFile(path, async (c) => {
+        throwIfAborted(signal);
         chunks.push({ mac: c.mac, length: c.length });
         summary.readBytes += c.length;
         if (!c.raw) {
-          await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.data, signal);
+          await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.data, o.signal);
         } else if (!repo.has(BlobType.CHUNK, c.mac)) {
           // Encoded here, several at once: zstd runs on the libuv pool.
-          window.push(repo.putBlob(BlobType.CHUNK, c.data, c.mac, signal));
+          window.push(repo.putBlob(BlobType.CHUNK, c.data, c.mac, o.signal));
           if (window.length >= RAW_IN_FLIGHT) await window.shift();
         }
       });
@@ -301,9 +307,9 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     maybeCheckpoint();
   };
 
-  const header = async (root: Entry, checkpoint: number | undefined): Promise<SnapshotHeader> => {
+  const header = async (root: Entry, checkpoint: number | undefined, sig: AbortSignal | undefined): Promise<SnapshotHeader> => {
     let errorsMac: Uint8Array | undefined;
-    if (errors.length > 0) errorsMac = (await repo.putBlob(BlobType.ERRORS, encode(errors), undefined, signal)).mac;
+    if (errors.length > 0) errorsMac = (await repo.putBlob(BlobType.ERRORS, encode(errors), undefined, sig)).mac;
     const s = { ...summary, newBlobs: repo.written.blobs - written0.blobs, newBytes: repo.written.rawBytes - written0.rawBytes };
     return {
       id: randomKey(32),
@@ -338,12 +344,12 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     cache.freeze();
     let root: Entry;
     try {
-      root = await buildTrees(repo, cache, signal);
+      root = await buildTrees(repo, cache, o.signal);
     } finally {
       cache.thaw();
     }
-    const h = await header(root, ++checkpoints);
-    await repo.commitSnapshot(h.id, encodeHeader(h), signal);
+    const h = await header(root, ++checkpoints, o.signal);
+    await repo.commitSnapshot(h.id, encodeHeader(h), o.signal);
     for (const r of acks) results.push({ record: r });
     o.onEvent?.({ type: "checkpoint", path: toHex(h.id) });
   };
@@ -374,7 +380,17 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
       }
     };
     // Many files in flight keep the workers fed; each costs only a promise until it is read.
-    await Promise.all(Array.from({ length: o.concurrency ?? (o.workers === 0 ? 4 : 64) }, worker));
+    // The first failure stops the others, and none is left running on its own.
+    let failure: { e: unknown } | undefined;
+    await Promise.all(
+      Array.from({ length: o.concurrency ?? (o.workers === 0 ? 4 : 64) }, () =>
+        worker().catch((e: unknown) => {
+          failure ??= { e };
+          stopper.abort();
+        }),
+      ),
+    );
+    if (failure) throw failure.e;
     clearInterval(timer);
     while (checkpointRun) await checkpointRun;
     if (checkpointError) throw checkpointError;
@@ -385,14 +401,16 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     }
     const root = await buildTrees(repo, cache, signal);
     await repo.flush(signal);
-    const h = await header(root, undefined);
+    const h = await header(root, undefined, signal);
     await repo.commitSnapshot(h.id, encodeHeader(h), signal);
     for (const r of toAck.splice(0)) results.push({ record: r });
     return { header: h, parent };
   } finally {
     clearInterval(timer);
-    results.end();
+    // A checkpoint under way when the run fails still commits: let it, so
+    // the records it holds are answered before the results end.
     await (checkpointRun as Promise<void> | null)?.catch(() => {});
+    results.end();
     cache.close();
     const started = poolStart as Promise<ChunkPool | null> | null;
     await (await started)?.close();

@@ -20,10 +20,17 @@ async function tempDir(): Promise<string> {
 
 storeConformance("fs", async () => {
   const root = await tempDir();
+  const stores = [new FsStore(root)];
   return {
-    store: new FsStore(root),
-    readOnly: async () => new FsStore(root, { readOnly: true }),
-    cleanup: () => fsp.rm(root, { recursive: true, force: true }),
+    store: stores[0]!,
+    readOnly: async () => {
+      stores.push(new FsStore(root, { readOnly: true }));
+      return stores.at(-1)!;
+    },
+    cleanup: async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      await fsp.rm(root, { recursive: true, force: true });
+    },
   };
 });
 

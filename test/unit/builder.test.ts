@@ -6,7 +6,7 @@
  * hard links given by linkTarget.
  */
 import { describe, expect, it } from "vitest";
-import { LocationFlag } from "../../src/connectors/flags.js";
+import { LocationFlag, Resource } from "../../src/connectors/flags.js";
 import { MemoryStore } from "../../src/connectors/memory-store.js";
 import type { FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { Repository } from "../../src/repository/repository.js";
@@ -63,7 +63,7 @@ class ScriptedImporter implements Importer {
   constructor(
     readonly flags: number,
     private readonly records: Planned[],
-    private readonly o: { delayMs?: number; failAfter?: number } = {},
+    private readonly o: { delayMs?: number; failAfter?: number; failWhen?: () => boolean } = {},
   ) {}
 
   async ping(): Promise<void> {}
@@ -83,6 +83,7 @@ class ScriptedImporter implements Importer {
     let n = 0;
     for (const p of this.records) {
       if (this.o.failAfter !== undefined && n++ >= this.o.failAfter) throw new CofferError("IO", "source went away");
+      if (this.o.failWhen?.()) throw new CofferError("IO", "source went away");
       if (this.o.delayMs) await new Promise((r) => setTimeout(r, this.o.delayMs));
       const rec: ImportRecord = { pathname: p.pathname, fileInfo: { ...info(p.pathname.split("/").at(-1) ?? "", p.kind), size: p.content?.byteLength ?? 0 } };
       if (p.error) rec.error = p.error;
@@ -229,6 +230,49 @@ describe("backup: NEEDACK and checkpoints", () => {
     // The interrupted run's checkpoint stays listed (it may hold the only copy of what it acked).
     expect((await listSnapshots(again)).map((h) => toHex(h.id))).toEqual([toHex(visible[0]!.id), toHex(header.id)]);
     await again.close();
+  });
+});
+
+describe("backup: a failure while a checkpoint commits", () => {
+  it("lets the checkpoint finish and answers its records before the results end; no worker runs on", async () => {
+    const { repo, store } = await makeRepo();
+    const records = plan(80);
+    let committing = false;
+    const commit = repo.commitSnapshot.bind(repo);
+    repo.commitSnapshot = async (...a: Parameters<Repository["commitSnapshot"]>) => {
+      committing = true;
+      await new Promise((r) => setTimeout(r, 60));
+      try {
+        await commit(...a);
+      } finally {
+        committing = false;
+      }
+    };
+    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { delayMs: 3, failWhen: () => committing });
+    await expect(run(repo, imp, FAST)).rejects.toMatchObject({ code: "IO", message: /source went away/ });
+    await new Promise((r) => setImmediate(r));
+    expect(imp.resultsEnded).toBe(true);
+    const acked = imp.results.filter((r) => !r.error).map((r) => r.record.pathname).filter((p) => p.startsWith("/d/f")).sort();
+    expect(acked.length).toBeGreaterThan(0);
+    const stored = async () => {
+      let n = 0;
+      for (const r of [Resource.PACKFILE, Resource.STATE]) for await (const _ of store.list(r)) n++;
+      return n;
+    };
+    const before = await stored();
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await stored(), "nothing is stored after backup() returned").toBe(before);
+    await repo.close();
+
+    // The checkpoint that was committing is the one listed, and it holds exactly the acked files.
+    const other = await reopen(store);
+    const [partial, ...more] = await listSnapshots(other);
+    expect(more).toHaveLength(0);
+    expect(isPartial(partial!)).toBe(true);
+    const held: string[] = [];
+    for (const r of records) if (r.content && (await contentAt(other, partial!.id, r.pathname))) held.push(r.pathname);
+    expect(held.sort()).toEqual(acked);
+    await other.close();
   });
 });
 

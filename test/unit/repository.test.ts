@@ -437,6 +437,30 @@ describe("commitSnapshot", () => {
     for (const [mac] of r2.index.ofType(BlobType.CHUNK)) await r2.getBlob(BlobType.CHUNK, mac);
   });
 
+  it("a snapshot is not stored when a packfile started alongside its commit fails", async () => {
+    // The tree goes into a packfile that another caller fills and rotates
+    // while the header is being encoded; that upload fails later.
+    const { store, repo } = await fresh(true);
+    const tree = prng(16, 100);
+    const treeMac = (await repo.putBlob(BlobType.TREE, tree)).mac;
+    let first = true;
+    store.beforePut = (r) => (r === Resource.PACKFILE ? new Promise((res) => setTimeout(res, first ? ((first = false), 40) : 0)) : Promise.resolve());
+    store.failPut = (r, m) => r === Resource.PACKFILE && m === failing;
+    let failing = "";
+    const id = randomKey();
+    const commit = rejectionOf(repo.commitSnapshot(id, prng(17, 100)));
+    // Synchronously, before the header's encoding resolves: a full pack with the tree in it.
+    const filler = repo.addEncoded(BlobType.CHUNK, randomKey(), PACK, prng(18, PACK));
+    await filler;
+    failing = puts(store, Resource.PACKFILE, "start")[0] ?? "";
+    expect(failing).not.toBe("");
+    expectCode(await commit, "IO");
+    const r2 = await reopen(store);
+    expect(r2.snapshotIds()).toEqual([]);
+    expect(r2.has(BlobType.TREE, treeMac)).toBe(false);
+    await checkWriteOrder(store, repo);
+  });
+
   it("a snapshot whose packfile upload fails is not visible", async () => {
     const { store, repo } = await fresh(true);
     await repo.putBlob(BlobType.TREE, prng(14, 100));
