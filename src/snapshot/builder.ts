@@ -162,11 +162,11 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   };
 
   /** A local file read, chunked and (for all but large files) encoded by the worker threads. */
-  const readLocal = async (pool: ChunkPool, path: string): Promise<ChunkRef[]> => {
+  const readLocal = async (pool: ChunkPool, path: string, size: number): Promise<ChunkRef[]> => {
     const chunks: ChunkRef[] = [];
     const window: Promise<unknown>[] = [];
     try {
-      await pool.readFile(path, async (c) => {
+      await pool.readFile(path, size, async (c) => {
         throwIfAborted(signal);
         chunks.push({ mac: c.mac, length: c.length });
         summary.readBytes += c.length;
@@ -190,7 +190,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     const reused = await unchanged(r);
     if (reused) return reused;
     const pool = r.localPath !== undefined ? await getPool() : null;
-    if (pool) return readLocal(pool, r.localPath!);
+    if (pool) return readLocal(pool, r.localPath!, r.fileInfo.size);
     if (!r.open) return [];
     return readContent(r);
   };

@@ -25,7 +25,8 @@ export interface PoolInit {
 }
 
 /** Worker messages are arrays of these, both ways. */
-export type ToWorker = { type: "read"; id: number; path: string };
+/** `size` is what the walk saw (the worker reads what is there). */
+export type ToWorker = { type: "read"; id: number; path: string; size: number };
 export type ToMain =
   | { type: "ready" }
   | { type: "chunk"; id: number; mac: Uint8Array; length: number; data: Uint8Array; raw: boolean }
@@ -131,7 +132,7 @@ export class ChunkPool {
   }
 
   /** Reads, chunks and encodes the file at `path`; `onChunk` receives every chunk in order. Resolves to the file's size. */
-  readFile(path: string, onChunk: (c: WorkerChunk) => Promise<void>): Promise<number> {
+  readFile(path: string, size: number, onChunk: (c: WorkerChunk) => Promise<void>): Promise<number> {
     if (this.broken) return Promise.reject(this.broken);
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.jobs < slot.jobs) slot = s;
@@ -146,7 +147,7 @@ export class ChunkPool {
           slot.worker.postMessage(batch);
         });
       }
-      slot.outbox.push({ type: "read", id, path });
+      slot.outbox.push({ type: "read", id, path, size });
     });
   }
 
