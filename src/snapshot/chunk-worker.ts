@@ -6,8 +6,8 @@
  * posted but not yet consumed; the worker blocks (Atomics.wait) while it is
  * over the limit.
  *
- * Small files are read ahead: while one file is being encoded, the next few
- * are read whole on the libuv pool, so that a cold disk has several reads
+ * Small files are read whole; while reads wait for the disk, the next few
+ * are read ahead on the libuv pool, so that a cold disk has several reads
  * in flight (one synchronous reader per worker left it idle half the time).
  * Larger files are read synchronously in 4 MiB pieces (the kernel reads
  * ahead of a sequential reader).
@@ -113,7 +113,7 @@ function readWholeSync(path: string, size: number): Buffer | null {
   if (!w) return null;
   let n: number;
   try {
-    n = w.expect === 0 ? 0 : readSync(w.fd, w.out, 0, w.out.byteLength, 0);
+    n = readSync(w.fd, w.out, 0, w.out.byteLength, 0); // also for size 0: a pseudo-file may have content
   } catch (e) {
     closeSync(w.fd);
     throw e;
@@ -131,7 +131,7 @@ async function readAhead(path: string, size: number): Promise<Buffer | null> {
   if (!w) return null;
   let n: number;
   try {
-    n = w.expect === 0 ? 0 : await new Promise<number>((resolve, reject) => read(w.fd, w.out, 0, w.out.byteLength, 0, (e, k) => (e ? reject(e) : resolve(k))));
+    n = await new Promise<number>((resolve, reject) => read(w.fd, w.out, 0, w.out.byteLength, 0, (e, k) => (e ? reject(e) : resolve(k))));
   } catch (e) {
     closeSync(w.fd);
     throw e;
