@@ -15,6 +15,7 @@ import { constants as zc, createZstdCompress, type ZstdCompress, zstdCompress, z
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { MAC_SIZE, type Subkeys } from "./crypto.js";
+import { SyncCompressor, SyncDecompressor } from "./zstd-sync.js";
 
 const zstdCompressP = promisify(zstdCompress) as (buf: Uint8Array, opts: object) => Promise<Buffer>;
 
@@ -153,7 +154,9 @@ export class Codec {
    * context per call) avoids a round trip through the libuv pool per blob.
    */
   encodeSync(type: BlobType, mac: Uint8Array, raw: Uint8Array): Uint8Array {
-    const z = this.shouldCompress(raw) ? zstdCompressSync(raw, this.zstdOpts) : null;
+    if (!this.shouldCompress(raw)) return this.sealSmaller(type, mac, raw, null);
+    // The reused context's output is a scratch buffer: sealed (copied) before the next call.
+    const z = syncCompressor(this.level)?.compress(raw) ?? zstdCompressSync(raw, this.zstdOpts);
     return this.sealSmaller(type, mac, raw, z);
   }
 
@@ -209,7 +212,12 @@ export class Codec {
 
   /** decode() on the calling thread (for worker threads). */
   decodeSync(type: BlobType, mac: Uint8Array, blob: Uint8Array): Uint8Array {
-    return inflate(type, mac, this.open(type, mac, blob), zstdDecompressSync);
+    const o = this.open(type, mac, blob);
+    if ((o.flags & FLAG_ZSTD) !== 0) {
+      const raw = syncDecompressor()?.decompress(o.payload, o.rawLength);
+      if (raw) return raw;
+    }
+    return inflate(type, mac, o, zstdDecompressSync); // also gives any error its usual form
   }
 
   /** Authenticate and decrypt, leaving decompression to the caller. */
@@ -243,6 +251,26 @@ export class Codec {
     if (!want.equals(buf.subarray(buf.byteLength - HMAC_TAG))) throw corrupt(type, mac, "authentication failed");
     return { flags, rawLength, payload };
   }
+}
+
+/** zstd contexts kept for the synchronous calls of this thread (see zstd-sync.ts); null where Node does not allow it. */
+const compressors = new Map<number, SyncCompressor | null>();
+let decompressor: SyncDecompressor | null | undefined;
+
+function syncCompressor(level: number): SyncCompressor | null {
+  let c = compressors.get(level);
+  if (c === undefined) compressors.set(level, (c = SyncCompressor.create(level)));
+  return c;
+}
+
+function syncDecompressor(): SyncDecompressor | null {
+  if (decompressor === undefined) decompressor = SyncDecompressor.create();
+  return decompressor;
+}
+
+/** Whether this thread's synchronous encode/decode reuse zstd contexts (for tests). */
+export function reusesZstdContexts(): boolean {
+  return syncCompressor(3) !== null && syncDecompressor() !== null;
 }
 
 /** Random salt and IV bytes, drawn from a refilled pool (one getrandom call per 1024 blobs). */

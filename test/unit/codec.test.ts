@@ -7,11 +7,12 @@
  * hash-wasm and the official BLAKE3 keyed test vectors.
  */
 import { createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
-import { zstdDecompressSync } from "node:zlib";
+import { constants as zc, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import fc from "fast-check";
 import { blake3 } from "hash-wasm";
 import { describe, expect, it } from "vitest";
-import { BlobType, Codec, MAX_RAW_BLOB, type Compression } from "../../src/repository/codec.js";
+import { BlobType, Codec, MAX_RAW_BLOB, reusesZstdContexts, type Compression } from "../../src/repository/codec.js";
+import { SyncCompressor, SyncDecompressor, zstdFrameEnd } from "../../src/repository/zstd-sync.js";
 import { deriveSubkeys, Mac, MAC_SIZE, plaintextMasterKey, randomKey, type MacAlgorithm } from "../../src/repository/crypto.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
@@ -318,6 +319,108 @@ describe("Codec tamper detection", () => {
       // and the honest seal still decodes
       const ok = codec.seal(BlobType.CHUNK, mac, 1, data.byteLength, payload);
       expect(Buffer.from(await codec.decode(BlobType.CHUNK, mac, ok)).equals(data)).toBe(true);
+    }
+  });
+});
+
+function expectCorruptSync(f: () => unknown): void {
+  let e: unknown;
+  try {
+    f();
+  } catch (err) {
+    e = err;
+  }
+  expect(e).toBeInstanceOf(CorruptError);
+  expect((e as CofferError).code).toBe("CORRUPT");
+}
+
+describe("zstd contexts kept across calls (zstd-sync.ts)", () => {
+  const level3 = { params: { [zc.ZSTD_c_compressionLevel]: 3 } };
+  const inputs = (): Uint8Array[] => [
+    new Uint8Array(0),
+    prng(1, 1),
+    repetitive(2, 100),
+    prng(3, 5000), // incompressible
+    repetitive(4, 70_000),
+    repetitive(5, 200 << 10), // more than one 128 KiB block
+    Buffer.concat([repetitive(6, 300_000), prng(7, 300_000)]),
+  ];
+
+  it("are used on this Node, by encodeSync and decodeSync", () => {
+    expect(reusesZstdContexts()).toBe(true);
+  });
+
+  it("one compressor gives, call after call, one whole frame per input, as small as the one-shot zstdCompressSync's", () => {
+    const c = SyncCompressor.create(3)!;
+    for (let round = 0; round < 2; round++) {
+      for (const x of inputs()) {
+        const z = Buffer.from(c.compress(x)!);
+        const oneShot = zstdCompressSync(x, level3);
+        // identical up to 256 KiB; above, streaming cuts blocks a little differently
+        if (x.byteLength <= 256 << 10) expect(z.equals(oneShot)).toBe(true);
+        else expect(z.byteLength).toBeLessThanOrEqual(oneShot.byteLength * 1.001 + 16);
+        expect(zstdFrameEnd(z)).toBe(z.byteLength);
+        expect(Buffer.from(zstdDecompressSync(z)).equals(x)).toBe(true);
+      }
+    }
+  });
+
+  it("one decompressor gives back every frame, and a frame that is not exactly one complete frame or not of the stated length is refused without harming the next call", () => {
+    const d = SyncDecompressor.create()!;
+    for (const x of inputs()) {
+      const z = zstdCompressSync(x, level3);
+      expect(Buffer.from(d.decompress(z, x.byteLength)!).equals(x)).toBe(true);
+      if (x.byteLength > 0) {
+        expect(d.decompress(z, x.byteLength - 1)).toBeNull(); // decodes to more than stated
+        expect(d.decompress(z, x.byteLength + 1)).toBeNull(); // to less
+      }
+      expect(d.decompress(z.subarray(0, z.byteLength - 1), x.byteLength)).toBeNull(); // truncated
+      expect(d.decompress(Buffer.concat([z, Buffer.from([0x28, 0xb5])]), x.byteLength)).toBeNull(); // trailing bytes
+      expect(d.decompress(Buffer.concat([z, z]), 2 * x.byteLength)).toBeNull(); // two frames
+      expect(Buffer.from(d.decompress(z, x.byteLength)!).equals(x)).toBe(true);
+    }
+    // A corrupted block inside a well-formed frame: an error from zstd, and the next call still works.
+    const x = repetitive(8, 50_000);
+    const z = Buffer.from(zstdCompressSync(x, level3));
+    let refused = 0;
+    for (let i = 12; i < z.byteLength; i++) {
+      const bad = Buffer.from(z);
+      bad[i]! ^= 0x5a;
+      const out = d.decompress(bad, x.byteLength);
+      if (out === null) refused++;
+      else expect(Buffer.from(out).equals(x)).toBe(false);
+      expect(Buffer.from(d.decompress(z, x.byteLength)!).equals(x)).toBe(true);
+    }
+    expect(refused).toBeGreaterThan(0);
+  });
+
+  it("zstdFrameEnd follows the frame header and block headers (RFC 8878) and finds no end in non-frames", () => {
+    const x = repetitive(9, 300_000);
+    const z = zstdCompressSync(x, { params: { ...level3.params, [zc.ZSTD_c_checksumFlag]: 1 } });
+    expect(zstdFrameEnd(z)).toBe(z.byteLength);
+    expect(zstdFrameEnd(Buffer.concat([z, Buffer.alloc(7)]))).toBe(z.byteLength);
+    for (const cut of [0, 3, 5, 6, 10, z.byteLength - 4, z.byteLength - 1]) expect(zstdFrameEnd(z.subarray(0, cut))).toBe(-1);
+    expect(zstdFrameEnd(prng(10, 100))).toBe(-1);
+    const reserved = Buffer.from(z);
+    reserved[4]! |= 0x08;
+    expect(zstdFrameEnd(reserved)).toBe(-1);
+    // the checksummed frame also goes through the kept context
+    expect(Buffer.from(SyncDecompressor.create()!.decompress(z, x.byteLength)!).equals(x)).toBe(true);
+  });
+
+  it("decodeSync turns the same lying blobs as decode into CorruptError, and still decodes the honest one", async () => {
+    const master = randomKey();
+    for (const encrypted of [true, false]) {
+      const codec = codecOf(master, encrypted, "zstd");
+      const mac = randomKey();
+      const data = repetitive(2, 10_000);
+      const z = codec.encodeSync(BlobType.CHUNK, mac, data);
+      const { payload } = codec.open(BlobType.CHUNK, mac, z);
+      for (const rawLength of [100, 10_001, 0, 9_999]) expectCorruptSync(() => codec.decodeSync(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, rawLength, payload)));
+      expectCorruptSync(() => codec.decodeSync(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, 50, prng(4, 50))));
+      expectCorruptSync(() => codec.decodeSync(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, data.byteLength, payload.subarray(0, payload.byteLength - 2))));
+      expect(Buffer.from(codec.decodeSync(BlobType.CHUNK, mac, z)).equals(data)).toBe(true);
+      expect(Buffer.from(await codec.decode(BlobType.CHUNK, mac, z)).equals(data)).toBe(true);
     }
   });
 });
