@@ -102,9 +102,14 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
     try {
       const rec: ExportRecord = { pathname, fileInfo: e.info };
       const { abs, owner } = await exporter.prepareFile!(rec);
-      const chunks = (e.chunks ?? []).map((c) => {
+      // The MACs are views into their decoded tree: posted as they are, each
+      // would take the whole tree's buffer along. One buffer per file instead.
+      const refs = e.chunks ?? [];
+      const macs = new Uint8Array(refs.length * 32);
+      const chunks = refs.map((c, i) => {
         const loc = repo.locate(BlobType.CHUNK, c.mac);
-        return { pack: localPack(loc.pack), offset: loc.offset, length: loc.length, rawLength: loc.rawLength, mac: c.mac };
+        macs.set(c.mac, i * 32);
+        return { pack: localPack(loc.pack), offset: loc.offset, length: loc.length, rawLength: loc.rawLength, mac: macs.subarray(i * 32, i * 32 + 32) };
       });
       written = await p.write({ path: abs, size: e.info.size, mode: e.info.mode, mtime: nsToSeconds(e.info.mtimeNs), owner, chunks });
     } catch (err) {

@@ -80,6 +80,9 @@ export function joinPath(dir: string, name: string): string {
   return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
 
+/** Subdirectory listings loaded ahead of the walk, per directory being walked. */
+const PREFETCH_DIRS = 8;
+
 interface Listing {
   list: Entry[];
   byName?: Map<string, Entry>;
@@ -138,7 +141,21 @@ export class TreeReader {
   async *walk(entry: Entry, path: string, signal?: AbortSignal): AsyncGenerator<{ path: string; entry: Entry }> {
     yield { path, entry };
     if (entry.info.kind !== "dir") return;
-    for (const child of await this.children(entry, signal)) {
+    const children = await this.children(entry, signal);
+    // Listings of the subdirectories are loaded ahead (a few at a time, in
+    // walk order): one at a time, a cold disk kept the walk and everything
+    // fed by it waiting.
+    let ahead = 0;
+    const prefetch = (from: number) => {
+      for (let i = Math.max(from, ahead); i < children.length && i < from + PREFETCH_DIRS; i++) {
+        const c = children[i]!;
+        if (c.info.kind === "dir" && c.tree) this.load(c, signal).catch(() => {}); // its error comes when the walk reaches it
+        ahead = i + 1;
+      }
+    };
+    for (let i = 0; i < children.length; i++) {
+      prefetch(i);
+      const child = children[i]!;
       yield* this.walk(child, joinPath(path, child.name), signal);
     }
   }

@@ -14,6 +14,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { EntryKind, FileInfo } from "../../src/connectors/records.js";
 import { decodeHeader, encodeHeader, HEADER_VERSION, type SnapshotHeader } from "../../src/snapshot/header.js";
 import { pathKey, ScanCache } from "../../src/snapshot/scancache.js";
+import type { Repository } from "../../src/repository/repository.js";
+import { TreeReader } from "../../src/snapshot/vfs.js";
 import { compareNames, decodeEntry, decodeTree, encodeEntry, encodeTree, type Entry, TREE_VERSION } from "../../src/snapshot/tree.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 
@@ -556,5 +558,68 @@ describe("ScanCache order", () => {
     expect(readdirSync(parent)).toHaveLength(1);
     cache.close();
     expect(readdirSync(parent)).toHaveLength(0);
+  });
+});
+
+describe("TreeReader.walk (src/snapshot/vfs.ts)", () => {
+  const entry = (name: string, kind: EntryKind, tree?: Uint8Array): Entry => ({
+    name,
+    info: { name, kind, size: 0, mode: kind === "dir" ? 0o755 : 0o644, mtimeNs: 1n, dev: 1n, ino: 2n, uid: 0, gid: 0, nlink: 1 },
+    ...(tree ? { tree } : {}),
+  });
+  /** A repository that serves trees from a map, slowly, counting loads in flight. */
+  function fakeRepo(trees: Map<string, Uint8Array>) {
+    const stats = { loads: 0, inFlight: 0, maxInFlight: 0 };
+    const repo = {
+      async getBlob(_type: number, mac: Uint8Array): Promise<Uint8Array> {
+        stats.loads++;
+        stats.inFlight++;
+        stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+        await new Promise((r) => setTimeout(r, 2));
+        stats.inFlight--;
+        const t = trees.get(Buffer.from(mac).toString("hex"));
+        if (!t) throw new CofferError("NOT_FOUND", `tree ${Buffer.from(mac).toString("hex")} missing`);
+        return t;
+      },
+    };
+    return { repo: repo as unknown as Repository, stats };
+  }
+  const macOf = (i: number) => new Uint8Array(32).fill(i);
+
+  it("yields every entry depth-first in name order with several listings loading at once, each loaded once; a missing listing fails where the walk reaches it", async () => {
+    // root: d00..d19 (each with files a, b and a subdirectory s holding file x), then file z
+    const trees = new Map<string, Uint8Array>();
+    const put = (i: number, entries: Entry[]) => trees.set(Buffer.from(macOf(i)).toString("hex"), encodeTree(entries));
+    const want: string[] = ["/"];
+    const top: Entry[] = [];
+    for (let d = 0; d < 20; d++) {
+      const name = `d${String(d).padStart(2, "0")}`;
+      put(100 + d, [entry("x", "file")]);
+      put(d + 1, [entry("a", "file"), entry("b", "file"), entry("s", "dir", macOf(100 + d))]);
+      top.push(entry(name, "dir", macOf(d + 1)));
+      want.push(`/${name}`, `/${name}/a`, `/${name}/b`, `/${name}/s`, `/${name}/s/x`);
+    }
+    top.push(entry("z", "file"));
+    want.push("/z");
+    put(200, top);
+    const root = entry("", "dir", macOf(200));
+
+    const { repo, stats } = fakeRepo(trees);
+    const got: string[] = [];
+    for await (const { path } of new TreeReader(repo).walk(root, "/")) got.push(path);
+    expect(got).toEqual(want);
+    expect(stats.loads).toBe(41);
+    expect(stats.maxInFlight).toBeGreaterThan(1);
+
+    // d05/s's listing is missing: everything before it is walked, then its error.
+    trees.delete(Buffer.from(macOf(105)).toString("hex"));
+    const { repo: repo2 } = fakeRepo(trees);
+    const seen: string[] = [];
+    await expect(
+      (async () => {
+        for await (const { path } of new TreeReader(repo2).walk(root, "/")) seen.push(path);
+      })(),
+    ).rejects.toThrow(/tree (69){32} missing/);
+    expect(seen).toEqual(want.slice(0, want.indexOf("/d05/s") + 1));
   });
 });
