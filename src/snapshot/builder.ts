@@ -72,7 +72,7 @@ const CHUNKS_IN_FLIGHT = 4;
 /** Linux caps an extended attribute's value at 64 KiB; other systems allow more. */
 const MAX_XATTR_VALUE = 1 << 20;
 /** Raw chunks of a large file being compressed at once (one per libuv pool thread). */
-const RAW_IN_FLIGHT = 4;
+const RAW_IN_FLIGHT = 8;
 
 function emptySummary(): Summary {
   return { files: 0, dirs: 0, symlinks: 0, others: 0, bytes: 0, errors: 0, readBytes: 0, newBlobs: 0, newBytes: 0 };
@@ -173,8 +173,10 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         if (!c.raw) {
           await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.data, o.signal);
         } else if (!repo.has(BlobType.CHUNK, c.mac)) {
-          // Encoded here, several at once: zstd runs on the libuv pool.
-          window.push(repo.putBlob(BlobType.CHUNK, c.data, c.mac, o.signal));
+          // Encoded by a worker that is not reading a large file, else here
+          // (zstd on the libuv pool); several at once.
+          const encoding = pool.encode(c.mac, c.data);
+          window.push(encoding ? encoding.then((data) => repo.addEncoded(BlobType.CHUNK, c.mac, c.length, data, o.signal)) : repo.putBlob(BlobType.CHUNK, c.data, c.mac, o.signal));
           if (window.length >= RAW_IN_FLIGHT) await window.shift();
         }
       });

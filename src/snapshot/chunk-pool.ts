@@ -22,15 +22,23 @@ export interface PoolInit {
   /** SharedArrayBuffer holding one Int32: bytes posted and not yet consumed. */
   credit: SharedArrayBuffer;
   creditLimit: number;
+  /** SharedArrayBuffer holding one Int32, shared by all workers: bytes of raw chunks sent to encode and not yet answered. */
+  backlog: SharedArrayBuffer;
+  /** A reading worker encodes a large file's chunks itself while the backlog is over this. */
+  backlogLimit: number;
 }
 
 /** Worker messages are arrays of these, both ways. */
-/** `size` is what the walk saw (the worker reads what is there). */
-export type ToWorker = { type: "read"; id: number; path: string; size: number };
+/**
+ * read: `size` is what the walk saw (the worker reads what is there).
+ * encode: a large file's raw chunk, sent to a worker that is not reading one.
+ */
+export type ToWorker = { type: "read"; id: number; path: string; size: number } | { type: "encode"; id: number; mac: Uint8Array; data: Uint8Array };
 export type ToMain =
   | { type: "ready" }
   | { type: "chunk"; id: number; mac: Uint8Array; length: number; data: Uint8Array; raw: boolean }
   | { type: "done"; id: number; size: number }
+  | { type: "encoded"; id: number; data: Uint8Array }
   | { type: "error"; id: number; message: string };
 
 /** A chunk from a worker: encoded, or (from a large file) its raw bytes for the caller to encode. */
@@ -50,22 +58,37 @@ interface Job {
   failed: Error | null;
 }
 
+interface Encode {
+  bytes: number;
+  resolve: (encoded: Uint8Array) => void;
+  reject: (e: Error) => void;
+}
+
 interface Slot {
   worker: Worker;
   credit: Int32Array;
   jobs: number;
+  /** Files of this worker that are sending raw chunks (it reads them in one synchronous loop: no encode jobs for it meanwhile). */
+  rawFiles: Set<number>;
+  /** Encode jobs sent and not answered. */
+  encodes: number;
   /** Requests not yet sent (sent together on the next turn of the event loop). */
   outbox: ToWorker[];
 }
 
 const CREDIT_LIMIT = 8 << 20;
+const BACKLOG_LIMIT = 4 << 20;
 
 export class ChunkPool {
   private readonly jobs = new Map<number, Job>();
+  private readonly encodes = new Map<number, Encode>();
   private nextId = 1;
   private broken: Error | null = null;
 
-  private constructor(private readonly slots: Slot[]) {}
+  private constructor(
+    private readonly slots: Slot[],
+    private readonly backlog: Int32Array,
+  ) {}
 
   /** Starts `n` workers, or returns null when the compiled worker script is not there (e.g. running from TypeScript sources). */
   static async start(repo: Repository, n = Math.max(1, availableParallelism())): Promise<ChunkPool | null> {
@@ -73,7 +96,8 @@ export class ChunkPool {
     if (!url) return null;
     const credits = Array.from({ length: n }, () => new SharedArrayBuffer(4));
     const slots: Slot[] = [];
-    const pool = new ChunkPool(slots);
+    const backlog = new SharedArrayBuffer(4);
+    const pool = new ChunkPool(slots, new Int32Array(backlog));
     const workers = await startWorkers<ToMain[]>(
       url,
       n,
@@ -85,13 +109,15 @@ export class ChunkPool {
         encrypted: repo.config.encryption !== null,
         credit: credits[i]!,
         creditLimit: CREDIT_LIMIT,
+        backlog,
+        backlogLimit: BACKLOG_LIMIT,
       }),
       (i, batch) => {
         for (const m of batch) pool.onMessage(slots[i]!, m);
       },
       (e) => pool.fail(e),
     );
-    workers.forEach((worker, i) => slots.push({ worker, credit: new Int32Array(credits[i]!), jobs: 0, outbox: [] }));
+    workers.forEach((worker, i) => slots.push({ worker, credit: new Int32Array(credits[i]!), jobs: 0, rawFiles: new Set(), encodes: 0, outbox: [] }));
     return pool;
   }
 
@@ -99,14 +125,28 @@ export class ChunkPool {
     this.broken ??= new CofferError("IO", `backup worker failed: ${e.message}`);
     for (const j of this.jobs.values()) j.reject(this.broken);
     this.jobs.clear();
+    for (const e of this.encodes.values()) e.reject(this.broken);
+    this.encodes.clear();
   }
 
   private onMessage(slot: Slot, m: ToMain): void {
     if (m.type === "ready") return;
+    const enc = this.encodes.get(m.id);
+    if (enc) {
+      this.encodes.delete(m.id);
+      slot.encodes--;
+      Atomics.sub(this.backlog, 0, enc.bytes);
+      if (m.type === "encoded") enc.resolve(m.data);
+      else if (m.type === "error") enc.reject(new CofferError("IO", m.message));
+      else enc.reject(new CofferError("IO", `unexpected ${m.type} answer to an encode job`));
+      return;
+    }
     const job = this.jobs.get(m.id);
     if (m.type === "chunk") {
+      if (m.raw) slot.rawFiles.add(m.id);
+      const bytes = m.data.byteLength; // read now: a raw chunk's buffer is transferred on to an encoding worker
       const release = () => {
-        Atomics.sub(slot.credit, 0, m.data.byteLength);
+        Atomics.sub(slot.credit, 0, bytes);
         Atomics.notify(slot.credit, 0);
       };
       if (!job) return release();
@@ -124,10 +164,12 @@ export class ChunkPool {
     if (!job) return;
     this.jobs.delete(m.id);
     slot.jobs--;
+    slot.rawFiles.delete(m.id);
     if (m.type === "done") {
       void job.tail.then(() => (job.failed ? job.reject(job.failed) : job.resolve(m.size)));
     } else {
-      void job.tail.then(() => job.reject(job.failed ?? new CofferError("IO", m.message)));
+      const message = m.type === "error" ? m.message : `unexpected ${m.type} answer to a read job`;
+      void job.tail.then(() => job.reject(job.failed ?? new CofferError("IO", message)));
     }
   }
 
@@ -148,6 +190,27 @@ export class ChunkPool {
         });
       }
       slot.outbox.push({ type: "read", id, path, size });
+    });
+  }
+
+  /**
+   * Encodes a large file's raw chunk on a worker that is not reading a large
+   * file itself (the reader's thread only reads, cuts and MACs), or gives
+   * null when every worker is (the caller encodes it). `data` is transferred.
+   */
+  encode(mac: Uint8Array, data: Uint8Array): Promise<Uint8Array> | null {
+    if (this.broken) return Promise.reject(this.broken);
+    let slot: Slot | undefined;
+    for (const s of this.slots) if (s.rawFiles.size === 0 && (!slot || s.encodes < slot.encodes)) slot = s;
+    if (!slot || data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) return null;
+    const id = this.nextId++;
+    slot.encodes++;
+    const s = slot;
+    const bytes = data.byteLength;
+    Atomics.add(this.backlog, 0, bytes);
+    return new Promise<Uint8Array>((resolve, reject) => {
+      this.encodes.set(id, { bytes, resolve, reject });
+      s.worker.postMessage([{ type: "encode", id, mac, data }], [data.buffer as ArrayBuffer]);
     });
   }
 

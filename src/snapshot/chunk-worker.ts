@@ -25,11 +25,14 @@ const chunker = makeChunker(init.chunking, init.keys.gear);
 const codec = new Codec({ keys: init.keys, encrypted: init.encrypted, compression: init.compression });
 const mac = await Mac.create(init.mac, init.keys.mac);
 const credit = new Int32Array(init.credit);
+const backlog = new Int32Array(init.backlog);
 const port = parentPort!;
 const READ = 4 << 20;
 /** Files from this size on are sent as raw chunks (see readFile). */
 const RAW_FROM = 32 << 20;
 const buf = Buffer.allocUnsafe(chunker.max + READ);
+/** Bytes in hand before a cut is looked for: most chunks end before twice the average size. */
+const ENOUGH = Math.min(chunker.max, 2 * chunker.avg);
 
 /** Messages for the main thread, sent in batches (a message per small file costs more than the file). */
 let outbox: ToMain[] = [];
@@ -158,6 +161,11 @@ function encodeWhole(id: number, bytes: Buffer): void {
 /** MACs and (unless raw) encodes one chunk, waits for credit and posts it. */
 function sendChunk(id: number, chunk: Uint8Array, raw: boolean): void {
   const m = mac.mac(chunk);
+  // A large file's chunk goes raw (the main thread skips the ones the
+  // repository has and has the others encoded on another worker) unless the
+  // encoding workers are behind: then this thread encodes it too, so that
+  // every core compresses while one file is read.
+  if (raw && Atomics.load(backlog, 0) > init.backlogLimit) raw = false;
   // encodeSync() never returns a view of `chunk`; a raw chunk is copied out (its buffer is reused).
   const data = raw ? new Uint8Array(chunk) : codec.encodeSync(BlobType.CHUNK, m, chunk);
   waitForCredit();
@@ -180,19 +188,27 @@ function readFile(id: number, path: string): void {
     let start = 0;
     let end = 0;
     let eof = false;
-    while (true) {
-      while (!eof && end - start < chunker.max) {
-        if (buf.byteLength - end < READ) {
-          buf.copyWithin(0, start, end);
-          end -= start;
-          start = 0;
-        }
-        const n = readSync(fd, buf, end, buf.byteLength - end, null);
-        if (n === 0) eof = true;
-        else end += n;
+    const readMore = () => {
+      if (buf.byteLength - end < READ) {
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
       }
+      const n = readSync(fd, buf, end, buf.byteLength - end, null);
+      if (n === 0) eof = true;
+      else end += n;
+    };
+    while (true) {
+      while (!eof && end - start < ENOUGH) readMore();
       if (start === end) break;
-      const cut = findCut(buf, start, end, chunker);
+      // A cut before the end of what is read is final (findCut finds the same
+      // one with more data); at the end, read more unless a max-size chunk is
+      // there. Cutting with less than max bytes in hand moves less memory.
+      let cut = findCut(buf, start, end, chunker);
+      while (cut === end && !eof && end - start < chunker.max) {
+        readMore();
+        cut = findCut(buf, start, end, chunker);
+      }
       sendChunk(id, buf.subarray(start, cut), raw);
       size += cut - start;
       start = cut;
@@ -209,7 +225,7 @@ function fail(id: number, e: unknown): void {
 }
 
 interface Queued {
-  file: ToWorker;
+  file: Extract<ToWorker, { type: "read" }>;
   ahead?: Promise<Buffer | null>;
   /** Set once `ahead` has settled. */
   ready?: boolean;
@@ -275,8 +291,27 @@ async function pump(): Promise<void> {
   }
 }
 
-port.on("message", (files: ToWorker[]) => {
-  for (const file of files) queue.push({ file });
+/** Encodes a large file's raw chunk for the main thread (sent here because this thread is not reading one). */
+function encodeJob(id: number, mac: Uint8Array, data: Uint8Array): void {
+  try {
+    const out = codec.encodeSync(BlobType.CHUNK, mac, data);
+    const owned = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : new Uint8Array(out);
+    post({ type: "encoded", id, data: owned }, [owned.buffer as ArrayBuffer]);
+    collectAfter(data.byteLength + out.byteLength);
+  } catch (e) {
+    fail(id, e);
+  }
+}
+
+port.on("message", (msgs: ToWorker[]) => {
+  let encoded = false;
+  for (const m of msgs) {
+    if (m.type === "encode") {
+      encodeJob(m.id, m.mac, m.data);
+      encoded = true;
+    } else queue.push({ file: m });
+  }
+  if (encoded && !pumping) sendOutbox(); // answered now, not after the next batch of files
   void pump();
 });
 port.postMessage([{ type: "ready" }]);

@@ -1,9 +1,12 @@
 /**
  * Large files (from 32 MiB on) take another path through the backup: the
- * reading worker sends raw chunks and the main thread deduplicates and
- * encodes them. This checks that path end to end with the built CLI:
- * content round trip, `cat`, `check`, and that a changed copy of a large
- * file stores only the chunks around the change.
+ * reading worker sends raw chunks, the main thread deduplicates them and has
+ * them encoded by another worker (or the reader encodes some itself when the
+ * others are behind). This checks that path end to end with the built CLI:
+ * content round trip, `cat`, `check`, that a changed copy of a large file
+ * stores only the chunks around the change, and that the workers' reads
+ * (whole, in pieces, large) cut exactly where the streaming chunker of other
+ * sources cuts (the same content from stdin adds no chunk).
  */
 import { createCipheriv } from "node:crypto";
 import { promises as fsp } from "node:fs";
@@ -19,8 +22,8 @@ function env() {
   return { HOME: base, TMPDIR: base, COFFER_PASSPHRASE: PASS };
 }
 
-async function ok(args: string[]) {
-  return expectExit(await coffer(args, { env: env(), cwd: base, timeoutMs: 120_000 }), EXIT.OK);
+async function ok(args: string[], input?: Buffer) {
+  return expectExit(await coffer(args, { env: env(), cwd: base, timeoutMs: 120_000, ...(input ? { input } : {}) }), EXIT.OK);
 }
 
 /** 48 MiB: 24 MiB of compressible text, then 24 MiB of seeded random bytes. */
@@ -69,5 +72,24 @@ describe("a file larger than 32 MiB", () => {
     const cat2 = await ok(["at", repo, "cat", `${second.id.slice(0, 8)}:/big.bin`]);
     expect(cat2.stdoutBytes.equals(changed)).toBe(true);
     await ok(["at", repo, "check"]);
+  });
+
+  it("a file read by the workers is cut where the streaming chunker cuts the same bytes from stdin", async () => {
+    const data = bigContent();
+    // 48 MiB (large-file path), 20 MiB (read in pieces), 900 KiB (read whole); a repository each
+    for (const [name, size] of [["large", data.byteLength], ["pieces", 20 << 20], ["whole", 900 << 10]] as const) {
+      const repo = path.join(base, `repo-cuts-${name}`);
+      await ok(["at", repo, "create", ...FAST_KDF]);
+      const src = path.join(base, `cuts-${name}`);
+      await fsp.mkdir(src);
+      const content = data.subarray(data.byteLength - size); // starts in the text, ends in the random bytes
+      await fsp.writeFile(path.join(src, "f.bin"), content);
+      const fromFile = parseJson<{ newBytes: number }>(await ok(["at", repo, "backup", "--json", src]));
+      expect(fromFile.newBytes).toBeGreaterThanOrEqual(size);
+      const fromStdin = parseJson<{ newBytes: number; bytes: number }>(await ok(["at", repo, "backup", "--json", `stdin:${name}.bin`], Buffer.from(content)));
+      expect(fromStdin.bytes).toBe(size);
+      // only a tree and a snapshot header are new: every chunk was already there
+      expect(fromStdin.newBytes).toBeLessThan(64 << 10);
+    }
   });
 });
