@@ -33,6 +33,8 @@ export interface OpenOptions {
 }
 
 const UPLOADS_IN_FLIGHT = 2;
+/** Blobs up to this size are encoded on the calling thread by putBlob (see there). */
+const SYNC_ENCODE_MAX = 64 << 10;
 
 export interface WriteStats {
   packs: number;
@@ -194,7 +196,9 @@ export class Repository {
     this.pending.add(k);
     let encoded: Uint8Array;
     try {
-      encoded = await this.codec.encode(type, m, raw);
+      // Small blobs (trees, headers, small files from a stream) are encoded
+      // on this thread: a libuv round trip costs more than compressing them.
+      encoded = raw.byteLength <= SYNC_ENCODE_MAX ? this.codec.encodeSync(type, m, raw) : await this.codec.encode(type, m, raw);
       throwIfAborted(signal);
       if (this.uploadError) throw this.uploadError;
     } catch (e) {

@@ -442,25 +442,46 @@ function isAncestor(a: string[], b: string[]): boolean {
 async function buildTrees(repo: Repository, cache: ScanCache, signal?: AbortSignal): Promise<Entry> {
   const stack: Frame[] = [];
   let root: Entry | undefined;
+  // A tree's name is its MAC, known before it is stored: its parent does not
+  // wait for the store, and several trees are stored at once (one at a time,
+  // the trees of /usr/share took 1.3 s after the last file was read).
+  const window: Promise<unknown>[] = [];
   const close = async () => {
     const f = stack.pop()!;
     f.children.sort((x, y) => compareNames(x.name, y.name));
-    f.entry.tree = (await repo.putBlob(BlobType.TREE, encodeTree(f.children), undefined, signal)).mac;
+    const raw = encodeTree(f.children);
+    const mac = repo.mac.mac(raw);
+    window.push(repo.putBlob(BlobType.TREE, raw, mac, signal));
+    if (window.length >= TREES_IN_FLIGHT) await window.shift();
+    f.entry.tree = mac;
     const up = stack.at(-1);
     if (up) up.children.push(f.entry);
     else root = f.entry;
   };
-  for (const { parts, entry } of cache.scan()) {
-    while (stack.length > 0 && !isAncestor(stack.at(-1)!.parts, parts)) await close();
-    if (stack.length === 0 && parts.length > 0) stack.push({ parts: [], entry: syntheticDir(""), children: [] });
-    while (stack.length > 0 && stack.at(-1)!.parts.length < parts.length - 1) {
-      const p = parts.slice(0, stack.at(-1)!.parts.length + 1);
-      stack.push({ parts: p, entry: syntheticDir(p.at(-1)!), children: [] });
+  const walk = async (): Promise<Entry> => {
+    for (const { parts, entry } of cache.scan()) {
+      while (stack.length > 0 && !isAncestor(stack.at(-1)!.parts, parts)) await close();
+      if (stack.length === 0 && parts.length > 0) stack.push({ parts: [], entry: syntheticDir(""), children: [] });
+      while (stack.length > 0 && stack.at(-1)!.parts.length < parts.length - 1) {
+        const p = parts.slice(0, stack.at(-1)!.parts.length + 1);
+        stack.push({ parts: p, entry: syntheticDir(p.at(-1)!), children: [] });
+      }
+      if (entry.info.kind === "dir" && entry.error === undefined) stack.push({ parts, entry, children: [] });
+      else if (parts.length === 0) root = entry;
+      else stack.at(-1)!.children.push(entry);
     }
-    if (entry.info.kind === "dir" && entry.error === undefined) stack.push({ parts, entry, children: [] });
-    else if (parts.length === 0) root = entry;
-    else stack.at(-1)!.children.push(entry);
+    while (stack.length > 0) await close();
+    return root ?? { ...syntheticDir(""), tree: (await repo.putBlob(BlobType.TREE, encodeTree([]), undefined, signal)).mac };
+  };
+  try {
+    const top = await walk();
+    await Promise.all(window);
+    return top;
+  } catch (e) {
+    for (const p of window) p.catch(() => {}); // failed with us
+    throw e;
   }
-  while (stack.length > 0) await close();
-  return root ?? { ...syntheticDir(""), tree: (await repo.putBlob(BlobType.TREE, encodeTree([]), undefined, signal)).mac };
 }
+
+/** Trees being stored at once while they are built. */
+const TREES_IN_FLIGHT = 16;
