@@ -8,17 +8,13 @@ if (major < 24) {
   process.exit(1);
 }
 
-// A small young generation: coffer churns through short-lived buffers and
-// records, and V8's default lets the heap grow by ~150 MiB for nothing
-// (measured on /usr/share: a no-change backup peaks at 190 MiB instead of
-// 360 MiB, in the same time). V8 takes the flag only at start, so the
-// launcher replaces itself (same process, same PID) with a Node that has it.
-// --expose-gc lets the worker threads collect after each few dozen MiB of
-// chunk buffers (they live outside the V8 heap, which does not see them pile up).
-const V8_FLAGS = ["--max-semi-space-size=4", "--expose-gc"];
+// Node flags and environment that coffer runs with (see src/cli/launch.ts).
+// V8 takes the flags only at start, so the launcher replaces itself (same
+// process, same PID) with a Node that has them.
+const { V8_FLAGS, launchEnv } = await import("../dist/cli/launch.js");
 if (!process.execArgv.includes(V8_FLAGS[0]) && typeof process.execve === "function") {
   try {
-    process.execve(process.execPath, [process.execPath, ...V8_FLAGS, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
+    process.execve(process.execPath, [process.execPath, ...V8_FLAGS, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], launchEnv(process.env));
   } catch {
     // carry on with the default heap
   }

@@ -742,6 +742,13 @@ describe("large trees: crash safety, interruption, concurrency", () => {
     await createRepo(repo);
     const job = startCoffer(["at", repo, "backup", "--json", big], { env: env(), cwd: base });
     await waitForPacks(repo, 2, job.result);
+    // The launcher re-executed itself (same PID) with coffer's V8 flags and malloc setting.
+    if (process.platform === "linux") {
+      const cmdline = (await fsp.readFile(`/proc/${job.child.pid}/cmdline`, "utf8")).split("\0");
+      expect(cmdline).toContain("--max-semi-space-size=4");
+      const environ = (await fsp.readFile(`/proc/${job.child.pid}/environ`, "utf8")).split("\0");
+      expect(environ).toContain("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072");
+    }
     job.child.kill("SIGKILL");
     const killed = await job.result;
     expect(killed.signal, describeRun(killed)).toBe("SIGKILL");
