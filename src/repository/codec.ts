@@ -200,7 +200,7 @@ export class Codec {
   async decode(type: BlobType, mac: Uint8Array, blob: Uint8Array): Promise<Uint8Array> {
     const o = this.open(type, mac, blob);
     // Small blobs: a thread-pool round trip costs more than decompressing them here.
-    if ((o.flags & FLAG_ZSTD) === 0 || o.rawLength <= SYNC_DECOMPRESS) return inflate(type, mac, o, zstdDecompressSync);
+    if ((o.flags & FLAG_ZSTD) === 0 || o.rawLength <= SYNC_DECOMPRESS) return this.inflateSync(type, mac, o);
     let raw: Uint8Array;
     try {
       raw = await zstdDecompressP(o.payload, inflateOptions(o.rawLength));
@@ -212,7 +212,11 @@ export class Codec {
 
   /** decode() on the calling thread (for worker threads). */
   decodeSync(type: BlobType, mac: Uint8Array, blob: Uint8Array): Uint8Array {
-    const o = this.open(type, mac, blob);
+    return this.inflateSync(type, mac, this.open(type, mac, blob));
+  }
+
+  /** Decompresses an opened blob on this thread, with the thread's kept zstd context when it can. */
+  private inflateSync(type: BlobType, mac: Uint8Array, o: Opened): Uint8Array {
     if ((o.flags & FLAG_ZSTD) !== 0) {
       const raw = syncDecompressor()?.decompress(o.payload, o.rawLength);
       if (raw) return raw;
