@@ -2,7 +2,10 @@
  * The main-thread side of the backup pipeline's worker threads: hands local
  * files to chunk workers (chunk-worker.ts), receives their encoded chunks in
  * order, and passes them on. One file is read by one worker; several files
- * are in flight at once across the workers.
+ * are in flight at once across the workers. A large file's chunks come raw
+ * (the caller skips those the repository has) and go back out as encode
+ * jobs to a worker that is not reading a large file, so that one big file
+ * keeps every core busy.
  */
 import { availableParallelism } from "node:os";
 import type { Worker } from "node:worker_threads";
@@ -26,6 +29,8 @@ export interface PoolInit {
   backlog: SharedArrayBuffer;
   /** A reading worker encodes a large file's chunks itself while the backlog is over this. */
   backlogLimit: number;
+  /** Files from this size on are large: their chunks are sent raw. */
+  rawFrom: number;
 }
 
 /** Worker messages are arrays of these, both ways. */
@@ -78,6 +83,7 @@ interface Slot {
 
 const CREDIT_LIMIT = 8 << 20;
 const BACKLOG_LIMIT = 4 << 20;
+const RAW_FROM = 32 << 20;
 
 export class ChunkPool {
   private readonly jobs = new Map<number, Job>();
@@ -111,6 +117,7 @@ export class ChunkPool {
         creditLimit: CREDIT_LIMIT,
         backlog,
         backlogLimit: BACKLOG_LIMIT,
+        rawFrom: RAW_FROM,
       }),
       (i, batch) => {
         for (const m of batch) pool.onMessage(slots[i]!, m);
@@ -180,6 +187,9 @@ export class ChunkPool {
     for (const s of this.slots) if (s.jobs < slot.jobs) slot = s;
     const id = this.nextId++;
     slot.jobs++;
+    // Marked from now on (also when a chunk comes raw: the file grew): a worker
+    // reads a large file in one loop and takes no encode job until it is done.
+    if (size >= RAW_FROM) slot.rawFiles.add(id);
     return new Promise<number>((resolve, reject) => {
       this.jobs.set(id, { onChunk, resolve, reject, tail: Promise.resolve(), failed: null });
       if (slot.outbox.length === 0) {

@@ -28,8 +28,6 @@ const credit = new Int32Array(init.credit);
 const backlog = new Int32Array(init.backlog);
 const port = parentPort!;
 const READ = 4 << 20;
-/** Files from this size on are sent as raw chunks (see readFile). */
-const RAW_FROM = 32 << 20;
 const buf = Buffer.allocUnsafe(chunker.max + READ);
 /** Bytes in hand before a cut is looked for: most chunks end before twice the average size. */
 const ENOUGH = Math.min(chunker.max, 2 * chunker.avg);
@@ -184,7 +182,7 @@ function readFile(id: number, path: string): void {
     // A large file's chunks go to the main thread raw: it skips the ones the
     // repository has and compresses the others on every core, while this
     // thread goes on reading, cutting and MACing.
-    const raw = st.size >= RAW_FROM;
+    const raw = st.size >= init.rawFrom;
     let start = 0;
     let end = 0;
     let eof = false;
