@@ -11,7 +11,7 @@
  */
 
 import { spawn } from "node:child_process";
-import { constants } from "node:fs";
+import { chmodSync, constants, lchownSync, lstatSync, utimesSync } from "node:fs";
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -120,16 +120,21 @@ export class FsExporter implements Exporter {
       });
     }
     // Deepest first: setting a child's metadata must not touch a finished parent.
+    // Synchronous calls: four per directory, each a few microseconds on a
+    // local disk, where a libuv round trip each made this the last 0.5 s of
+    // a restore of /usr/share (3,216 directories).
     const dirs = this.dirs.splice(0).sort((a, b) => b.depth - a.depth);
     for (const d of dirs) {
       throwIfAborted(opts.signal);
-      await this.quietly(d.abs, async () => {
-        if (!(await lstat(d.abs)).isDirectory()) return;
-        if (this.owners) await lchown(d.abs, ...this.ids(d.info));
-        await chmod(d.abs, d.info.mode);
+      try {
+        if (!lstatSync(d.abs).isDirectory()) continue;
+        if (this.owners) lchownSync(d.abs, ...this.ids(d.info));
+        chmodSync(d.abs, d.info.mode);
         const t = nsToSeconds(d.info.mtimeNs);
-        await utimes(d.abs, t, t);
-      });
+        utimesSync(d.abs, t, t);
+      } catch (e) {
+        this.onWarning(`${d.abs}: ${e instanceof Error ? e.message : String(e)}`);
+      }
     }
   }
 
