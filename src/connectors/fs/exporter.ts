@@ -11,8 +11,8 @@
  */
 
 import { spawn } from "node:child_process";
-import { chmodSync, constants, lchownSync, lstatSync, utimesSync } from "node:fs";
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes } from "node:fs/promises";
+import { chmodSync, constants, lchownSync, lstatSync, lutimesSync, mkdirSync, symlinkSync, utimesSync } from "node:fs";
+import { chmod, lchown, link, lstat, mkdir, open, unlink, utimes } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname, resolve } from "node:path";
@@ -206,8 +206,11 @@ export class FsExporter implements Exporter {
     const t = nsToSeconds(info.mtimeNs);
     switch (info.kind) {
       case "dir": {
+        // Directories and symlinks are made with synchronous calls: microseconds
+        // on a local disk, where a libuv round trip each held the restore's walk
+        // (restore of /usr/share: 3,216 directories, 3,942 symlinks).
         if (!(await this.clear(abs, true))) {
-          await mkdir(abs, { mode: 0o700 });
+          mkdirSync(abs, { mode: 0o700 });
           this.freshDirs.add(abs);
         }
         this.safeDirs.add(abs);
@@ -220,9 +223,9 @@ export class FsExporter implements Exporter {
       case "symlink": {
         if (record.target === undefined) throw new CofferError("IO", `${record.pathname}: symlink without target`);
         await this.clear(abs, false);
-        await symlink(record.target, abs);
-        if (this.owners) await lchown(abs, ...this.ids(info));
-        await lutimes(abs, t, t);
+        symlinkSync(record.target, abs);
+        if (this.owners) lchownSync(abs, ...this.ids(info));
+        lutimesSync(abs, t, t);
         break;
       }
       case "fifo":
