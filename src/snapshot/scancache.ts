@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { decode, encode } from "@msgpack/msgpack";
-import { decodeEntry, type Entry, encodeEntry } from "./tree.js";
+import { decode } from "@msgpack/msgpack";
+import { decodeEntry, type Entry, isTreeDir, packEntry } from "./tree.js";
 
 const BATCH = 2000;
 
@@ -31,8 +31,8 @@ export class ScanCache {
   constructor(parent = tmpdir()) {
     this.dir = mkdtempSync(join(parent, "coffer-scan-"));
     this.db = new DatabaseSync(join(this.dir, "scan.db"));
-    this.db.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE; CREATE TABLE e (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;");
-    this.insert = this.db.prepare("INSERT OR REPLACE INTO e (k, v) VALUES (?, ?)");
+    this.db.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE; CREATE TABLE e (k BLOB PRIMARY KEY, v BLOB NOT NULL, d INTEGER NOT NULL) WITHOUT ROWID;");
+    this.insert = this.db.prepare("INSERT OR REPLACE INTO e (k, v, d) VALUES (?, ?, ?)");
     this.lookup = this.db.prepare("SELECT v FROM e WHERE k = ?");
   }
 
@@ -62,7 +62,7 @@ export class ScanCache {
       return;
     }
     if (this.inBatch === 0) this.db.exec("BEGIN");
-    this.insert.run(pathKey(path), encode(encodeEntry(entry), { useBigInt64: true }));
+    this.insert.run(pathKey(path), packEntry(entry), isTreeDir(entry) ? 1 : 0);
     if (++this.inBatch >= BATCH) this.commit();
   }
 
@@ -78,6 +78,20 @@ export class ScanCache {
     for (const row of it) {
       const k = Buffer.from(row.k).toString("utf8");
       yield { parts: k === "" ? [] : k.split("\0"), entry: decodeEntry(decode(row.v, { useBigInt64: true }), "scan cache") };
+    }
+  }
+
+  /**
+   * Every entry in key order as its packEntry() bytes, with whether it is a
+   * directory that gets a tree (decoded only where needed: trees are built
+   * from the bytes as they are).
+   */
+  *scanPacked(): Generator<{ parts: string[]; packed: Uint8Array; dir: boolean }> {
+    this.commit();
+    const it = this.db.prepare("SELECT k, v, d FROM e ORDER BY k").iterate() as Iterable<{ k: Uint8Array; v: Uint8Array; d: number }>;
+    for (const row of it) {
+      const k = Buffer.from(row.k).toString("utf8");
+      yield { parts: k === "" ? [] : k.split("\0"), packed: row.v, dir: row.d === 1 };
     }
   }
 

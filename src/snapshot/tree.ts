@@ -105,6 +105,59 @@ export function encodeTree(entries: readonly Entry[]): Uint8Array {
   return encode({ v: TREE_VERSION, e: entries.map(encodeEntry) }, { useBigInt64: true });
 }
 
+/** Whether `e` is a directory that is stored with a tree of its own (one that could not be read is not). */
+export function isTreeDir(e: Entry): boolean {
+  return e.info.kind === "dir" && e.error === undefined;
+}
+
+/** decodeEntry() of packEntry() bytes. */
+export function unpackEntry(packed: Uint8Array, what: string): Entry {
+  let o: unknown;
+  try {
+    o = decode(packed, { useBigInt64: true });
+  } catch (e) {
+    throw new CorruptError(what, `undecodable entry (${(e as Error).message})`);
+  }
+  return decodeEntry(o, what);
+}
+
+/** An entry's own msgpack bytes, as a tree holds it (see encodeTreeOf). */
+export function packEntry(e: Entry): Uint8Array {
+  return encode(encodeEntry(e), { useBigInt64: true });
+}
+
+/**
+ * encodeTree() of entries given as their packEntry() bytes, in order: the
+ * same bytes (a map {v, e} whose e is an array of the entries), built
+ * without decoding and encoding each entry again.
+ */
+export function encodeTreeOf(packed: readonly Uint8Array[]): Uint8Array {
+  const n = packed.length;
+  const head = n < 16 ? 1 : n < 0x10000 ? 3 : 5;
+  let size = TREE_PREFIX.byteLength + head;
+  for (const p of packed) size += p.byteLength;
+  const out = new Uint8Array(size);
+  out.set(TREE_PREFIX, 0);
+  let at = TREE_PREFIX.byteLength;
+  const dv = new DataView(out.buffer);
+  if (n < 16) out[at] = 0x90 | n;
+  else if (n < 0x10000) {
+    out[at] = 0xdc;
+    dv.setUint16(at + 1, n);
+  } else {
+    out[at] = 0xdd;
+    dv.setUint32(at + 1, n);
+  }
+  at += head;
+  for (const p of packed) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+/** msgpack of { v: TREE_VERSION, e: } up to the array: fixmap(2), "v", version, "e". */
+const TREE_PREFIX = Uint8Array.of(0x82, 0xa1, 0x76, TREE_VERSION, 0xa1, 0x65);
+
 export function decodeTree(raw: Uint8Array, what: string): Entry[] {
   let o: unknown;
   try {

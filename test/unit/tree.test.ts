@@ -16,7 +16,7 @@ import { decodeHeader, encodeHeader, HEADER_VERSION, type SnapshotHeader } from 
 import { pathKey, ScanCache } from "../../src/snapshot/scancache.js";
 import type { Repository } from "../../src/repository/repository.js";
 import { TreeReader } from "../../src/snapshot/vfs.js";
-import { compareNames, decodeEntry, decodeTree, encodeEntry, encodeTree, type Entry, TREE_VERSION } from "../../src/snapshot/tree.js";
+import { compareNames, decodeEntry, decodeTree, encodeEntry, encodeTree, encodeTreeOf, type Entry, packEntry, TREE_VERSION, unpackEntry } from "../../src/snapshot/tree.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 
 const KINDS: EntryKind[] = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"];
@@ -621,5 +621,27 @@ describe("TreeReader.walk (src/snapshot/vfs.ts)", () => {
       })(),
     ).rejects.toThrow(/tree (69){32} missing/);
     expect(seen).toEqual(want.slice(0, want.indexOf("/d05/s") + 1));
+  });
+});
+
+describe("encodeTreeOf (trees from packed entries, as backups build them)", () => {
+  it("gives exactly encodeTree()'s bytes for any entries (property)", () => {
+    fc.assert(
+      fc.property(fc.array(arbEntry, { maxLength: 40 }), (entries) => {
+        const packed = entries.map(packEntry);
+        expect(Buffer.from(encodeTreeOf(packed)).equals(Buffer.from(encodeTree(entries)))).toBe(true);
+        // and packed bytes that went through the scan cache's decode stay the same
+        expect(entries.map((e) => Buffer.from(packEntry(unpackEntry(packEntry(e), "t"))).equals(Buffer.from(packEntry(e))))).not.toContain(false);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("gives encodeTree()'s bytes at the array length boundaries 0, 15, 16, 65535 and 65536", () => {
+    for (const n of [0, 15, 16, 65_535, 65_536]) {
+      const entries = Array.from({ length: n }, (_, i) => minimalEntry(`f${i}`));
+      expect(Buffer.from(encodeTreeOf(entries.map(packEntry))).equals(Buffer.from(encodeTree(entries))), `n=${n}`).toBe(true);
+      expect(decodeTree(encodeTreeOf(entries.map(packEntry)), "t")).toHaveLength(n);
+    }
   });
 });
