@@ -71,8 +71,8 @@ export interface BackupResult {
 const CHUNKS_IN_FLIGHT = 4;
 /** Linux caps an extended attribute's value at 64 KiB; other systems allow more. */
 const MAX_XATTR_VALUE = 1 << 20;
-/** Raw chunks of a large file being compressed at once (one per libuv pool thread). */
-const RAW_IN_FLIGHT = 8;
+/** Raw chunks of a large file being encoded at once (by other workers, or on the libuv pool). */
+const RAW_IN_FLIGHT = 10;
 
 function emptySummary(): Summary {
   return { files: 0, dirs: 0, symlinks: 0, others: 0, bytes: 0, errors: 0, readBytes: 0, newBlobs: 0, newBytes: 0 };

@@ -82,7 +82,7 @@ interface Slot {
 }
 
 const CREDIT_LIMIT = 8 << 20;
-const BACKLOG_LIMIT = 4 << 20;
+const BACKLOG_LIMIT = 6 << 20;
 const RAW_FROM = 32 << 20;
 
 export class ChunkPool {
