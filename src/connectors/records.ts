@@ -98,6 +98,13 @@ export interface ImportOptions {
    * costs nothing.
    */
   results?: AsyncIterable<ImportResult> | undefined;
+  /**
+   * The caller takes extended attributes as records of their own
+   * (`xattrName`), after their entry, as the builder does: an importer may
+   * then yield entries before it knows their attributes, and send those
+   * later. Without it, attributes come on their entry's record.
+   */
+  xattrRecords?: boolean | undefined;
 }
 
 export interface ImportResult {

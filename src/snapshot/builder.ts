@@ -371,7 +371,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   timer?.unref();
 
   try {
-    const it = imp.import({ signal, results })[Symbol.asyncIterator]();
+    const it = imp.import({ signal, results, xattrRecords: true })[Symbol.asyncIterator]();
     const worker = async () => {
       while (true) {
         throwIfAborted(signal);

@@ -165,6 +165,33 @@ describe("fs connectors", () => {
     expect(none.every((r) => r.xattrs === undefined)).toBe(true);
   });
 
+  it("with xattrRecords, entries may leave before the xattr scan is done: attributes missing on an entry follow it as records of their own, and fold to the same as without", async () => {
+    const fold = async (recs: ImportRecord[]) => {
+      const out = new Map<string, string>();
+      const seen = new Set<string>();
+      for (const r of recs) {
+        if (r.xattrName === undefined) {
+          seen.add(r.pathname);
+          for (const x of r.xattrs ?? []) out.set(`${r.pathname} ${x.name}`, Buffer.from(x.value).toString("hex"));
+          continue;
+        }
+        expect(seen.has(r.pathname), `${r.xattrName} of ${r.pathname} before its entry`).toBe(true);
+        expect(r.open).toBeDefined();
+        const value = Buffer.concat(await readAll(r));
+        out.set(`${r.pathname} ${r.xattrName}`, value.toString("hex"));
+      }
+      return out;
+    };
+    const inline = await collect(new FsImporter(src).import());
+    expect(inline.some((r) => r.xattrName !== undefined)).toBe(false);
+    // No ping: the scan starts with the import, and the walk does not wait for it.
+    const late = await collect(new FsImporter(src).import({ xattrRecords: true }));
+    expect(late.filter((r) => r.xattrName === undefined).map((r) => r.pathname)).toEqual(EXPECTED_ORDER);
+    const want = await fold(inline);
+    expect(want.size).toBeGreaterThanOrEqual(5);
+    expect(await fold(late)).toEqual(want);
+  });
+
   it("reads content in large fresh pieces", async () => {
     const recs = await collect(new FsImporter(src, { noXattr: true }).import());
     const bigRec = recs.find((r) => r.pathname === "/big.bin") as ImportRecord;
