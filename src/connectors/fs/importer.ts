@@ -102,6 +102,7 @@ export class FsImporter implements Importer {
       yield* this.walk(scan.result, signal, opts.xattrRecords === true);
     } finally {
       signal?.removeEventListener("abort", onAbort);
+      scan.abort.abort(); // a walk that stopped early leaves no getfattr running (no-op once it is done)
     }
   }
 
