@@ -150,8 +150,9 @@ export class Codec {
   }
 
   /**
-   * encode() on the calling thread, for worker threads: one-shot zstd (a
-   * context per call) avoids a round trip through the libuv pool per blob.
+   * encode() on the calling thread (worker threads, and small blobs on the
+   * main thread): zstd with the thread's kept context (zstd-sync.ts) avoids
+   * a round trip through the libuv pool per blob.
    */
   encodeSync(type: BlobType, mac: Uint8Array, raw: Uint8Array): Uint8Array {
     if (!this.shouldCompress(raw)) return this.sealSmaller(type, mac, raw, null);
