@@ -13,7 +13,7 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import type { EntryKind, FileInfo } from "../../src/connectors/records.js";
 import { decodeHeader, encodeHeader, HEADER_VERSION, type SnapshotHeader } from "../../src/snapshot/header.js";
-import { pathKey, ScanCache } from "../../src/snapshot/scancache.js";
+import { pathKey, SCAN_CACHE_MEMORY, ScanCache } from "../../src/snapshot/scancache.js";
 import type { Repository } from "../../src/repository/repository.js";
 import { TreeReader } from "../../src/snapshot/vfs.js";
 import { compareNames, decodeEntry, decodeTree, encodeEntry, encodeTree, encodeTreeOf, type Entry, packEntry, TREE_VERSION, unpackEntry } from "../../src/snapshot/tree.js";
@@ -441,7 +441,14 @@ const arbPathSet = fc.uniqueArray(fc.array(arbComponent, { minLength: 1, maxLeng
   selector: (p) => p.join("/"),
 });
 
-describe("ScanCache order", () => {
+/** The cache's three states: all in memory, on disk from the first entry, moved to disk midway (a budget of a few entries). */
+const scanCacheModes: [string, number][] = [
+  ["in memory", SCAN_CACHE_MEMORY],
+  ["on disk", 0],
+  ["moving to disk midway", 1500],
+];
+
+describe.each(scanCacheModes)("ScanCache order (%s)", (_mode, budget) => {
   it("scan() yields every directory before its subtree, subtrees contiguous, siblings in byte order (property)", () => {
     fc.assert(
       fc.property(arbPathSet, fc.boolean(), fc.boolean(), (paths, withRoot, withAncestors) => {
@@ -452,7 +459,7 @@ describe("ScanCache order", () => {
           all = [...seen.values()];
         }
         if (withRoot) all = [[], ...all];
-        const cache = new ScanCache(parentDir());
+        const cache = new ScanCache(parentDir(), budget);
         try {
           // put in a random (shuffled by fast-check's generation) order, with absolute paths
           all.forEach((p, i) => {
@@ -487,7 +494,7 @@ describe("ScanCache order", () => {
   });
 
   it("orders the classic trap a, a/b, a b, a-b, a/b/c as a, a/b, a/b/c, a b, a-b", () => {
-    const cache = new ScanCache(parentDir());
+    const cache = new ScanCache(parentDir(), budget);
     try {
       for (const p of ["/a-b", "/a b", "/a/b/c", "/a", "/a/b", "/ab", "/"]) cache.put(p, minimalEntry(p.split("/").at(-1)));
       expect([...cache.scan()].map((g) => "/" + g.parts.join("/"))).toEqual(["/", "/a", "/a/b", "/a/b/c", "/a b", "/a-b", "/ab"]);
@@ -497,7 +504,7 @@ describe("ScanCache order", () => {
   });
 
   it("normalises paths (double and trailing slashes) and keeps the last put of a path", () => {
-    const cache = new ScanCache(parentDir());
+    const cache = new ScanCache(parentDir(), budget);
     try {
       const first = minimalEntry("b");
       const second = minimalEntry("b");
@@ -516,7 +523,7 @@ describe("ScanCache order", () => {
   });
 
   it("works across batch commits (more than 2000 entries) and round trips entries", () => {
-    const cache = new ScanCache(parentDir());
+    const cache = new ScanCache(parentDir(), budget);
     try {
       const n = 2600;
       const names = Array.from({ length: n }, (_, i) => `f${String((i * 7919) % n).padStart(5, "0")}`);
@@ -538,7 +545,7 @@ describe("ScanCache order", () => {
   it("round trips arbitrary entries through the cache (property)", () => {
     fc.assert(
       fc.property(fc.array(arbEntry, { minLength: 1, maxLength: 5 }), (entries) => {
-        const cache = new ScanCache(parentDir());
+        const cache = new ScanCache(parentDir(), budget);
         try {
           entries.forEach((e, i) => cache.put(`/p${i}`, e));
           const got = [...cache.scan()];
@@ -551,11 +558,14 @@ describe("ScanCache order", () => {
     );
   });
 
-  it("close() removes its temporary directory", () => {
+  it("close() removes its temporary directory, made only once entries are on disk", () => {
     const parent = parentDir();
-    const cache = new ScanCache(parent);
+    const cache = new ScanCache(parent, budget);
     cache.put("/x", minimalEntry("x"));
-    expect(readdirSync(parent)).toHaveLength(1);
+    for (let i = 0; i < 50; i++) cache.put(`/y${i}`, minimalEntry(`y${i}`));
+    expect(cache.onDisk).toBe(budget < SCAN_CACHE_MEMORY);
+    expect(readdirSync(parent)).toHaveLength(budget < SCAN_CACHE_MEMORY ? 1 : 0);
+    expect(cache.get("/x")?.name).toBe("x");
     cache.close();
     expect(readdirSync(parent)).toHaveLength(0);
   });
