@@ -21,7 +21,7 @@ import * as path from "node:path";
 import { abortError, CofferError, CorruptError, NotFoundError, throwIfAborted } from "../util/errors.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { LocationFlag, Resource, resourceName, StoreMode } from "./flags.js";
-import type { CallOptions, Mac, Range, Store } from "./store.js";
+import type { CallOptions, Mac, Range, StagedPut, Store } from "./store.js";
 
 export interface FsStoreOptions {
   /** Open for reading only: put(), delete() and create() reject with READ_ONLY. */
@@ -177,9 +177,59 @@ export class FsStore implements Store {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("put");
+    const { tmp, size } = await this.#writeTemp(data, signal);
+    await this.#install(tmp, resource, mac, signal);
+    return size;
+  }
+
+  /** Writes go straight to a temp file (writev), which commit() fsyncs and renames into place as put() does. */
+  async stage(resource: Resource, opts: CallOptions = {}): Promise<StagedPut> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    this.#checkWritable("put");
+    const { tmp, handle } = await this.#openTemp(signal);
+    let size = 0;
+    let state: "open" | "done" = "open";
+    const drop = async () => {
+      state = "done";
+      await handle.close().catch(() => undefined);
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    };
+    return {
+      write: async (parts) => {
+        if (state !== "open") throw new CofferError("IO", `[fs] staged write to ${tmp} after its end`);
+        try {
+          await writevAll(handle, parts, tmp, signal);
+          size += parts.reduce((n, p) => n + p.byteLength, 0);
+        } catch (e) {
+          await drop();
+          throw e;
+        }
+      },
+      commit: async (mac, o = {}) => {
+        if (state !== "open") throw new CofferError("IO", `[fs] staged object ${tmp} committed after its end`);
+        state = "done";
+        try {
+          throwIfAborted(o.signal);
+          await this.#io("fsync", tmp, o.signal, () => handle.sync());
+          await this.#io("close", tmp, o.signal, () => handle.close());
+        } catch (e) {
+          await drop();
+          throw o.signal?.aborted ? abortError(o.signal) : e;
+        }
+        await this.#install(tmp, resource, mac, o.signal);
+        return size;
+      },
+      abort: async () => {
+        if (state === "open") await drop();
+      },
+    };
+  }
+
+  /** Renames the fsynced temp file `tmp` into place as object `mac` (removing it on failure), then fsyncs the directory. */
+  async #install(tmp: string, resource: Resource, mac: Mac, signal?: AbortSignal): Promise<void> {
     const target = this.#objectPath(resource, mac);
     const dir = path.dirname(target);
-    const { tmp, size } = await this.#writeTemp(data, signal);
     try {
       throwIfAborted(signal);
       const created = await this.#io("mkdir", dir, signal, () => fsp.mkdir(dir, { recursive: true }));
@@ -192,7 +242,6 @@ export class FsStore implements Store {
     }
     // The object is in place: from here an abort no longer undoes the put.
     await this.#dirSync.sync(dir);
-    return size;
   }
 
   async get(resource: Resource, mac: Mac, range?: Range, opts: CallOptions = {}): Promise<Uint8Array> {
@@ -366,16 +415,7 @@ export class FsStore implements Store {
     data: Uint8Array | AsyncIterable<Uint8Array>,
     signal?: AbortSignal,
   ): Promise<{ tmp: string; size: number }> {
-    const tmpDir = path.join(this.root, TMP);
-    const tmp = path.join(tmpDir, `${randomBytes(16).toString("hex")}.tmp`);
-    let handle: FileHandle;
-    try {
-      handle = await fsp.open(tmp, "wx");
-    } catch (e) {
-      if (errno(e) !== "ENOENT") throw toStoreError(e, "create", tmp, signal);
-      await this.#io("mkdir", tmpDir, signal, () => fsp.mkdir(tmpDir, { recursive: true }));
-      handle = await this.#io("create", tmp, signal, () => fsp.open(tmp, "wx"));
-    }
+    const { tmp, handle } = await this.#openTemp(signal);
     let size = 0;
     try {
       if (data instanceof Uint8Array) {
@@ -396,6 +436,19 @@ export class FsStore implements Store {
       await handle.close().catch(() => undefined);
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
       throw signal?.aborted ? abortError(signal) : e; // a source's own error passes through unchanged
+    }
+  }
+
+  /** A fresh temp file, open for writing. */
+  async #openTemp(signal?: AbortSignal): Promise<{ tmp: string; handle: FileHandle }> {
+    const tmpDir = path.join(this.root, TMP);
+    const tmp = path.join(tmpDir, `${randomBytes(16).toString("hex")}.tmp`);
+    try {
+      return { tmp, handle: await fsp.open(tmp, "wx") };
+    } catch (e) {
+      if (errno(e) !== "ENOENT") throw toStoreError(e, "create", tmp, signal);
+      await this.#io("mkdir", tmpDir, signal, () => fsp.mkdir(tmpDir, { recursive: true }));
+      return { tmp, handle: await this.#io("create", tmp, signal, () => fsp.open(tmp, "wx")) };
     }
   }
 
@@ -492,6 +545,34 @@ async function writeAll(handle: FileHandle, data: Uint8Array, p: string, signal?
       throw toStoreError(e, "write", p, signal);
     }
     done += bytesWritten;
+  }
+}
+
+/** Writes `parts` in order with writev (at most IOV_MAX buffers a call), resuming after short writes. */
+async function writevAll(handle: FileHandle, parts: readonly Uint8Array[], p: string, signal?: AbortSignal): Promise<void> {
+  const IOV_MAX = 1024;
+  for (let i = 0; i < parts.length; ) {
+    throwIfAborted(signal);
+    const group = parts.slice(i, i + IOV_MAX);
+    i += group.length;
+    const want = group.reduce((n, b) => n + b.byteLength, 0);
+    let bytesWritten: number;
+    try {
+      ({ bytesWritten } = await handle.writev(group));
+    } catch (e) {
+      throw toStoreError(e, "write", p, signal);
+    }
+    if (bytesWritten === want) continue;
+    // A short write: the rest one buffer at a time.
+    let skip = bytesWritten;
+    for (const b of group) {
+      if (skip >= b.byteLength) {
+        skip -= b.byteLength;
+        continue;
+      }
+      await writeAll(handle, b.subarray(skip), p, signal);
+      skip = 0;
+    }
   }
 }
 

@@ -62,9 +62,27 @@ export interface Store {
   sync?(opts?: CallOptions): Promise<void>;
   close(): Promise<void>;
   /**
+   * Optional: a put whose name is known only at the end (a packfile is named
+   * by the MAC of all its bytes). The bytes are written as they come, so the
+   * writer need not hold them; commit() then makes the object visible under
+   * its name, atomically, with the same guarantees as put(), and abort()
+   * leaves nothing behind. Stores without it get the whole object by put().
+   */
+  stage?(resource: Resource, opts?: CallOptions): Promise<StagedPut>;
+  /**
    * Where an object lives on this machine's filesystem, for stores that keep
    * objects as plain files (LOCALFS): readers may then read it directly
    * (e.g. from worker threads). Undefined for other stores.
    */
   localPath?(resource: Resource, mac: Mac): string;
+}
+
+/** An object being written by Store.stage(): write() in order, then commit() or abort(), once. */
+export interface StagedPut {
+  /** Appends the buffers, in order (they may be released once it resolves). */
+  write(parts: readonly Uint8Array[]): Promise<void>;
+  /** Makes the bytes written the object `mac` of the staged resource; returns their number. */
+  commit(mac: Mac, opts?: CallOptions): Promise<number>;
+  /** Drops what was written (no-op after commit). */
+  abort(): Promise<void>;
 }

@@ -37,7 +37,13 @@ export function randomKey(n = 32): Uint8Array {
   return new Uint8Array(randomBytes(n));
 }
 
-/** A keyed MAC function: `mac()` of a buffer, `macParts()` of a sequence of buffers. */
+/** A MAC computed over several calls: update() in order, then digest() once. */
+export interface MacStream {
+  update(parts: readonly Uint8Array[]): void;
+  digest(): Uint8Array;
+}
+
+/** A keyed MAC function: `mac()` of a buffer, `macParts()` of a sequence of buffers, `stream()` for one fed piecewise. */
 export class Mac {
   private constructor(
     readonly algorithm: MacAlgorithm,
@@ -57,6 +63,34 @@ export class Mac {
     h.init();
     h.update(data);
     return h.digest("binary");
+  }
+
+  /**
+   * An incremental MAC, fed in several calls that other uses of this Mac may
+   * interleave with: it keeps the hasher's state between them (~2 KiB).
+   */
+  stream(): MacStream {
+    const h = this.hasher;
+    if (h === null) {
+      const hm = createHmac("sha256", this.key);
+      return {
+        update: (parts) => void parts.forEach((p) => hm.update(p)),
+        digest: () => new Uint8Array(hm.digest()),
+      };
+    }
+    h.init();
+    let state = h.save();
+    return {
+      update: (parts) => {
+        h.load(state);
+        for (const p of parts) h.update(p);
+        state = h.save();
+      },
+      digest: () => {
+        h.load(state);
+        return h.digest("binary");
+      },
+    };
   }
 
   /** The MAC of the concatenation of `parts` (synchronous: no other caller can interleave). */

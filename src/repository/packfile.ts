@@ -28,20 +28,27 @@ export interface BlobEntry {
  * Creating and filling one is synchronous, so concurrent writers of the
  * repository can never see two current packfiles.
  */
-export class PackWriter {
+export class PackWriter<S extends PackSink = PackSink> {
   private readonly parts: Uint8Array[] = [];
   readonly entries: BlobEntry[] = [];
   size = 0;
 
+  /** With `sink`, the parts go to it as they come (and seal() gives none) instead of being held. */
+  constructor(readonly sink?: S) {}
+
   add(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array): BlobEntry {
     const e: BlobEntry = { type, mac, offset: this.size, length: encoded.byteLength, rawLength };
-    this.parts.push(encoded);
+    if (this.sink) this.sink.push(encoded);
+    else this.parts.push(encoded);
     this.entries.push(e);
     this.size += encoded.byteLength;
     return e;
   }
 
-  /** Appends the index and footer; returns the pack's name and its parts (to hand to Store.put). */
+  /**
+   * Appends the index and footer; returns the pack's name and its parts (to
+   * hand to Store.put), or no parts once the sink has them all.
+   */
   async seal(codec: Codec, mac: Mac): Promise<{ mac: Uint8Array; parts: Uint8Array[]; size: number }> {
     const raw = encodeIndex(this.entries);
     const indexMac = mac.mac(raw);
@@ -52,10 +59,21 @@ export class PackWriter {
     footer.writeBigUInt64LE(BigInt(this.size), 8);
     footer.writeUInt32LE(index.byteLength, 16);
     footer.set(indexMac, 20);
-    this.parts.push(index, footer);
     this.size += index.byteLength + FOOTER_SIZE;
+    if (this.sink) {
+      this.sink.push(index);
+      this.sink.push(footer);
+      return { mac: await this.sink.finish(), parts: [], size: this.size };
+    }
+    this.parts.push(index, footer);
     return { mac: mac.macParts(this.parts), parts: this.parts, size: this.size };
   }
+}
+
+/** Where a PackWriter's bytes go as they come: push() in order, then finish() gives their MAC once all are written. */
+export interface PackSink {
+  push(part: Uint8Array): void;
+  finish(): Promise<Uint8Array>;
 }
 
 export function encodeIndex(entries: readonly BlobEntry[]): Uint8Array {

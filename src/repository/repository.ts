@@ -15,6 +15,7 @@ import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type Reposi
 import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
 import { type BlobEntry, PackWriter, readPack } from "./packfile.js";
+import { StagedPack } from "./pack-sink.js";
 import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, type PackRecord } from "./state.js";
 
 export interface CreateOptions {
@@ -33,6 +34,8 @@ export interface OpenOptions {
 }
 
 const UPLOADS_IN_FLIGHT = 2;
+/** Bytes of a staged packfile waiting to be written before its writers wait (see append). */
+const UNWRITTEN_MAX = 8 << 20;
 /** Blobs up to this size are encoded on the calling thread by putBlob (see there). */
 const SYNC_ENCODE_MAX = 64 << 10;
 
@@ -47,7 +50,7 @@ export class Repository {
   readonly index = new Index();
   /** Blobs added to a pack not yet recorded in the state (dedup must see them). */
   private readonly pending = new Set<string>();
-  private writer: PackWriter | null = null;
+  private writer: PackWriter<StagedPack> | null = null;
   private readonly uploads = new Set<Promise<void>>();
   private uploadError: unknown = null;
   private lock: Lock | null = null;
@@ -223,13 +226,29 @@ export class Repository {
     return true;
   }
 
-  /** Appends an encoded blob (already marked pending) to the current packfile. */
+  /**
+   * Appends an encoded blob (already marked pending) to the current
+   * packfile. Stores that stage writes get the packfile as it fills (at most
+   * UNWRITTEN_MAX bytes wait); others get it whole when it is sealed.
+   */
   private async append(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<void> {
-    this.writer ??= new PackWriter();
-    this.writer.add(type, mac, rawLength, encoded);
+    const store = this.store;
+    const w = (this.writer ??= new PackWriter(store.stage ? new StagedPack(store as Store & Required<Pick<Store, "stage">>, this.mac, signal) : undefined));
+    w.add(type, mac, rawLength, encoded);
     this.written.blobs++;
     this.written.rawBytes += rawLength;
-    if (this.writer.size >= this.config.packSize) await this.rotate(signal);
+    if (w.size >= this.config.packSize) await this.rotate(signal);
+    else if (w.sink && (w.sink.pending > UNWRITTEN_MAX || w.sink.failed)) await this.drainWriter(w.sink);
+  }
+
+  private async drainWriter(sink: StagedPack): Promise<void> {
+    try {
+      await sink.drain(UNWRITTEN_MAX / 2);
+    } catch (e) {
+      // The blobs of this packfile are lost: no later write may rely on them.
+      this.uploadError ??= e;
+      throw e;
+    }
   }
 
   /**
@@ -261,13 +280,20 @@ export class Repository {
       // The blobs of this packfile are lost but still marked pending: no
       // later write may rely on them.
       this.uploadError ??= e;
+      await w.sink?.abort();
       settle();
       throw e;
     }
     const job = (async () => {
-      await Promise.all(earlier);
-      if (this.uploadError) throw this.uploadError;
-      await this.store.put(Resource.PACKFILE, sealed.mac, toIterable(sealed.parts), { signal });
+      try {
+        await Promise.all(earlier);
+        if (this.uploadError) throw this.uploadError;
+        if (w.sink) await w.sink.commit(sealed.mac, signal);
+        else await this.store.put(Resource.PACKFILE, sealed.mac, toIterable(sealed.parts), { signal });
+      } catch (e) {
+        await w.sink?.abort();
+        throw e;
+      }
       await this.writeDelta({ mac: sealed.mac, entries: w.entries }, signal);
       for (const e of w.entries) this.pending.delete(blobKey(e.type, e.mac));
       this.written.packs++;
@@ -304,6 +330,10 @@ export class Repository {
   }
 
   async close(): Promise<void> {
+    // A packfile still being filled (its backup failed) is dropped.
+    const w = this.writer;
+    this.writer = null;
+    await w?.sink?.abort();
     await Promise.all(this.packsInFlight);
     await this.releaseLock();
     await this.store.close();

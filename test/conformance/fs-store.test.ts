@@ -226,6 +226,57 @@ describe("FsStore on disk", () => {
     expect((await store.get(Resource.LOCK, m)).byteLength).toBe(3);
   });
 
+  describe("stage (a put named at the end)", () => {
+    it("writes parts to a temp file as they come; commit makes them the object, abort leaves nothing", async () => {
+      const { root, store } = await repo();
+      const tmp = path.join(root, "tmp");
+      const staged = await store.stage(Resource.PACKFILE);
+      const parts = [bytes(10), bytes(0), bytes(70_000), bytes(1)];
+      await staged.write(parts.slice(0, 2));
+      await staged.write(parts.slice(2));
+      // on disk already, not visible
+      const temps = await fsp.readdir(tmp);
+      expect(temps).toHaveLength(1);
+      expect((await fsp.stat(path.join(tmp, temps[0]!))).size).toBe(70_011);
+      expect(await files(path.join(root, "packfiles"))).toEqual([]);
+      const m = mac();
+      expect(await staged.commit(m)).toBe(70_011);
+      expect(Buffer.from(await store.get(Resource.PACKFILE, m)).equals(Buffer.concat(parts))).toBe(true);
+      expect(await fsp.readdir(tmp)).toEqual([]);
+      await expect(staged.write([bytes(1)])).rejects.toMatchObject({ code: "IO" });
+      await expect(staged.commit(mac())).rejects.toMatchObject({ code: "IO" });
+
+      const dropped = await store.stage(Resource.PACKFILE);
+      await dropped.write([bytes(5000)]);
+      await dropped.abort();
+      expect(await fsp.readdir(tmp)).toEqual([]);
+      expect(await files(path.join(root, "packfiles"))).toHaveLength(1);
+    });
+
+    it("takes more buffers than one writev call does (IOV_MAX), in order", async () => {
+      const { store } = await repo();
+      const staged = await store.stage(Resource.PACKFILE);
+      const parts = Array.from({ length: 2500 }, (_, i) => bytes(i % 5));
+      await staged.write(parts);
+      const m = mac();
+      await staged.commit(m);
+      expect(Buffer.from(await store.get(Resource.PACKFILE, m)).equals(Buffer.concat(parts))).toBe(true);
+    });
+
+    it("is refused by a read-only store, and by an aborted signal at commit (nothing left)", async () => {
+      const { root, store } = await repo();
+      await expect(new FsStore(root, { readOnly: true }).stage(Resource.PACKFILE)).rejects.toMatchObject({ code: "READ_ONLY" });
+      const staged = await store.stage(Resource.PACKFILE);
+      await staged.write([bytes(100)]);
+      const ac = new AbortController();
+      ac.abort();
+      const m = mac();
+      await expect(staged.commit(m, { signal: ac.signal })).rejects.toMatchObject({ code: "INTERRUPTED" });
+      expect(await fsp.readdir(path.join(root, "tmp"))).toEqual([]);
+      await expect(store.get(Resource.PACKFILE, m)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    });
+  });
+
   it("filesystem failures are IO errors naming the path", async () => {
     const dir = await tempDir();
     dirs.push(dir);

@@ -7,13 +7,17 @@
  * damage detection, and shared/exclusive/stale/unreadable locks.
  */
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { hostname } from "node:os";
 import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
-import { describe, expect, it, vi } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { Resource } from "../../src/connectors/flags.js";
 import { MemoryStore } from "../../src/connectors/memory-store.js";
-import type { CallOptions, Mac as StoreMac, Range, Store } from "../../src/connectors/store.js";
+import type { CallOptions, Mac as StoreMac, Range, StagedPut, Store } from "../../src/connectors/store.js";
+import { FsStore } from "../../src/connectors/fs-store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { randomKey } from "../../src/repository/crypto.js";
 import { acquireLock, isStale, readLocks, REFRESH_MS, STALE_MS } from "../../src/repository/locks.js";
@@ -355,6 +359,94 @@ describe("putBlob / flush / getBlob", () => {
     const r2 = await reopen(store);
     expect(r2.has(BlobType.CHUNK, again.mac)).toBe(true);
     expect(again.added).toBe(true);
+  });
+});
+
+describe("packfiles staged as they fill (a store with stage(): FsStore)", () => {
+  class FlakyFsStore extends FsStore {
+    writes = 0;
+    /** The staged write (counted over all packfiles) that fails. */
+    failAt = 0;
+    override async stage(resource: Resource, opts?: CallOptions): Promise<StagedPut> {
+      const s = await super.stage(resource, opts);
+      return {
+        write: async (parts) => {
+          if (++this.writes === this.failAt) throw new CofferError("IO", "injected staged write failure");
+          return s.write(parts);
+        },
+        commit: (mac, o) => s.commit(mac, o),
+        abort: () => s.abort(),
+      };
+    }
+  }
+  const roots: string[] = [];
+  afterAll(() => {
+    for (const r of roots) rmSync(r, { recursive: true, force: true });
+  });
+  async function fsRepo(): Promise<{ root: string; store: FlakyFsStore; repo: Repository }> {
+    const root = mkdtempSync(join(tmpdir(), "coffer-staged-"));
+    roots.push(root);
+    const store = new FlakyFsStore(root);
+    await Repository.create(store, createOpts(true));
+    return { root, store, repo: await open(store) };
+  }
+  const tmpFiles = (root: string) => readdirSync(join(root, "tmp"));
+  const packNames = (root: string) => readdirSync(join(root, "packfiles"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
+
+  it("bytes reach the store before the packfile is sealed; each packfile is named by the MAC of its bytes and readable", async () => {
+    const { root, store, repo } = await fsRepo();
+    const first = prng(1, 40_000);
+    await repo.putBlob(BlobType.CHUNK, first);
+    // written in the background, not visible yet
+    for (let i = 0; i < 200 && store.writes === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(store.writes).toBeGreaterThan(0);
+    expect(tmpFiles(root)).toHaveLength(1);
+    expect(statSync(join(root, "tmp", tmpFiles(root)[0]!)).size).toBeGreaterThan(10_000);
+    expect(packNames(root)).toEqual([]);
+    const blobs = [first, ...Array.from({ length: 20 }, (_, i) => prng(10 + i, 30_000 + i))];
+    const macs = [];
+    for (const b of blobs) macs.push((await repo.putBlob(BlobType.CHUNK, b)).mac);
+    await repo.flush();
+    expect(tmpFiles(root)).toEqual([]);
+    const names = packNames(root);
+    expect(names.length).toBeGreaterThan(1);
+    for (const n of names) {
+      const mac = new Uint8Array(Buffer.from(n, "hex"));
+      // readPack checks the name against the keyed MAC of the bytes
+      expect((await readPack(await store.get(Resource.PACKFILE, mac), mac, repo.codec, repo.mac)).length).toBeGreaterThan(0);
+    }
+    const r2 = await open(new FsStore(root));
+    for (const [i, m] of macs.entries()) expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, m)).equals(blobs[i]!)).toBe(true);
+    await r2.close();
+    await repo.close();
+  });
+
+  it("a failed staged write fails the writes after it, stores nothing naming that packfile, and leaves no temp file", async () => {
+    const { root, store, repo } = await fsRepo();
+    store.failAt = 3;
+    let err: unknown;
+    try {
+      for (let i = 0; i < 30; i++) await repo.putBlob(BlobType.CHUNK, prng(100 + i, 20_000));
+      await repo.flush();
+    } catch (e) {
+      err = e;
+    }
+    expectCode(err, "IO");
+    await repo.close();
+    expect(tmpFiles(root)).toEqual([]);
+    // what a fresh open sees is whole and readable
+    const r2 = await open(new FsStore(root));
+    for (const [mac] of r2.index.ofType(BlobType.CHUNK)) await r2.getBlob(BlobType.CHUNK, mac);
+    expect(packNames(root).sort()).toEqual([...r2.index.packs.keys()].sort());
+    await r2.close();
+  });
+
+  it("close() drops a packfile still being filled (its temp file goes)", async () => {
+    const { root, repo } = await fsRepo();
+    await repo.putBlob(BlobType.CHUNK, prng(7, 20_000));
+    await repo.close();
+    expect(tmpFiles(root)).toEqual([]);
+    expect(packNames(root)).toEqual([]);
   });
 });
 

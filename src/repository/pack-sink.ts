@@ -1,0 +1,108 @@
+/**
+ * A packfile written to its store while it is filled (Store.stage): encoded
+ * blobs go to the store in order as they come, with the packfile's MAC
+ * computed over them on the way, so the writer holds only what is not
+ * written yet instead of the whole packfile (32 MiB, and as much again for
+ * each packfile being stored). The store makes it visible under its name
+ * (the MAC) only at commit().
+ */
+import { Resource } from "../connectors/flags.js";
+import type { StagedPut, Store } from "../connectors/store.js";
+import type { Mac, MacStream } from "./crypto.js";
+
+/** Bytes handed to the store in one write (writev of the parts). */
+const WRITE_BATCH = 4 << 20;
+
+export class StagedPack {
+  private queue: Uint8Array[] = [];
+  private queued = 0;
+  private pump: Promise<void> | null = null;
+  private failure: { e: unknown } | null = null;
+  private waiters: (() => void)[] = [];
+  private readonly macs: MacStream;
+  private readonly staged: Promise<StagedPut>;
+
+  constructor(store: Store & Required<Pick<Store, "stage">>, mac: Mac, signal?: AbortSignal) {
+    this.macs = mac.stream();
+    this.staged = store.stage(Resource.PACKFILE, { signal });
+    this.staged.catch((e: unknown) => this.fail(e));
+  }
+
+  /** Bytes pushed and not written yet. */
+  get pending(): number {
+    return this.queued;
+  }
+
+  /** Whether a write failed (drain() and finish() then reject with its error). */
+  get failed(): boolean {
+    return this.failure !== null;
+  }
+
+  /** Queues `part` (the packfile's next bytes); it is written in the background. */
+  push(part: Uint8Array): void {
+    if (this.failure) return;
+    this.queue.push(part);
+    this.queued += part.byteLength;
+    this.pump ??= this.run();
+  }
+
+  private async run(): Promise<void> {
+    try {
+      const s = await this.staged;
+      while (this.queue.length > 0 && !this.failure) {
+        let n = 0;
+        let k = 0;
+        while (k < this.queue.length && (k === 0 || n < WRITE_BATCH)) n += this.queue[k++]!.byteLength;
+        const batch = this.queue.splice(0, k);
+        this.macs.update(batch);
+        await s.write(batch);
+        this.queued -= n;
+        this.wake();
+      }
+    } catch (e) {
+      this.fail(e);
+    } finally {
+      this.pump = null;
+      this.wake();
+    }
+  }
+
+  private fail(e: unknown): void {
+    this.failure ??= { e };
+    this.queue = [];
+    this.queued = 0;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves once at most `limit` bytes wait to be written; rejects if a write failed. */
+  async drain(limit: number): Promise<void> {
+    while (!this.failure && this.queued > limit) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.failure) throw this.failure.e;
+  }
+
+  /** Waits until every part is written; their MAC (the packfile's name). */
+  async finish(): Promise<Uint8Array> {
+    await this.drain(0);
+    return this.macs.digest();
+  }
+
+  /** Makes the packfile visible as `mac`; returns its size. */
+  async commit(mac: Uint8Array, signal?: AbortSignal): Promise<number> {
+    await this.drain(0);
+    return (await this.staged).commit(mac, { signal });
+  }
+
+  /** Drops the packfile (what was written is removed); no-op after commit(). */
+  async abort(): Promise<void> {
+    this.fail(new Error("packfile abandoned"));
+    await this.pump;
+    const s = await this.staged.catch(() => null);
+    await s?.abort();
+  }
+}
