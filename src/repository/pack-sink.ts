@@ -9,9 +9,19 @@
 import { Resource } from "../connectors/flags.js";
 import type { StagedPut, Store } from "../connectors/store.js";
 import type { Mac, MacStream } from "./crypto.js";
+import { Collector } from "../util/gc.js";
 
 /** Bytes handed to the store in one write (writev of the parts). */
 const WRITE_BATCH = 4 << 20;
+/**
+ * A full collection after every 32 MiB written. The parts are mostly blobs
+ * encoded by the chunk workers, in their malloc arenas; their wrappers on
+ * this thread often live long enough to be promoted, and V8 then frees them
+ * only at its next full collection, tens of MiB later. Measured: peak RSS of
+ * a first backup of /usr/share 252-266 -> 233-243 MiB, of a 2 GiB file
+ * 227 -> 199 MiB; time unchanged within noise (32 collections a GiB).
+ */
+const collector = new Collector(32 << 20, "major");
 
 export class StagedPack {
   private queue: Uint8Array[] = [];
@@ -57,6 +67,7 @@ export class StagedPack {
         this.macs.update(batch);
         await s.write(batch);
         this.queued -= n;
+        collector.after(n);
         this.wake();
       }
     } catch (e) {

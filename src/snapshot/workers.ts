@@ -10,6 +10,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
+import { Collector } from "../util/gc.js";
 
 export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 };
 
@@ -22,13 +23,9 @@ export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSize
  * launcher, bin/coffer.js, sets it).
  */
 export function collectAfter(bytes: number): void {
-  sinceCollect += bytes;
-  if (sinceCollect < COLLECT_EVERY) return;
-  sinceCollect = 0;
-  (globalThis as { gc?: (o?: { type: "minor" | "major" }) => void }).gc?.({ type: "minor" });
+  collector.after(bytes);
 }
-const COLLECT_EVERY = 32 << 20;
-let sinceCollect = 0;
+const collector = new Collector(32 << 20, "minor");
 
 /** The compiled worker script next to this module, or null (e.g. when running from TypeScript sources). */
 export function workerScript(name: string): URL | null {

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { launchEnv, MMAP_THRESHOLD, V8_FLAGS } from "../../src/cli/launch.js";
+import { Collector } from "../../src/util/gc.js";
 
 describe("launchEnv", () => {
   it("adds the mmap threshold, after the user's other tunables, and keeps the rest of the environment", () => {
@@ -22,5 +23,33 @@ describe("launchEnv", () => {
 
   it("starts with the flag the launcher checks to know it re-executed", () => {
     expect(V8_FLAGS[0]).toBe("--max-semi-space-size=4");
+  });
+});
+
+describe("Collector (src/util/gc.ts): the collections the launcher's --expose-gc allows", () => {
+  it("asks for one collection of its type each time `every` bytes are done with, and none without gc()", () => {
+    const g = globalThis as { gc?: (o?: { type: string }) => void };
+    const saved = g.gc;
+    const calls: (string | undefined)[] = [];
+    try {
+      g.gc = (o) => void calls.push(o?.type);
+      const c = new Collector(100, "major");
+      c.after(60);
+      c.after(39);
+      expect(calls).toEqual([]);
+      c.after(1);
+      expect(calls).toEqual(["major"]);
+      c.after(250); // one collection, however far past
+      expect(calls).toEqual(["major", "major"]);
+      c.after(99);
+      expect(calls).toHaveLength(2);
+      new Collector(10, "minor").after(10);
+      expect(calls).toEqual(["major", "major", "minor"]);
+      delete g.gc;
+      expect(() => new Collector(1, "major").after(5)).not.toThrow();
+    } finally {
+      if (saved) g.gc = saved;
+      else delete g.gc;
+    }
   });
 });
