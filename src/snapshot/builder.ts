@@ -69,6 +69,8 @@ export interface BackupResult {
 }
 
 const CHUNKS_IN_FLIGHT = 4;
+/** Parent listings kept by directory path (see parentListing). */
+const PARENT_DIRS = 8;
 /** Linux caps an extended attribute's value at 64 KiB; other systems allow more. */
 const MAX_XATTR_VALUE = 1 << 20;
 /** Raw chunks of a large file being encoded at once (by other workers, or on the libuv pool). */
@@ -131,9 +133,34 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     o.onEvent?.({ type: "error", path, message });
   };
 
+  /**
+   * The parent snapshot's listings of the last few directories records came
+   * from, by path: records of a directory come together, and looking each
+   * one up from the root had cost a cache lookup per path component.
+   */
+  const parentDirs = new Map<string, Promise<ReadonlyMap<string, Entry> | undefined>>();
+  const parentListing = (dir: string): Promise<ReadonlyMap<string, Entry> | undefined> => {
+    let p = parentDirs.get(dir);
+    if (!p) {
+      p = parentTree
+        .lookup(parent!.root, dir, signal)
+        .then((d) => (d && d.info.kind === "dir" ? parentTree.childrenByName(d, signal) : undefined))
+        .catch(() => undefined);
+      parentDirs.set(dir, p);
+      if (parentDirs.size > PARENT_DIRS) parentDirs.delete(parentDirs.keys().next().value!);
+    }
+    return p;
+  };
+  const parentEntry = async (pathname: string): Promise<Entry | undefined> => {
+    if (pathname === "/") return parent!.root; // the source is a single file
+    const slash = pathname.lastIndexOf("/");
+    if (slash < 0) return undefined;
+    return (await parentListing(slash === 0 ? "/" : pathname.slice(0, slash)))?.get(pathname.slice(slash + 1));
+  };
+
   const unchanged = async (r: ImportRecord): Promise<ChunkRef[] | undefined> => {
     if (!parent) return undefined;
-    const old = await parentTree.lookup(parent.root, r.pathname, signal).catch(() => undefined);
+    const old = await parentEntry(r.pathname);
     if (!old || old.info.kind !== "file" || old.error !== undefined || !old.chunks) return undefined;
     const a = old.info, b = r.fileInfo;
     if (a.size !== b.size || a.mtimeNs !== b.mtimeNs || a.ino !== b.ino) return undefined;

@@ -103,9 +103,14 @@ export class TreeReader {
 
   /** The child of `dir` named `name`, or undefined. */
   async child(dir: Entry, name: string, signal?: AbortSignal): Promise<Entry | undefined> {
+    return (await this.childrenByName(dir, signal)).get(name);
+  }
+
+  /** The children of `dir` by name. */
+  async childrenByName(dir: Entry, signal?: AbortSignal): Promise<ReadonlyMap<string, Entry>> {
     const t = await this.load(dir, signal);
     t.byName ??= new Map(t.list.map((e) => [e.name, e]));
-    return t.byName.get(name);
+    return t.byName;
   }
 
   private load(dir: Entry, signal?: AbortSignal): Promise<Listing> {

@@ -99,6 +99,7 @@ interface BackupJson {
   bytes: number;
   errors: number;
   newBytes: number;
+  readBytes: number;
 }
 
 async function backupJson(repo: string, src: string, extra: string[] = [], o: RunOpts & { code?: number } = {}): Promise<BackupJson> {
@@ -315,6 +316,8 @@ describe("round trip of the awkward tree", () => {
     const after = await repoBytes(repo);
     expect(second.id).not.toBe(first.id);
     expect(second.newBytes, "newBytes of an unchanged backup").toBeLessThanOrEqual(16 * KiB);
+    expect(second.readBytes, "an unchanged backup reads no file (each is found in its parent's listing)").toBe(0);
+    expect(first.readBytes).toBeGreaterThan(0);
     expect(after - before, `repository grew from ${before} to ${after}`).toBeLessThan(before * 0.01 + 16 * KiB);
     expect(second.files).toBe(first.files);
     expect(second.bytes).toBe(first.bytes);
@@ -331,6 +334,22 @@ describe("round trip of the awkward tree", () => {
 // --------------------------------------------------------------------------
 
 describe("incremental backup", () => {
+  it("a single file as the source is found in its parent and not read again; changed, it is", async () => {
+    const dir = fresh("single-src");
+    await fsp.mkdir(dir, { recursive: true });
+    const file = path.join(dir, "one.bin");
+    await writeSeededFile(file, "single-file", 3 * MiB);
+    const repo = fresh("single-repo");
+    await createRepo(repo);
+    const a = await backupJson(repo, file);
+    expect(a.readBytes).toBe(3 * MiB);
+    const b = await backupJson(repo, file);
+    expect(b.readBytes).toBe(0);
+    await fsp.appendFile(file, "more");
+    const c = await backupJson(repo, file);
+    expect(c.readBytes).toBe(3 * MiB + 4);
+  });
+
   it("a modified file is in the new snapshot and the old one keeps the old content", async () => {
     const src = fresh("incr-src");
     await fsp.mkdir(path.join(src, "dir"), { recursive: true });
