@@ -11,7 +11,13 @@ import type { StagedPut, Store } from "../connectors/store.js";
 import type { Mac, MacStream } from "./crypto.js";
 import { Collector } from "../util/gc.js";
 
-/** Bytes handed to the store in one write (writev of the parts). */
+/**
+ * Bytes handed to the store in one write (writev of the parts): at least
+ * MIN_WRITE until the packfile is finished, at most WRITE_BATCH. A write per
+ * few blobs (8,500 for /usr/share) cost this thread ~0.1 ms each, 0.9 s of
+ * a first backup; 1 MiB writes held ~20 MiB more at the peak.
+ */
+const MIN_WRITE = 256 << 10;
 const WRITE_BATCH = 4 << 20;
 /**
  * A full collection after every 32 MiB written. The parts are mostly blobs
@@ -28,6 +34,8 @@ export class StagedPack {
   private queued = 0;
   private pump: Promise<void> | null = null;
   private failure: { e: unknown } | null = null;
+  /** Set once the rest must be written however little it is (drain below MIN_WRITE, finish, commit). */
+  private flushing = false;
   private waiters: (() => void)[] = [];
   private readonly macs: MacStream;
   private readonly staged: Promise<StagedPut>;
@@ -53,13 +61,13 @@ export class StagedPack {
     if (this.failure) return;
     this.queue.push(part);
     this.queued += part.byteLength;
-    this.pump ??= this.run();
+    if (this.queued >= MIN_WRITE || this.flushing) this.pump ??= this.run();
   }
 
   private async run(): Promise<void> {
     try {
       const s = await this.staged;
-      while (this.queue.length > 0 && !this.failure) {
+      while (this.queue.length > 0 && !this.failure && (this.queued >= MIN_WRITE || this.flushing)) {
         let n = 0;
         let k = 0;
         while (k < this.queue.length && (k === 0 || n < WRITE_BATCH)) n += this.queue[k++]!.byteLength;
@@ -93,7 +101,11 @@ export class StagedPack {
 
   /** Resolves once at most `limit` bytes wait to be written; rejects if a write failed. */
   async drain(limit: number): Promise<void> {
-    while (!this.failure && this.queued > limit) await new Promise<void>((r) => this.waiters.push(r));
+    if (limit < MIN_WRITE) this.flushing = true;
+    while (!this.failure && this.queued > limit) {
+      this.pump ??= this.run();
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
     if (this.failure) throw this.failure.e;
   }
 

@@ -383,29 +383,39 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
   afterAll(() => {
     for (const r of roots) rmSync(r, { recursive: true, force: true });
   });
-  async function fsRepo(): Promise<{ root: string; store: FlakyFsStore; repo: Repository }> {
+  async function fsRepo(packSize = PACK): Promise<{ root: string; store: FlakyFsStore; repo: Repository }> {
     const root = mkdtempSync(join(tmpdir(), "coffer-staged-"));
     roots.push(root);
     const store = new FlakyFsStore(root);
-    await Repository.create(store, createOpts(true));
+    await Repository.create(store, createOpts(true, { packSize }));
     return { root, store, repo: await open(store) };
   }
   const tmpFiles = (root: string) => readdirSync(join(root, "tmp"));
   const packNames = (root: string) => readdirSync(join(root, "packfiles"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
 
-  it("bytes reach the store before the packfile is sealed; each packfile is named by the MAC of its bytes and readable", async () => {
-    const { root, store, repo } = await fsRepo();
-    const first = prng(1, 40_000);
-    await repo.putBlob(BlobType.CHUNK, first);
-    // written in the background, not visible yet
-    for (let i = 0; i < 200 && store.writes === 0; i++) await new Promise((r) => setTimeout(r, 5));
-    expect(store.writes).toBeGreaterThan(0);
-    expect(tmpFiles(root)).toHaveLength(1);
-    expect(statSync(join(root, "tmp", tmpFiles(root)[0]!)).size).toBeGreaterThan(10_000);
-    expect(packNames(root)).toEqual([]);
-    const blobs = [first, ...Array.from({ length: 20 }, (_, i) => prng(10 + i, 30_000 + i))];
+  it("bytes reach the store before the packfile is sealed, in writes of 256 KiB or more; each packfile is named by the MAC of its bytes and readable", async () => {
+    const { root, store, repo } = await fsRepo(8 << 20);
+    // 3 MiB of incompressible blobs: in a packfile of 8 MiB, not sealed yet
+    const blobs = Array.from({ length: 75 }, (_, i) => prng(10 + i, 40_000 + i));
     const macs = [];
     for (const b of blobs) macs.push((await repo.putBlob(BlobType.CHUNK, b)).mac);
+    // written in the background, not visible yet
+    const tmpSize = () => statSync(join(root, "tmp", tmpFiles(root)[0]!)).size;
+    for (let i = 0, last = -1; i < 400; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      if (store.writes > 0 && tmpSize() === last) break;
+      last = store.writes > 0 ? tmpSize() : -1;
+    }
+    expect(tmpFiles(root)).toHaveLength(1);
+    expect(store.writes).toBeGreaterThanOrEqual(1);
+    expect(store.writes).toBeLessThanOrEqual(12); // not a write per blob (75)
+    const total = blobs.reduce((n, b) => n + b.byteLength, 0);
+    expect(tmpSize()).toBeGreaterThan(total - (256 << 10)); // less than 256 KiB waits
+    expect(packNames(root)).toEqual([]);
+    // 6 MiB more: past the packfile size, a second packfile
+    const more = Array.from({ length: 150 }, (_, i) => prng(100 + i, 40_000 + i));
+    for (const b of more) macs.push((await repo.putBlob(BlobType.CHUNK, b)).mac);
+    blobs.push(...more);
     await repo.flush();
     expect(tmpFiles(root)).toEqual([]);
     const names = packNames(root);
