@@ -192,6 +192,16 @@ describe("fs connectors", () => {
     expect(await fold(late)).toEqual(want);
   });
 
+  it("orders each directory's entries by the bytes of their names, with and without names past U+D7FF", async () => {
+    const narrow = ["z", "Z", "a b", "a-b", "a", "ab", "a.b", "é", "ÿ", "\u0100", "\u07ff", "\u0800", "日本", "\ud7ff", "0", "~"];
+    for (const names of [narrow, [...narrow, "\uff21", "\u{1F600}", "\ue000"]]) {
+      const t = await tmp();
+      for (const n of names) await writeFile(join(t, n), n);
+      const got = (await collect(new FsImporter(t, { noXattr: true }).import())).map((r) => r.pathname.slice(1)).slice(1);
+      expect(got).toEqual([...names].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    }
+  });
+
   it("reads content in large fresh pieces", async () => {
     const recs = await collect(new FsImporter(src, { noXattr: true }).import());
     const bigRec = recs.find((r) => r.pathname === "/big.bin") as ImportRecord;
