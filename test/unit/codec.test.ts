@@ -13,7 +13,7 @@ import { blake3 } from "hash-wasm";
 import { describe, expect, it } from "vitest";
 import { BlobType, Codec, MAX_RAW_BLOB, reusesZstdContexts, type Compression } from "../../src/repository/codec.js";
 import { SyncCompressor, SyncDecompressor, zstdFrameEnd } from "../../src/repository/zstd-sync.js";
-import { deriveSubkeys, Mac, MAC_SIZE, plaintextMasterKey, randomKey, type MacAlgorithm } from "../../src/repository/crypto.js";
+import { deriveSubkeys, Mac, MAC_SIZE, nativeBlake3, plaintextMasterKey, randomKey, type MacAlgorithm } from "../../src/repository/crypto.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { prng } from "../helpers/prng.js";
@@ -486,6 +486,42 @@ describe("Mac", () => {
     }
   });
 
+  it("uses the native BLAKE3 where it loads; the hash-wasm fallback gives the same vectors, one-shot and streamed with other MACs between", async () => {
+    expect(nativeBlake3()).not.toBeNull();
+    expect((await Mac.create("blake3", VECTOR_KEY)).implementation).toBe("native");
+    const w = await Mac.create("blake3", VECTOR_KEY, { wasm: true });
+    expect(w.implementation).toBe("wasm");
+    for (const [n, want] of BLAKE3_KEYED) {
+      expect(toHex(w.mac(vectorInput(n)))).toBe(want);
+      expect(toHex(w.macParts(split(vectorInput(n), [1, 500, 1024])))).toBe(want);
+      const st = w.stream();
+      for (const p of split(vectorInput(n), [3, 1025])) {
+        st.update([p]);
+        w.mac(p);
+      }
+      expect(toHex(st.digest())).toBe(want);
+    }
+  });
+
+  it("native and hash-wasm keyed BLAKE3 agree on views at any offset, one-shot and streamed (property)", async () => {
+    await fc.assert(
+      fc.asyncProperty(arbKey, fc.uint8Array({ maxLength: 9000 }), fc.array(fc.nat(), { maxLength: 8 }), async (key, data, cuts) => {
+        const n = await Mac.create("blake3", key);
+        const w = await Mac.create("blake3", key, { wasm: true });
+        const parts = split(data, cuts);
+        expect(toHex(n.macParts(parts))).toBe(toHex(w.macParts(parts)));
+        for (const p of parts) expect(toHex(n.mac(p))).toBe(toHex(w.mac(p)));
+        const sn = n.stream();
+        for (const p of parts) {
+          sn.update([p]);
+          n.mac(p); // the kept hasher is reset between; the stream's is its own
+        }
+        expect(toHex(sn.digest())).toBe(toHex(w.mac(data)));
+      }),
+      { numRuns: 80 },
+    );
+  });
+
   it("keyed BLAKE3 equals hash-wasm's blake3(data, 256, key) (property)", async () => {
     await fc.assert(
       fc.asyncProperty(arbKey, fc.uint8Array({ maxLength: 5000 }), async (key, data) => {
@@ -524,7 +560,7 @@ describe("Mac", () => {
     );
   });
 
-  it("stream() fed in pieces equals mac(), with other MACs and a second stream interleaved (property)", async () => {
+  it("stream() fed in pieces equals mac(), with other MACs and a second stream interleaved, native and hash-wasm (property)", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom(...ALGS),
@@ -532,8 +568,9 @@ describe("Mac", () => {
         fc.uint8Array({ maxLength: 20_000 }),
         fc.array(fc.nat(), { maxLength: 12 }),
         fc.uint8Array({ maxLength: 3000 }),
-        async (alg, key, data, cuts, other) => {
-          const m = await Mac.create(alg, key);
+        fc.boolean(),
+        async (alg, key, data, cuts, other, wasm) => {
+          const m = await Mac.create(alg, key, { wasm });
           const a = m.stream();
           const b = m.stream();
           const pieces = split(data, cuts);
