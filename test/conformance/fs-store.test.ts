@@ -36,7 +36,10 @@ storeConformance("fs", async () => {
 
 describe("FsStore on disk", () => {
   const dirs: string[] = [];
+  const opened: FsStore[] = [];
   afterEach(async () => {
+    // Their cached read handles are closed, not left to the garbage collector.
+    await Promise.all(opened.splice(0).map((s) => s.close()));
     await Promise.all(dirs.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
   });
 
@@ -45,6 +48,7 @@ describe("FsStore on disk", () => {
     dirs.push(dir);
     const root = path.join(dir, sub);
     const store = new FsStore(root);
+    opened.push(store);
     await store.create(new Uint8Array([1, 2, 3]));
     return { root, store };
   }
