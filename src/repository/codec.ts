@@ -108,6 +108,8 @@ export function blobTypeName(t: number): string {
 
 const VERSION = 1;
 const FLAG_ZSTD = 1;
+/** Bytes encrypted per cipher update in seal() (under glibc's 128 KiB mmap threshold, which the launcher sets). */
+const CIPHER_PIECE = 64 << 10;
 const HEADER = 6;
 const SALT = 16;
 const IV = 12;
@@ -186,7 +188,10 @@ export class Codec {
       const c = createCipheriv("aes-256-gcm", blobKey(this.encKey, salt), iv);
       c.setAAD(aad);
       const start = HEADER + SALT + IV;
-      let n = c.update(payload).copy(out, start);
+      // In pieces: OpenSSL's output for each is a small buffer malloc reuses;
+      // one the size of a large chunk was a fresh mapping, faulted in page by page.
+      let n = 0;
+      for (let i = 0; i < payload.byteLength; i += CIPHER_PIECE) n += c.update(payload.subarray(i, i + CIPHER_PIECE)).copy(out, start + n);
       n += c.final().copy(out, start + n);
       c.getAuthTag().copy(out, start + n);
     } else {

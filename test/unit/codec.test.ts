@@ -149,23 +149,26 @@ describe("Codec layout (docs/FORMAT.md, Blob encoding), checked with node:crypto
     expect(zstdDecompressSync(payload).equals(data)).toBe(true);
   });
 
-  it("encrypted: header | salt | iv | AES-256-GCM(key = HMAC(enc, salt), AD) | tag", async () => {
+  it("encrypted: header | salt | iv | AES-256-GCM(key = HMAC(enc, salt), AD) | tag (payloads encrypted in one piece or several)", async () => {
     const keys = deriveSubkeys(randomKey());
     const codec = new Codec({ keys, encrypted: true, compression: "none" });
-    const mac = randomKey();
-    const data = prng(9, 1000);
-    const blob = Buffer.from(await codec.encode(BlobType.CHUNK, mac, data));
-    expect(blob[0]).toBe(1);
-    expect(blob[1]).toBe(0);
-    expect(blob.readUInt32LE(2)).toBe(1000);
-    const salt = blob.subarray(6, 22);
-    const iv = blob.subarray(22, 34);
-    const key = createHmac("sha256", keys.enc).update(salt).digest();
-    const d = createDecipheriv("aes-256-gcm", key, iv);
-    d.setAAD(Buffer.concat([blob.subarray(0, HEADER), Buffer.from([BlobType.CHUNK]), mac]));
-    d.setAuthTag(blob.subarray(blob.byteLength - 16));
-    const plain = Buffer.concat([d.update(blob.subarray(34, blob.byteLength - 16)), d.final()]);
-    expect(plain.equals(data)).toBe(true);
+    for (const size of [1000, 64 << 10, (64 << 10) + 1, 200_001]) {
+      const mac = randomKey();
+      const data = prng(9 + size, size);
+      const blob = Buffer.from(size % 2 ? codec.encodeSync(BlobType.CHUNK, mac, data) : await codec.encode(BlobType.CHUNK, mac, data));
+      expect(blob[0]).toBe(1);
+      expect(blob[1]).toBe(0);
+      expect(blob.readUInt32LE(2)).toBe(size);
+      expect(blob.byteLength).toBe(34 + size + 16);
+      const salt = blob.subarray(6, 22);
+      const iv = blob.subarray(22, 34);
+      const key = createHmac("sha256", keys.enc).update(salt).digest();
+      const d = createDecipheriv("aes-256-gcm", key, iv);
+      d.setAAD(Buffer.concat([blob.subarray(0, HEADER), Buffer.from([BlobType.CHUNK]), mac]));
+      d.setAuthTag(blob.subarray(blob.byteLength - 16));
+      const plain = Buffer.concat([d.update(blob.subarray(34, blob.byteLength - 16)), d.final()]);
+      expect(plain.equals(data)).toBe(true);
+    }
   });
 
   it("subkeys are HKDF-SHA256(master, empty salt, 'coffer/v1/NAME') and differ from each other", () => {
