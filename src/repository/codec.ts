@@ -122,6 +122,9 @@ export const MAX_RAW_BLOB = 256 * 1024 * 1024;
 
 export type Compression = "zstd" | "none";
 
+/** Memory for a sealed blob of `size` bytes chosen by the caller (a Buffer of exactly that size), or null for a new buffer. */
+export type Allocate = (size: number) => Buffer | null;
+
 export interface CodecOptions {
   keys: Subkeys;
   encrypted: boolean;
@@ -156,11 +159,11 @@ export class Codec {
    * main thread): zstd with the thread's kept context (zstd-sync.ts) avoids
    * a round trip through the libuv pool per blob.
    */
-  encodeSync(type: BlobType, mac: Uint8Array, raw: Uint8Array): Uint8Array {
-    if (!this.shouldCompress(raw)) return this.sealSmaller(type, mac, raw, null);
+  encodeSync(type: BlobType, mac: Uint8Array, raw: Uint8Array, alloc?: Allocate): Uint8Array {
+    if (!this.shouldCompress(raw)) return this.sealSmaller(type, mac, raw, null, alloc);
     // The reused context's output is a scratch buffer: sealed (copied) before the next call.
     const z = syncCompressor(this.level)?.compress(raw) ?? zstdCompressSync(raw, this.zstdOpts);
-    return this.sealSmaller(type, mac, raw, z);
+    return this.sealSmaller(type, mac, raw, z, alloc);
   }
 
   private shouldCompress(raw: Uint8Array): boolean {
@@ -168,14 +171,18 @@ export class Codec {
   }
 
   /** Seals the compressed form when it saves at least 1/64, else the raw bytes. */
-  private sealSmaller(type: BlobType, mac: Uint8Array, raw: Uint8Array, z: Uint8Array | null): Uint8Array {
-    if (z !== null && z.byteLength < raw.byteLength - raw.byteLength / 64) return this.seal(type, mac, FLAG_ZSTD, raw.byteLength, z);
-    return this.seal(type, mac, 0, raw.byteLength, raw);
+  private sealSmaller(type: BlobType, mac: Uint8Array, raw: Uint8Array, z: Uint8Array | null, alloc?: Allocate): Uint8Array {
+    if (z !== null && z.byteLength < raw.byteLength - raw.byteLength / 64) return this.seal(type, mac, FLAG_ZSTD, raw.byteLength, z, alloc);
+    return this.seal(type, mac, 0, raw.byteLength, raw, alloc);
   }
 
-  /** Seal without compression (for callers that compressed elsewhere). */
-  seal(type: BlobType, mac: Uint8Array, flags: number, rawLength: number, payload: Uint8Array): Uint8Array {
-    const out = Buffer.allocUnsafe(this.overhead + payload.byteLength);
+  /**
+   * Seal without compression (for callers that compressed elsewhere). The
+   * sealed blob goes into `alloc(size)` when given and it gives a buffer.
+   */
+  seal(type: BlobType, mac: Uint8Array, flags: number, rawLength: number, payload: Uint8Array, alloc?: Allocate): Uint8Array {
+    const size = this.overhead + payload.byteLength;
+    const out = alloc?.(size) ?? Buffer.allocUnsafe(size);
     out[0] = VERSION;
     out[1] = flags;
     out.writeUInt32LE(rawLength, 2);

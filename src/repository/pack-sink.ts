@@ -10,6 +10,7 @@ import { Resource } from "../connectors/flags.js";
 import type { StagedPut, Store } from "../connectors/store.js";
 import type { Mac, MacStream } from "./crypto.js";
 import { Collector } from "../util/gc.js";
+import { giveBack, isLent } from "../util/ring.js";
 
 /**
  * Bytes handed to the store in one write (writev of the parts): at least
@@ -20,7 +21,8 @@ import { Collector } from "../util/gc.js";
 const MIN_WRITE = 256 << 10;
 const WRITE_BATCH = 4 << 20;
 /**
- * A full collection after every 32 MiB written. The parts are mostly blobs
+ * A full collection after every 32 MiB written (of buffers not lent: those
+ * go back to their ring). The parts are mostly blobs
  * encoded by the chunk workers, in their malloc arenas; their wrappers on
  * this thread often live long enough to be promoted, and V8 then frees them
  * only at its next full collection, tens of MiB later. Measured: peak RSS of
@@ -56,9 +58,9 @@ export class StagedPack {
     return this.failure !== null;
   }
 
-  /** Queues `part` (the packfile's next bytes); it is written in the background. */
+  /** Queues `part` (the packfile's next bytes); it is written in the background. A lent part (util/ring.ts) is given back once written. */
   push(part: Uint8Array): void {
-    if (this.failure) return;
+    if (this.failure) return giveBack(part);
     this.queue.push(part);
     this.queued += part.byteLength;
     if (this.queued >= MIN_WRITE || this.flushing) this.pump ??= this.run();
@@ -72,10 +74,16 @@ export class StagedPack {
         let k = 0;
         while (k < this.queue.length && (k === 0 || n < WRITE_BATCH)) n += this.queue[k++]!.byteLength;
         const batch = this.queue.splice(0, k);
-        this.macs.update(batch);
-        await s.write(batch);
+        let garbage = 0; // bytes of buffers of their own, left to the collector (lent ones are given back)
+        for (const p of batch) if (!isLent(p)) garbage += p.byteLength;
+        try {
+          this.macs.update(batch);
+          await s.write(batch);
+        } finally {
+          for (const p of batch) giveBack(p);
+        }
         this.queued -= n;
-        collector.after(n);
+        collector.after(garbage);
         this.wake();
       }
     } catch (e) {
@@ -88,6 +96,7 @@ export class StagedPack {
 
   private fail(e: unknown): void {
     this.failure ??= { e };
+    for (const p of this.queue) giveBack(p);
     this.queue = [];
     this.queued = 0;
     this.wake();

@@ -8,6 +8,7 @@ import { Resource, StoreMode } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
 import { CofferError, CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
+import { giveBack, ownBytes } from "../util/ring.js";
 import { mapLimit } from "../util/concurrency.js";
 import { DEFAULT_CHUNKING } from "./chunker.js";
 import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } from "./codec.js";
@@ -214,11 +215,17 @@ export class Repository {
 
   /**
    * Adds a blob that was already encoded (by a worker thread) under `mac`,
-   * unless the repository has it. Returns whether it was added.
+   * unless the repository has it. Returns whether it was added. `encoded`
+   * may be lent (util/ring.ts): it is given back once written, copied or
+   * not needed.
    */
   async addEncoded(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<boolean> {
     const k = blobKey(type, mac);
-    if (this.pending.has(k) || this.index.has(type, mac)) return false;
+    if (this.pending.has(k) || this.index.has(type, mac)) {
+      giveBack(encoded);
+      return false;
+    }
+    if (signal?.aborted || this.uploadError) giveBack(encoded);
     throwIfAborted(signal);
     if (this.uploadError) throw this.uploadError;
     this.pending.add(k);
@@ -234,7 +241,8 @@ export class Repository {
   private async append(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<void> {
     const store = this.store;
     const w = (this.writer ??= new PackWriter(store.stage ? new StagedPack(store as Store & Required<Pick<Store, "stage">>, this.mac, signal) : undefined));
-    w.add(type, mac, rawLength, encoded);
+    // A sink gives lent buffers back once written; a whole packfile held for put() holds copies.
+    w.add(type, mac, rawLength, w.sink ? encoded : ownBytes(encoded));
     this.written.blobs++;
     this.written.rawBytes += rawLength;
     if (w.size >= this.config.packSize) await this.rotate(signal);

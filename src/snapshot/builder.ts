@@ -13,6 +13,7 @@ import { BlobType } from "../repository/codec.js";
 import { randomKey } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
 import { Channel } from "../util/channel.js";
+import { giveBack } from "../util/ring.js";
 import { CofferError, throwIfAborted } from "../util/errors.js";
 import { encode } from "@msgpack/msgpack";
 import { encodeHeader, type SnapshotHeader, type Summary } from "./header.js";
@@ -197,7 +198,9 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     const chunks: ChunkRef[] = [];
     const window: Promise<unknown>[] = [];
     try {
+      // c.data may be lent (util/ring.ts): given back here, or by what it is passed to.
       await pool.readFile(path, size, async (c) => {
+        if (signal?.aborted) giveBack(c.data);
         throwIfAborted(signal);
         chunks.push({ mac: c.mac, length: c.length });
         summary.readBytes += c.length;
@@ -207,9 +210,13 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
           // Encoded by a worker that is not reading a large file, else here
           // (zstd on the libuv pool); several at once.
           const encoding = pool.encode(c.mac, c.data);
-          window.push(encoding ? encoding.then((data) => repo.addEncoded(BlobType.CHUNK, c.mac, c.length, data, o.signal)) : repo.putBlob(BlobType.CHUNK, c.data, c.mac, o.signal));
+          window.push(
+            encoding
+              ? encoding.then((data) => repo.addEncoded(BlobType.CHUNK, c.mac, c.length, data, o.signal))
+              : repo.putBlob(BlobType.CHUNK, c.data, c.mac, o.signal).finally(() => giveBack(c.data)),
+          );
           if (window.length >= RAW_IN_FLIGHT) await window.shift();
-        }
+        } else giveBack(c.data);
       });
       await Promise.all(window);
     } catch (e) {

@@ -14,6 +14,7 @@ import type { Compression } from "../repository/codec.js";
 import type { MacAlgorithm, Subkeys } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
+import { giveBack, lend, RingReceiver } from "../util/ring.js";
 import { startWorkers, workerScript } from "./workers.js";
 
 export interface PoolInit {
@@ -31,22 +32,33 @@ export interface PoolInit {
   backlogLimit: number;
   /** Files from this size on are large: their chunks are sent raw. */
   rawFrom: number;
+  /** Int32 counts of buffers given back to this worker's rings (util/ring.ts): raw chunks, encoded chunks. */
+  rawGiven: SharedArrayBuffer;
+  sealedGiven: SharedArrayBuffer;
 }
 
 /** Worker messages are arrays of these, both ways. */
 /**
  * read: `size` is what the walk saw (the worker reads what is there).
  * encode: a large file's raw chunk, sent to a worker that is not reading one.
+ * chunk, encoded: `seq` is set when `data` is lent from one of the sender's
+ * rings (a raw chunk's from its raw ring, an encoded one's from its sealed
+ * ring), to be given back once done with.
  */
 export type ToWorker = { type: "read"; id: number; path: string; size: number } | { type: "encode"; id: number; mac: Uint8Array; data: Uint8Array };
 export type ToMain =
   | { type: "ready" }
-  | { type: "chunk"; id: number; mac: Uint8Array; length: number; data: Uint8Array; raw: boolean }
+  | { type: "chunk"; id: number; mac: Uint8Array; length: number; data: Uint8Array; raw: boolean; seq?: number | undefined }
   | { type: "done"; id: number; size: number }
-  | { type: "encoded"; id: number; data: Uint8Array }
+  | { type: "encoded"; id: number; data: Uint8Array; seq?: number | undefined }
   | { type: "error"; id: number; message: string };
 
-/** A chunk from a worker: encoded, or (from a large file) its raw bytes for the caller to encode. */
+/**
+ * A chunk from a worker: encoded, or (from a large file) its raw bytes for
+ * the caller to encode. `data` may be lent (util/ring.ts): the caller gives
+ * it back (giveBack) once done with it, or passes it on to what does
+ * (Repository.addEncoded, ChunkPool.encode).
+ */
 export interface WorkerChunk {
   mac: Uint8Array;
   length: number;
@@ -64,6 +76,8 @@ interface Job {
 }
 
 interface Encode {
+  /** The raw chunk (given back once answered). */
+  data: Uint8Array;
   bytes: number;
   resolve: (encoded: Uint8Array) => void;
   reject: (e: Error) => void;
@@ -79,6 +93,8 @@ interface Slot {
   encodes: number;
   /** Requests not yet sent (sent together on the next turn of the event loop). */
   outbox: ToWorker[];
+  rawRing: RingReceiver;
+  sealedRing: RingReceiver;
 }
 
 const CREDIT_LIMIT = 8 << 20;
@@ -101,6 +117,7 @@ export class ChunkPool {
     const url = workerScript("chunk-worker.js");
     if (!url) return null;
     const credits = Array.from({ length: n }, () => new SharedArrayBuffer(4));
+    const rings = Array.from({ length: n }, () => ({ raw: new SharedArrayBuffer(4), sealed: new SharedArrayBuffer(4) }));
     const slots: Slot[] = [];
     const backlog = new SharedArrayBuffer(4);
     const pool = new ChunkPool(slots, new Int32Array(backlog));
@@ -118,13 +135,26 @@ export class ChunkPool {
         backlog,
         backlogLimit: BACKLOG_LIMIT,
         rawFrom: RAW_FROM,
+        rawGiven: rings[i]!.raw,
+        sealedGiven: rings[i]!.sealed,
       }),
       (i, batch) => {
         for (const m of batch) pool.onMessage(slots[i]!, m);
       },
       (e) => pool.fail(e),
     );
-    workers.forEach((worker, i) => slots.push({ worker, credit: new Int32Array(credits[i]!), jobs: 0, rawFiles: new Set(), encodes: 0, outbox: [] }));
+    workers.forEach((worker, i) =>
+      slots.push({
+        worker,
+        credit: new Int32Array(credits[i]!),
+        jobs: 0,
+        rawFiles: new Set(),
+        encodes: 0,
+        outbox: [],
+        rawRing: new RingReceiver(rings[i]!.raw),
+        sealedRing: new RingReceiver(rings[i]!.sealed),
+      }),
+    );
     return pool;
   }
 
@@ -143,7 +173,12 @@ export class ChunkPool {
       this.encodes.delete(m.id);
       slot.encodes--;
       Atomics.sub(this.backlog, 0, enc.bytes);
-      if (m.type === "encoded") enc.resolve(m.data);
+      giveBack(enc.data); // the encoder is done with it
+      if (m.type === "encoded") {
+        const seq = m.seq;
+        if (seq !== undefined) lend(m.data, () => slot.sealedRing.giveBack(seq));
+        enc.resolve(m.data);
+      }
       else if (m.type === "error") enc.reject(new CofferError("IO", m.message));
       else enc.reject(new CofferError("IO", `unexpected ${m.type} answer to an encode job`));
       return;
@@ -151,15 +186,21 @@ export class ChunkPool {
     const job = this.jobs.get(m.id);
     if (m.type === "chunk") {
       if (m.raw) slot.rawFiles.add(m.id);
+      const seq = m.seq;
+      if (seq !== undefined) lend(m.data, () => (m.raw ? slot.rawRing : slot.sealedRing).giveBack(seq));
       const bytes = m.data.byteLength; // read now: a raw chunk's buffer is transferred on to an encoding worker
       const release = () => {
         Atomics.sub(slot.credit, 0, bytes);
         Atomics.notify(slot.credit, 0);
       };
-      if (!job) return release();
+      if (!job) {
+        giveBack(m.data);
+        return release();
+      }
       job.tail = job.tail.then(async () => {
         try {
-          if (!job.failed) await job.onChunk({ mac: m.mac, length: m.length, data: m.data, raw: m.raw });
+          if (job.failed) giveBack(m.data);
+          else await job.onChunk({ mac: m.mac, length: m.length, data: m.data, raw: m.raw });
         } catch (e) {
           job.failed ??= e as Error;
         } finally {
@@ -206,21 +247,24 @@ export class ChunkPool {
   /**
    * Encodes a large file's raw chunk on a worker that is not reading a large
    * file itself (the reader's thread only reads, cuts and MACs), or gives
-   * null when every worker is (the caller encodes it). `data` is transferred.
+   * null when every worker is (the caller encodes it). `data` is shared
+   * memory (lent: given back once the worker is done with it) or a buffer
+   * of its own (transferred). The result may be lent.
    */
   encode(mac: Uint8Array, data: Uint8Array): Promise<Uint8Array> | null {
     if (this.broken) return Promise.reject(this.broken);
     let slot: Slot | undefined;
     for (const s of this.slots) if (s.rawFiles.size === 0 && (!slot || s.encodes < slot.encodes)) slot = s;
-    if (!slot || data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) return null;
+    const shared = data.buffer instanceof SharedArrayBuffer;
+    if (!slot || (!shared && (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength))) return null;
     const id = this.nextId++;
     slot.encodes++;
     const s = slot;
     const bytes = data.byteLength;
     Atomics.add(this.backlog, 0, bytes);
     return new Promise<Uint8Array>((resolve, reject) => {
-      this.encodes.set(id, { bytes, resolve, reject });
-      s.worker.postMessage([{ type: "encode", id, mac, data }], [data.buffer as ArrayBuffer]);
+      this.encodes.set(id, { data, bytes, resolve, reject });
+      s.worker.postMessage([{ type: "encode", id, mac, data }], shared ? [] : [data.buffer as ArrayBuffer]);
     });
   }
 

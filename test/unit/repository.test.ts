@@ -26,6 +26,7 @@ import { Repository, type CreateOptions } from "../../src/repository/repository.
 import { decodeDelta } from "../../src/repository/state.js";
 import { CofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
+import { lend } from "../../src/util/ring.js";
 import { prng } from "../helpers/prng.js";
 
 const KDF = { memory: 8192, passes: 1, parallelism: 1 };
@@ -93,6 +94,20 @@ class RecordingStore implements Store {
     return this.inner.delete(resource, mac, opts);
   }
   async close() {}
+}
+
+/**
+ * `bytes` copied into a view that is lent (util/ring.ts): when given back,
+ * `onBack` runs and the bytes are overwritten, as a ring reusing them would.
+ */
+function lentCopy(bytes: Uint8Array, onBack: () => void): Uint8Array {
+  const view = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
+  view.set(bytes);
+  lend(view, () => {
+    onBack();
+    view.fill(0xee);
+  });
+  return view;
 }
 
 function createOpts(encrypted: boolean, over: Partial<CreateOptions> = {}): CreateOptions {
@@ -198,6 +213,21 @@ describe("putBlob / flush / getBlob", () => {
     expect((await r2.putBlob(BlobType.CHUNK, data)).added).toBe(false);
     await r2.flush();
     expect(objects(store, Resource.PACKFILE).size).toBe(1);
+  });
+
+  it("a store without stage() gets copies of lent encoded blobs: given back at once, their reuse changes nothing stored", async () => {
+    const { store, repo } = await fresh();
+    const raws = Array.from({ length: 12 }, (_, i) => prng(500 + i, 30_000));
+    const backs: number[] = [];
+    for (const [i, raw] of raws.entries()) {
+      const mac = repo.mac.mac(raw);
+      const view = lentCopy(repo.codec.encodeSync(BlobType.CHUNK, mac, raw), () => backs.push(i));
+      expect(await repo.addEncoded(BlobType.CHUNK, mac, raw.byteLength, view)).toBe(true);
+      expect(backs).toEqual([...raws.keys()].slice(0, i + 1)); // copied into the packfile being filled
+    }
+    await repo.flush();
+    const r2 = await reopen(store);
+    for (const raw of raws) expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, repo.mac.mac(raw))).equals(raw)).toBe(true);
   });
 
   it("concurrent puts of the same data store it once", async () => {
@@ -394,6 +424,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
     return { root, store, repo: await open(store) };
   }
   const tmpFiles = (root: string) => readdirSync(join(root, "tmp"));
+  const root = (store: FsStore) => store.root;
   const packNames = (root: string) => readdirSync(join(root, "packfiles"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
 
   it("bytes reach the store before the packfile is sealed, in writes of 256 KiB or more; each packfile is named by the MAC of its bytes and readable", async () => {
@@ -449,6 +480,47 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
     for (const [mac] of r2.index.ofType(BlobType.CHUNK)) await r2.getBlob(BlobType.CHUNK, mac);
     expect(packNames(root).sort()).toEqual([...r2.index.packs.keys()].sort());
     await r2.close();
+  });
+
+  it("lent encoded blobs are given back only once written (their bytes may then be reused), at once when not needed, and when a write fails", async () => {
+    for (const failAt of [0, 2]) {
+      const { store, repo } = await fsRepo(2 << 20);
+      store.failAt = failAt;
+      const raws = Array.from({ length: 40 }, (_, i) => prng(300 + i, 90_000 + i));
+      const backs: number[] = [];
+      const macs: Uint8Array[] = [];
+      let lent = 0;
+      let err: unknown;
+      try {
+        for (const [i, raw] of raws.entries()) {
+          const mac = repo.mac.mac(raw);
+          macs.push(mac);
+          const view = lentCopy(repo.codec.encodeSync(BlobType.CHUNK, mac, raw), () => backs.push(i));
+          lent++;
+          expect(await repo.addEncoded(BlobType.CHUNK, mac, raw.byteLength, view)).toBe(true);
+          // the same blob again, lent: not needed, given back at once
+          const again = lentCopy(repo.codec.encodeSync(BlobType.CHUNK, mac, raw), () => backs.push(-1 - i));
+          expect(await repo.addEncoded(BlobType.CHUNK, mac, raw.byteLength, again)).toBe(false);
+          expect(backs).toContain(-1 - i);
+        }
+        await repo.flush();
+      } catch (e) {
+        err = e;
+      }
+      await repo.close();
+      const given = backs.filter((b) => b >= 0);
+      expect(given.length).toBe(lent); // every one lent, once
+      expect(new Set(given).size).toBe(lent);
+      if (failAt) {
+        expectCode(err, "IO");
+        continue;
+      }
+      expect(err).toBeUndefined();
+      // given back bytes were overwritten (lentCopy): what was stored is intact
+      const r2 = await open(new FsStore(root(store)));
+      for (const [i, m] of macs.entries()) expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, m)).equals(raws[i]!)).toBe(true);
+      await r2.close();
+    }
   });
 
   it("close() drops a packfile still being filled (its temp file goes)", async () => {
