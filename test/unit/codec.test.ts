@@ -302,11 +302,7 @@ describe("Codec tamper detection", () => {
   it("authentic blobs whose header lies about lengths or flags are CORRUPT, not a crash", async () => {
     const master = randomKey();
     for (const encrypted of [true, false]) {
-      const codec = codecOf(master, encrypted, "zstd");
-      const mac = randomKey();
-      const data = repetitive(2, 10_000);
-      const z = await codec.encode(BlobType.CHUNK, mac, data);
-      const { payload } = codec.open(BlobType.CHUNK, mac, z);
+      const { codec, mac, data, payload } = await honestBlob(master, encrypted, false);
       // zstd payload, raw length too small (decompression would overflow) and too large
       await expectCorrupt(codec.decode(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, 100, payload)));
       await expectCorrupt(codec.decode(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, 10_001, payload)));
@@ -325,6 +321,15 @@ describe("Codec tamper detection", () => {
     }
   });
 });
+
+/** A zstd codec, a MAC, 10,000 compressible bytes, their blob (encode or encodeSync) and its opened payload: material for lying headers. */
+async function honestBlob(master: Uint8Array, encrypted: boolean, sync: boolean) {
+  const codec = codecOf(master, encrypted, "zstd");
+  const mac = randomKey();
+  const data = repetitive(2, 10_000);
+  const z = sync ? codec.encodeSync(BlobType.CHUNK, mac, data) : await codec.encode(BlobType.CHUNK, mac, data);
+  return { codec, mac, data, z, payload: codec.open(BlobType.CHUNK, mac, z).payload };
+}
 
 function expectCorruptSync(f: () => unknown): void {
   let e: unknown;
@@ -414,11 +419,7 @@ describe("zstd contexts kept across calls (zstd-sync.ts)", () => {
   it("decodeSync turns the same lying blobs as decode into CorruptError, and still decodes the honest one", async () => {
     const master = randomKey();
     for (const encrypted of [true, false]) {
-      const codec = codecOf(master, encrypted, "zstd");
-      const mac = randomKey();
-      const data = repetitive(2, 10_000);
-      const z = codec.encodeSync(BlobType.CHUNK, mac, data);
-      const { payload } = codec.open(BlobType.CHUNK, mac, z);
+      const { codec, mac, data, z, payload } = await honestBlob(master, encrypted, true);
       for (const rawLength of [100, 10_001, 0, 9_999]) expectCorruptSync(() => codec.decodeSync(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, rawLength, payload)));
       expectCorruptSync(() => codec.decodeSync(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, 50, prng(4, 50))));
       expectCorruptSync(() => codec.decodeSync(BlobType.CHUNK, mac, codec.seal(BlobType.CHUNK, mac, 1, data.byteLength, payload.subarray(0, payload.byteLength - 2))));
@@ -479,6 +480,8 @@ function split(data: Uint8Array, cuts: number[]): Uint8Array[] {
 }
 
 const ALGS: MacAlgorithm[] = ["blake3", "hmac-sha256"];
+/** An algorithm, a key, data and cut points to split the data at (split()). */
+const arbSplitInput = [fc.constantFrom(...ALGS), arbKey, fc.uint8Array({ maxLength: 20_000 }), fc.array(fc.nat(), { maxLength: 12 })] as const;
 
 describe("Mac", () => {
   it("keyed BLAKE3 matches the official test vectors, one-shot and streamed", async () => {
@@ -548,10 +551,7 @@ describe("Mac", () => {
   it("one-shot mac() equals macParts() over random splits, for both algorithms (property)", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.constantFrom(...ALGS),
-        arbKey,
-        fc.uint8Array({ maxLength: 20_000 }),
-        fc.array(fc.nat(), { maxLength: 12 }),
+        ...arbSplitInput,
         async (alg, key, data, cuts) => {
           const m = await Mac.create(alg, key);
           const streamed = m.macParts(split(data, cuts));
@@ -566,10 +566,7 @@ describe("Mac", () => {
   it("stream() fed in pieces equals mac(), with other MACs and a second stream interleaved, native and hash-wasm (property)", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.constantFrom(...ALGS),
-        arbKey,
-        fc.uint8Array({ maxLength: 20_000 }),
-        fc.array(fc.nat(), { maxLength: 12 }),
+        ...arbSplitInput,
         fc.uint8Array({ maxLength: 3000 }),
         fc.boolean(),
         async (alg, key, data, cuts, other, wasm) => {

@@ -41,6 +41,17 @@ async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
   );
 }
 
+/** Puts `n` distinct 20 KB chunks and flushes; the error that stopped it, if any. */
+async function putAndFlush(repo: Repository, n: number): Promise<unknown> {
+  try {
+    for (let i = 0; i < n; i++) await repo.putBlob(BlobType.CHUNK, prng(100 + i, 20_000));
+    await repo.flush();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
 function expectCode(e: unknown, code: string): void {
   expect(e).toBeInstanceOf(CofferError);
   expect((e as CofferError).code).toBe(code);
@@ -360,14 +371,7 @@ describe("putBlob / flush / getBlob", () => {
     const { store, repo } = await fresh(false);
     let packs = 0;
     store.failPut = (r) => r === Resource.PACKFILE && ++packs === 2;
-    let err: unknown;
-    try {
-      for (let i = 0; i < 12; i++) await repo.putBlob(BlobType.CHUNK, prng(100 + i, 20_000));
-      await repo.flush();
-    } catch (e) {
-      err = e;
-    }
-    expectCode(err, "IO");
+    expectCode(await putAndFlush(repo, 12), "IO");
     await checkWriteOrder(store, repo);
     // whatever a fresh open sees is fully readable
     const r2 = await reopen(store);
@@ -465,14 +469,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
   it("a failed staged write fails the writes after it, stores nothing naming that packfile, and leaves no temp file", async () => {
     const { root, store, repo } = await fsRepo();
     store.failAt = 3;
-    let err: unknown;
-    try {
-      for (let i = 0; i < 30; i++) await repo.putBlob(BlobType.CHUNK, prng(100 + i, 20_000));
-      await repo.flush();
-    } catch (e) {
-      err = e;
-    }
-    expectCode(err, "IO");
+    expectCode(await putAndFlush(repo, 30), "IO");
     await repo.close();
     expect(tmpFiles(root)).toEqual([]);
     // what a fresh open sees is whole and readable
