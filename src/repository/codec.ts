@@ -122,8 +122,14 @@ export const MAX_RAW_BLOB = 256 * 1024 * 1024;
 
 export type Compression = "zstd" | "none";
 
-/** Memory for a sealed blob of `size` bytes chosen by the caller (a Buffer of exactly that size), or null for a new buffer. */
+/** Memory for `size` bytes chosen by the caller (a Buffer of exactly that size), or null for a new buffer. */
 export type Allocate = (size: number) => Buffer | null;
+
+/** Where decodeSync() may put a blob's decrypted payload and its decompressed bytes. */
+export interface DecodeScratch {
+  payload: Allocate;
+  raw: Allocate;
+}
 
 export interface CodecOptions {
   keys: Subkeys;
@@ -223,22 +229,27 @@ export class Codec {
     return checkLength(type, mac, raw, o.rawLength);
   }
 
-  /** decode() on the calling thread (for worker threads). */
-  decodeSync(type: BlobType, mac: Uint8Array, blob: Uint8Array): Uint8Array {
-    return this.inflateSync(type, mac, this.open(type, mac, blob));
+  /**
+   * decode() on the calling thread (for worker threads). With `scratch`,
+   * the decrypted payload and the decompressed bytes go into its buffers
+   * where it can (the result may then be a view of `scratch.raw`'s, valid
+   * until its next use).
+   */
+  decodeSync(type: BlobType, mac: Uint8Array, blob: Uint8Array, scratch?: DecodeScratch): Uint8Array {
+    return this.inflateSync(type, mac, this.open(type, mac, blob, scratch?.payload), scratch?.raw);
   }
 
   /** Decompresses an opened blob on this thread, with the thread's kept zstd context when it can. */
-  private inflateSync(type: BlobType, mac: Uint8Array, o: Opened): Uint8Array {
+  private inflateSync(type: BlobType, mac: Uint8Array, o: Opened, into?: Allocate): Uint8Array {
     if ((o.flags & FLAG_ZSTD) !== 0) {
-      const raw = syncDecompressor()?.decompress(o.payload, o.rawLength);
+      const raw = syncDecompressor()?.decompress(o.payload, o.rawLength, into?.(o.rawLength + 1) ?? undefined);
       if (raw) return raw;
     }
     return inflate(type, mac, o, zstdDecompressSync); // also gives any error its usual form
   }
 
-  /** Authenticate and decrypt, leaving decompression to the caller. */
-  open(type: BlobType, mac: Uint8Array, blob: Uint8Array): Opened {
+  /** Authenticate and decrypt, leaving decompression to the caller; the decrypted payload goes into `alloc(size)` when given and it gives a buffer. */
+  open(type: BlobType, mac: Uint8Array, blob: Uint8Array, alloc?: Allocate): Opened {
     if (blob.byteLength < this.overhead) throw corrupt(type, mac, "truncated");
     const buf = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
     if (buf[0] !== VERSION) throw corrupt(type, mac, `unknown blob version ${buf[0]}`);
@@ -254,8 +265,10 @@ export class Codec {
       const d = createDecipheriv("aes-256-gcm", blobKey(this.encKey, salt), iv);
       d.setAAD(aad);
       d.setAuthTag(buf.subarray(buf.byteLength - GCM_TAG));
-      const out = Buffer.allocUnsafe(body.byteLength);
-      const n = d.update(body).copy(out, 0);
+      const out = alloc?.(body.byteLength) ?? Buffer.allocUnsafe(body.byteLength);
+      // In pieces, as in seal(): each piece's output is a small buffer malloc reuses.
+      let n = 0;
+      for (let i = 0; i < body.byteLength; i += CIPHER_PIECE) n += d.update(body.subarray(i, i + CIPHER_PIECE)).copy(out, n);
       try {
         d.final();
       } catch {

@@ -123,12 +123,13 @@ export class SyncDecompressor {
   /**
    * The `rawLength` bytes of `frame`, or null when `frame` is not exactly one
    * complete zstd frame or does not decompress to exactly `rawLength` bytes
-   * (the caller decompresses another way and reports the error).
+   * (the caller decompresses another way and reports the error). Into `into`
+   * (a view of it) when given: it must hold rawLength + 1 bytes.
    */
-  decompress(frame: Uint8Array, rawLength: number): Buffer | null {
+  decompress(frame: Uint8Array, rawLength: number, into?: Buffer): Buffer | null {
     if (zstdFrameEnd(frame) !== frame.byteLength) return null;
     // One byte more than expected: a frame that decodes to more fills it.
-    const out = Buffer.allocUnsafe(rawLength + 1);
+    const out = into && into.byteLength >= rawLength + 1 ? into.subarray(0, rawLength + 1) : Buffer.allocUnsafe(rawLength + 1);
     const n = this.ctx.run(frame, out);
     return n === rawLength ? out.subarray(0, n) : null;
   }

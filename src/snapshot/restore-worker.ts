@@ -7,7 +7,7 @@
  */
 import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
-import { BlobType, Codec } from "../repository/codec.js";
+import { BlobType, Codec, type DecodeScratch } from "../repository/codec.js";
 import { pieces } from "./holes.js";
 import { collectAfter } from "./workers.js";
 import type { FileJob, RestoreInit, RestoreToMain } from "./restore-pool.js";
@@ -36,12 +36,29 @@ function packFd(path: string): number {
   return fd;
 }
 
-/** One read buffer per worker: a chunk is decoded and written before the next is read. */
-let scratch = Buffer.allocUnsafe(1 << 20);
+/**
+ * A buffer reused from chunk to chunk (each is read, decoded and written
+ * before the next is read), grown to the largest asked for: a fresh buffer
+ * of a chunk's size is a fresh mapping, faulted in page by page and left
+ * to the collector.
+ */
+class Scratch {
+  private buf = Buffer.allocUnsafe(1 << 20);
+  readonly get = (n: number): Buffer => {
+    if (this.buf.byteLength < n) this.buf = Buffer.allocUnsafe(n);
+    return this.buf.subarray(0, n);
+  };
+  holds(b: Uint8Array): boolean {
+    return b.buffer === this.buf.buffer;
+  }
+}
+/** The encoded blob as read, its decrypted payload, its decompressed bytes. */
+const blobs = new Scratch();
+const decoded = { payload: new Scratch(), raw: new Scratch() };
+const scratch: DecodeScratch = { payload: decoded.payload.get, raw: decoded.raw.get };
 
 function readRange(fd: number, offset: number, length: number, what: string): Buffer {
-  if (scratch.byteLength < length) scratch = Buffer.allocUnsafe(length);
-  const buf = scratch.subarray(0, length);
+  const buf = blobs.get(length);
   let done = 0;
   while (done < length) {
     const n = readSync(fd, buf, done, length - done, offset + done);
@@ -63,7 +80,7 @@ function restoreFile(job: FileJob): void {
     let dataEnd = 0;
     for (const c of job.chunks) {
       const blob = readRange(packFd(c.pack), c.offset, c.length, `chunk at ${offset}`);
-      const raw = codec.decodeSync(BlobType.CHUNK, c.mac, blob);
+      const raw = codec.decodeSync(BlobType.CHUNK, c.mac, blob, scratch);
       if (raw.byteLength !== c.rawLength) throw new Error(`chunk at ${offset} has ${raw.byteLength} bytes, expected ${c.rawLength}`);
       for (const p of pieces(raw, offset)) {
         if (p.data) {
@@ -72,7 +89,8 @@ function restoreFile(job: FileJob): void {
         }
       }
       offset += raw.byteLength;
-      collectAfter(blob.byteLength + raw.byteLength);
+      // what is left to the collector: a payload or raw bytes not in the scratch buffers (a fallback path)
+      if (![blobs, decoded.payload, decoded.raw].some((b) => b.holds(raw))) collectAfter(raw.byteLength);
     }
     const size = Math.max(job.size, offset);
     if (size > dataEnd) ftruncateSync(fd, size); // trailing holes
