@@ -9,7 +9,7 @@
  * free them.
  *
  * The ring never waits: when the bytes do not fit (the receiver holds too
- * much of it), the writer allocates a buffer as before. Giving back is in
+ * much of it), the writer allocates a buffer of its own instead. Giving back is in
  * order of allocation (the receiver holds a buffer given back early until
  * every earlier one is), so a buffer never given back only makes the ring
  * fill up: the bytes stay correct, the allocations come back.
@@ -26,7 +26,6 @@ const wrap = (n: number): number => n | 0;
 interface Lent {
   seq: number;
   start: number;
-  end: number;
 }
 
 /** The writer's side (one thread). */
@@ -74,7 +73,7 @@ export class RingWriter {
     this.ring ??= Buffer.from(new SharedArrayBuffer(this.size));
     const seq = wrap(this.nextSeq);
     this.nextSeq = wrap(this.nextSeq + 1);
-    this.lent.push({ seq, start, end: start + n });
+    this.lent.push({ seq, start });
     this.at = start + n;
     this.lastSeq = seq;
     this.count++;
