@@ -1081,14 +1081,16 @@ async function main(): Promise<number> {
   // big file
   const bigDir = path.join(work, "big");
   const bigFile = path.join(bigDir, "big.bin");
-  let ceiling: Ceiling | null = null;
+  /** The ceiling, measured before the rounds and again in each round (the machine's speed varies): the highest counts. */
+  const ceilings: Ceiling[] = [];
   if (opts.bigSize > 0) {
     log(`generating the big file: ${fmtMiB(opts.bigSize)} MiB (first half text, second half random)`);
     fs.mkdirSync(bigDir);
     await generateBigFile(bigFile, opts.bigSize, opts.seed);
     log("measuring the zstd-3 + AES-256-GCM ceiling on the big file's content");
-    ceiling = await measureCeiling(bigFile, opts.bigSize, machine.nproc);
-    log(`ceiling: ${ceiling.singleMiBs.toFixed(0)} MiB/s on 1 thread, ${ceiling.allMiBs.toFixed(0)} MiB/s on ${ceiling.threads}; sample compresses to ${((100 * ceiling.compressedBytes) / ceiling.sampleBytes).toFixed(0)}%`);
+    const c = await measureCeiling(bigFile, opts.bigSize, machine.nproc);
+    ceilings.push(c);
+    log(`ceiling: ${c.singleMiBs.toFixed(0)} MiB/s on 1 thread, ${c.allMiBs.toFixed(0)} MiB/s on ${c.threads}; sample compresses to ${((100 * c.compressedBytes) / c.sampleBytes).toFixed(0)}%`);
   }
 
   const timeFile = path.join(work, "time.txt");
@@ -1188,6 +1190,9 @@ async function main(): Promise<number> {
       const r = await exec("cat", [bigFile], { stdout: "ignore" });
       catFloor.push({ round, wall: r.wall, rss: null, cpu: null, code: r.code });
       log(`round ${round} big file floor: cat ${fmtSecs(r.wall)} s = ${(opts.bigSize / MiB / r.wall).toFixed(0)} MiB/s`);
+      const c = await measureCeiling(bigFile, opts.bigSize, machine.nproc);
+      ceilings.push(c);
+      log(`round ${round} ceiling: ${c.allMiBs.toFixed(0)} MiB/s on ${c.threads} threads`);
       for (const t of live()) {
         const repo = path.join(repos, `${t.name}-big`);
         const c = initCmd(t, repo);
@@ -1238,6 +1243,7 @@ async function main(): Promise<number> {
     }
     rows.push({ label: "CPU time (user+sys), first backup (s)", better: "lower", values: per((t) => med(t, "first", (m) => m.cpu)), fmt: secs, goal: "", met: null });
   }
+  const ceiling = ceilings.reduce<Ceiling | null>((best, c) => (best === null || c.allMiBs > best.allMiBs ? c : best), null);
   if (opts.bigSize > 0) {
     const ceil = ceiling?.allMiBs ?? null;
     rows.push({ label: `big file (${fmtMiB(opts.bigSize)} MiB) backup (s)`, better: "lower", values: per((t) => med(t, "big", (m) => m.wall)), fmt: secs, goal: "", met: null });
@@ -1285,7 +1291,9 @@ async function main(): Promise<number> {
     md.push(`Big file (${fmtMiB(opts.bigSize)} MiB: first half seeded text, second half random):`);
     if (catMed !== null) md.push(`- floor: \`cat FILE > /dev/null\` ${fmtSecs(catMed)} s = ${(opts.bigSize / MiB / catMed).toFixed(0)} MiB/s`);
     if (ceiling) {
-      md.push(`- ceiling: zstd level 3 + AES-256-GCM over 1 MiB pieces of the file's content (${fmtMiB(ceiling.sampleBytes)} MiB sample, compresses to ${((100 * ceiling.compressedBytes) / ceiling.sampleBytes).toFixed(0)}%), in-process: ${ceiling.singleMiBs.toFixed(0)} MiB/s on 1 thread, ${ceiling.allMiBs.toFixed(0)} MiB/s on ${ceiling.threads} threads`);
+      md.push(
+        `- ceiling: zstd level 3 + AES-256-GCM over 1 MiB pieces of the file's content (${fmtMiB(ceiling.sampleBytes)} MiB sample, compresses to ${((100 * ceiling.compressedBytes) / ceiling.sampleBytes).toFixed(0)}%), in-process: ${ceiling.singleMiBs.toFixed(0)} MiB/s on 1 thread, ${ceiling.allMiBs.toFixed(0)} MiB/s on ${ceiling.threads} threads, the highest of ${ceilings.length} measurements (before the rounds, then in each: ${ceilings.map((c) => c.allMiBs.toFixed(0)).join(", ")} MiB/s)`,
+      );
       const c = coffer ? bigMiBs(coffer) : null;
       if (c !== null) md.push(`- coffer: ${c.toFixed(0)} MiB/s = ${((100 * c) / ceiling.allMiBs).toFixed(0)}% of the ${ceiling.threads}-thread ceiling`);
     }
@@ -1308,7 +1316,7 @@ async function main(): Promise<number> {
     cache: warmCache ? { warm: true, reason: warmReason } : { warm: false, reason: "dropped before each timed run" },
     tools: Object.fromEntries(tools.map((t) => [t.name, { available: t.available, version: t.version, note: t.note, failed: t.failed }])),
     corpus: { source: corpusSource, seed: opts.corpusDir === null ? opts.seed : null, ...stats, changedFiles: changed.length, changePercent: opts.changePercent },
-    bigFile: opts.bigSize > 0 ? { bytes: opts.bigSize, catSeconds: catFloor.map((m) => m.wall), ceiling } : null,
+    bigFile: opts.bigSize > 0 ? { bytes: opts.bigSize, catSeconds: catFloor.map((m) => m.wall), ceiling, ceilings } : null,
     table: out,
     raw: Object.fromEntries(tools.map((t) => [t.name, { measures: t.measures, repoSizeBytes: t.repoSize, clientCacheBytes: t.cacheSize }])),
     restoreChecks,
