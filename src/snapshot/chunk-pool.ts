@@ -178,8 +178,7 @@ export class ChunkPool {
         const seq = m.seq;
         if (seq !== undefined) lend(m.data, () => slot.sealedRing.giveBack(seq));
         enc.resolve(m.data);
-      }
-      else if (m.type === "error") enc.reject(new CofferError("IO", m.message));
+      } else if (m.type === "error") enc.reject(new CofferError("IO", m.message));
       else enc.reject(new CofferError("IO", `unexpected ${m.type} answer to an encode job`));
       return;
     }
