@@ -18,6 +18,7 @@ import { CofferError, throwIfAborted } from "../util/errors.js";
 import { encode } from "@msgpack/msgpack";
 import { encodeHeader, type SnapshotHeader, type Summary } from "./header.js";
 import { ChunkPool } from "./chunk-pool.js";
+import type { EarlyImport } from "./early-import.js";
 import { SCAN_CACHE_MEMORY, ScanCache } from "./scancache.js";
 import { type ChunkRef, compareNames, type Entry, encodeTree, encodeTreeOf, packEntry, unpackEntry } from "./tree.js";
 import { listSnapshots, TreeReader } from "./vfs.js";
@@ -47,6 +48,8 @@ export const NEEDACK_FILE_STORE_CHECKPOINTS: CheckpointPolicy = { intervalMs: 60
 
 export interface BackupOptions {
   importer: Importer;
+  /** The import of `importer`, started already (see EarlyImport); else backup() starts it. */
+  early?: EarlyImport | undefined;
   tags?: string[];
   hostname: string;
   username: string;
@@ -72,6 +75,16 @@ export interface BackupResult {
 const CHUNKS_IN_FLIGHT = 4;
 /** Parent listings kept by directory path (see parentListing). */
 const PARENT_DIRS = 8;
+/** A parent listing still being loaded (see parentEntryNow). */
+const NOT_LOADED = Symbol("not loaded");
+
+/** A directory's listing in the parent snapshot: `entries` once `loaded`. */
+interface ParentListing {
+  loaded: boolean;
+  entries: ReadonlyMap<string, Entry> | undefined;
+  promise: Promise<ReadonlyMap<string, Entry> | undefined>;
+}
+
 /** Linux caps an extended attribute's value at 64 KiB; other systems allow more. */
 const MAX_XATTR_VALUE = 1 << 20;
 /** Raw chunks of a large file being encoded at once (by other workers, or on the libuv pool). */
@@ -110,8 +123,9 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   // ~20 MiB (/usr/share) for the rest of its peak.
   const cache = new ScanCache(undefined, parent ? SCAN_CACHE_MEMORY : 0);
   const needAck = (imp.flags & LocationFlag.NEEDACK) !== 0;
+  if (o.early && o.early.importer !== imp) throw new Error("backup: the early import is not of this importer");
   // One answer per record; an importer that does not read them does not keep them.
-  const results = new Channel<ImportResult>(!needAck);
+  const results = o.early?.results ?? new Channel<ImportResult>(!needAck);
   /** NEEDACK records stored in the scan cache, answered at the next checkpoint. */
   let toAck: ImportRecord[] = [];
   /** Files being processed, by path: a hard link (linkTarget) waits for its target. */
@@ -139,36 +153,52 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
    * from, by path: records of a directory come together, and looking each
    * one up from the root had cost a cache lookup per path component.
    */
-  const parentDirs = new Map<string, Promise<ReadonlyMap<string, Entry> | undefined>>();
-  const parentListing = (dir: string): Promise<ReadonlyMap<string, Entry> | undefined> => {
-    let p = parentDirs.get(dir);
-    if (!p) {
-      p = parentTree
-        .lookup(parent!.root, dir, signal)
-        .then((d) => (d && d.info.kind === "dir" ? parentTree.childrenByName(d, signal) : undefined))
-        .catch(() => undefined);
-      parentDirs.set(dir, p);
+  const parentDirs = new Map<string, ParentListing>();
+  const parentListing = (dir: string): ParentListing => {
+    let l = parentDirs.get(dir);
+    if (!l) {
+      const listing: ParentListing = {
+        loaded: false,
+        entries: undefined,
+        promise: parentTree
+          .lookup(parent!.root, dir, signal)
+          .then((d) => (d && d.info.kind === "dir" ? parentTree.childrenByName(d, signal) : undefined))
+          .catch(() => undefined)
+          .then((m) => {
+            listing.loaded = true;
+            return (listing.entries = m);
+          }),
+      };
+      parentDirs.set(dir, (l = listing));
       if (parentDirs.size > PARENT_DIRS) parentDirs.delete(parentDirs.keys().next().value!);
     }
-    return p;
+    return l;
   };
-  const parentEntry = async (pathname: string): Promise<Entry | undefined> => {
+  /** The parent snapshot's entry at `pathname`; NOT_LOADED while its directory's listing is being loaded (see parentEntry). */
+  const parentEntryNow = (pathname: string): Entry | undefined | typeof NOT_LOADED => {
     if (pathname === "/") return parent!.root; // the source is a single file
     const slash = pathname.lastIndexOf("/");
     if (slash < 0) return undefined;
-    return (await parentListing(slash === 0 ? "/" : pathname.slice(0, slash)))?.get(pathname.slice(slash + 1));
+    const l = parentListing(slash === 0 ? "/" : pathname.slice(0, slash));
+    return l.loaded ? l.entries?.get(pathname.slice(slash + 1)) : NOT_LOADED;
+  };
+  const parentEntry = async (pathname: string): Promise<Entry | undefined> => {
+    const e = parentEntryNow(pathname);
+    if (e !== NOT_LOADED) return e;
+    const slash = pathname.lastIndexOf("/");
+    return (await parentListing(slash === 0 ? "/" : pathname.slice(0, slash)).promise)?.get(pathname.slice(slash + 1));
   };
 
-  const unchanged = async (r: ImportRecord): Promise<ChunkRef[] | undefined> => {
-    if (!parent) return undefined;
-    const old = await parentEntry(r.pathname);
+  /** The chunks of `old`, when `r` is that same file unchanged and they are all stored. */
+  const sameFile = (old: Entry | undefined, r: ImportRecord): ChunkRef[] | undefined => {
     if (!old || old.info.kind !== "file" || old.error !== undefined || !old.chunks) return undefined;
     const a = old.info, b = r.fileInfo;
     if (a.size !== b.size || a.mtimeNs !== b.mtimeNs || a.ino !== b.ino) return undefined;
     if (a.ctimeNs !== undefined && b.ctimeNs !== undefined && a.ctimeNs !== b.ctimeNs) return undefined;
-    if (!old.chunks.every((c) => repo.has(BlobType.CHUNK, c.mac))) return undefined;
+    for (const c of old.chunks) if (!repo.has(BlobType.CHUNK, c.mac)) return undefined;
     return old.chunks;
   };
+  const unchanged = async (r: ImportRecord): Promise<ChunkRef[] | undefined> => (parent ? sameFile(await parentEntry(r.pathname), r) : undefined);
 
   const readContent = async (r: ImportRecord): Promise<ChunkRef[]> => {
     const chunks: ChunkRef[] = [];
@@ -298,7 +328,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     return chunks;
   };
 
-  const store1 = async (r: ImportRecord, info: ImportRecord["fileInfo"], publish: (c: ChunkRef[]) => void): Promise<void> => {
+  /** The entry of record `r`, its content aside. */
+  const newEntry = (r: ImportRecord, info: ImportRecord["fileInfo"]): Entry => {
     const name = r.pathname === "/" ? "" : r.pathname.slice(r.pathname.lastIndexOf("/") + 1);
     const entry: Entry = { name, info: { ...info, name } };
     if (r.target !== undefined) entry.target = r.target;
@@ -306,7 +337,20 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     if (r.error !== undefined) {
       entry.error = r.error;
       fail(r.pathname, r.error);
-    } else if (info.kind === "file") {
+    }
+    return entry;
+  };
+  const setChunks = (entry: Entry, chunks: ChunkRef[]): void => {
+    entry.chunks = chunks;
+    let size = 0;
+    for (const c of chunks) size += c.length;
+    entry.info.size = size;
+    summary.bytes += size;
+  };
+
+  const store1 = async (r: ImportRecord, info: ImportRecord["fileInfo"], publish: (c: ChunkRef[]) => void): Promise<void> => {
+    const entry = newEntry(r, info);
+    if (entry.error === undefined && info.kind === "file") {
       try {
         let chunks: ChunkRef[] | undefined;
         const linkKey = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
@@ -319,24 +363,55 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
           chunks = await p;
         }
         if (!chunks) throw new Error("content unavailable");
-        entry.chunks = chunks;
+        setChunks(entry, chunks);
         publish(chunks);
-        const size = chunks.reduce((n, c) => n + c.length, 0);
-        entry.info.size = size;
-        summary.bytes += size;
       } catch (e) {
         if (signal?.aborted || (e instanceof CofferError && e.code !== "IO")) throw e;
         entry.error = `cannot read: ${(e as Error).message}`;
         fail(r.pathname, entry.error);
       }
     }
+    finish(r, info, entry);
+  };
+
+  /**
+   * Stores the entry of `r` at once when nothing has to be awaited for it:
+   * anything but a file, or a file found unchanged in a parent listing
+   * already loaded (all of a no-change backup but the first record of each
+   * directory). A promise and an async frame or two per entry had been most
+   * of what a no-change backup allocated. False: left to process1().
+   */
+  const storeNow = (r: ImportRecord): boolean => {
+    if (r.xattrName !== undefined) return false;
+    const info = r.fileInfo;
+    let chunks: ChunkRef[] | undefined;
+    if (info.kind === "file" && r.error === undefined) {
+      if (!parent || r.linkTarget !== undefined) return false;
+      const linkKey = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
+      if (linkKey && links.has(linkKey)) return false;
+      const old = parentEntryNow(r.pathname);
+      if (old === NOT_LOADED) return false;
+      chunks = sameFile(old, r);
+      if (!chunks) return false;
+      if (linkKey) links.set(linkKey, Promise.resolve(chunks));
+    }
+    const entry = newEntry(r, info);
+    if (chunks) setChunks(entry, chunks);
+    finish(r, info, entry);
+    return true;
+  };
+
+  /** Counts the entry, stores it in the scan cache with any attributes that came early, and answers its record. */
+  const finish = (r: ImportRecord, info: ImportRecord["fileInfo"], entry: Entry): void => {
     if (info.kind === "file") summary.files++;
     else if (info.kind === "dir") summary.dirs++;
     else if (info.kind === "symlink") summary.symlinks++;
     else summary.others++;
     const early = pendingXattrs.get(r.pathname);
-    pendingXattrs.delete(r.pathname);
-    for (const { x } of early ?? []) entry.xattrs = addXattr(entry.xattrs, x);
+    if (early) {
+      pendingXattrs.delete(r.pathname);
+      for (const { x } of early) entry.xattrs = addXattr(entry.xattrs, x);
+    }
     cache.put(r.pathname, entry);
     for (const { r: xr } of early ?? []) stored1(xr);
     newSinceCheckpoint = true;
@@ -409,14 +484,20 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   timer?.unref();
 
   try {
-    const it = imp.import({ signal, results, xattrRecords: true })[Symbol.asyncIterator]();
+    let it: AsyncIterator<ImportRecord>;
+    if (o.early) {
+      const early = o.early;
+      it = early.take();
+      if (signal.aborted) early.abort();
+      else signal.addEventListener("abort", () => early.abort(), { once: true });
+    } else it = imp.import({ signal, results, xattrRecords: true })[Symbol.asyncIterator]();
     const worker = async () => {
       while (true) {
         throwIfAborted(signal);
         if (checkpointError) throw checkpointError;
         const n = await it.next();
         if (n.done) return;
-        await process1(n.value);
+        if (!storeNow(n.value)) await process1(n.value);
       }
     };
     // Many files in flight keep the workers fed; each costs only a promise until it is read.
