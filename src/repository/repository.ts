@@ -17,7 +17,7 @@ import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
 import { type BlobEntry, PackWriter, readPack } from "./packfile.js";
 import { StagedPack } from "./pack-sink.js";
-import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, type PackRecord } from "./state.js";
+import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, keyType, type PackRecord } from "./state.js";
 
 export interface CreateOptions {
   passphrase: string | null;
@@ -39,6 +39,10 @@ const UPLOADS_IN_FLIGHT = 2;
 const UNWRITTEN_MAX = 8 << 20;
 /** Blobs up to this size are encoded on the calling thread by putBlob (see there). */
 const SYNC_ENCODE_MAX = 64 << 10;
+/** Runs of tree blobs kept (see readTree), and how far one reaches before and after the tree asked for. */
+const TREE_RUNS = 4;
+const TREE_RUN_BEFORE = 768 << 10;
+const TREE_RUN_AFTER = 256 << 10;
 
 export interface WriteStats {
   packs: number;
@@ -162,12 +166,15 @@ export class Repository {
     return loc;
   }
 
-  /** Reads, authenticates and decodes one blob with a ranged read. */
+  /**
+   * Reads, authenticates and decodes one blob with a ranged read. A tree
+   * comes with the trees stored next to it (see treeRun).
+   */
   async getBlob(type: BlobType, mac: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
     const loc = this.locate(type, mac);
     let bytes: Uint8Array;
     try {
-      bytes = await this.store.get(Resource.PACKFILE, loc.pack, { offset: loc.offset, length: loc.length }, { signal });
+      bytes = type === BT.TREE ? await this.readTree(loc, signal) : await this.store.get(Resource.PACKFILE, loc.pack, { offset: loc.offset, length: loc.length }, { signal });
     } catch (e) {
       if (isCofferError(e, "NOT_FOUND")) {
         throw new CofferError("NOT_FOUND", `packfile ${toHex(loc.pack)} holding ${blobTypeName(type)} blob ${toHex(mac)} is missing`, { type, mac: toHex(mac) });
@@ -177,11 +184,63 @@ export class Repository {
     return this.codec.decode(type, mac, bytes);
   }
 
+  /** Runs of tree blobs read at once, most recent last (see readTree). */
+  private readonly treeRuns: { pack: Uint8Array; offset: number; end: number; bytes: Promise<Uint8Array> }[] = [];
+  /** Per packfile read from, its tree blobs by offset (packfiles do not change). */
+  private readonly packTrees = new Map<Uint8Array, BlobLocation[]>();
+
+  /**
+   * The stored bytes of the tree blob at `loc`, not yet authenticated (the
+   * codec does that, blob by blob). Walking a snapshot reads its trees one
+   * after another, and they were written together, children before their
+   * directory: one read fetches the run of trees stored contiguously around
+   * `loc` (mostly before it) and serves the next ones from memory. One read
+   * per tree had cost a no-change backup of /usr/share 3,200 reads.
+   */
+  private readTree(loc: BlobLocation, signal?: AbortSignal): Promise<Uint8Array> {
+    const slice = (run: { offset: number }, b: Uint8Array) => b.subarray(loc.offset - run.offset, loc.offset - run.offset + loc.length);
+    for (const r of this.treeRuns) {
+      if (r.pack === loc.pack && r.offset <= loc.offset && loc.offset + loc.length <= r.end) return r.bytes.then((b) => slice(r, b));
+    }
+    const [offset, end] = this.treeRun(loc);
+    const run = { pack: loc.pack, offset, end, bytes: this.store.get(Resource.PACKFILE, loc.pack, { offset, length: end - offset }, { signal }) };
+    if (end - offset > loc.length) {
+      this.treeRuns.push(run);
+      if (this.treeRuns.length > TREE_RUNS) this.treeRuns.shift();
+      run.bytes.catch(() => this.treeRuns.splice(this.treeRuns.indexOf(run) >>> 0, 1));
+    }
+    return run.bytes.then((b) => slice(run, b));
+  }
+
+  /** The extent [offset, end) of the tree blobs stored contiguously around `loc`, at most TREE_RUN_BEFORE before it and TREE_RUN_AFTER after. */
+  private treeRun(loc: BlobLocation): [number, number] {
+    let trees = this.packTrees.get(loc.pack);
+    if (!trees) {
+      trees = this.index
+        .blobsOfPack(loc.pack)
+        .filter(([k]) => keyType(k) === BT.TREE)
+        .map(([, l]) => l)
+        .sort((a, b) => a.offset - b.offset);
+      this.packTrees.set(loc.pack, trees);
+    }
+    let lo = 0, hi = trees.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (trees[mid]!.offset < loc.offset) lo = mid + 1;
+      else hi = mid;
+    }
+    if (trees[lo]?.offset !== loc.offset) return [loc.offset, loc.offset + loc.length];
+    let first = lo, last = lo;
+    while (first > 0 && trees[first - 1]!.offset + trees[first - 1]!.length === trees[first]!.offset && loc.offset - trees[first - 1]!.offset <= TREE_RUN_BEFORE) first--;
+    while (last + 1 < trees.length && trees[last]!.offset + trees[last]!.length === trees[last + 1]!.offset && trees[last + 1]!.offset + trees[last + 1]!.length - loc.offset <= TREE_RUN_AFTER) last++;
+    return [trees[first]!.offset, trees[last]!.offset + trees[last]!.length];
+  }
+
   // ---- writes ----
 
   has(type: BlobType, mac: Uint8Array): boolean {
     const k = blobKey(type, mac);
-    return this.pending.has(k) || this.index.has(type, mac);
+    return this.pending.has(k) || this.index.hasKey(k);
   }
 
   /**
@@ -192,7 +251,7 @@ export class Repository {
   async putBlob(type: BlobType, raw: Uint8Array, mac?: Uint8Array, signal?: AbortSignal): Promise<{ mac: Uint8Array; added: boolean }> {
     const m = mac ?? this.mac.mac(raw);
     const k = blobKey(type, m);
-    if (this.pending.has(k) || this.index.has(type, m)) return { mac: m, added: false };
+    if (this.pending.has(k) || this.index.hasKey(k)) return { mac: m, added: false };
     throwIfAborted(signal);
     if (this.uploadError) throw this.uploadError;
     // From here until it is in a pack, the key stays pending, so that
@@ -221,7 +280,7 @@ export class Repository {
    */
   async addEncoded(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<boolean> {
     const k = blobKey(type, mac);
-    if (this.pending.has(k) || this.index.has(type, mac)) {
+    if (this.pending.has(k) || this.index.hasKey(k)) {
       giveBack(encoded);
       return false;
     }

@@ -87,6 +87,11 @@ export class Index {
     return this.blobs.has(blobKey(type, mac));
   }
 
+  /** has() by blobKey(). */
+  hasKey(key: string): boolean {
+    return this.blobs.has(key);
+  }
+
   private byPack: Map<Uint8Array, [string, BlobLocation][]> | null = null;
 
   /** Blobs the state places in `pack` (a reverse map built on first use). */

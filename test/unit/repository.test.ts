@@ -351,6 +351,49 @@ describe("putBlob / flush / getBlob", () => {
     }
   });
 
+  it("trees stored together are fetched several to a read, and each is still authenticated on its own", async () => {
+    const { store, repo } = await fresh(true, { packSize: 100 << 10 });
+    const trees: { mac: Uint8Array; raw: Uint8Array }[] = [];
+    for (let i = 0; i < 240; i++) {
+      const raw = prng(1000 + i, 200 + ((i * 397) % 3000));
+      trees.push({ mac: (await repo.putBlob(BlobType.TREE, raw)).mac, raw });
+      if (i % 60 === 59) await repo.putBlob(BlobType.CHUNK, prng(i, 20_000)); // not a tree: runs stop there
+    }
+    await repo.flush();
+    const reads = () => {
+      const r = new MemoryStore({ backing: store.inner.backing });
+      const get = vi.spyOn(r, "get");
+      return { r, count: () => get.mock.calls.filter(([res]) => res === Resource.PACKFILE).length };
+    };
+    const a = reads();
+    const r2 = await open(a.r);
+    // Last to first (a walk meets a directory before the trees stored before it), then scattered.
+    for (const i of [...trees.keys()].reverse()) expect(Buffer.from(await r2.getBlob(BlobType.TREE, trees[i]!.mac)).equals(trees[i]!.raw)).toBe(true);
+    expect(a.count()).toBeGreaterThan(0);
+    expect(a.count()).toBeLessThan(trees.length / 10);
+    const scattered = [...trees.keys()].sort((x, y) => ((x * 7919) % 241) - ((y * 7919) % 241));
+    for (const i of scattered) expect(Buffer.from(await r2.getBlob(BlobType.TREE, trees[i]!.mac)).equals(trees[i]!.raw)).toBe(true);
+
+    // A flipped byte in one tree fails that tree only, however its neighbours were read.
+    const loc = repo.locate(BlobType.TREE, trees[100]!.mac);
+    const pack = objects(store, Resource.PACKFILE).get(toHex(loc.pack))!;
+    pack[loc.offset + (loc.length >> 1)]! ^= 0x01;
+    const r3 = await open(reads().r);
+    expect(Buffer.from(await r3.getBlob(BlobType.TREE, trees[101]!.mac)).equals(trees[101]!.raw)).toBe(true);
+    expectCode(await rejectionOf(r3.getBlob(BlobType.TREE, trees[100]!.mac)), "CORRUPT");
+    expect(Buffer.from(await r3.getBlob(BlobType.TREE, trees[99]!.mac)).equals(trees[99]!.raw)).toBe(true);
+    pack[loc.offset + (loc.length >> 1)]! ^= 0x01;
+
+    // A failed read is not kept: once the packfile is back, the trees read.
+    const r4 = await open(reads().r);
+    const name = new Uint8Array(Buffer.from(toHex(loc.pack), "hex"));
+    const saved = Uint8Array.from(pack);
+    await store.inner.delete(Resource.PACKFILE, name);
+    expectCode(await rejectionOf(r4.getBlob(BlobType.TREE, trees[100]!.mac)), "NOT_FOUND");
+    await store.inner.put(Resource.PACKFILE, name, saved);
+    expect(Buffer.from(await r4.getBlob(BlobType.TREE, trees[100]!.mac)).equals(trees[100]!.raw)).toBe(true);
+  });
+
   it("a damaged or misnamed state delta makes open fail with CORRUPT", async () => {
     const { store, repo } = await fresh(true);
     await repo.putBlob(BlobType.CHUNK, prng(8, 100));
