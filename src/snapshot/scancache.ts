@@ -23,7 +23,11 @@ const BATCH = 2000;
  */
 export const SCAN_CACHE_MEMORY = 48 << 20;
 
+/** "/a/b" as a key: "a\0b" (a path of the usual form without splitting it). */
+const NORMAL_PATH = /^(?:\/[^/]+)+$/;
+
 function keyOf(path: string): string {
+  if (NORMAL_PATH.test(path)) return path.slice(1).replaceAll("/", "\0");
   return path
     .split("/")
     .filter((c) => c !== "")

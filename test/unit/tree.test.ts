@@ -517,6 +517,14 @@ describe.each(scanCacheModes)("ScanCache order (%s)", (_mode, budget) => {
       expect(got[0]!.entry.info.size).toBe(99);
       expect(pathKey("/a//b/").equals(pathKey("a/b"))).toBe(true);
       expect(pathKey("/").byteLength).toBe(0);
+      // However written, a path's key is its components joined by NUL bytes.
+      fc.assert(
+        fc.property(fc.array(fc.string({ minLength: 1, unit: "grapheme" }).filter((c) => !c.includes("/")), { maxLength: 6 }), fc.array(fc.nat(2), { minLength: 8, maxLength: 8 }), (parts, extra) => {
+          const path = parts.map((c, i) => "/".repeat(1 + extra[i]!) + c).join("") + "/".repeat(extra[7]!);
+          expect(pathKey(path).equals(Buffer.from(parts.join("\0"), "utf8"))).toBe(true);
+          expect(pathKey(`/${parts.join("/")}`).equals(Buffer.from(parts.join("\0"), "utf8"))).toBe(true);
+        }),
+      );
     } finally {
       cache.close();
     }
