@@ -18,7 +18,6 @@ import { CofferError, throwIfAborted } from "../util/errors.js";
 import { encode } from "@msgpack/msgpack";
 import { encodeHeader, type SnapshotHeader, type Summary } from "./header.js";
 import { ChunkPool } from "./chunk-pool.js";
-import type { EarlyImport } from "./early-import.js";
 import { SCAN_CACHE_MEMORY, ScanCache } from "./scancache.js";
 import { type ChunkRef, compareNames, type Entry, encodeTree, encodeTreeOf, packEntry, unpackEntry } from "./tree.js";
 import { listSnapshots, TreeReader } from "./vfs.js";
@@ -48,8 +47,6 @@ export const NEEDACK_FILE_STORE_CHECKPOINTS: CheckpointPolicy = { intervalMs: 60
 
 export interface BackupOptions {
   importer: Importer;
-  /** The import of `importer`, started already (see EarlyImport); else backup() starts it. */
-  early?: EarlyImport | undefined;
   tags?: string[];
   hostname: string;
   username: string;
@@ -123,9 +120,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   // ~20 MiB (/usr/share) for the rest of its peak.
   const cache = new ScanCache(undefined, parent ? SCAN_CACHE_MEMORY : 0);
   const needAck = (imp.flags & LocationFlag.NEEDACK) !== 0;
-  if (o.early && o.early.importer !== imp) throw new Error("backup: the early import is not of this importer");
   // One answer per record; an importer that does not read them does not keep them.
-  const results = o.early?.results ?? new Channel<ImportResult>(!needAck);
+  const results = new Channel<ImportResult>(!needAck);
   /** NEEDACK records stored in the scan cache, answered at the next checkpoint. */
   let toAck: ImportRecord[] = [];
   /** Files being processed, by path: a hard link (linkTarget) waits for its target. */
@@ -484,13 +480,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   timer?.unref();
 
   try {
-    let it: AsyncIterator<ImportRecord>;
-    if (o.early) {
-      const early = o.early;
-      it = early.take();
-      if (signal.aborted) early.abort();
-      else signal.addEventListener("abort", () => early.abort(), { once: true });
-    } else it = imp.import({ signal, results, xattrRecords: true })[Symbol.asyncIterator]();
+    const it = imp.import({ signal, results, xattrRecords: true })[Symbol.asyncIterator]();
     const worker = async () => {
       while (true) {
         throwIfAborted(signal);

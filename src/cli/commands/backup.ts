@@ -5,7 +5,6 @@ import { Command } from "commander";
 import { LocationFlag } from "../../connectors/flags.js";
 import { numericValue, parseOptions } from "../../connectors/params.js";
 import { backup, type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from "../../snapshot/builder.js";
-import { EarlyImport } from "../../snapshot/early-import.js";
 import type { Importer } from "../../connectors/records.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
@@ -56,16 +55,6 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
   // The source first: a missing one fails before the passphrase is asked, and
   // an importer may start scanning while the repository opens.
   await importer.ping();
-  // The walk starts now, while the repository opens (see EarlyImport).
-  const early = new EarlyImport(importer, ctx.signal);
-  try {
-    return await backupInto(importer, early, o, interval, ctx);
-  } finally {
-    early.cancel(); // a no-op once backup() took it
-  }
-}
-
-async function backupInto(importer: Importer, early: EarlyImport, o: BackupCmdOptions, interval: number | undefined, ctx: Context): Promise<BackupOutcome> {
   return withRepository(ctx, {}, async (repo) => {
     await repo.acquire("shared", "backup");
     let checkpoints: CheckpointPolicy | undefined;
@@ -77,7 +66,6 @@ async function backupInto(importer: Importer, early: EarlyImport, o: BackupCmdOp
     if (adopted > 0 && !o.quiet && !o.json) ctx.stderr.write(`coffer: indexed ${adopted} packfiles left by an interrupted backup\n`);
     const { header } = await backup(repo, {
       importer,
-      early,
       tags: o.tag ?? [],
       hostname: hostname(),
       username: safeUser(),
