@@ -17,7 +17,7 @@ import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
 import { type BlobEntry, PackWriter, readPack } from "./packfile.js";
 import { StagedPack } from "./pack-sink.js";
-import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, keyType, type PackRecord } from "./state.js";
+import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, type PackRecord } from "./state.js";
 
 export interface CreateOptions {
   passphrase: string | null;
@@ -186,8 +186,8 @@ export class Repository {
 
   /** Runs of tree blobs read at once, most recent last (see readTree). */
   private readonly treeRuns: { pack: Uint8Array; offset: number; end: number; bytes: Promise<Uint8Array> }[] = [];
-  /** Per packfile read from, its tree blobs by offset (packfiles do not change). */
-  private readonly packTrees = new Map<Uint8Array, BlobLocation[]>();
+  /** Per packfile, its tree blobs by offset (packfiles do not change). */
+  private packTrees: Map<Uint8Array, BlobLocation[]> | null = null;
 
   /**
    * The stored bytes of the tree blob at `loc`, not yet authenticated (the
@@ -214,15 +214,9 @@ export class Repository {
 
   /** The extent [offset, end) of the tree blobs stored contiguously around `loc`, at most TREE_RUN_BEFORE before it and TREE_RUN_AFTER after. */
   private treeRun(loc: BlobLocation): [number, number] {
-    let trees = this.packTrees.get(loc.pack);
-    if (!trees) {
-      trees = this.index
-        .blobsOfPack(loc.pack)
-        .filter(([k]) => keyType(k) === BT.TREE)
-        .map(([, l]) => l)
-        .sort((a, b) => a.offset - b.offset);
-      this.packTrees.set(loc.pack, trees);
-    }
+    // The packfiles indexed when the first tree is read; trees of later ones are read one at a time.
+    this.packTrees ??= this.index.locationsByPack(BT.TREE);
+    const trees = this.packTrees.get(loc.pack) ?? [];
     let lo = 0, hi = trees.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;

@@ -107,6 +107,19 @@ export class Index {
     return this.byPack.get(this.packs.get(toHex(pack)) ?? pack) ?? [];
   }
 
+  /** The locations of the blobs of `type`, by packfile, each packfile's in offset order. */
+  locationsByPack(type: BlobType): Map<Uint8Array, BlobLocation[]> {
+    const out = new Map<Uint8Array, BlobLocation[]>();
+    for (const [k, loc] of this.blobs) {
+      if (keyType(k) !== type) continue;
+      let l = out.get(loc.pack);
+      if (!l) out.set(loc.pack, (l = []));
+      l.push(loc);
+    }
+    for (const l of out.values()) l.sort((a, b) => a.offset - b.offset);
+    return out;
+  }
+
   get size(): number {
     return this.blobs.size;
   }
