@@ -207,7 +207,10 @@ export class Repository {
     if (end - offset > loc.length) {
       this.treeRuns.push(run);
       if (this.treeRuns.length > TREE_RUNS) this.treeRuns.shift();
-      run.bytes.catch(() => this.treeRuns.splice(this.treeRuns.indexOf(run) >>> 0, 1));
+      run.bytes.catch(() => {
+        const i = this.treeRuns.indexOf(run);
+        if (i >= 0) this.treeRuns.splice(i, 1); // a failed read is not kept
+      });
     }
     return run.bytes.then((b) => slice(run, b));
   }

@@ -72,6 +72,11 @@ export interface BackupResult {
 const CHUNKS_IN_FLIGHT = 4;
 /** Parent listings kept by directory path (see parentListing). */
 const PARENT_DIRS = 8;
+/** The key of a file with other hard links (the first of them to be stored gives its chunks to the rest). */
+function linkKeyOf(info: ImportRecord["fileInfo"]): string | undefined {
+  return info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
+}
+
 /** A parent listing still being loaded (see parentEntryNow). */
 const NOT_LOADED = Symbol("not loaded");
 
@@ -349,7 +354,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     if (entry.error === undefined && info.kind === "file") {
       try {
         let chunks: ChunkRef[] | undefined;
-        const linkKey = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
+        const linkKey = linkKeyOf(info);
         const first = linkKey ? links.get(linkKey) : undefined;
         if (first) chunks = await first;
         if (!chunks && r.linkTarget !== undefined) chunks = await linked(r);
@@ -383,7 +388,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     let chunks: ChunkRef[] | undefined;
     if (info.kind === "file" && r.error === undefined) {
       if (!parent || r.linkTarget !== undefined) return false;
-      const linkKey = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
+      const linkKey = linkKeyOf(info);
       if (linkKey && links.has(linkKey)) return false;
       const old = parentEntryNow(r.pathname);
       if (old === NOT_LOADED) return false;
