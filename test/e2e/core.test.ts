@@ -765,6 +765,7 @@ describe("large trees: crash safety, interruption, concurrency", () => {
     if (process.platform === "linux") {
       const cmdline = (await fsp.readFile(`/proc/${job.child.pid}/cmdline`, "utf8")).split("\0");
       expect(cmdline).toContain("--max-semi-space-size=4");
+      expect(cmdline).toContain("--heap-growing-percent=50");
       const environ = (await fsp.readFile(`/proc/${job.child.pid}/environ`, "utf8")).split("\0");
       expect(environ).toContain("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072");
     }
