@@ -18,7 +18,7 @@ import { makeChunker, findCut } from "../repository/chunker.js";
 import { type Allocate, BlobType, Codec } from "../repository/codec.js";
 import { Mac } from "../repository/crypto.js";
 import type { PoolInit, ToMain, ToWorker } from "./chunk-pool.js";
-import { RingWriter } from "../util/ring.js";
+import { copyInto, RingWriter } from "../util/ring.js";
 import { collectAfter } from "./workers.js";
 
 const init = workerData as PoolInit;
@@ -255,7 +255,7 @@ function sendChunk(id: number, chunk: Uint8Array, raw: boolean, lend = false): v
   let out: { data: Uint8Array; seq?: number };
   if (raw) {
     const lent = lend ? rawRing.alloc(chunk.byteLength) : null;
-    lent?.set(chunk);
+    if (lent) copyInto(lent, 0, chunk);
     out = lent ? { data: lent, seq: rawRing.lastSeq } : { data: new Uint8Array(chunk) };
   } else out = encodeChunk(m, chunk, lend);
   waitForCredit();

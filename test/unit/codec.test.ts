@@ -161,6 +161,51 @@ describe("Codec compression", () => {
   });
 });
 
+describe("Codec compression of large blobs after an incompressible one (a probe first)", () => {
+  const MiB = 1 << 20;
+  const mixed = Buffer.concat([prng(40, 768 << 10), repetitive(41, 256 << 10)]); // the probe's last slice is in the compressible part
+  // [name, data, probe made?, skipped on the probe's word?, stored compressed?]
+  const steps: [string, Uint8Array, boolean, boolean, boolean][] = [
+    ["random, nothing before", prng(31, MiB), false, false, false],
+    ["random after random", prng(32, MiB), true, true, false],
+    ["random again", prng(33, 300 << 10), true, true, false],
+    ["small random (under 256 KiB)", prng(34, 200 << 10), false, false, false],
+    ["compressible after random", repetitive(35, MiB), true, false, true],
+    ["compressible after compressible", repetitive(36, MiB), false, false, true],
+    ["random after compressible", prng(37, MiB), false, false, false],
+    ["random with a compressible end", mixed, true, false, true],
+    ["random after that", prng(38, MiB), false, false, false],
+    ["random after random, once more", prng(39, MiB), true, true, false],
+  ];
+
+  for (const sync of [true, false]) {
+    it(`${sync ? "encodeSync" : "encode"}: probes only after an incompressible large blob, skips compressing what the probe finds incompressible, and every blob decodes`, async () => {
+      for (const encrypted of [true, false]) {
+        const codec = codecOf(randomKey(), encrypted, "zstd");
+        const mac = new Uint8Array(MAC_SIZE).fill(9);
+        for (const [name, data, probed, skipped, compressed] of steps) {
+          const before = { ...codec.probes };
+          const blob = sync ? codec.encodeSync(BlobType.CHUNK, mac, data) : await codec.encode(BlobType.CHUNK, mac, data);
+          expect({ name, made: codec.probes.made - before.made, skipped: codec.probes.skipped - before.skipped, flags: blob[1] }).toEqual({
+            name,
+            made: probed ? 1 : 0,
+            skipped: skipped ? 1 : 0,
+            flags: compressed ? 1 : 0,
+          });
+          expect(Buffer.from(await codec.decode(BlobType.CHUNK, mac, blob)).equals(data), name).toBe(true);
+        }
+      }
+    });
+  }
+
+  it("a repository without compression makes no probes", () => {
+    const codec = codecOf(randomKey(), true, "none");
+    const mac = new Uint8Array(MAC_SIZE);
+    for (const [, data] of steps) expect(codec.encodeSync(BlobType.CHUNK, mac, data)[1]).toBe(0);
+    expect(codec.probes).toEqual({ made: 0, skipped: 0 });
+  });
+});
+
 describe("Codec layout (docs/FORMAT.md, Blob encoding), checked with node:crypto", () => {
   it("plaintext: header | payload | HMAC-SHA256(tag key, header|type|name|payload)", async () => {
     const master = randomKey();

@@ -7,7 +7,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { giveBack, isLent, lend, ownBytes, RingReceiver, RingWriter } from "../../src/util/ring.js";
+import { copyInto, giveBack, isLent, lend, ownBytes, RingReceiver, RingWriter } from "../../src/util/ring.js";
 
 function pair(size: number): { w: RingWriter; r: RingReceiver } {
   const given = new SharedArrayBuffer(4);
@@ -156,5 +156,38 @@ describe("lend / giveBack / ownBytes", () => {
     expect(backs).toEqual(["a", "b"]);
     const plain = new Uint8Array([9]);
     expect(ownBytes(plain)).toBe(plain);
+  });
+});
+
+describe("copyInto", () => {
+  it("copies exactly src into dst at any offset, shared memory or not, touching nothing else (property)", () => {
+    fc.assert(
+      fc.property(fc.boolean(), fc.uint8Array({ maxLength: 300 }), fc.nat(64), fc.nat(16), (shared, bytes, at, srcOffset) => {
+        const size = at + bytes.length + 8;
+        const dst = shared ? Buffer.from(new SharedArrayBuffer(size)) : Buffer.alloc(size);
+        dst.fill(0xee);
+        const holder = new Uint8Array(srcOffset + bytes.length);
+        holder.set(bytes, srcOffset);
+        const src = holder.subarray(srcOffset); // a view at any alignment
+        expect(copyInto(dst, at, src)).toBe(bytes.length);
+        expect(Buffer.from(dst.subarray(at, at + bytes.length)).equals(Buffer.from(bytes))).toBe(true);
+        expect(dst.subarray(0, at).every((b) => b === 0xee)).toBe(true);
+        expect(dst.subarray(at + bytes.length).every((b) => b === 0xee)).toBe(true);
+      }),
+    );
+  });
+
+  it("ownBytes copies a view lent from a ring (shared memory) into memory of its own and gives the view back", () => {
+    const { w } = pair(64);
+    const view = w.alloc(10)!;
+    view.fill(7);
+    let back = 0;
+    lend(view, () => back++);
+    const own = ownBytes(view);
+    expect(own.buffer).not.toBe(view.buffer);
+    expect(own.buffer).not.toBeInstanceOf(SharedArrayBuffer);
+    expect([...own]).toEqual(new Array(10).fill(7));
+    expect(back).toBe(1);
+    expect(isLent(view)).toBe(false);
   });
 });
