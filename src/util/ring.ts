@@ -182,8 +182,8 @@ export function ownBytes(view: Uint8Array): Uint8Array {
 }
 
 /**
- * Copies `src` into `dst` at `at` (which must have room); gives the number
- * of bytes copied. TypedArray#set and Buffer#copy go through V8's relaxed
+ * Copies `src` into `dst` at `at` (which must have room; the two must not
+ * overlap); gives the number of bytes copied. TypedArray#set and Buffer#copy go through V8's relaxed
  * memmove when either side is shared memory (the rings), and it copies
  * byte by byte unless both sides are word-aligned alike, which chunks cut
  * anywhere in a read buffer seldom are: 1.8 GB/s on this project's VM,
