@@ -14,14 +14,15 @@
  * directories are created on demand.
  */
 import { randomBytes } from "node:crypto";
-import { constants as fsConstants, promises as fsp } from "node:fs";
+import { closeSync, constants as fsConstants, openSync, promises as fsp, write as fsWrite, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as path from "node:path";
 import { abortError, CofferError, CorruptError, NotFoundError, throwIfAborted } from "../util/errors.js";
 import { fromHex, toHex } from "../util/hex.js";
+import { copyInto } from "../util/ring.js";
 import { LocationFlag, Resource, resourceName, StoreMode } from "./flags.js";
-import type { CallOptions, Mac, Range, StagedPut, Store } from "./store.js";
+import type { CallOptions, Mac, Range, StagedPut, StageOptions, Store } from "./store.js";
 
 export interface FsStoreOptions {
   /** Open for reading only: put(), delete() and create() reject with READ_ONLY. */
@@ -63,6 +64,11 @@ export class FsStore implements Store {
   readonly flags = LocationFlag.LOCALFS;
   readonly #readOnly: boolean;
   readonly #dirSync = new DirSyncer();
+  /** Staging buffers of direct writes, free for the next staged object; `#direct` false once the file system refused them. */
+  readonly #stages: DirectStage[] = [];
+  #direct = DIRECT_FLAG !== 0;
+  /** Writes done with O_DIRECT (DirectWriter), for diagnostics and tests. */
+  readonly direct = { writes: 0 };
 
   constructor(root: string, opts: FsStoreOptions = {}) {
     this.root = path.resolve(root);
@@ -182,16 +188,22 @@ export class FsStore implements Store {
     return size;
   }
 
-  /** Writes go straight to a temp file (writev), which commit() fsyncs and renames into place as put() does. */
-  async stage(resource: Resource, opts: CallOptions = {}): Promise<StagedPut> {
+  /**
+   * Writes go straight to a temp file (writev), which commit() fsyncs and
+   * renames into place as put() does. With the `direct` hint they go
+   * through a staging buffer with O_DIRECT (DirectWriter).
+   */
+  async stage(resource: Resource, opts: StageOptions = {}): Promise<StagedPut> {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("put");
     const { tmp, handle } = await this.#openTemp(signal);
     let size = 0;
     let state: "open" | "done" = "open";
+    let direct = opts.direct === true && this.#direct ? this.#openDirect(tmp, handle) : null;
     const drop = async () => {
       state = "done";
+      direct = this.#endDirect(direct);
       await handle.close().catch(() => undefined);
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
     };
@@ -199,7 +211,8 @@ export class FsStore implements Store {
       write: async (parts) => {
         if (state !== "open") throw new CofferError("IO", `[fs] staged write to ${tmp} after its end`);
         try {
-          await writevAll(handle, parts, tmp, signal);
+          if (direct) await direct.write(parts, signal);
+          else await writevAll(handle, parts, tmp, signal);
           size += parts.reduce((n, p) => n + p.byteLength, 0);
         } catch (e) {
           await drop();
@@ -211,6 +224,8 @@ export class FsStore implements Store {
         state = "done";
         try {
           throwIfAborted(o.signal);
+          if (direct) await direct.finish(o.signal);
+          direct = this.#endDirect(direct);
           await this.#io("fsync", tmp, o.signal, () => handle.sync());
           await this.#io("close", tmp, o.signal, () => handle.close());
         } catch (e) {
@@ -224,6 +239,35 @@ export class FsStore implements Store {
         if (state === "open") await drop();
       },
     };
+  }
+
+  /**
+   * A direct writer for temp file `tmp` (a second descriptor, opened with
+   * O_DIRECT), or null when the file system refuses direct writes (then
+   * this store stops trying).
+   */
+  #openDirect(tmp: string, handle: FileHandle): DirectWriter | null {
+    let fd: number;
+    try {
+      fd = openSync(tmp, fsConstants.O_WRONLY | DIRECT_FLAG);
+    } catch {
+      this.#direct = false; // e.g. EINVAL on tmpfs
+      return null;
+    }
+    const stage = this.#stages.pop() ?? { buf: Buffer.allocUnsafeSlow(DIRECT_STAGE + DIRECT_BLOCK), base: undefined };
+    if (stage.base === undefined) stage.base = probeDirect(fd, stage.buf);
+    if (stage.base === null) {
+      closeSync(fd);
+      this.#direct = false;
+      return null;
+    }
+    return new DirectWriter(fd, stage as DirectStage & { base: number }, handle, tmp, this.direct);
+  }
+
+  /** Closes `w`'s descriptor and keeps its staging buffer for the next staged object; gives null. */
+  #endDirect(w: DirectWriter | null): null {
+    if (w) this.#stages.push(w.close());
+    return null;
   }
 
   /** Renames the fsynced temp file `tmp` into place as object `mac` (removing it on failure), then fsyncs the directory. */
@@ -535,17 +579,141 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-async function writeAll(handle: FileHandle, data: Uint8Array, p: string, signal?: AbortSignal): Promise<void> {
+/** Writes `data` whole (at `position` when given, else at the file's position), resuming after short writes. */
+async function writeAll(handle: FileHandle, data: Uint8Array, p: string, signal?: AbortSignal, position?: number): Promise<void> {
   let done = 0;
   while (done < data.byteLength) {
     let bytesWritten: number;
     try {
-      ({ bytesWritten } = await handle.write(data, done, data.byteLength - done));
+      ({ bytesWritten } = await handle.write(data, done, data.byteLength - done, position === undefined ? null : position + done));
     } catch (e) {
       throw toStoreError(e, "write", p, signal);
     }
     done += bytesWritten;
   }
+}
+
+/**
+ * Direct writes (O_DIRECT) of staged objects given the `direct` hint: the
+ * repository gives it for packfiles filled from a large file's rings. Their
+ * bytes would otherwise be copied into the page cache and written back by
+ * the packfile's fsync while the file is still being read from the same
+ * disk: on this project's VM a direct read of 1 GiB ran at 995 MB/s beside
+ * direct writes of another GiB, 563 MB/s beside buffered ones fsynced every
+ * 32 MiB. A 2 GiB file, half random, alternated: 6.28-6.35 -> 5.73-6.16 s,
+ * 0.6 s less CPU. Not for every packfile: the staging buffer costs 4 MiB
+ * and parts wait for the disk rather than the page cache, which a first
+ * backup of /usr/share (peak RSS 231-233 -> 242-256 MiB) cannot spare.
+ */
+const DIRECT_FLAG = fsConstants.O_DIRECT ?? 0;
+/** Bytes staged per direct write. */
+const DIRECT_STAGE = 4 << 20;
+/** Direct writes keep their memory address, file offset and length to multiples of this. */
+const DIRECT_BLOCK = 4096;
+
+/** A staging buffer; from `base` on its memory is aligned for direct writes (undefined: not probed yet, null: no offset works). */
+interface DirectStage {
+  buf: Buffer;
+  base: number | null | undefined;
+}
+
+/**
+ * The offset of `buf` from which direct writes work, found by writing a
+ * block at the start of the file from each candidate offset (JavaScript
+ * cannot see a buffer's address; a misaligned one fails with EINVAL and
+ * writes nothing); null when none does. The block is overwritten later.
+ */
+function probeDirect(fd: number, buf: Buffer): number | null {
+  for (let at = 0; at < DIRECT_BLOCK; at += 16) {
+    try {
+      writeSync(fd, buf, at, DIRECT_BLOCK, 0);
+      return at;
+    } catch (e) {
+      if (errno(e) !== "EINVAL") return null;
+    }
+  }
+  return null;
+}
+
+/**
+ * Writes a staged object through a staging buffer: each DIRECT_STAGE bytes
+ * with one direct write at an offset that is a multiple of it; the rest
+ * (less than that) at commit through the ordinary descriptor, then the file
+ * is cut to its size. A direct write that fails with EINVAL (an alignment
+ * the probe did not catch) is done again through the ordinary descriptor,
+ * as are all writes after it.
+ */
+class DirectWriter {
+  #fill = 0;
+  #pos = 0;
+  #fallback = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly stage: DirectStage & { base: number },
+    private readonly handle: FileHandle,
+    private readonly path: string,
+    private readonly count: { writes: number },
+  ) {}
+
+  async write(parts: readonly Uint8Array[], signal?: AbortSignal): Promise<void> {
+    const { buf, base } = this.stage;
+    for (const part of parts) {
+      for (let o = 0; o < part.byteLength; ) {
+        const n = Math.min(part.byteLength - o, DIRECT_STAGE - this.#fill);
+        copyInto(buf, base + this.#fill, part.subarray(o, o + n));
+        this.#fill += n;
+        o += n;
+        if (this.#fill === DIRECT_STAGE) await this.#flush(signal);
+      }
+    }
+  }
+
+  /** Writes what is staged: directly while DIRECT_STAGE bytes are, else (or after EINVAL) through the ordinary descriptor. */
+  async #flush(signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal);
+    const { buf, base } = this.stage;
+    const n = this.#fill;
+    let done = 0;
+    if (n === DIRECT_STAGE && !this.#fallback) {
+      try {
+        while (done < n) {
+          done += await writeAt(this.fd, buf, base + done, n - done, this.#pos + done);
+          this.count.writes++;
+        }
+      } catch (e) {
+        if (errno(e) !== "EINVAL" || done % DIRECT_BLOCK !== 0) throw toStoreError(e, "write", this.path, signal);
+        this.#fallback = true;
+      }
+    }
+    if (done < n) await writeAll(this.handle, buf.subarray(base + done, base + n), this.path, signal, this.#pos + done);
+    this.#pos += n;
+    this.#fill = 0;
+  }
+
+  /** Writes the rest and cuts the file to the size written (the alignment probe may have written past it). */
+  async finish(signal?: AbortSignal): Promise<void> {
+    if (this.#fill > 0) await this.#flush(signal);
+    try {
+      await this.handle.truncate(this.#pos);
+    } catch (e) {
+      throw toStoreError(e, "write", this.path, signal);
+    }
+  }
+
+  /** Closes the direct descriptor; gives back the staging buffer. */
+  close(): DirectStage {
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already unusable: nothing to release
+    }
+    return this.stage;
+  }
+}
+
+function writeAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fsWrite(fd, buf, offset, length, position, (e, n) => (e ? reject(e) : resolve(n))));
 }
 
 /** Writes `parts` in order with writev (at most IOV_MAX buffers a call), resuming after short writes. */

@@ -26,6 +26,15 @@ export interface CallOptions {
   signal?: AbortSignal | undefined;
 }
 
+export interface StageOptions extends CallOptions {
+  /**
+   * A hint that the object is large, written once in order and not read
+   * back soon: a store may bypass its cache for it (the fs store writes it
+   * with O_DIRECT where the file system allows). Stores may ignore it.
+   */
+  direct?: boolean | undefined;
+}
+
 export interface Range {
   offset: number;
   length: number;
@@ -68,7 +77,7 @@ export interface Store {
    * its name, atomically, with the same guarantees as put(), and abort()
    * leaves nothing behind. Stores without it get the whole object by put().
    */
-  stage?(resource: Resource, opts?: CallOptions): Promise<StagedPut>;
+  stage?(resource: Resource, opts?: StageOptions): Promise<StagedPut>;
   /**
    * Where an object lives on this machine's filesystem, for stores that keep
    * objects as plain files (LOCALFS): readers may then read it directly

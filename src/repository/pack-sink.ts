@@ -42,9 +42,10 @@ export class StagedPack {
   private readonly macs: MacStream;
   private readonly staged: Promise<StagedPut>;
 
-  constructor(store: Store & Required<Pick<Store, "stage">>, mac: Mac, signal?: AbortSignal) {
+  /** `direct`: the store's hint to bypass its cache (StageOptions). */
+  constructor(store: Store & Required<Pick<Store, "stage">>, mac: Mac, signal?: AbortSignal, direct = false) {
     this.macs = mac.stream();
-    this.staged = store.stage(Resource.PACKFILE, { signal });
+    this.staged = store.stage(Resource.PACKFILE, { signal, direct });
     this.staged.catch((e: unknown) => this.fail(e));
   }
 

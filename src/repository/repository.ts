@@ -8,7 +8,7 @@ import { Resource, StoreMode } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
 import { CofferError, CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
-import { giveBack, ownBytes } from "../util/ring.js";
+import { giveBack, isLent, ownBytes } from "../util/ring.js";
 import { mapLimit } from "../util/concurrency.js";
 import { DEFAULT_CHUNKING } from "./chunker.js";
 import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } from "./codec.js";
@@ -296,7 +296,9 @@ export class Repository {
    */
   private async append(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<void> {
     const store = this.store;
-    const w = (this.writer ??= new PackWriter(store.stage ? new StagedPack(store as Store & Required<Pick<Store, "stage">>, this.mac, signal) : undefined));
+    // A packfile that starts with a blob lent from a ring (a large file's) is
+    // written bypassing the store's cache: see the fs store's direct writes.
+    const w = (this.writer ??= new PackWriter(store.stage ? new StagedPack(store as Store & Required<Pick<Store, "stage">>, this.mac, signal, isLent(encoded)) : undefined));
     // A sink gives lent buffers back once written; a whole packfile held for put() holds copies.
     w.add(type, mac, rawLength, w.sink ? encoded : ownBytes(encoded));
     this.written.blobs++;

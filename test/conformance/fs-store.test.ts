@@ -4,7 +4,7 @@
  * layout, temp files, partial writes.
  */
 import { randomBytes } from "node:crypto";
-import { promises as fsp } from "node:fs";
+import { constants as fsConstants, promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -255,6 +255,55 @@ describe("FsStore on disk", () => {
       await dropped.abort();
       expect(await fsp.readdir(tmp)).toEqual([]);
       expect(await files(path.join(root, "packfiles"))).toHaveLength(1);
+    });
+
+    it("with the direct hint: the same objects, whatever the sizes, across staging-buffer boundaries; O_DIRECT where the file system takes it", async () => {
+      const { root, store } = await repo();
+      const MiB = 1 << 20;
+      let directOk = true;
+      const probe = path.join(root, "probe");
+      await fsp.writeFile(probe, "");
+      try {
+        await (await fsp.open(probe, fsConstants.O_WRONLY | (fsConstants.O_DIRECT ?? 0))).close();
+      } catch {
+        directOk = false;
+      }
+      const cases: number[][] = [
+        [],
+        [1],
+        [4095, 1],
+        [4 * MiB],
+        [1, 4 * MiB - 4097, 4096, 5],
+        [3 * MiB, 3 * MiB, 17, 0, 2 * MiB + 4095],
+        [9 * MiB + 3],
+      ];
+      for (const [i, sizes] of cases.entries()) {
+        const parts = sizes.map((n, j) => randomBytes(n).fill(i + j, 0, Math.min(n, 1)));
+        const staged = await store.stage(Resource.PACKFILE, { direct: true });
+        // in two calls, the second starting mid-buffer
+        await staged.write(parts.slice(0, 1));
+        await staged.write(parts.slice(1));
+        const m = mac();
+        const total = sizes.reduce((a, b) => a + b, 0);
+        expect(await staged.commit(m)).toBe(total);
+        const back = Buffer.from(await store.get(Resource.PACKFILE, m));
+        expect(back.byteLength, `case ${i}`).toBe(total);
+        expect(back.equals(Buffer.concat(parts)), `case ${i}`).toBe(true);
+      }
+      expect(await fsp.readdir(path.join(root, "tmp"))).toEqual([]);
+      // 4 MiB staged at a time: 1 + 1 + 2 + 2 whole buffers written directly
+      if (process.platform === "linux" && directOk) expect(store.direct.writes).toBeGreaterThanOrEqual(6);
+
+      const dropped = await store.stage(Resource.PACKFILE, { direct: true });
+      await dropped.write([randomBytes(5 * MiB)]);
+      await dropped.abort();
+      expect(await fsp.readdir(path.join(root, "tmp"))).toEqual([]);
+      // without the hint: no direct writes
+      const before = store.direct.writes;
+      const plain = await store.stage(Resource.PACKFILE);
+      await plain.write([randomBytes(5 * MiB)]);
+      await plain.commit(mac());
+      expect(store.direct.writes).toBe(before);
     });
 
     it("takes more buffers than one writev call does (IOV_MAX), in order", async () => {

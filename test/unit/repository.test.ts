@@ -16,7 +16,7 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { Resource } from "../../src/connectors/flags.js";
 import { MemoryStore } from "../../src/connectors/memory-store.js";
-import type { CallOptions, Mac as StoreMac, Range, StagedPut, Store } from "../../src/connectors/store.js";
+import type { CallOptions, Mac as StoreMac, Range, StagedPut, StageOptions, Store } from "../../src/connectors/store.js";
 import { FsStore } from "../../src/connectors/fs-store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { randomKey } from "../../src/repository/crypto.js";
@@ -446,7 +446,10 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
     written = 0;
     /** The staged write (counted over all packfiles) that fails. */
     failAt = 0;
-    override async stage(resource: Resource, opts?: CallOptions): Promise<StagedPut> {
+    /** The direct hint of each staged object, in order. */
+    hints: (boolean | undefined)[] = [];
+    override async stage(resource: Resource, opts?: StageOptions): Promise<StagedPut> {
+      this.hints.push(opts?.direct);
       const s = await super.stage(resource, opts);
       return {
         write: async (parts) => {
@@ -473,6 +476,24 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
   const tmpFiles = (root: string) => readdirSync(join(root, "tmp"));
   const root = (store: FsStore) => store.root;
   const packNames = (root: string) => readdirSync(join(root, "packfiles"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
+
+  it("a packfile that starts with a blob lent from a ring (a large file's) is staged with the direct hint, others without", async () => {
+    const { store, repo } = await fsRepo(8 << 20);
+    const plain = prng(61, 100_000);
+    await repo.putBlob(BlobType.CHUNK, plain);
+    await repo.flush();
+    const raw = prng(62, 100_000);
+    const m = repo.mac.mac(raw);
+    let back = 0;
+    expect(await repo.addEncoded(BlobType.CHUNK, m, raw.byteLength, lentCopy(repo.codec.encodeSync(BlobType.CHUNK, m, raw), () => back++))).toBe(true);
+    await repo.putBlob(BlobType.CHUNK, prng(63, 50_000)); // in the same packfile
+    await repo.flush();
+    expect(store.hints).toEqual([false, true]);
+    expect(back).toBe(1);
+    const r2 = await open(store);
+    expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, m)).equals(raw)).toBe(true);
+    expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, repo.mac.mac(plain))).equals(plain)).toBe(true);
+  });
 
   it("bytes reach the store before the packfile is sealed, in writes of 256 KiB or more; each packfile is named by the MAC of its bytes and readable", async () => {
     const { root, store, repo } = await fsRepo(8 << 20);
