@@ -64,9 +64,9 @@ export class FsStore implements Store {
   readonly flags = LocationFlag.LOCALFS;
   readonly #readOnly: boolean;
   readonly #dirSync = new DirSyncer();
-  /** Staging buffers of direct writes, free for the next staged object; `#direct` false once the file system refused them. */
+  /** Staging buffers of direct writes, free for the next staged object; `#directOk` false once the file system refused them. */
   readonly #stages: DirectStage[] = [];
-  #direct = DIRECT_FLAG !== 0;
+  #directOk = DIRECT_FLAG !== 0;
   /** Writes done with O_DIRECT (DirectWriter), for diagnostics and tests. */
   readonly direct = { writes: 0 };
 
@@ -200,7 +200,7 @@ export class FsStore implements Store {
     const { tmp, handle } = await this.#openTemp(signal);
     let size = 0;
     let state: "open" | "done" = "open";
-    let direct = opts.direct === true && this.#direct ? this.#openDirect(tmp, handle) : null;
+    let direct = opts.direct === true && this.#directOk ? this.#openDirect(tmp, handle) : null;
     const drop = async () => {
       state = "done";
       direct = this.#endDirect(direct);
@@ -251,14 +251,14 @@ export class FsStore implements Store {
     try {
       fd = openSync(tmp, fsConstants.O_WRONLY | DIRECT_FLAG);
     } catch {
-      this.#direct = false; // e.g. EINVAL on tmpfs
+      this.#directOk = false; // e.g. EINVAL on tmpfs
       return null;
     }
     const stage = this.#stages.pop() ?? { buf: Buffer.allocUnsafeSlow(DIRECT_STAGE + DIRECT_BLOCK), base: undefined };
     if (stage.base === undefined) stage.base = probeDirect(fd, stage.buf);
     if (stage.base === null) {
       closeSync(fd);
-      this.#direct = false;
+      this.#directOk = false;
       return null;
     }
     return new DirectWriter(fd, stage as DirectStage & { base: number }, handle, tmp, this.direct);
@@ -600,8 +600,8 @@ async function writeAll(handle: FileHandle, data: Uint8Array, p: string, signal?
  * the packfile's fsync while the file is still being read from the same
  * disk: on this project's VM a direct read of 1 GiB ran at 995 MB/s beside
  * direct writes of another GiB, 563 MB/s beside buffered ones fsynced every
- * 32 MiB. A 2 GiB file, half random, alternated: 6.28-6.35 -> 5.73-6.16 s,
- * 0.6 s less CPU. Not for every packfile: the staging buffer costs 4 MiB
+ * 32 MiB. A 2 GiB file, half random, alternated: 6.45-7.36 -> 6.17-6.28 s,
+ * ~0.6 s less CPU. Not for every packfile: the staging buffer costs 4 MiB
  * and parts wait for the disk rather than the page cache, which a first
  * backup of /usr/share (peak RSS 231-233 -> 242-256 MiB) cannot spare.
  */
