@@ -1,4 +1,5 @@
 /** Human-readable output helpers. */
+import { isRawName, lossyName, nameToBytes } from "../util/names.js";
 import type { SnapshotHeader } from "../snapshot/header.js";
 import type { Entry } from "../snapshot/tree.js";
 import { toHex } from "../util/hex.js";
@@ -63,11 +64,19 @@ export function modeString(e: Entry): string {
   );
 }
 
+/**
+ * An entry for --json. JSON text is Unicode: a name that is not valid UTF-8
+ * is given with U+FFFD for each such byte, and its exact bytes, base64, in
+ * `raw` (`raw_path`, `raw_target` likewise), present only then.
+ */
 export function entryJson(path: string, e: Entry): Record<string, unknown> {
   const i = e.info;
+  const raw = (key: string, s: string | undefined) => (s !== undefined && isRawName(s) ? { [key]: nameToBytes(s).toString("base64") } : {});
   return {
-    path,
-    name: e.name,
+    path: lossyName(path),
+    ...raw("raw_path", path),
+    name: lossyName(e.name),
+    ...raw("raw", e.name),
     type: i.kind,
     size: i.size,
     mode: i.mode,
@@ -76,7 +85,7 @@ export function entryJson(path: string, e: Entry): Record<string, unknown> {
     gid: i.gid,
     ...(i.username !== undefined ? { user: i.username } : {}),
     ...(i.groupname !== undefined ? { group: i.groupname } : {}),
-    ...(e.target !== undefined ? { target: e.target } : {}),
+    ...(e.target !== undefined ? { target: lossyName(e.target), ...raw("raw_target", e.target) } : {}),
     ...(e.error !== undefined ? { error: e.error } : {}),
   };
 }

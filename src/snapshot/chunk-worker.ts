@@ -20,6 +20,7 @@ import { Mac } from "../repository/crypto.js";
 import type { PoolInit, ToMain, ToWorker } from "./chunk-pool.js";
 import { copyInto, RingWriter } from "../util/ring.js";
 import { collectAfter } from "./workers.js";
+import { fsPath } from "../util/names.js";
 
 const init = workerData as PoolInit;
 const chunker = makeChunker(init.chunking, init.keys.gear);
@@ -112,10 +113,10 @@ const BLOCK = 4096;
 
 function openFile(path: string, flags = OPEN_FLAGS): number {
   try {
-    return openSync(path, flags | (constants.O_NOATIME ?? 0));
+    return openSync(fsPath(path), flags | (constants.O_NOATIME ?? 0));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EPERM") throw e;
-    return openSync(path, flags);
+    return openSync(fsPath(path), flags);
   }
 }
 

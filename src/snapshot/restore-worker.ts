@@ -10,6 +10,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { BlobType, Codec, type DecodeScratch } from "../repository/codec.js";
 import { pieces } from "./holes.js";
 import { collectAfter } from "./workers.js";
+import { fsPath } from "../util/names.js";
 import type { FileJob, RestoreInit, RestoreToMain } from "./restore-pool.js";
 
 const init = workerData as RestoreInit;
@@ -74,7 +75,7 @@ function writeAll(fd: number, data: Uint8Array, position: number): void {
 }
 
 function restoreFile(job: FileJob): void {
-  const fd = openSync(job.path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  const fd = openSync(fsPath(job.path), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     let offset = 0;
     let dataEnd = 0;

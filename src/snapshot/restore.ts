@@ -73,7 +73,7 @@ export async function* fileBytes(repo: Repository, entry: Entry, signal?: AbortS
 export async function restore(repo: Repository, header: SnapshotHeader, path: string, exporter: Exporter, o: RestoreOptions = {}): Promise<RestoreResult> {
   const signal = o.signal;
   const reader = new TreeReader(repo);
-  const top = await lookupOrThrow(reader, header, path, signal);
+  const { entry: top } = await lookupOrThrow(reader, header, path, signal);
   const result: RestoreResult = { files: 0, dirs: 0, others: 0, bytes: 0, errors: [] };
   const inflight = new Set<Promise<void>>();
   const limit = o.concurrency ?? 16;

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { decode } from "@msgpack/msgpack";
 import { decodeEntry, type Entry, isTreeDir, packEntryView } from "./tree.js";
+import { nameFromBytes, nameToBytes } from "../util/names.js";
 
 const BATCH = 2000;
 /**
@@ -35,7 +36,7 @@ function keyOf(path: string): string {
 }
 
 export function pathKey(path: string): Buffer {
-  return Buffer.from(keyOf(path), "utf8");
+  return nameToBytes(keyOf(path));
 }
 
 /**
@@ -162,7 +163,7 @@ export class ScanCache {
   private insert(key: string, packed: Uint8Array, dir: boolean): void {
     const d = this.disk!;
     if (this.inBatch === 0) d.db.exec("BEGIN");
-    d.insert.run(Buffer.from(key, "utf8"), packed, dir ? 1 : 0);
+    d.insert.run(nameToBytes(key), packed, dir ? 1 : 0);
     if (++this.inBatch >= BATCH) this.commit();
   }
 
@@ -202,9 +203,9 @@ export class ScanCache {
     if (this.mem) {
       const mem = this.mem;
       const keys = [...mem.index.keys()];
-      // String order is UTF-8 byte order while no key has code units from 0xD800 up.
+      // String order is UTF-8 byte order while no key has code units from 0xD800 up (surrogates, escaped bytes among them).
       if (this.wide) {
-        const bytes = new Map(keys.map((k) => [k, Buffer.from(k, "utf8")]));
+        const bytes = new Map(keys.map((k) => [k, nameToBytes(k)]));
         keys.sort((a, b) => Buffer.compare(bytes.get(a)!, bytes.get(b)!));
       } else keys.sort();
       for (const k of keys) {
@@ -219,7 +220,7 @@ export class ScanCache {
     st.setReturnArrays(true);
     for (const row of st.iterate() as Iterable<[Uint8Array, Uint8Array, number]>) {
       const kb = row[0];
-      const k = Buffer.from(kb.buffer, kb.byteOffset, kb.byteLength).toString("utf8");
+      const k = nameFromBytes(kb);
       yield { parts: k === "" ? [] : k.split("\0"), packed: row[1], dir: row[2] === 1 };
     }
   }

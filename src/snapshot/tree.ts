@@ -7,6 +7,7 @@
 import { decode, Encoder, encode } from "@msgpack/msgpack";
 import type { EntryKind, FileInfo, Xattr } from "../connectors/records.js";
 import { CorruptError } from "../util/errors.js";
+import { nameFromBytes, nameToBytes } from "../util/names.js";
 
 export const TREE_VERSION = 1;
 
@@ -30,10 +31,13 @@ export interface Entry {
 
 const KINDS: EntryKind[] = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"];
 
+/** A name as the tree stores it: msgpack str when it is valid UTF-8, else bin of its bytes (docs/FORMAT.md, "Names"). */
+const nameField = (s: string): string | Uint8Array => (s.isWellFormed() ? s : nameToBytes(s));
+
 export function encodeEntry(e: Entry): Record<string, unknown> {
   const i = e.info;
   const o: Record<string, unknown> = {
-    n: e.name,
+    n: nameField(e.name),
     k: KINDS.indexOf(i.kind),
     s: i.size,
     m: i.mode,
@@ -48,8 +52,8 @@ export function encodeEntry(e: Entry): Record<string, unknown> {
   if (i.rdev !== undefined && i.rdev !== 0n) o.r = i.rdev;
   if (i.username !== undefined) o.un = i.username;
   if (i.groupname !== undefined) o.gn = i.groupname;
-  if (e.target !== undefined) o.L = e.target;
-  if (e.xattrs && e.xattrs.length > 0) o.x = e.xattrs.map((x) => [x.name, x.value]);
+  if (e.target !== undefined) o.L = nameField(e.target);
+  if (e.xattrs && e.xattrs.length > 0) o.x = e.xattrs.map((x) => [nameField(x.name), x.value]);
   if (e.chunks) o.ch = e.chunks.map((c) => [c.mac, c.length]);
   if (e.tree) o.T = e.tree;
   if (e.error !== undefined) o.e = e.error;
@@ -59,31 +63,36 @@ export function encodeEntry(e: Entry): Record<string, unknown> {
 const big = (v: unknown): bigint | undefined => (typeof v === "bigint" ? v : typeof v === "number" && Number.isInteger(v) ? BigInt(v) : undefined);
 const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) ? v : typeof v === "bigint" ? Number(v) : undefined);
 const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
+/** A name field: str, or bin holding bytes that are not valid UTF-8. */
+const name = (v: unknown): string | undefined => (typeof v === "string" ? v : v instanceof Uint8Array ? nameFromBytes(v) : undefined);
 
 export function decodeEntry(o: unknown, what: string): Entry {
   const bad = (f: string) => new CorruptError(what, `bad entry field ${f}`);
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw bad("(not a map)");
   const m = o as Record<string, unknown>;
-  const name = str(m.n);
-  if (name === undefined) throw bad("name");
+  const entryName = name(m.n);
+  if (entryName === undefined) throw bad("name");
   const kind = KINDS[num(m.k) ?? -1];
   if (!kind) throw bad("kind");
   const size = num(m.s), mode = num(m.m), mtimeNs = big(m.t), dev = big(m.d), ino = big(m.i), uid = num(m.u), gid = num(m.g), nlink = num(m.l);
   if (size === undefined || mode === undefined || mtimeNs === undefined || dev === undefined || ino === undefined || uid === undefined || gid === undefined || nlink === undefined) {
     throw bad("stat");
   }
-  const info: FileInfo = { name, kind, size, mode, mtimeNs, dev, ino, uid, gid, nlink };
+  const info: FileInfo = { name: entryName, kind, size, mode, mtimeNs, dev, ino, uid, gid, nlink };
   if (m.c !== undefined) info.ctimeNs = big(m.c);
   if (m.r !== undefined) info.rdev = big(m.r);
   if (m.un !== undefined) info.username = str(m.un);
   if (m.gn !== undefined) info.groupname = str(m.gn);
-  const e: Entry = { name, info };
-  if (m.L !== undefined) e.target = str(m.L) ?? (() => { throw bad("target"); })();
+  const e: Entry = { name: entryName, info };
+  if (m.L !== undefined) e.target = name(m.L) ?? (() => { throw bad("target"); })();
   if (m.x !== undefined) {
     if (!Array.isArray(m.x)) throw bad("xattrs");
     e.xattrs = m.x.map((x: unknown) => {
-      if (!Array.isArray(x) || typeof x[0] !== "string" || !(x[1] instanceof Uint8Array)) throw bad("xattrs");
-      return { name: x[0], value: x[1] };
+      if (!Array.isArray(x)) throw bad("xattrs");
+      const xattrName = name(x[0]);
+      const value: unknown = x[1];
+      if (xattrName === undefined || !(value instanceof Uint8Array)) throw bad("xattrs");
+      return { name: xattrName, value };
     });
   }
   if (m.ch !== undefined) {
@@ -182,7 +191,5 @@ export function decodeTree(raw: Uint8Array, what: string): Entry[] {
   return t.e.map((x) => decodeEntry(x, what));
 }
 
-/** Byte-order comparison of names (UTF-8), the order of entries in a tree. */
-export function compareNames(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
-}
+/** Byte order of names, the order of entries in a tree (the one mechanism is util/names.ts). */
+export { compareNames } from "../util/names.js";

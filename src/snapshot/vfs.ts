@@ -8,6 +8,7 @@ import type { Repository } from "../repository/repository.js";
 import { mapLimit } from "../util/concurrency.js";
 import { CofferError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
+import { unescapeName } from "../util/names.js";
 import { decodeHeader, isPartial, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry } from "./tree.js";
 
@@ -130,16 +131,33 @@ export class TreeReader {
     return p;
   }
 
-  /** The entry at `path` (normalised, starting with "/") below `root`, or undefined. */
+  /** The entry at `path` (normalised, starting with "/", names exact) below `root`, or undefined. */
   async lookup(root: Entry, path: string, signal?: AbortSignal): Promise<Entry | undefined> {
+    return (await this.find(root, path, signal, false))?.entry;
+  }
+
+  /**
+   * lookup() of a path a user typed: a component is looked up as given,
+   * then, if it holds a backslash, in the display form of escapeName()
+   * (`lat\\351`), so that names that are not UTF-8 can be typed. Gives the
+   * entry and its path as stored.
+   */
+  async lookupTyped(root: Entry, path: string, signal?: AbortSignal): Promise<{ entry: Entry; path: string } | undefined> {
+    return this.find(root, path, signal, true);
+  }
+
+  private async find(root: Entry, path: string, signal: AbortSignal | undefined, typed: boolean): Promise<{ entry: Entry; path: string } | undefined> {
     let cur: Entry = root;
+    let found = "";
     for (const name of path.split("/").filter((c) => c !== "")) {
       if (cur.info.kind !== "dir") return undefined;
-      const next = await this.child(cur, name, signal);
+      let next = await this.child(cur, name, signal);
+      if (!next && typed && name.includes("\\")) next = await this.child(cur, unescapeName(name), signal);
       if (!next) return undefined;
       cur = next;
+      found += `/${next.name}`;
     }
-    return cur;
+    return { entry: cur, path: found || "/" };
   }
 
   /** Depth-first, name-ordered walk: the entry itself first, then its descendants. */
@@ -166,8 +184,9 @@ export class TreeReader {
   }
 }
 
-export async function lookupOrThrow(reader: TreeReader, header: SnapshotHeader, path: string, signal?: AbortSignal): Promise<Entry> {
-  const e = await reader.lookup(header.root, path, signal);
+/** lookupTyped() in a snapshot, or a PATH_NOT_FOUND error naming the path. */
+export async function lookupOrThrow(reader: TreeReader, header: SnapshotHeader, path: string, signal?: AbortSignal): Promise<{ entry: Entry; path: string }> {
+  const e = await reader.lookupTyped(header.root, path, signal);
   if (!e) throw new CofferError("PATH_NOT_FOUND", `${path}: no such file or directory in snapshot ${toHex(header.id).slice(0, 8)}`);
   return e;
 }

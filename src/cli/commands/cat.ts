@@ -11,7 +11,7 @@ export async function runCat(target: string, ctx: Context): Promise<void> {
   if (!target.includes(":") || path === "/") throw new CofferError("USAGE", `cat needs SNAP:PATH naming a file, not ${JSON.stringify(target)}`);
   await withRepository(ctx, { readOnly: true }, async (repo) => {
     const header = await resolveSnapshot(repo, snap, ctx.signal);
-    const e = await lookupOrThrow(new TreeReader(repo), header, path, ctx.signal);
+    const { entry: e } = await lookupOrThrow(new TreeReader(repo), header, path, ctx.signal);
     if (e.info.kind !== "file") throw new CofferError("USAGE", `${path} is a ${e.info.kind}, not a regular file`);
     if (e.error !== undefined) throw new CofferError("NOT_FOUND", `${path} was not backed up: ${e.error}`);
     for await (const b of fileBytes(repo, e, ctx.signal)) {

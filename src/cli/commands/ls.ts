@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { listSnapshots, lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader, joinPath } from "../../snapshot/vfs.js";
 import type { Entry } from "../../snapshot/tree.js";
+import { escapeName } from "../../util/names.js";
 import { type Context, withRepository } from "../context.js";
 import { bytes, entryJson, localTime, modeString, shortId, snapshotJson, source } from "../format.js";
 
@@ -26,17 +27,17 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
       }
       return;
     }
-    const { snap, path } = parseSnapPath(target);
+    const { snap, path: asTyped } = parseSnapPath(target);
     const header = await resolveSnapshot(repo, snap, ctx.signal);
     const reader = new TreeReader(repo);
-    const top = await lookupOrThrow(reader, header, path, ctx.signal);
+    const { entry: top, path } = await lookupOrThrow(reader, header, asTyped, ctx.signal);
     const rows: Record<string, unknown>[] = [];
     const show = (p: string, e: Entry) => {
       if (o.json) rows.push(entryJson(p, e));
       else {
         const owner = `${e.info.username ?? e.info.uid}/${e.info.groupname ?? e.info.gid}`;
-        const link = e.target !== undefined ? ` -> ${e.target}` : "";
-        out.write(`${modeString(e)} ${owner.padEnd(15)} ${String(e.info.size).padStart(12)} ${localTime(e.info.mtimeNs)} ${p}${link}\n`);
+        const link = e.target !== undefined ? ` -> ${escapeName(e.target)}` : "";
+        out.write(`${modeString(e)} ${escapeName(owner).padEnd(15)} ${String(e.info.size).padStart(12)} ${localTime(e.info.mtimeNs)} ${escapeName(p)}${link}\n`);
       }
     };
     if (top.info.kind !== "dir") show(path, top);

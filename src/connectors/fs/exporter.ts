@@ -12,7 +12,7 @@
 
 import { spawn } from "node:child_process";
 import { chmodSync, constants, lchownSync, lstatSync, lutimesSync, mkdirSync, symlinkSync, utimesSync } from "node:fs";
-import { chmod, lchown, link, lstat, mkdir, open, unlink, utimes } from "node:fs/promises";
+import { chmod, lchown, link, lstat, mkdir, open, rename, unlink, utimes } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname, resolve } from "node:path";
@@ -23,6 +23,7 @@ import { groupId, userId } from "./users.js";
 import { setXattrs } from "./xattr.js";
 import type { XattrEntry } from "./xattr.js";
 import { nsToSeconds } from "../../util/time.js";
+import { fsPath, isRawName } from "../../util/names.js";
 
 export interface FsExporterOptions {
   /** Restore owners (lchown). Default: when running as root. */
@@ -116,7 +117,7 @@ export class FsExporter implements Exporter {
     }
     for (const p of this.deferredModes.splice(0)) {
       await this.quietly(p.abs, async () => {
-        if ((await lstat(p.abs)).isFile()) await chmod(p.abs, p.info.mode);
+        if ((await lstat(fsPath(p.abs))).isFile()) await chmod(fsPath(p.abs), p.info.mode);
       });
     }
     // Deepest first: setting a child's metadata must not touch a finished parent.
@@ -127,11 +128,12 @@ export class FsExporter implements Exporter {
     for (const d of dirs) {
       throwIfAborted(opts.signal);
       try {
-        if (!lstatSync(d.abs).isDirectory()) continue;
-        if (this.owners) lchownSync(d.abs, ...this.ids(d.info));
-        chmodSync(d.abs, d.info.mode);
+        const dir = fsPath(d.abs);
+        if (!lstatSync(dir).isDirectory()) continue;
+        if (this.owners) lchownSync(dir, ...this.ids(d.info));
+        chmodSync(dir, d.info.mode);
         const t = nsToSeconds(d.info.mtimeNs);
-        utimesSync(d.abs, t, t);
+        utimesSync(dir, t, t);
       } catch (e) {
         this.onWarning(`${d.abs}: ${e instanceof Error ? e.message : String(e)}`);
       }
@@ -162,15 +164,15 @@ export class FsExporter implements Exporter {
       // A directory verified or created here stays one: this exporter never
       // removes directories (clear() refuses), so no check is needed again.
       if (this.safeDirs.has(cur)) continue;
-      const st = await lstat(cur).catch((e: NodeJS.ErrnoException) => {
+      const st = await lstat(fsPath(cur)).catch((e: NodeJS.ErrnoException) => {
         if (e.code === "ENOENT") return undefined;
         throw e;
       });
       if (st === undefined) {
-        await mkdir(cur).catch((e: NodeJS.ErrnoException) => {
+        await mkdir(fsPath(cur)).catch((e: NodeJS.ErrnoException) => {
           if (e.code !== "EEXIST") throw e;
         });
-        if (!(await lstat(cur)).isDirectory()) throw unsafe(pathname, `/${parts.slice(0, i + 1).join("/")} is not a directory`);
+        if (!(await lstat(fsPath(cur))).isDirectory()) throw unsafe(pathname, `/${parts.slice(0, i + 1).join("/")} is not a directory`);
       } else if (!st.isDirectory()) {
         const what = st.isSymbolicLink() ? "a symlink" : "not a directory";
         throw unsafe(pathname, `/${parts.slice(0, i + 1).join("/")} is ${what}`);
@@ -182,7 +184,7 @@ export class FsExporter implements Exporter {
   /** Removes a non-directory at `abs`; returns whether a directory is there. */
   private async clear(abs: string, wantDir: boolean): Promise<boolean> {
     if (this.freshDirs.has(dirname(abs))) return false;
-    const st = await lstat(abs).catch((e: NodeJS.ErrnoException) => {
+    const st = await lstat(fsPath(abs)).catch((e: NodeJS.ErrnoException) => {
       if (e.code === "ENOENT") return undefined;
       throw e;
     });
@@ -191,7 +193,7 @@ export class FsExporter implements Exporter {
       if (wantDir) return true;
       throw new CofferError("IO", `${abs}: a directory is in the way`, { path: abs });
     }
-    await unlink(abs);
+    await unlink(fsPath(abs));
     return false;
   }
 
@@ -210,7 +212,7 @@ export class FsExporter implements Exporter {
         // on a local disk, where a libuv round trip each held the restore's walk
         // (restore of /usr/share: 3,216 directories, 3,942 symlinks).
         if (!(await this.clear(abs, true))) {
-          mkdirSync(abs, { mode: 0o700 });
+          mkdirSync(fsPath(abs), { mode: 0o700 });
           this.freshDirs.add(abs);
         }
         this.safeDirs.add(abs);
@@ -223,9 +225,9 @@ export class FsExporter implements Exporter {
       case "symlink": {
         if (record.target === undefined) throw new CofferError("IO", `${record.pathname}: symlink without target`);
         await this.clear(abs, false);
-        symlinkSync(record.target, abs);
-        if (this.owners) lchownSync(abs, ...this.ids(info));
-        lutimesSync(abs, t, t);
+        symlinkSync(fsPath(record.target), fsPath(abs));
+        if (this.owners) lchownSync(fsPath(abs), ...this.ids(info));
+        lutimesSync(fsPath(abs), t, t);
         break;
       }
       case "fifo":
@@ -233,9 +235,9 @@ export class FsExporter implements Exporter {
       case "blockdev": {
         await this.clear(abs, false);
         await this.makeNode(abs, info);
-        if (this.owners) await lchown(abs, ...this.ids(info));
-        await chmod(abs, info.mode);
-        await utimes(abs, t, t);
+        if (this.owners) await lchown(fsPath(abs), ...this.ids(info));
+        await chmod(fsPath(abs), info.mode);
+        await utimes(fsPath(abs), t, t);
         break;
       }
       case "socket":
@@ -253,11 +255,11 @@ export class FsExporter implements Exporter {
     const first = key !== undefined ? this.links.get(key) : undefined;
     await this.clear(abs, false);
     if (first !== undefined) {
-      await link(first, abs); // same inode: content, modes, times and xattrs are already there
+      await link(fsPath(first), fsPath(abs)); // same inode: content, modes, times and xattrs are already there
       return;
     }
     const hasXattrs = record.xattrs !== undefined && record.xattrs.length > 0;
-    const fh = await open(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    const fh = await open(fsPath(abs), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
       let end = 0;
       if (record.content !== undefined) {
@@ -282,15 +284,22 @@ export class FsExporter implements Exporter {
     if (hasXattrs && record.xattrs !== undefined) this.xattrs.push({ path: abs, xattrs: record.xattrs });
   }
 
+  /**
+   * FIFOs and devices come from mkfifo/mknod, whose arguments are text: a
+   * node whose path is not valid UTF-8 is made under a temporary name in
+   * the restore root and renamed into place.
+   */
   private async makeNode(abs: string, info: FileInfo): Promise<void> {
-    if (info.kind === "fifo") {
-      await runTool("mkfifo", ["-m", "600", "--", abs]);
-      return;
+    if (info.kind !== "fifo" && process.getuid?.() !== 0) throw new CofferError("UNSUPPORTED", `${abs}: creating a device node needs root`);
+    const at = isRawName(abs) ? `${this.root === "/" ? "" : this.root}/.coffer-node-${process.pid}-${++this.nodeCount}` : abs;
+    if (info.kind === "fifo") await runTool("mkfifo", ["-m", "600", "--", at]);
+    else {
+      const [major, minor] = devNumbers(info.rdev ?? 0n);
+      await runTool("mknod", ["-m", "600", "--", at, info.kind === "chardev" ? "c" : "b", String(major), String(minor)]);
     }
-    if (process.getuid?.() !== 0) throw new CofferError("UNSUPPORTED", `${abs}: creating a device node needs root`);
-    const [major, minor] = devNumbers(info.rdev ?? 0n);
-    await runTool("mknod", ["-m", "600", "--", abs, info.kind === "chardev" ? "c" : "b", String(major), String(minor)]);
+    if (at !== abs) await rename(at, fsPath(abs));
   }
+  private nodeCount = 0;
 }
 
 function unsafe(pathname: string, why: string): CofferError {

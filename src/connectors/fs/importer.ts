@@ -18,6 +18,7 @@ import type { Ignore } from "ignore";
 import { LocationFlag } from "../flags.js";
 import type { EntryKind, FileInfo, ImportOptions, Importer, ImportRecord, Xattr } from "../records.js";
 import { CofferError, throwIfAborted } from "../../util/errors.js";
+import { compareNames, fsPath, nameFromBytes } from "../../util/names.js";
 import { groupName, userName } from "./users.js";
 import { readXattrs } from "./xattr.js";
 
@@ -174,7 +175,7 @@ export class FsImporter implements Importer {
       try {
         // Metadata calls are synchronous: on a local disk they take microseconds,
         // less than a round trip through the libuv pool (measured: 3x faster walk).
-        st = lstatSync(abs, { bigint: true });
+        st = lstatSync(fsPath(abs), { bigint: true });
       } catch (e) {
         yield errorRecord(pathname, entry, e);
         continue;
@@ -216,7 +217,7 @@ export class FsImporter implements Importer {
     if (x !== undefined && x.length > 0) rec.xattrs = x;
     if (fileInfo.kind === "symlink") {
       try {
-        rec.target = readlinkSync(abs); // synchronous, as lstat: a libuv round trip cost ~50 us a link
+        rec.target = readTarget(abs); // synchronous, as lstat: a libuv round trip cost ~50 us a link
       } catch (e) {
         rec.error = errorText(e);
       }
@@ -288,17 +289,39 @@ function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** A directory's entries sorted by the bytes of their names, or the error text. */
+/**
+ * A directory's entries sorted by the bytes of their names, or the error
+ * text. Names are read as strings; a directory where one came back with
+ * U+FFFD (not valid UTF-8, or a real U+FFFD) is read again as bytes.
+ */
 function listDir(abs: string): Entry[] | string {
   let dirents: Dirent[];
+  let names: string[];
   try {
-    dirents = readdirSync(abs, { withFileTypes: true });
+    dirents = readdirSync(fsPath(abs), { withFileTypes: true });
+    names = dirents.map((d) => d.name);
+    if (names.some((n) => n.includes("\ufffd"))) {
+      const raw = readdirSync(fsPath(abs), { withFileTypes: true, encoding: "buffer" });
+      dirents = raw as unknown as Dirent[];
+      names = raw.map((d) => nameFromBytes(d.name));
+    }
   } catch (e) {
     return errorText(e);
   }
-  const keyed = dirents.map((d) => ({ key: Buffer.from(d.name, "utf8"), d }));
-  keyed.sort((a, b) => Buffer.compare(a.key, b.key));
-  return keyed.map(({ d }) => ({ name: d.name, dirHint: d.isDirectory(), kindHint: kindOf(d) }));
+  const list = dirents.map((d, i) => ({ name: names[i] as string, dirHint: d.isDirectory(), kindHint: kindOf(d) }));
+  if (list.some((e) => !e.name.isWellFormed())) list.sort((a, b) => compareNames(a.name, b.name));
+  else {
+    const keyed = list.map((e) => ({ key: Buffer.from(e.name, "utf8"), e }));
+    keyed.sort((a, b) => Buffer.compare(a.key, b.key));
+    for (let i = 0; i < keyed.length; i++) list[i] = (keyed[i] as { e: Entry }).e;
+  }
+  return list;
+}
+
+/** A symlink's target as a name: read as bytes only when the string form is not exact. */
+function readTarget(abs: string): string {
+  const target = readlinkSync(fsPath(abs));
+  return target.includes("\ufffd") ? nameFromBytes(readlinkSync(fsPath(abs), { encoding: "buffer" })) : target;
 }
 
 async function openContent(abs: string): Promise<AsyncIterable<Uint8Array>> {
@@ -306,10 +329,10 @@ async function openContent(abs: string): Promise<AsyncIterable<Uint8Array>> {
   const flags = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
   let fh: FileHandle;
   try {
-    fh = await open(abs, flags | (constants.O_NOATIME ?? 0));
+    fh = await open(fsPath(abs), flags | (constants.O_NOATIME ?? 0));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EPERM") throw e;
-    fh = await open(abs, flags); // O_NOATIME needs ownership of the file.
+    fh = await open(fsPath(abs), flags); // O_NOATIME needs ownership of the file.
   }
   try {
     const st = await fh.stat();
