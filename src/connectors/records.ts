@@ -184,7 +184,10 @@ export interface Exporter {
    * path to create with O_EXCL and the owner ids to set (null: leave them).
    */
   prepareFile?(record: ExportRecord): Promise<{ abs: string; owner: [number, number] | null }>;
-  /** Called once after every record: directory mtimes, pending links, xattrs. */
-  finish(opts?: ImportOptions): Promise<void>;
+  /**
+   * Called once after every record: directory mtimes, pending links, xattrs.
+   * May return the entries that failed at this stage (their error set).
+   */
+  finish(opts?: ImportOptions): Promise<ExportResult[] | void>;
   close(): Promise<void>;
 }

@@ -177,7 +177,8 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
   } finally {
     await pool?.close();
   }
-  await exporter.finish({ signal });
+  // Entries whose metadata is set last (the fs exporter's directories) may fail only here.
+  for (const r of (await exporter.finish({ signal })) ?? []) if (r.error !== undefined) failed(r.pathname, r.error);
   return result;
 }
 

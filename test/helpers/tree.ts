@@ -3,18 +3,19 @@
  * with every kind of entry and metadata a backup must carry over, and
  * `compareTrees` lists every difference between two trees that a faithful
  * restore must not have. Both rely only on Node and standard tools (touch,
- * mkfifo, setfattr/getfattr), never on coffer's own code.
+ * mkfifo), never on coffer's own code, but for extended attributes: those
+ * go through coffer's libc binding (xattr-native.ts), as no tool of a
+ * machine without the attr package reads or sets them byte for byte.
  *
  * Building the tree needs root (chown to other users, setuid bits).
  */
-import { execFile, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
 import { createReadStream, promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { promisify } from "node:util";
-
-const execFileP = promisify(execFile);
+import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
+import { escapeName, nameFromBytes } from "../../src/util/names.js";
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
@@ -80,10 +81,10 @@ export function setMtimeNs(p: string, ns: bigint): void {
   touchAt(p, `${sec}.${frac}`);
 }
 
-export function setXattr(p: string, name: string, value: string | Buffer | null): void {
-  const args = ["-h", "-n", name];
-  if (value !== null) args.push("-v", typeof value === "string" ? value : `0x${value.toString("hex")}`);
-  execFileSync("setfattr", [...args, "--", p]);
+/** Sets an extended attribute of `p` (not following symlinks); `name` may be a Buffer (any bytes), a null value is empty. */
+export function setXattr(p: string | Buffer, name: string | Buffer, value: string | Buffer | null): void {
+  const bytes = (s: string | Buffer) => (typeof s === "string" ? Buffer.from(s, "utf8") : s);
+  xattrSyscalls().set(bytes(p), bytes(name), value === null ? Buffer.alloc(0) : bytes(value));
 }
 
 // ------------------------------------------------------- awkward tree ---
@@ -329,51 +330,20 @@ export async function walkTree(root: string, opts: { hashes?: boolean } = {}): P
   return out;
 }
 
-/** Decodes getfattr's quoting of file names (`\ooo` octal escapes, `\\`). */
-function unescapeGetfattr(s: Buffer): Buffer {
-  const out: number[] = [];
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i] as number;
-    if (c === 0x5c && i + 3 < s.length && /^[0-7]{3}$/.test(s.subarray(i + 1, i + 4).toString("latin1"))) {
-      out.push(parseInt(s.subarray(i + 1, i + 4).toString("latin1"), 8));
-      i += 3;
-    } else if (c === 0x5c && s[i + 1] === 0x5c) {
-      out.push(0x5c);
-      i += 1;
-    } else {
-      out.push(c);
-    }
-  }
-  return Buffer.from(out);
-}
-
 /** rel path -> sorted ["name=0xhex", ...] for every entry with extended attributes (symlinks not followed). */
 export async function readTreeXattrs(root: string): Promise<Map<string, string[]>> {
-  const abs = path.resolve(root);
-  const { stdout } = await execFileP("getfattr", ["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", "--", abs], {
-    encoding: "buffer",
-    maxBuffer: 256 * MiB,
-  });
+  const sys = xattrSyscalls();
   const out = new Map<string, string[]>();
-  let current: string | undefined;
-  let start = 0;
-  const buf = stdout as Buffer;
-  while (start < buf.length) {
-    let end = buf.indexOf(0x0a, start);
-    if (end < 0) end = buf.length;
-    const line = buf.subarray(start, end);
-    start = end + 1;
-    const text = line.toString("latin1");
-    if (text.startsWith("# file: ")) {
-      const name = unescapeGetfattr(line.subarray("# file: ".length)).toString("utf8");
-      const rel = name === abs ? "" : name.startsWith(`${abs}/`) ? name.slice(abs.length + 1) : name;
-      current = rel;
-      out.set(rel, []);
-    } else if (text.trim() !== "" && current !== undefined) {
-      out.get(current)?.push(unescapeGetfattr(line).toString("utf8"));
+  const visit = async (abs: Buffer, rel: string): Promise<void> => {
+    const names = sys.list(abs);
+    if (names.length > 0) out.set(rel, names.map((n) => `${escapeName(nameFromBytes(n))}=0x${sys.get(abs, n).toString("hex")}`).sort());
+    if (!(await fsp.lstat(abs)).isDirectory()) return;
+    for (const n of await fsp.readdir(abs, { encoding: "buffer" })) {
+      const name = nameFromBytes(n);
+      await visit(Buffer.concat([abs, Buffer.from("/"), n]), rel === "" ? name : `${rel}/${name}`);
     }
-  }
-  for (const v of out.values()) v.sort();
+  };
+  await visit(Buffer.from(path.resolve(root)), "");
   return out;
 }
 

@@ -18,6 +18,8 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
+import { setXattr } from "../helpers/tree.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DIST = path.join(ROOT, "dist");
@@ -149,10 +151,10 @@ function record(pathname: string, fi: Msg, extra: Msg = {}): Msg {
   return { hasReader: false, pathname, error: "", isXattr: false, xattrName: "", xattrType: 0, target: "", fileInfo: fi, extendedAttributes: [], fileAttributes: 0, ...extra };
 }
 
-/** Whether user extended attributes work in `dir` (setfattr present, filesystem support). */
+/** Whether user extended attributes work in `dir` (filesystem support); sets user.coffer on `file`. */
 function xattrsWork(file: string): boolean {
   try {
-    execFileSync("setfattr", ["-n", "user.coffer", "-v", "hello", file], { stdio: "ignore" });
+    setXattr(file, "user.coffer", "hello");
     return true;
   } catch {
     return false;
@@ -389,7 +391,7 @@ describe("plugfs exporter plugin", () => {
     expect((await fsp.readFile(path.join(dst, "d", "late.bin"))).equals(large)).toBe(true);
     expect((await fsp.stat(path.join(dst, "d", "late.bin"))).mode & 0o7777).toBe(0o604);
     if (withXattr) {
-      const xattr = (file: string, name: string) => execFileSync("getfattr", ["--absolute-names", "--only-values", "-n", name, path.join(dst, file)]).toString();
+      const xattr = (file: string, name: string) => xattrSyscalls().get(Buffer.from(path.join(dst, file)), Buffer.from(name)).toString();
       expect(xattr("d/f.bin", "user.coffer")).toBe("hello");
       expect(xattr("d/late.bin", "user.a")).toBe("A");
       expect(xattr("d/late.bin", "user.b")).toBe("BB");

@@ -15,8 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FsExporter, devNumbers, safeParts } from "../../src/connectors/fs/exporter.js";
 import { FsImporter } from "../../src/connectors/fs/importer.js";
 import { groupName, parseIdFile, userName } from "../../src/connectors/fs/users.js";
-import { escapeText, formatDump, GetfattrParser, readXattrs, unescapeBytes } from "../../src/connectors/fs/xattr.js";
 import type { ContentPiece, ExportRecord, ImportRecord } from "../../src/connectors/records.js";
+import { setXattr } from "../helpers/tree.js";
 
 const isRoot = process.getuid?.() === 0;
 const MiB = 1 << 20;
@@ -108,14 +108,14 @@ describe("fs connectors", () => {
     await chmod(join(src, "noperm"), 0o000);
     await chmod(join(src, "suid"), 0o4755);
     await chmod(join(src, "sticky"), 0o1777);
-    sh("setfattr", "-n", "user.k", "-v", "0x000102ff", join(src, "a.txt"));
-    sh("setfattr", "-n", "user.t", "-v", "text value", join(src, "a.txt"));
-    sh("setfattr", "-n", "user.nl", "-v", "x", join(src, "new\nline"));
-    sh("setfattr", "-n", "user.bs", "-v", "y", join(src, "back\\slash sp"));
-    sh("setfattr", "-n", "user.dir", "-v", "d", join(src, "dir"));
+    setXattr(join(src, "a.txt"), "user.k", Buffer.from("000102ff", "hex"));
+    setXattr(join(src, "a.txt"), "user.t", "text value");
+    setXattr(join(src, "new\nline"), "user.nl", "x");
+    setXattr(join(src, "back\\slash sp"), "user.bs", "y");
+    setXattr(join(src, "dir"), "user.dir", "d");
     if (isRoot) {
       await chown(join(src, "Zed"), 1234, 5678);
-      sh("setfattr", "-h", "-n", "trusted.l", "-v", "on-link", join(src, "link"));
+      setXattr(join(src, "link"), "trusted.l", "on-link");
     }
     const touch = (p: string, ns: bigint) => sh("touch", "-h", "-m", "-d", `@${ns / 10n ** 9n}.${String(ns % 10n ** 9n).padStart(9, "0")}`, join(src, p));
     touch("ns.txt", NS_MTIME);
@@ -165,31 +165,13 @@ describe("fs connectors", () => {
     expect(none.every((r) => r.xattrs === undefined)).toBe(true);
   });
 
-  it("with xattrRecords, entries may leave before the xattr scan is done: attributes missing on an entry follow it as records of their own, and fold to the same as without", async () => {
-    const fold = async (recs: ImportRecord[]) => {
-      const out = new Map<string, string>();
-      const seen = new Set<string>();
-      for (const r of recs) {
-        if (r.xattrName === undefined) {
-          seen.add(r.pathname);
-          for (const x of r.xattrs ?? []) out.set(`${r.pathname} ${x.name}`, Buffer.from(x.value).toString("hex"));
-          continue;
-        }
-        expect(seen.has(r.pathname), `${r.xattrName} of ${r.pathname} before its entry`).toBe(true);
-        expect(r.open).toBeDefined();
-        const value = Buffer.concat(await readAll(r));
-        out.set(`${r.pathname} ${r.xattrName}`, value.toString("hex"));
-      }
-      return out;
-    };
+  it("gives attributes on their entry's record, also when the caller takes xattr records", async () => {
     const inline = await collect(new FsImporter(src).import());
-    expect(inline.some((r) => r.xattrName !== undefined)).toBe(false);
-    // No ping: the scan starts with the import, and the walk does not wait for it.
-    const late = await collect(new FsImporter(src).import({ xattrRecords: true }));
-    expect(late.filter((r) => r.xattrName === undefined).map((r) => r.pathname)).toEqual(EXPECTED_ORDER);
-    const want = await fold(inline);
-    expect(want.size).toBeGreaterThanOrEqual(5);
-    expect(await fold(late)).toEqual(want);
+    const asRecords = await collect(new FsImporter(src).import({ xattrRecords: true }));
+    expect(asRecords.some((r) => r.xattrName !== undefined)).toBe(false);
+    const attrs = (recs: ImportRecord[]) => recs.flatMap((r) => (r.xattrs ?? []).map((x) => `${r.pathname} ${x.name}=${Buffer.from(x.value).toString("hex")}`));
+    expect(attrs(inline).length).toBeGreaterThanOrEqual(5);
+    expect(attrs(asRecords)).toEqual(attrs(inline));
   });
 
   it("orders each directory's entries by the bytes of their names, with and without names past U+D7FF", async () => {
@@ -404,57 +386,7 @@ describe("fs connectors", () => {
   });
 });
 
-describe("xattr and users helpers", () => {
-  it("parses getfattr output fed in arbitrary chunks", () => {
-    const text = Buffer.from(
-      "# file: /r//a\\012b\nuser.x=0saGVsbG8=\nuser.a b\\075c=0x00ff\n\n# file: /r/c\\134d\nuser.q=\"x\\\"y\\\\z\"\nuser.e=\"\"\nuser.n\n\n",
-    );
-    for (const step of [1, 3, 7, text.length]) {
-      const p = new GetfattrParser();
-      for (let i = 0; i < text.length; i += step) p.push(text.subarray(i, i + step));
-      const m = p.end();
-      const hex = (k: string) => (m.get(k) ?? []).map((x) => `${x.name}=${Buffer.from(x.value).toString()}`);
-      expect([...m.keys()]).toEqual(["/r/a\nb", "/r/c\\d"]);
-      expect(hex("/r/a\nb")).toEqual(["user.x=hello", `user.a b=c=${Buffer.from([0, 255]).toString()}`]);
-      expect(hex("/r/c\\d")).toEqual(['user.q=x"y\\z', "user.e=", "user.n="]);
-    }
-  });
-
-  it("escapes paths and names so setfattr reads them back", async () => {
-    for (const s of ["plain", "a\nb", "c\\d e", "tab\there", "é文😀", "x=y"]) {
-      expect(unescapeBytes(Buffer.from(escapeText(s, true))).toString("utf8")).toBe(s);
-    }
-    expect(formatDump([{ path: "/a b", xattrs: [{ name: "user.k=v", value: Buffer.from("hi") }] }]).toString()).toBe(
-      "# file: /a\\040b\nuser.k\\075v=0saGk=\n\n",
-    );
-    const t = await tmp();
-    expect((await readXattrs(t)).size).toBe(0);
-  });
-
-  it("warns once and goes on without getfattr/setfattr", async () => {
-    const t = await tmp();
-    await writeFile(join(t, "f"), "f");
-    sh("setfattr", "-n", "user.a", "-v", "1", join(t, "f"));
-    const saved = process.env.PATH;
-    const warnings: string[] = [];
-    process.env.PATH = "/nonexistent";
-    try {
-      const recs = await collect(new FsImporter(t, { onWarning: (w) => warnings.push(w) }).import());
-      expect(recs.map((r) => [r.pathname, r.xattrs])).toEqual([["/", undefined], ["/f", undefined]]);
-      expect(warnings).toEqual([expect.stringMatching(/getfattr not found/)]);
-      const dst = await tmp();
-      const exp = new FsExporter(dst, { onWarning: (w) => warnings.push(w) });
-      const fileInfo = { name: "f", kind: "file" as const, size: 0, mode: 0o644, mtimeNs: NS_MTIME, dev: 1n, ino: 1n, uid: 0, gid: 0, nlink: 1 };
-      const res = await exp.export({ pathname: "/f", fileInfo, xattrs: [{ name: "user.a", value: Buffer.from("1") }] });
-      expect(res.error).toBeUndefined();
-      await exp.finish();
-      expect(warnings[1]).toMatch(/setfattr not found/);
-      expect(warnings.length).toBe(2);
-    } finally {
-      process.env.PATH = saved;
-    }
-  });
-
+describe("users helpers", () => {
   it("parses passwd and group databases", () => {
     const t = parseIdFile("# comment\nroot:x:0:0:root:/root:/bin/sh\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\ndup:x:1000:9::/:/bin/sh\n");
     expect(t.byId.get(0)).toBe("root");

@@ -2,9 +2,15 @@
  * The local filesystem exporter: recreates records under a target directory.
  * Files are written with positional writes, zero pieces left as holes;
  * hardlinks are relinked; FIFOs and devices come from mkfifo/mknod.
- * Directory modes and mtimes, deferred modes and extended attributes are set
- * in finish(). No entry may escape the target: `..` is refused and no
- * parent component may be a symlink.
+ * Directories' owners, modes, mtimes and extended attributes are set in
+ * finish(), deepest first. No entry may escape the target: `..` is refused
+ * and no parent component may be a symlink.
+ *
+ * Metadata order, per entry: owner (chown clears setuid bits and file
+ * capabilities), then extended attributes but ACLs and capabilities (the new
+ * entry is still writable by its owner), then the mode, then the ACLs (a
+ * chmod after them would rewrite an access ACL's mask) and capabilities,
+ * then the mtime. An attribute that cannot be set fails its entry (exit 3).
  *
  * Times: Node's utimes takes seconds as a double, so restored mtimes are
  * exact to about a quarter of a microsecond, not to the nanosecond.
@@ -17,11 +23,10 @@ import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { LocationFlag } from "../flags.js";
-import type { ExportRecord, ExportResult, Exporter, FileInfo, ImportOptions } from "../records.js";
+import type { ExportRecord, ExportResult, Exporter, FileInfo, ImportOptions, Xattr } from "../records.js";
 import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { groupId, userId } from "./users.js";
-import { setXattrs } from "./xattr.js";
-import type { XattrEntry } from "./xattr.js";
+import { setXattrs, splitXattrs } from "./xattr.js";
 import { nsToSeconds } from "../../util/time.js";
 import { fsPath, isRawName } from "../../util/names.js";
 
@@ -31,10 +36,12 @@ export interface FsExporterOptions {
   onWarning?: ((msg: string) => void) | undefined;
 }
 
-interface PendingMeta {
+interface PendingDir {
+  pathname: string;
   abs: string;
   depth: number;
   info: FileInfo;
+  xattrs: Xattr[] | undefined;
 }
 
 /** Linux major/minor of a dev_t (glibc's gnu_dev_major/minor). */
@@ -60,9 +67,7 @@ export class FsExporter implements Exporter {
    * restored into one has nothing in its way, as a tree holds each name once.
    */
   private readonly freshDirs = new Set<string>();
-  private readonly dirs: PendingMeta[] = [];
-  private readonly deferredModes: PendingMeta[] = [];
-  private readonly xattrs: XattrEntry[] = [];
+  private readonly dirs: PendingDir[] = [];
 
   constructor(root: string, opts: FsExporterOptions = {}) {
     this.root = resolve(root);
@@ -83,8 +88,8 @@ export class FsExporter implements Exporter {
       const parts = safeParts(pathname);
       const abs = parts.length === 0 ? this.root : `${this.root === "/" ? "" : this.root}/${parts.join("/")}`;
       await this.prepareParents(pathname, parts, record.fileInfo.kind === "dir");
-      await this.write(record, abs, parts.length, opts.signal);
-      return { pathname };
+      const failed = await this.write(record, abs, parts.length, opts.signal);
+      return failed.length > 0 ? { pathname, error: failed.join("; ") } : { pathname };
     } catch (e) {
       if (isCofferError(e, "INTERRUPTED")) throw e;
       return { pathname, error: e instanceof Error ? e.message : String(e) };
@@ -107,20 +112,13 @@ export class FsExporter implements Exporter {
     return { abs, owner: this.owners ? this.ids(record.fileInfo) : null };
   }
 
-  async finish(opts: ImportOptions = {}): Promise<void> {
+  /** Sets the directories' metadata; returns the directories whose extended attributes could not all be set. */
+  async finish(opts: ImportOptions = {}): Promise<ExportResult[]> {
     throwIfAborted(opts.signal);
-    if (this.xattrs.length > 0) {
-      const { failures, missing } = await setXattrs(this.xattrs, { signal: opts.signal });
-      if (missing) this.onWarning("setfattr not found (install the attr package): extended attributes not restored");
-      else for (const f of failures) this.onWarning(`${f.path}: extended attributes: ${f.error}`);
-      this.xattrs.length = 0;
-    }
-    for (const p of this.deferredModes.splice(0)) {
-      await this.quietly(p.abs, async () => {
-        if ((await lstat(fsPath(p.abs))).isFile()) await chmod(fsPath(p.abs), p.info.mode);
-      });
-    }
-    // Deepest first: setting a child's metadata must not touch a finished parent.
+    const failures: ExportResult[] = [];
+    // Deepest first: setting a child's metadata must not touch a finished
+    // parent, and a default ACL set before the children were made would
+    // have been inherited by them.
     // Synchronous calls: four per directory, each a few microseconds on a
     // local disk, where a libuv round trip each made this the last 0.5 s of
     // a restore of /usr/share (3,216 directories).
@@ -131,21 +129,18 @@ export class FsExporter implements Exporter {
         const dir = fsPath(d.abs);
         if (!lstatSync(dir).isDirectory()) continue;
         if (this.owners) lchownSync(dir, ...this.ids(d.info));
+        const { early, late } = splitXattrs(d.xattrs);
+        const failed = setXattrs(d.abs, early);
         chmodSync(dir, d.info.mode);
+        failed.push(...setXattrs(d.abs, late));
         const t = nsToSeconds(d.info.mtimeNs);
         utimesSync(dir, t, t);
+        if (failed.length > 0) failures.push({ pathname: d.pathname, error: failed.join("; ") });
       } catch (e) {
         this.onWarning(`${d.abs}: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
-  }
-
-  private async quietly(abs: string, fn: () => Promise<void>): Promise<void> {
-    try {
-      await fn();
-    } catch (e) {
-      this.onWarning(`${abs}: ${e instanceof Error ? e.message : String(e)}`);
-    }
+    return failures;
   }
 
   /** Makes every parent a real directory (creating missing ones); refuses symlinks and other files. */
@@ -203,7 +198,8 @@ export class FsExporter implements Exporter {
     return [uid, gid];
   }
 
-  private async write(record: ExportRecord, abs: string, depth: number, signal?: AbortSignal): Promise<void> {
+  /** Writes one entry; returns what could not be set of its extended attributes (directories: in finish()). */
+  private async write(record: ExportRecord, abs: string, depth: number, signal?: AbortSignal): Promise<string[]> {
     const info = record.fileInfo;
     const t = nsToSeconds(info.mtimeNs);
     switch (info.kind) {
@@ -216,19 +212,19 @@ export class FsExporter implements Exporter {
           this.freshDirs.add(abs);
         }
         this.safeDirs.add(abs);
-        this.dirs.push({ abs, depth, info });
-        break;
+        this.dirs.push({ pathname: record.pathname, abs, depth, info, xattrs: record.xattrs });
+        return [];
       }
       case "file":
-        await this.writeFile(record, abs, depth, signal);
-        return;
+        return this.writeFile(record, abs, signal);
       case "symlink": {
         if (record.target === undefined) throw new CofferError("IO", `${record.pathname}: symlink without target`);
         await this.clear(abs, false);
         symlinkSync(fsPath(record.target), fsPath(abs));
         if (this.owners) lchownSync(fsPath(abs), ...this.ids(info));
+        const failed = setXattrs(abs, record.xattrs ?? []); // a symlink has no mode of its own
         lutimesSync(fsPath(abs), t, t);
-        break;
+        return failed;
       }
       case "fifo":
       case "chardev":
@@ -236,29 +232,31 @@ export class FsExporter implements Exporter {
         await this.clear(abs, false);
         await this.makeNode(abs, info);
         if (this.owners) await lchown(fsPath(abs), ...this.ids(info));
+        const { early, late } = splitXattrs(record.xattrs);
+        const failed = setXattrs(abs, early);
         await chmod(fsPath(abs), info.mode);
+        failed.push(...setXattrs(abs, late));
         await utimes(fsPath(abs), t, t);
-        break;
+        return failed;
       }
       case "socket":
         this.onWarning(`${record.pathname}: socket skipped`);
-        return;
+        return [];
       default:
         throw new CofferError("UNSUPPORTED", `${record.pathname}: cannot restore an entry of kind ${info.kind}`);
     }
-    if (record.xattrs !== undefined && record.xattrs.length > 0) this.xattrs.push({ path: abs, xattrs: record.xattrs });
   }
 
-  private async writeFile(record: ExportRecord, abs: string, depth: number, signal?: AbortSignal): Promise<void> {
+  private async writeFile(record: ExportRecord, abs: string, signal?: AbortSignal): Promise<string[]> {
     const info = record.fileInfo;
     const key = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
     const first = key !== undefined ? this.links.get(key) : undefined;
     await this.clear(abs, false);
     if (first !== undefined) {
       await link(fsPath(first), fsPath(abs)); // same inode: content, modes, times and xattrs are already there
-      return;
+      return [];
     }
-    const hasXattrs = record.xattrs !== undefined && record.xattrs.length > 0;
+    let failed: string[];
     const fh = await open(fsPath(abs), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
       let end = 0;
@@ -272,16 +270,18 @@ export class FsExporter implements Exporter {
       }
       await fh.truncate(Math.max(info.size, end)); // trailing holes; never cuts written bytes
       if (this.owners) await fh.chown(...this.ids(info));
-      // chmod after chown (chown clears setuid); with xattrs, after them (a read-only file refuses user.*).
-      if (hasXattrs) this.deferredModes.push({ abs, depth, info });
-      else await fh.chmod(info.mode);
+      // The order of the file's header comment: a read-only mode would refuse user.* to its owner.
+      const { early, late } = splitXattrs(record.xattrs);
+      failed = setXattrs(abs, early);
+      await fh.chmod(info.mode);
+      failed.push(...setXattrs(abs, late));
       const t = nsToSeconds(info.mtimeNs);
       await fh.utimes(t, t);
     } finally {
       await fh.close();
     }
     if (key !== undefined) this.links.set(key, abs);
-    if (hasXattrs && record.xattrs !== undefined) this.xattrs.push({ path: abs, xattrs: record.xattrs });
+    return failed;
   }
 
   /**

@@ -16,11 +16,11 @@ import { basename, resolve } from "node:path";
 import ignore from "ignore";
 import type { Ignore } from "ignore";
 import { LocationFlag } from "../flags.js";
-import type { EntryKind, FileInfo, ImportOptions, Importer, ImportRecord, Xattr } from "../records.js";
+import type { EntryKind, FileInfo, ImportOptions, Importer, ImportRecord } from "../records.js";
 import { CofferError, throwIfAborted } from "../../util/errors.js";
 import { compareNames, fsPath, nameFromBytes } from "../../util/names.js";
 import { groupName, userName } from "./users.js";
-import { readXattrs } from "./xattr.js";
+import { XattrReader } from "./xattr.js";
 
 export interface FsImporterOptions {
   /** gitignore-style patterns, matched against the path relative to the root. */
@@ -68,86 +68,31 @@ export class FsImporter implements Importer {
     this.ig = patterns.length > 0 ? ignore().add(patterns) : undefined;
   }
 
-  /** The next import's xattr scan (one getfattr run), started by ping() so that it overlaps the repository's opening. */
-  private scan: { result: Promise<Map<string, Xattr[]>>; abort: AbortController } | undefined;
-
   async ping(): Promise<void> {
     await this.statRoot();
-    this.startXattrScan();
   }
 
-  private startXattrScan(): { result: Promise<Map<string, Xattr[]>>; abort: AbortController } {
-    if (!this.scan) {
-      const abort = new AbortController();
-      const result = this.opts.noXattr ? Promise.resolve(new Map<string, Xattr[]>()) : readXattrs(this.root, { signal: abort.signal, onWarning: this.opts.onWarning });
-      result.catch(() => {}); // awaited by import(), if one comes
-      this.scan = { result, abort };
-    }
-    return this.scan;
-  }
-
-  async close(): Promise<void> {
-    this.scan?.abort.abort();
-    this.scan = undefined;
-  }
+  async close(): Promise<void> {}
 
   /**
    * One async generator over a synchronous walk (walkTree): each level of
    * async generators costs every record a promise and a result object
    * (three levels had been a sixth of what a no-change backup allocated).
-   *
-   * With `xattrRecords` (the caller takes xattr records), the walk does not
-   * wait for the xattr scan (on a cold disk that wait was ~0.2 s of every
-   * backup): records that leave before the scan is done carry no
-   * attributes, and theirs follow at the end as records of their own
-   * (xattrName set), which the builder adds to their entries. Without it,
-   * the scan is awaited first.
+   * Extended attributes are read with each entry, so they come on its
+   * record (never as records of their own).
    */
   async *import(opts: ImportOptions = {}): AsyncGenerator<ImportRecord> {
     const signal = opts.signal;
     throwIfAborted(signal);
-    // A scan serves one import: a second one sees the tree as it is then.
-    const scan = this.startXattrScan();
-    this.scan = undefined;
-    const onAbort = () => scan.abort.abort();
-    signal?.addEventListener("abort", onAbort, { once: true });
-    try {
-      let xattrs: Map<string, Xattr[]> | null = null;
-      let scanError: { e: unknown } | null = null;
-      const scanDone = scan.result.then(
-        (m) => void (xattrs = m),
-        (e: unknown) => void (scanError = { e }),
-      );
-      /** Absolute path -> pathname of the records that left before the scan was done. */
-      const early = new Map<string, string>();
-      if (opts.xattrRecords !== true) {
-        await scanDone;
-        if (scanError) throw (scanError as { e: unknown }).e;
-        throwIfAborted(signal);
-      }
-      const attrsOf = (abs: string, pathname: string): Xattr[] | undefined => {
-        if (xattrs) return xattrs.get(abs);
-        early.set(abs, pathname);
-        return undefined;
-      };
-      const rootStat = await this.statRoot();
-      for (const rec of this.walkTree(rootStat, attrsOf, signal)) yield rec;
-      await scanDone;
-      if (scanError) throw (scanError as { e: unknown }).e;
-      throwIfAborted(signal);
-      for (const [abs, pathname] of early) {
-        for (const x of (xattrs as Map<string, Xattr[]> | null)?.get(abs) ?? []) yield xattrRecord(pathname, x);
-      }
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-      scan.abort.abort(); // a walk that stopped early leaves no getfattr running (no-op once it is done)
-    }
+    const xattrs = this.opts.noXattr ? undefined : new XattrReader(this.opts.onWarning);
+    const rootStat = await this.statRoot();
+    for (const rec of this.walkTree(rootStat, xattrs, signal)) yield rec;
   }
 
   /** The records of the tree under the root, depth-first, each directory's entries in byte order of their names. */
-  private *walkTree(rootStat: BigIntStats, attrsOf: (abs: string, pathname: string) => Xattr[] | undefined, signal: AbortSignal | undefined): Generator<ImportRecord> {
+  private *walkTree(rootStat: BigIntStats, xattrs: XattrReader | undefined, signal: AbortSignal | undefined): Generator<ImportRecord> {
     const rootName = this.root === "/" ? "/" : basename(this.root);
-    const rootRec = this.record("/", rootName, this.root, rootStat, attrsOf);
+    const rootRec = this.record("/", rootName, this.root, rootStat, xattrs);
     if (!rootStat.isDirectory() || rootRec.error !== undefined) {
       yield rootRec;
       return;
@@ -183,7 +128,7 @@ export class FsImporter implements Importer {
       const isDir = st.isDirectory();
       // Dirent types can be stale or unknown: re-test with the real kind.
       if (isDir !== entry.dirHint && this.excluded(rel, isDir)) continue;
-      const rec = this.record(pathname, entry.name, abs, st, attrsOf);
+      const rec = this.record(pathname, entry.name, abs, st, xattrs);
       if (!isDir || rec.error !== undefined || (this.opts.oneFileSystem && st.dev !== rootStat.dev)) {
         yield rec;
         continue;
@@ -210,11 +155,11 @@ export class FsImporter implements Importer {
     }
   }
 
-  private record(pathname: string, name: string, abs: string, st: BigIntStats, attrsOf: (abs: string, pathname: string) => Xattr[] | undefined): ImportRecord {
+  private record(pathname: string, name: string, abs: string, st: BigIntStats, xattrs: XattrReader | undefined): ImportRecord {
     const fileInfo = infoOf(name, st);
     const rec: ImportRecord = { pathname, fileInfo };
-    const x = attrsOf(abs, pathname);
-    if (x !== undefined && x.length > 0) rec.xattrs = x;
+    const x = xattrs?.read(abs);
+    if (x !== undefined) rec.xattrs = x;
     if (fileInfo.kind === "symlink") {
       try {
         rec.target = readTarget(abs); // synchronous, as lstat: a libuv round trip cost ~50 us a link
@@ -227,21 +172,6 @@ export class FsImporter implements Importer {
     }
     return rec;
   }
-}
-
-/** One extended attribute of the entry at `pathname`, as a record of its own. */
-function xattrRecord(pathname: string, x: Xattr): ImportRecord {
-  const name = pathname === "/" ? "" : pathname.slice(pathname.lastIndexOf("/") + 1);
-  return {
-    pathname,
-    fileInfo: { name, kind: "file", size: x.value.byteLength, mode: 0, mtimeNs: 0n, dev: 0n, ino: 0n, uid: 0, gid: 0, nlink: 1 },
-    xattrName: x.name,
-    open: async () => oneChunk(x.value),
-  };
-}
-
-async function* oneChunk(b: Uint8Array): AsyncGenerator<Uint8Array> {
-  yield b;
 }
 
 export function kindOf(st: BigIntStats | Dirent): EntryKind {

@@ -206,7 +206,8 @@ export function exporterService(session: Session<Exporter>): UntypedServiceImple
         const n = [...xattrs.values()].reduce((a, l) => a + l.length, 0);
         process.stderr.write(`warning: exporter plugin: ${n} extended attribute(s) of ${xattrs.size} path(s) came with no entry to go to: not restored\n`);
       }
-      await exp.finish({ signal });
+      // Failures of the last stage (a directory's attributes) come after every answer: say them here.
+      for (const r of (await exp.finish({ signal })) ?? []) if (r.error !== undefined) process.stderr.write(`warning: exporter plugin: ${r.pathname}: ${r.error}\n`);
       call.end();
     } finally {
       exporting = false;
