@@ -9,6 +9,7 @@ import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
 import { coffer, describeRun, EXIT, expectExit, FAST_KDF, lines, parseJson } from "../helpers/cli.js";
 
 const env = { COFFER_PASSPHRASE: "names are bytes" };
@@ -39,6 +40,11 @@ function makeTree(root: Buffer): void {
   mkdirSync(join(root, b("empty\xa0dir")));
   for (const [name, content] of FILES) writeFileSync(join(root, b(name)), content);
   for (const [name, target] of LINKS) symlinkSync(b(target), join(root, b(name)));
+  // Extended attributes whose names (and a value) are not UTF-8, on a raw-named file and directory.
+  const sys = xattrSyscalls();
+  sys.set(join(root, b("lat\xe9")), b("user.n\xe4me"), b("v\xff"));
+  sys.set(join(root, b("dir\x80")), b("user.\xff\xfe"), b("on a dir"));
+  sys.set(join(root, b("caf\xc3\xa9")), b("user.caf\xc3\xa9"), b("valid"));
   // mkfifo's argument is text: make the FIFO under a plain name, then rename it to its bytes.
   execFileSync("mkfifo", [path.join(base, "fifo")]);
   renameSync(path.join(base, "fifo"), join(root, b("fifo\xe9")));
@@ -52,6 +58,9 @@ function describeTree(root: Buffer): string[] {
       const abs = join(dir, name);
       const r = rel + "/" + name.toString("latin1");
       const st = lstatSync(abs);
+      const sys = xattrSyscalls();
+      const attrs = st.isSymbolicLink() ? [] : sys.list(abs).map((n) => `${n.toString("latin1")}=${sys.get(abs, n).toString("latin1")}`);
+      if (attrs.length > 0) out.push(`xattrs ${rel}/${name.toString("latin1")} ${attrs.sort().join(",")}`);
       if (st.isDirectory()) {
         out.push(`dir ${r}`);
         walk(abs, r);
@@ -83,6 +92,7 @@ describe("names that are not UTF-8", () => {
     expect(r.stderr, describeRun(r)).not.toMatch(/error|warning: .*(ENOENT|EILSEQ)/i);
     expect(describeTree(b(to))).toEqual(describeTree(src));
     expect(describeTree(src).length).toBeGreaterThan(10);
+    expect(describeTree(src)).toContain("xattrs /lat\xe9 user.n\xe4me=v\xff");
   });
 
   it("ls shows them escaped as GNU ls -b does", async () => {
@@ -138,6 +148,21 @@ describe("names that are not UTF-8", () => {
     const names = readdirSync(to, { encoding: "buffer" }).map((n) => n.toString("latin1")).sort();
     expect(names).toEqual(["inner\xe8.txt", "long\xe9".repeat(30), "up\xfe"].sort());
     expect(readFileSync(join(b(to), b("inner\xe8.txt")), "utf8")).toBe("inside a raw directory\n");
+  });
+
+  it("round-trip byte-exact through a tar archive out and back in", async () => {
+    const tar = path.join(base, "out.tar");
+    expectExit(await coffer(["at", repo, "restore", "--to", `tar:${tar}`], { env }), EXIT.OK);
+    // GNU tar reads the exporter's archive with the names' own bytes.
+    const listed = execFileSync("tar", ["-tf", tar]).toString("latin1").split("\n");
+    expect(listed.some((l) => l.replace(/^\.?\//, "") === "lat\xe9")).toBe(true);
+    expect(listed.some((l) => l.replace(/^\.?\//, "").replace(/\/$/, "") === "dir\x80/" + "long\xe9".repeat(30))).toBe(true);
+    const again = path.join(base, "again");
+    expectExit(await coffer(["at", again, "create", ...FAST_KDF], { env }), EXIT.OK);
+    expectExit(await coffer(["at", again, "backup", `tar:${tar}`], { env }), EXIT.OK);
+    const to = path.join(base, "from-tar");
+    expectExit(await coffer(["at", again, "restore", "--to", to], { env }), EXIT.OK);
+    expect(describeTree(b(to))).toEqual(describeTree(src));
   });
 
   it("a second backup of the same tree finds every raw name unchanged", async () => {
