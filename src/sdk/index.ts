@@ -6,7 +6,7 @@
  * - entrypointImporter / entrypointExporter / entrypointStorage serve a
  *   connector over gRPC on stdin/stdout (see entrypoints.ts);
  * - the connector contracts and helpers a connector needs: records, Store,
- *   location flags, resources, params, errors;
+ *   location flags, resources, params, errors, names as bytes;
  * - the conformance kits (kits/).
  */
 export { entrypointExporter, entrypointImporter, entrypointStorage, protectStdout } from "./entrypoints.js";
