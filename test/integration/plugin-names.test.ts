@@ -116,6 +116,23 @@ describe("non-UTF-8 names through an SDK importer plugin", () => {
   });
 });
 
+describe("an error message naming a non-UTF-8 name", () => {
+  it("reaches the host as the plugin's status, the name's bytes shown escaped", async () => {
+    const config = { records: JSON.stringify([{ pathname: hex(at(b("lat\xe9"))), name: hex(b("lat\xe9")), kind: "file", content: "00", failOpen: true }]) };
+    const imp = await PluginImporter.start(spec("names-importer.mjs"), "names", config, OPTIONS);
+    try {
+      const failures: string[] = [];
+      for await (const r of imp.import()) {
+        if (r.open) failures.push(await r.open().then(readAll).then(() => "opened", (e: unknown) => (e as Error).message));
+      }
+      expect(failures).toHaveLength(1);
+      expect(failures[0]).toContain("cannot read /lat\\351");
+    } finally {
+      await imp.close();
+    }
+  });
+});
+
 describe("non-UTF-8 names through an SDK exporter plugin", () => {
   it("reach the plugin byte-exact, and its results name each record by its bytes", async () => {
     const report = join(base, "export-report.jsonl");

@@ -79,6 +79,19 @@ describe("names that are not UTF-8 on the wire", () => {
     expect(seen.record.pathname).toBe("/lat\ufffd");
   });
 
+  it("an error message quoting such a name is written valid UTF-8, each escaped byte as \\ooo", () => {
+    const cases = [
+      [`no ${short}`, "no /lat\\351"],
+      [`cannot read ${long}`, `cannot read /${"x".repeat(45)}-\\377\\376-\\355\\263\\251-\\303`],
+    ] as const;
+    for (const [error, shown] of cases) {
+      const msg = { result: { header: null, error } };
+      // The standard decoder reads exactly the escaped text: no U+FFFD, so the bytes were valid UTF-8.
+      const seen = theirs.exportRequest.responseDeserialize(ours.exportRequest.responseSerialize(msg)) as { result: { error: string } };
+      expect(seen.result.error).toBe(shown);
+    }
+  });
+
   it("the caller's message is left as it was, and the Open request carries the name back", () => {
     const rec = record(long, "n", "", []);
     const before = structuredClone(rec);

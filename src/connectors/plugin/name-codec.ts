@@ -20,9 +20,26 @@ export const NAME_FIELDS: Readonly<Record<string, readonly string[]>> = {
   "plakar.connectors.FileInfo": ["name"],
 };
 
+/**
+ * The `string` fields that hold messages, which may quote a name: written
+ * valid UTF-8 (messageText), as a Go peer requires and protobufjs would
+ * not ensure (it writes a short string's lone surrogate as 3 invalid bytes).
+ */
+export const MESSAGE_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  "plakar.connectors.Record": ["error"],
+  "plakar.connectors.Result": ["error"],
+};
+
+/** A message as valid Unicode: each escaped byte as `\ooo` (as escapeName shows it), any other lone surrogate as U+FFFD. */
+export function messageText(s: string): string {
+  if (s.isWellFormed()) return s;
+  return s.replace(/[\udc80-\udcff]/gu, (c) => `\\${(c.charCodeAt(0) - 0xdc00).toString(8).padStart(3, "0")}`).toWellFormed();
+}
+
 /** Where the names are in a message type: its name fields, and the message fields that hold names further down. */
 interface Plan {
   names: { field: string; repeated: boolean }[];
+  messages: string[];
   nested: { field: string; repeated: boolean; plan: Plan }[];
 }
 
@@ -76,33 +93,41 @@ function planOf(type: protobuf.Type, plans: Map<string, Plan | null>): Plan | nu
   if (plans.has(key)) return plans.get(key) as Plan | null;
   plans.set(key, null); // guards a recursive type (the wire has none)
   const own = NAME_FIELDS[key.slice(1)] ?? [];
-  const plan: Plan = { names: own.map((f) => ({ field: f, repeated: (type.fields[f] as protobuf.Field).repeated })), nested: [] };
+  const plan: Plan = { names: own.map((f) => ({ field: f, repeated: (type.fields[f] as protobuf.Field).repeated })), messages: [...(MESSAGE_FIELDS[key.slice(1)] ?? [])], nested: [] };
   for (const f of type.fieldsArray) {
     if (!(f.resolvedType instanceof protobuf.Type) || f.map) continue;
     const sub = planOf(f.resolvedType, plans);
     if (sub) plan.nested.push({ field: f.name, repeated: f.repeated, plan: sub });
   }
-  const result = plan.names.length > 0 || plan.nested.length > 0 ? plan : null;
+  const result = plan.names.length > 0 || plan.messages.length > 0 || plan.nested.length > 0 ? plan : null;
   plans.set(key, result);
   return result;
 }
 
-const toBytes = (v: unknown): unknown => (typeof v === "string" ? nameToBytes(v) : v);
-const fromBytes = (v: unknown): unknown => (v instanceof Uint8Array ? nameFromBytes(v) : v);
+interface Direction {
+  name(v: unknown): unknown;
+  message?(v: unknown): unknown;
+}
+const toBytes: Direction = {
+  name: (v) => (typeof v === "string" ? nameToBytes(v) : v),
+  message: (v) => (typeof v === "string" ? messageText(v) : v),
+};
+const fromBytes: Direction = { name: (v) => (v instanceof Uint8Array ? nameFromBytes(v) : v) };
 
-/** A copy of `msg` with its names converted by `f` (the caller's object is left as it was). */
-function convert(msg: Msg | null | undefined, plan: Plan, f: (v: unknown) => unknown): Msg | null | undefined {
+/** A copy of `msg` with its names (and, going out, its messages) converted (the caller's object is left as it was). */
+function convert(msg: Msg | null | undefined, plan: Plan, d: Direction): Msg | null | undefined {
   if (msg === null || typeof msg !== "object") return msg;
   const out: Msg = { ...msg };
   for (const { field, repeated } of plan.names) {
     const v = out[field];
     if (v === undefined || v === null) continue;
-    out[field] = repeated && Array.isArray(v) ? v.map(f) : f(v);
+    out[field] = repeated && Array.isArray(v) ? v.map(d.name) : d.name(v);
   }
+  if (d.message) for (const field of plan.messages) out[field] = d.message(out[field]);
   for (const { field, repeated, plan: sub } of plan.nested) {
     const v = out[field];
     if (v === undefined || v === null) continue;
-    out[field] = repeated && Array.isArray(v) ? v.map((x: Msg) => convert(x, sub, f)) : convert(v as Msg, sub, f);
+    out[field] = repeated && Array.isArray(v) ? v.map((x: Msg) => convert(x, sub, d)) : convert(v as Msg, sub, d);
   }
   return out;
 }
