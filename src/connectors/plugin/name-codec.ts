@@ -107,17 +107,20 @@ function planOf(type: protobuf.Type, plans: Map<string, Plan | null>): Plan | nu
 interface Direction {
   name(v: unknown): unknown;
   message?(v: unknown): unknown;
+  /** Convert in place: the message was just decoded and is ours; else a copy, leaving the caller's object as it was. */
+  inPlace: boolean;
 }
 const toBytes: Direction = {
   name: (v) => (typeof v === "string" ? nameToBytes(v) : v),
   message: (v) => (typeof v === "string" ? messageText(v) : v),
+  inPlace: false,
 };
-const fromBytes: Direction = { name: (v) => (v instanceof Uint8Array ? nameFromBytes(v) : v) };
+const fromBytes: Direction = { name: (v) => (v instanceof Uint8Array ? (v.length === 0 ? "" : nameFromBytes(v)) : v), inPlace: true };
 
-/** A copy of `msg` with its names (and, going out, its messages) converted (the caller's object is left as it was). */
+/** `msg` with its names (and, going out, its messages) converted. */
 function convert(msg: Msg | null | undefined, plan: Plan, d: Direction): Msg | null | undefined {
   if (msg === null || typeof msg !== "object") return msg;
-  const out: Msg = { ...msg };
+  const out: Msg = d.inPlace ? msg : { ...msg };
   for (const { field, repeated } of plan.names) {
     const v = out[field];
     if (v === undefined || v === null) continue;
