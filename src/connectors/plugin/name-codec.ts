@@ -2,7 +2,9 @@
  * Names are bytes on the plugin wire too. The .proto files declare
  * pathnames, symlink targets, FileInfo.name and xattr names as proto3
  * `string`, and protobufjs would write a lone surrogate (an escaped byte,
- * src/util/names.ts) as U+FFFD and read a byte that is not UTF-8 as U+FFFD.
+ * src/util/names.ts) as U+FFFD (or, in a string under 40 characters, as
+ * three bytes that are not UTF-8 either) and read a byte that is not UTF-8
+ * as U+FFFD.
  * A `string` and a `bytes` field have the same wire encoding (length-
  * delimited), so coffer loads the protos with exactly those fields retyped
  * as `bytes` and converts at (de)serialization: nameToBytes() out,
@@ -126,7 +128,7 @@ function convert(msg: Msg | null | undefined, plan: Plan, d: Direction): Msg | n
     if (v === undefined || v === null) continue;
     out[field] = repeated && Array.isArray(v) ? v.map(d.name) : d.name(v);
   }
-  if (d.message) for (const field of plan.messages) out[field] = d.message(out[field]);
+  if (d.message) for (const field of plan.messages) if (typeof out[field] === "string") out[field] = d.message(out[field]);
   for (const { field, repeated, plan: sub } of plan.nested) {
     const v = out[field];
     if (v === undefined || v === null) continue;
