@@ -16,7 +16,9 @@ import { PluginExporter } from "../../src/connectors/plugin/exporter.js";
 import { PluginImporter } from "../../src/connectors/plugin/importer.js";
 import { services, type WireResult } from "../../src/connectors/plugin/wire.js";
 import type { ConnectorOptions, ExportRecord, FileInfo, ImportRecord } from "../../src/connectors/records.js";
+import { importerKit, type ExpectedEntry } from "../../src/sdk/kits/index.js";
 import { nameFromBytes, nameToBytes } from "../../src/util/names.js";
+import { vitestHarness } from "../conformance/harness.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/plugins/", import.meta.url));
 const stderr: string[] = [];
@@ -72,21 +74,25 @@ async function readAll(src: AsyncIterable<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/** The names importer's config: TREE, names in hex. */
+function importerConfig(): Record<string, string> {
+  return {
+    records: JSON.stringify(
+      TREE.map((e) => ({
+        pathname: hex(e.pathname),
+        name: hex(baseName(e.pathname)),
+        kind: e.kind,
+        ...(e.target && { target: hex(e.target) }),
+        ...(e.content && { content: hex(e.content) }),
+        ...(e.xattrs && { xattrs: e.xattrs.map((x) => ({ name: hex(x.name), value: hex(x.value) })) }),
+      })),
+    ),
+  };
+}
+
 describe("non-UTF-8 names through an SDK importer plugin", () => {
   it("reach the host byte-exact, and the host's Open requests find each record by its bytes", async () => {
-    const config = {
-      records: JSON.stringify(
-        TREE.map((e) => ({
-          pathname: hex(e.pathname),
-          name: hex(baseName(e.pathname)),
-          kind: e.kind,
-          ...(e.target && { target: hex(e.target) }),
-          ...(e.content && { content: hex(e.content) }),
-          ...(e.xattrs && { xattrs: e.xattrs.map((x) => ({ name: hex(x.name), value: hex(x.value) })) }),
-        })),
-      ),
-    };
-    const imp = await PluginImporter.start(spec("names-importer.mjs"), "names", config, OPTIONS);
+    const imp = await PluginImporter.start(spec("names-importer.mjs"), "names", importerConfig(), OPTIONS);
     try {
       const entries = new Map<string, ImportRecord>();
       const xattrs: { pathname: string; name: string; value: Buffer }[] = [];
@@ -116,6 +122,19 @@ describe("non-UTF-8 names through an SDK importer plugin", () => {
     }
     expect(stderr.join("\n")).not.toMatch(/error/i);
   });
+});
+
+// The conformance kit takes such names as any other: what the core relies on holds for them too.
+importerKit(vitestHarness(), "SDK importer plugin with non-UTF-8 names", async () => {
+  const imp = await PluginImporter.start(spec("names-importer.mjs"), "names", importerConfig(), OPTIONS);
+  const expected: ExpectedEntry[] = TREE.map((e) => {
+    const x: ExpectedEntry = { pathname: nameFromBytes(e.pathname), kind: e.kind };
+    if (e.content) x.content = e.content;
+    if (e.target) x.target = nameFromBytes(e.target);
+    if (e.xattrs) x.xattrs = e.xattrs.map((a) => ({ name: nameFromBytes(a.name), value: a.value }));
+    return x;
+  });
+  return { importer: imp, expected, cleanup: () => imp.close() };
 });
 
 describe("an error message naming a non-UTF-8 name", () => {
