@@ -6,7 +6,7 @@
  * - entrypointImporter / entrypointExporter / entrypointStorage serve a
  *   connector over gRPC on stdin/stdout (see entrypoints.ts);
  * - the connector contracts and helpers a connector needs: records, Store,
- *   location flags, resources, params, errors;
+ *   location flags, resources, params, errors, names as bytes;
  * - the conformance kits (kits/).
  */
 export { entrypointExporter, entrypointImporter, entrypointStorage, protectStdout } from "./entrypoints.js";
@@ -36,6 +36,8 @@ export type { Location } from "../connectors/location.js";
 export { abortError, CofferError, isCofferError, NotFoundError, throwIfAborted } from "../util/errors.js";
 export type { ErrorCode } from "../util/errors.js";
 export { MAX_CHUNK } from "../connectors/plugin/wire.js";
+// Names are bytes: a name that is not UTF-8 is a string with each such byte as U+DC80..U+DCFF.
+export { compareNames, escapeName, fsPath, isRawName, nameFromBytes, nameToBytes, unescapeName } from "../util/names.js";
 
 // coffer's own connectors, as building blocks for plugins (the plugfs examples wrap them).
 export { FsExporter } from "../connectors/fs/exporter.js";

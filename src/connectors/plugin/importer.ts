@@ -31,6 +31,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
+import { escapeName } from "../../util/names.js";
 import type { ConnectorOptions, FileInfo, Importer, ImportOptions, ImportRecord } from "../records.js";
 import { closeConnector, method, type PluginConnectorSpec, startConnector, wireOptions } from "./connector.js";
 import type { PluginProcess } from "./process.js";
@@ -272,7 +273,7 @@ class ImportSession {
     if (w.xattrType === XATTR_TYPE_ADS) {
       if (!this.imp.xattrWarned) {
         this.imp.xattrWarned = true;
-        this.imp.options.onWarning?.(`plugin ${proc.name}: alternate data streams (e.g. ${w.xattrName} of ${w.pathname}) are not supported and are not backed up`);
+        this.imp.options.onWarning?.(`plugin ${proc.name}: alternate data streams (e.g. ${escapeName(w.xattrName)} of ${escapeName(w.pathname)}) are not supported and are not backed up`);
       }
       this.send(w, "alternate data streams are not supported");
       return undefined;

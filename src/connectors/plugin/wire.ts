@@ -8,8 +8,9 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ServiceDefinition } from "@grpc/grpc-js";
-import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
+import type { PackageDefinition } from "@grpc/proto-loader";
 import type { EntryKind, FileInfo } from "../records.js";
+import { loadWithNamesAsBytes } from "./name-codec.js";
 
 /** proto/ at the package root (from src/ or dist/ alike). */
 export function protoDir(): string {
@@ -24,9 +25,9 @@ export function protoDir(): string {
 export const LOADER_OPTIONS = { keepCase: true, longs: String, enums: Number, bytes: Buffer, defaults: true, oneofs: true } as const;
 
 let loaded: PackageDefinition | undefined;
+/** The wire's services and messages; names (pathnames, targets, FileInfo.name, xattr names) travel as their bytes (name-codec.ts). */
 export function packageDefinition(): PackageDefinition {
-  const dir = protoDir();
-  return (loaded ??= loadSync(["connectors.proto", "importer.proto", "exporter.proto", "storage.proto"], { ...LOADER_OPTIONS, includeDirs: [dir] }));
+  return (loaded ??= loadWithNamesAsBytes(["connectors.proto", "importer.proto", "exporter.proto", "storage.proto"], protoDir(), LOADER_OPTIONS));
 }
 
 /** The service definitions by their full names, as grpc-js wants them for servers and clients. */

@@ -6,6 +6,7 @@
 import { Metadata, status } from "@grpc/grpc-js";
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import type { Readable, Writable } from "node:stream";
+import { messageText } from "../../connectors/plugin/name-codec.js";
 import { MAX_CHUNK } from "../../connectors/plugin/wire.js";
 import { CofferError } from "../../util/errors.js";
 import type { ErrorCode } from "../../util/errors.js";
@@ -16,10 +17,12 @@ export class RpcError extends Error {
   readonly details: string;
   readonly metadata: Metadata;
   constructor(code: status, details: string, metadata: Metadata = new Metadata()) {
-    super(details);
+    // Valid Unicode: grpc-js's encodeURI of the details throws on a lone surrogate (an escaped byte of a name).
+    const text = messageText(details);
+    super(text);
     this.name = "RpcError";
     this.code = code;
-    this.details = details;
+    this.details = text;
     this.metadata = metadata;
   }
 }
