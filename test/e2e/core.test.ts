@@ -402,6 +402,24 @@ describe("repository variants", () => {
     await rm(repo);
   });
 
+  it("create without KDF flags records argon2id 64 MiB, 3 passes, 4 lanes; one flag keeps the other defaults", async () => {
+    const kdfOf = async (repo: string) => {
+      const r = await ok(["at", repo, "info"]);
+      return /argon2id m=(\d+)MiB t=(\d+) p=(\d+)/.exec(r.stdout)?.slice(1).join(" ") ?? describeRun(r);
+    };
+    const plain = fresh("kdf-default");
+    await ok(["at", plain, "create"]);
+    expect(await kdfOf(plain)).toBe("64 3 4");
+    const more = fresh("kdf-memory");
+    await ok(["at", more, "create", "--kdf-memory", "8"]);
+    expect(await kdfOf(more)).toBe("8 3 4");
+    const help = await ok(["create", "--help"]);
+    expect(help.stdout).toMatch(/--kdf-memory <MiB>\s+argon2id memory \(default 64\)/);
+    expect(help.stdout).toMatch(/--kdf-passes <n>\s+argon2id passes \(default 3\)/);
+    await rm(plain);
+    await rm(more);
+  });
+
   it("--hashing sha256 --compression none round-trips and still encrypts", async () => {
     const tree = await awkward();
     const repo = fresh("sha256-repo");
