@@ -640,7 +640,7 @@ describe("commitSnapshot", () => {
     let resolved = false;
     const p = repo.commitSnapshot(id, header).then(() => (resolved = true));
     await reached;
-    await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r)); // turns for a wrong commit to resolve in (no delay)
     expect(resolved).toBe(false);
     let r2 = await reopen(store);
     expect(r2.snapshotIds().map(toHex)).not.toContain(toHex(id));
