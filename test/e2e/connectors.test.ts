@@ -216,9 +216,10 @@ describe("ptar: a repository in one file", () => {
     });
     child.stdin!.on("error", () => {});
     const closed = new Promise((r) => child.on("close", r));
-    const fed = (async () => {
-      for (let i = 0; i < 40; i++) await pipeline(createReadStream(path.join(src, `f${i}`)), child.stdin!, { end: false });
-    })().catch(() => {}); // ends with EPIPE once killed
+    async function* files() {
+      for (let i = 0; i < 40; i++) yield* createReadStream(path.join(src, `f${i}`));
+    }
+    const fed = pipeline(files, child.stdin!, { end: false }).catch(() => {}); // ends with EPIPE once killed
     const t0 = Date.now();
     while (!(await fsp.readdir(dir)).some((n) => n.endsWith(".tmp")) && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 5));
     child.kill("SIGKILL");

@@ -786,9 +786,10 @@ describe("large trees: crash safety, interruption, concurrency", () => {
    * between the signal and the end of the backup.
    */
   async function feed(job: RunningCoffer, files: string[], end: boolean): Promise<void> {
-    const stdin = job.child.stdin!;
-    for (const f of files) await pipeline(createReadStream(f), stdin, { end: false });
-    if (end) stdin.end();
+    async function* concat() {
+      for (const f of files) yield* createReadStream(f);
+    }
+    await pipeline(concat, job.child.stdin!, { end });
   }
 
   /** Resolves once `repo` holds at least `n` packfiles (files appearing: no delay); rejects if `run` ends first. */
