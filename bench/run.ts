@@ -784,7 +784,8 @@ function initCmd(t: Tool, repo: string): Cmd {
   const cwd = path.dirname(repo);
   switch (t.name) {
     case "coffer":
-      return { cmd: process.execPath, args: [COFFER_BIN, "at", repo, "create", "--kdf-memory", "64", "--kdf-passes", "3"], cwd };
+      // no KDF flags: the figures are what a user of the defaults gets (the settings line reads them back)
+      return { cmd: process.execPath, args: [COFFER_BIN, "at", repo, "create"], cwd };
     case "restic":
       return { cmd: "restic", args: ["-r", repo, "init", "-q"], cwd };
     case "borg":
@@ -799,7 +800,7 @@ function backupCmd(t: Tool, repo: string, cwd: string, rel: string, label: strin
     case "restic":
       return { cmd: "restic", args: ["-r", repo, "backup", "-q", rel], cwd };
     case "borg":
-      return { cmd: "borg", args: ["create", "--compression", "zstd,3", `${repo}::${label}`, rel], cwd };
+      return { cmd: "borg", args: ["create", `${repo}::${label}`, rel], cwd };
   }
 }
 
@@ -1103,6 +1104,7 @@ async function main(): Promise<number> {
   const catFloor: Measure[] = [];
   const restoreChecks: { round: number; tool: ToolName; ok: boolean; detail: string }[] = [];
   let resticRepoVersion = "compression auto";
+  let cofferEncryption = "defaults";
 
   const fail = (t: Tool, what: string, r: { code: number; stderr: string }): void => {
     t.failed = true;
@@ -1143,6 +1145,13 @@ async function main(): Promise<number> {
         const cfg = await exec("restic", ["-r", repoOf(t), "cat", "config"], { env: toolEnv(t) });
         const v = /"version":\s*(\d+)/.exec(cfg.stdout)?.[1];
         if (v !== undefined) resticRepoVersion = `repository v${v}` + (v === "1" ? ", no compression" : ", compression auto");
+      } else if (t.name === "coffer" && round === 1) {
+        const info = await exec(process.execPath, [COFFER_BIN, "at", repoOf(t), "info", "--json"], { env: toolEnv(t) });
+        try {
+          cofferEncryption = String((JSON.parse(info.stdout) as { encryption?: unknown }).encryption);
+        } catch {
+          log(`coffer info --json gave no JSON (exit ${info.code}): the settings line says "defaults"`);
+        }
       }
     }
     const live = (): Tool[] => order.filter((t) => !t.failed);
@@ -1284,7 +1293,7 @@ async function main(): Promise<number> {
   md.push(`- **Tools**: ${tools.map((t) => (t.available ? t.version : `${t.name}: missing (${t.note})`)).join("; ")}`);
   md.push(`- **Corpus**: ${corpusSource}: ${stats.files} files, ${stats.dirs} directories, ${stats.symlinks} symlinks, ${stats.others} other entries, ${stats.hardlinks} extra hard links, ${stats.bytes} bytes (${fmtMiB(stats.bytes)} MiB)`);
   md.push(`- **Change phase**: ${changed.length} files (${opts.changePercent}%, seeded choice), 32 bytes overwritten at a seeded offset and 32 appended, in place; reverted after the round`);
-  md.push(`- **Settings**: all repositories encrypted, each tool with a fresh repository per round on the same disk; coffer created with \`--kdf-memory 64 --kdf-passes 3\` (argon2id 64 MiB, 3 passes, ~0.14 s, comparable to restic's scrypt; the default 256 MiB/4 passes costs ~1.4 s and 256 MiB RSS per command); restic \`init\` defaults (${resticRepoVersion}); borg \`init --encryption repokey-blake2\`, \`create --compression zstd,3\`. Each tool has its own HOME in the work directory, so its cache starts empty; the cache is not part of the repository size (see the client cache row).`);
+  md.push(`- **Settings**: all repositories encrypted, each tool with a fresh repository per round on the same disk; every tool with the defaults a user gets: coffer \`create\` with no KDF flags (${cofferEncryption}); restic \`init\` defaults (${resticRepoVersion}); borg \`init --encryption repokey-blake2\` (borg has no default mode; this is one of the two its docs suggest) and \`create\` defaults (lz4 compression). Each tool has its own HOME in the work directory, so its cache starts empty; the cache is not part of the repository size (see the client cache row).`);
   md.push(`- **Cache**: ${warmCache ? `**warm cache** (${warmReason})` : "page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before each timed run, then the tool's own program warmed with its version/help command"}. Times are wall-clock seconds of the whole command; peak RSS from \`/usr/bin/time -f %M\`. Other load on the machine makes the figures indicative.`);
   md.push("");
   md.push(`| phase | ${shown.join(" | ")} | best peer | coffer / best | goal (issue 5) |`);

@@ -47,7 +47,7 @@ export interface RepositoryConfig {
   encryption: EncryptionConfig | null;
 }
 
-export const DEFAULT_KDF = { memory: 256 * 1024, passes: 4, parallelism: 1 };
+export const DEFAULT_KDF = { memory: 64 * 1024, passes: 3, parallelism: 4 };
 export const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
 /** Largest argon2id memory a configuration may ask for (16 GiB, in KiB). */
 export const MAX_KDF_MEMORY_KIB = 16 * 1024 * 1024;

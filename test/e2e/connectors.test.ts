@@ -5,9 +5,10 @@
  * told is stored can be restored afterwards.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, promises as fsp, readFileSync } from "node:fs";
+import { createReadStream, existsSync, promises as fsp, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CofferResult, coffer, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson } from "../helpers/cli.js";
 import { prng } from "../helpers/prng.js";
@@ -207,16 +208,24 @@ describe("ptar: a repository in one file", () => {
     const src = fresh("big");
     await fsp.mkdir(src);
     for (let i = 0; i < 40; i++) await fsp.writeFile(path.join(src, `f${i}`), prng(100 + i, 1024 * 1024));
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "bin", "coffer.js"), "at", repo, "backup", src], {
+    // A backup of stdin that is never ended cannot complete: killed once it has
+    // started writing its session's temp file, it cannot have finished first.
+    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "bin", "coffer.js"), "at", repo, "backup", "stdin:big"], {
       env: { ...env(), PATH: process.env.PATH ?? "" } as NodeJS.ProcessEnv,
-      stdio: "ignore",
+      stdio: ["pipe", "ignore", "ignore"],
     });
+    child.stdin!.on("error", () => {});
     const closed = new Promise((r) => child.on("close", r));
-    // Killed once it has started writing its session's temp file.
+    async function* files() {
+      for (let i = 0; i < 40; i++) yield* createReadStream(path.join(src, `f${i}`));
+    }
+    const fed = pipeline(files, child.stdin!, { end: false }).catch(() => {}); // ends with EPIPE once killed
     const t0 = Date.now();
-    while (!(await fsp.readdir(dir)).some((n) => n.endsWith(".tmp")) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 5));
+    while (!(await fsp.readdir(dir)).some((n) => n.endsWith(".tmp")) && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 5));
     child.kill("SIGKILL");
     await closed;
+    child.stdin!.destroy();
+    await fed;
     expect((await fsp.readFile(repo)).equals(before)).toBe(true);
     const snaps = parseJson<SnapJson[]>(await run(["at", repo, "ls", "--json"]));
     expect(snaps.map((x) => x.source)).toEqual(["stdin:/first"]);
@@ -230,8 +239,8 @@ const FILES = 120;
 const fileContent = (i: number) => Buffer.from(prng(1000 + i, 48 * 1024 + i));
 const fileName = (i: number) => `item-${String(i).padStart(4, "0")}.bin`;
 
-function startFixture(repo: string, src: string, ackLog: string): { child: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "test", "fixtures", "needack-backup.mjs"), repo, src, ackLog], {
+function startFixture(repo: string, src: string, ackLog: string, holdAfter?: number): { child: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "test", "fixtures", "needack-backup.mjs"), repo, src, ackLog, ...(holdAfter !== undefined ? [String(holdAfter)] : [])], {
     env: { ...env(), PATH: process.env.PATH ?? "" } as NodeJS.ProcessEnv,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -257,9 +266,10 @@ describe("NEEDACK: killed mid-backup", () => {
     for (let i = 0; i < FILES; i++) await fsp.writeFile(path.join(src, fileName(i)), fileContent(i));
     const ackLog = fresh("acks.log");
 
-    const first = startFixture(repo, src, ackLog);
+    // The first run holds after 60 files (it cannot complete): killed once 25 are acknowledged.
+    const first = startFixture(repo, src, ackLog, 60);
     const t0 = Date.now();
-    while (ackedPaths(ackLog).length < 25 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 20));
+    while (ackedPaths(ackLog).length < 25 && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 20));
     first.child.kill("SIGKILL");
     const end = await first.done;
     expect(end.signal, `fixture ended on its own: ${end.stdout} ${end.stderr}`).toBe("SIGKILL");

@@ -5,9 +5,11 @@
  * chowns to other users; one test drops to `nobody` with setpriv).
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, promises as fsp } from "node:fs";
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   builtCliExists,
@@ -20,10 +22,13 @@ import {
   expectExit,
   expectNoStackTrace,
   FAST_KDF,
+  hasStackTrace,
   lines,
   parseJson,
+  type RunningCoffer,
   startCoffer,
 } from "../helpers/cli.js";
+import { stageCli, type StagedCli } from "../helpers/stage.js";
 import {
   type AwkwardTree,
   compareTrees,
@@ -68,6 +73,7 @@ interface RunOpts {
   prefix?: string[];
   timeoutMs?: number;
   input?: string;
+  runtime?: StagedCli;
 }
 
 /** Runs the CLI; every run must be free of stack traces. */
@@ -78,6 +84,7 @@ async function run(args: string[], o: RunOpts = {}): Promise<CofferResult> {
     ...(o.prefix !== undefined ? { prefix: o.prefix } : {}),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
     ...(o.input !== undefined ? { input: o.input } : {}),
+    ...(o.runtime !== undefined ? { runtime: o.runtime } : {}),
   });
   expectNoStackTrace(r);
   return r;
@@ -402,6 +409,24 @@ describe("repository variants", () => {
     await rm(repo);
   });
 
+  it("create without KDF flags records argon2id 64 MiB, 3 passes, 4 lanes; one flag keeps the other defaults", async () => {
+    const kdfOf = async (repo: string) => {
+      const r = await ok(["at", repo, "info"]);
+      return /argon2id m=(\d+)MiB t=(\d+) p=(\d+)/.exec(r.stdout)?.slice(1).join(" ") ?? describeRun(r);
+    };
+    const plain = fresh("kdf-default");
+    await ok(["at", plain, "create"]);
+    expect(await kdfOf(plain)).toBe("64 3 4");
+    const more = fresh("kdf-memory");
+    await ok(["at", more, "create", "--kdf-memory", "8"]);
+    expect(await kdfOf(more)).toBe("8 3 4");
+    const help = await ok(["create", "--help"]);
+    expect(help.stdout).toMatch(/--kdf-memory <MiB>\s+argon2id memory \(default 64\)/);
+    expect(help.stdout).toMatch(/--kdf-passes <n>\s+argon2id passes \(default 3\)/);
+    await rm(plain);
+    await rm(more);
+  });
+
   it("--hashing sha256 --compression none round-trips and still encrypts", async () => {
     const tree = await awkward();
     const repo = fresh("sha256-repo");
@@ -651,10 +676,18 @@ describe.skipIf(!hasSetpriv)("an unreadable entry (backup run as nobody)", () =>
     await fsp.mkdir(nobodyTmp);
     execFileSync("chown", ["-R", "65534:65534", repo, nobodyHome, nobodyTmp]);
 
+    // nobody cannot be assumed to reach the checkout (it may sit in a 0700
+    // directory): it runs a copy of the built CLI and of Node from `work`.
     const asNobody = {
       prefix: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
-      env: { HOME: nobodyHome, TMPDIR: nobodyTmp },
+      // the caller's PATH may name directories nobody cannot search (under /root)
+      env: { HOME: nobodyHome, TMPDIR: nobodyTmp, PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+      runtime: await stageCli(path.join(work, "cli")),
     };
+    const started = await coffer(["--help"], { ...asNobody, env: env(asNobody.env), cwd: work });
+    expect(
+      started.exitCode === 0 && !hasStackTrace(started.stderr) ? "started" : `nobody could not start the staged CLI (${asNobody.runtime.bin}); every directory above ${work} must be enterable by all users (TMPDIR=${tmpdir()}): ${started.stderr.split("\n").find((l) => /Error|denied/.test(l)) ?? started.stderr.trim()}`,
+    ).toBe("started");
     const r = await run(["at", repo, "backup", src], asNobody);
     expectExit(r, EXIT.PARTIAL);
     expect(r.stdout.trim(), describeRun(r)).toMatch(/^[0-9a-f]{8}$/);
@@ -743,23 +776,54 @@ describe("large trees: crash safety, interruption, concurrency", () => {
     if (big) await rm(big);
   });
 
-  /** Resolves once `repo` holds at least `n` packfiles; rejects if `run` ends first. */
+  /** The big tree's files, in a fixed order: what the stream backups below are fed. */
+  const bigFiles = () => [0, 1, 2].flatMap((d) => Array.from({ length: 10 }, (_, f) => path.join(big, `d${d}`, `f${f}.bin`)));
+
+  /**
+   * Pipes `files` into a backup's open stdin; ends it only when `end` is
+   * set. A backup of `stdin:NAME` cannot finish before its input ends, so a
+   * test that leaves it open can signal the backup at leisure: no race
+   * between the signal and the end of the backup.
+   */
+  async function feed(job: RunningCoffer, files: string[], end: boolean): Promise<void> {
+    async function* concat() {
+      for (const f of files) yield* createReadStream(f);
+    }
+    await pipeline(concat, job.child.stdin!, { end });
+  }
+
+  /** Resolves once `repo` holds at least `n` packfiles (files appearing: no delay); rejects if `run` ends first. */
   async function waitForPacks(repo: string, n: number, running: Promise<CofferResult>): Promise<void> {
     let ended: CofferResult | undefined;
     void running.then((r) => (ended = r));
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 120_000; // a bound for a hung backup, not a timing assumption
     while (Date.now() < deadline) {
       if ((await packfiles(repo)).length >= n) return;
       if (ended) throw new Error(`the backup ended before ${n} packfiles were written\n${describeRun(ended)}`);
       await new Promise((r) => setTimeout(r, 20));
     }
-    throw new Error(`no ${n} packfiles after 60 s`);
+    throw new Error(`no ${n} packfiles after 120 s`);
+  }
+
+  /** Resolves once `jobs.length` backups hold a lock on `repo` at the same time; rejects if one ends first. */
+  async function waitForLocks(repo: string, jobs: RunningCoffer[]): Promise<void> {
+    let ended: CofferResult | undefined;
+    for (const j of jobs) void j.result.then((r) => (ended ??= r));
+    const deadline = Date.now() + 120_000;
+    while (Date.now() < deadline) {
+      const locks = await fsp.readdir(path.join(repo, "locks")).catch(() => []);
+      if (locks.filter((l) => /^[0-9a-f]+$/.test(l)).length >= jobs.length) return;
+      if (ended) throw new Error(`a backup ended before ${jobs.length} locks were held\n${describeRun(ended)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`no ${jobs.length} locks held at once after 120 s`);
   }
 
   it("a SIGKILLed backup leaves no snapshot and an intact repository; the next one reuses its packfiles", async () => {
     const repo = fresh("crash-repo");
     await createRepo(repo);
-    const job = startCoffer(["at", repo, "backup", "--json", big], { env: env(), cwd: base });
+    const job = startCoffer(["at", repo, "backup", "--json", "stdin:big.bin"], { env: env(), cwd: base, openStdin: true });
+    const fed = feed(job, bigFiles(), false).catch(() => {}); // fails with EPIPE once the backup is killed
     await waitForPacks(repo, 2, job.result);
     // The launcher re-executed itself (same PID) with coffer's V8 flags and malloc setting.
     if (process.platform === "linux") {
@@ -771,18 +835,26 @@ describe("large trees: crash safety, interruption, concurrency", () => {
     }
     job.child.kill("SIGKILL");
     const killed = await job.result;
+    job.child.stdin?.destroy();
+    await fed;
     expect(killed.signal, describeRun(killed)).toBe("SIGKILL");
 
     const snaps = parseJson<unknown[]>(await ok(["at", repo, "ls", "--json"]));
     expect(snaps).toEqual([]);
     await ok(["at", repo, "check"]);
 
-    const j = await backupJson(repo, big);
+    const again = startCoffer(["at", repo, "backup", "--json", "stdin:big.bin"], { env: env(), cwd: base, openStdin: true });
+    await feed(again, bigFiles(), true);
+    const r = expectExit(await again.result, EXIT.OK);
+    expectNoStackTrace(r);
+    const j = parseJson<BackupJson>(r);
     expect(j.bytes).toBe(total);
     expect(j.newBytes, `newBytes ${j.newBytes} of ${total}: uploaded packfiles reused`).toBeLessThanOrEqual(total - 16 * MiB);
     await ok(["at", repo, "check"]);
     const { dir } = await restoreInto(repo, short(j.id));
-    await expectSameTree(big, dir);
+    const whole = createHash("sha256");
+    for (const f of bigFiles()) whole.update(await fsp.readFile(f));
+    expect(await hashFile(path.join(dir, "big.bin"))).toBe(whole.digest("hex"));
     await rm(dir);
     await rm(repo);
   });
@@ -790,10 +862,13 @@ describe("large trees: crash safety, interruption, concurrency", () => {
   it("SIGINT interrupts a backup with exit 130 and no snapshot", async () => {
     const repo = fresh("int-repo");
     await createRepo(repo);
-    const job = startCoffer(["at", repo, "backup", big], { env: env(), cwd: base });
+    const job = startCoffer(["at", repo, "backup", "stdin:big.bin"], { env: env(), cwd: base, openStdin: true });
+    const fed = feed(job, bigFiles(), false).catch(() => {});
     await waitForPacks(repo, 1, job.result);
     job.child.kill("SIGINT");
     const r = await job.result;
+    job.child.stdin?.destroy();
+    await fed;
     expectExit(r, EXIT.INTERRUPTED);
     expectNoStackTrace(r);
     expect(parseJson<unknown[]>(await ok(["at", repo, "ls", "--json"]))).toEqual([]);
@@ -804,23 +879,17 @@ describe("large trees: crash safety, interruption, concurrency", () => {
   it("two concurrent backups (shared locks) both succeed", async () => {
     const repo = fresh("conc-repo");
     await createRepo(repo);
-    const src = path.join(big, "d0");
-    const a = startCoffer(["at", repo, "backup", "--json", src], { env: env(), cwd: base });
-    const b = startCoffer(["at", repo, "backup", "--json", "--tag", "b", src], { env: env(), cwd: base });
-    let maxLocks = 0;
-    let done = false;
-    const both = Promise.all([a.result, b.result]).finally(() => (done = true));
-    while (!done) {
-      const locks = await fsp.readdir(path.join(repo, "locks")).catch(() => []);
-      maxLocks = Math.max(maxLocks, locks.filter((n) => /^[0-9a-f]+$/.test(n)).length);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    const [ra, rb] = await both;
+    const files = bigFiles().slice(0, 10);
+    const a = startCoffer(["at", repo, "backup", "--json", "stdin:d0.bin"], { env: env(), cwd: base, openStdin: true });
+    const b = startCoffer(["at", repo, "backup", "--json", "--tag", "b", "stdin:d0.bin"], { env: env(), cwd: base, openStdin: true });
+    // Neither can finish before its input ends: both hold their shared lock at once, then both are fed.
+    await waitForLocks(repo, [a, b]);
+    await Promise.all([feed(a, files, true), feed(b, files, true)]);
+    const [ra, rb] = await Promise.all([a.result, b.result]);
     for (const r of [ra, rb]) {
       expectNoStackTrace(r);
       expectExit(r, EXIT.OK);
     }
-    expect(maxLocks, "both backups held their (shared) lock at the same time").toBeGreaterThanOrEqual(2);
     const ja = parseJson<BackupJson>(ra);
     const jb = parseJson<BackupJson>(rb);
     const snaps = parseJson<{ id: string }[]>(await ok(["at", repo, "ls", "--json"]));
@@ -828,7 +897,9 @@ describe("large trees: crash safety, interruption, concurrency", () => {
     expect(await fsp.readdir(path.join(repo, "locks")).catch(() => [])).toEqual([]);
     await ok(["at", repo, "check"]);
     const { dir } = await restoreInto(repo, short(jb.id));
-    await expectSameTree(src, dir);
+    const whole = createHash("sha256");
+    for (const f of files) whole.update(await fsp.readFile(f));
+    expect(await hashFile(path.join(dir, "d0.bin"))).toBe(whole.digest("hex"));
     await rm(dir);
     await rm(repo);
   });

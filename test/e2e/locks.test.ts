@@ -35,7 +35,7 @@ import {
 
 const PASS = "locks test passphrase";
 const HOLD_LOCK = path.join(PROJECT_ROOT, "test", "fixtures", "hold-lock.mjs");
-const READY_TIMEOUT_MS = 10_000;
+const READY_TIMEOUT_MS = 60_000; // a bound for a hung holder: a loaded machine may take seconds to start one
 const CLI_TIMEOUT_MS = 20_000;
 
 let base = "";

@@ -35,11 +35,15 @@ export interface CofferOptions {
   env?: Env;
   /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
   input?: string | Buffer;
+  /** Leave stdin an open pipe (`child.stdin`) for the test to write and end: a gate the CLI cannot pass alone. */
+  openStdin?: boolean;
   cwd?: string;
   /** Killed with SIGKILL after this long (default 150 s); `timedOut` is then set. */
   timeoutMs?: number;
   /** A command to run the CLI under, e.g. ["setpriv", "--reuid=65534", ...]. */
   prefix?: string[];
+  /** Another Node and launcher than the tests' own (e.g. a copy another user can reach). */
+  runtime?: { node: string; bin: string };
 }
 
 export interface CofferResult {
@@ -85,22 +89,20 @@ export interface RunningCoffer {
 
 /** Starts the CLI and returns at once (for tests that signal or race it). */
 export function startCoffer(args: readonly string[], opts: CofferOptions = {}): RunningCoffer {
-  const argv = [...(opts.prefix ?? []), process.execPath, COFFER_BIN, ...args];
+  const argv = [...(opts.prefix ?? []), opts.runtime?.node ?? process.execPath, opts.runtime?.bin ?? COFFER_BIN, ...args];
   const command = ["coffer", ...args].map(quote).join(" ");
   const t0 = Date.now();
   const child = spawn(argv[0] as string, argv.slice(1), {
     cwd: opts.cwd ?? PROJECT_ROOT,
     env: mergeEnv(opts.env),
-    stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+    stdio: [opts.input === undefined && !opts.openStdin ? "ignore" : "pipe", "pipe", "pipe"],
   });
+  child.stdin?.on("error", () => {}); // the CLI may exit (or be killed) before reading it
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   child.stdout?.on("data", (d: Buffer) => out.push(d));
   child.stderr?.on("data", (d: Buffer) => err.push(d));
-  if (opts.input !== undefined && child.stdin) {
-    child.stdin.on("error", () => {}); // the CLI may exit before reading it
-    child.stdin.end(opts.input);
-  }
+  if (opts.input !== undefined && child.stdin) child.stdin.end(opts.input);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -127,6 +129,26 @@ export function startCoffer(args: readonly string[], opts: CofferOptions = {}): 
     });
   });
   return { child, command, result };
+}
+
+/**
+ * Resolves with the CLI's stderr so far once it matches `re` (an event to
+ * signal on, instead of a delay); rejects, with the run described, if the
+ * process ends first.
+ */
+export function waitForStderr(job: RunningCoffer, re: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const onData = (d: Buffer) => {
+      text += d.toString("utf8");
+      if (re.test(text)) {
+        job.child.stderr?.off("data", onData);
+        resolve(text);
+      }
+    };
+    job.child.stderr?.on("data", onData);
+    void job.result.then((r) => reject(new Error(`${job.command} ended before its stderr matched ${re}\n${describeRun(r)}`)), reject);
+  });
 }
 
 /** Runs the CLI to completion: `coffer(args, {env, input}) -> {stdout, stderr, exitCode}`. */

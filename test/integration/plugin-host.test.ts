@@ -465,10 +465,11 @@ describe("faults", () => {
   });
 
   it("hangs past the deadline in Ping, and in Close", async () => {
-    const imp = keep(await PluginImporter.start(faulty("hang-ping", 1000), "faulty", {}, options()));
+    // The deadline covers Init too, which this plugin answers: long enough for a loaded machine to start it.
+    const imp = keep(await PluginImporter.start(faulty("hang-ping", 5000), "faulty", {}, options()));
     const e = await rejection(imp.ping());
     expect(e.code).toBe("IO");
-    expect(e.message).toMatch(/plugin faulty: did not answer Ping within 1000 ms/);
+    expect(e.message).toMatch(/plugin faulty: did not answer Ping within 5000 ms/);
     const pid = imp.pid;
     expect(alive(pid)).toBe(true);
     await imp.close();

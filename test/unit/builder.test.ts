@@ -63,7 +63,7 @@ class ScriptedImporter implements Importer {
   constructor(
     readonly flags: number,
     private readonly records: Planned[],
-    private readonly o: { delayMs?: number; failAfter?: number; failWhen?: () => boolean } = {},
+    private readonly o: { failAfter?: number; failWhen?: () => boolean; hold?: { after: number; until: Promise<void> } } = {},
   ) {}
 
   async ping(): Promise<void> {}
@@ -82,9 +82,10 @@ class ScriptedImporter implements Importer {
     collecting.catch(() => {});
     let n = 0;
     for (const p of this.records) {
-      if (this.o.failAfter !== undefined && n++ >= this.o.failAfter) throw new CofferError("IO", "source went away");
+      if (this.o.failAfter !== undefined && n >= this.o.failAfter) throw new CofferError("IO", "source went away");
+      n++;
       if (this.o.failWhen?.()) throw new CofferError("IO", "source went away");
-      if (this.o.delayMs) await new Promise((r) => setTimeout(r, this.o.delayMs));
+      if (this.o.hold && n === this.o.hold.after) await this.o.hold.until; // a gate the test opens
       const rec: ImportRecord = { pathname: p.pathname, fileInfo: { ...info(p.pathname.split("/").at(-1) ?? "", p.kind), size: p.content?.byteLength ?? 0 } };
       if (p.error) rec.error = p.error;
       if (p.linkTarget) rec.linkTarget = p.linkTarget;
@@ -105,7 +106,8 @@ class ScriptedImporter implements Importer {
   }
 }
 
-const FAST: CheckpointPolicy = { intervalMs: 30, bytes: 0 };
+/** A checkpoint as soon as content was read since the last one (and none is committing): no timer involved. */
+const EVERY_FILE: CheckpointPolicy = { intervalMs: 0, bytes: 1 };
 
 async function run(repo: Repository, imp: Importer, checkpoints?: CheckpointPolicy) {
   return backup(repo, { importer: imp, hostname: "h", username: "u", os: "linux", arch: "x64", workers: 0, checkpoints });
@@ -127,7 +129,7 @@ describe("backup: the result stream", () => {
     records.push({ pathname: "/bad", kind: "file", error: "permission denied" });
     records.push({ pathname: "/unopenable", kind: "file", openFails: true });
     const imp = new ScriptedImporter(LocationFlag.NEEDACK, records);
-    const { header } = await run(repo, imp, FAST);
+    const { header } = await run(repo, imp, EVERY_FILE);
     await new Promise((r) => setImmediate(r));
     expect(imp.resultsEnded).toBe(true);
     const byPath = new Map<string, ImportResult[]>();
@@ -159,7 +161,11 @@ describe("backup: NEEDACK and checkpoints", () => {
   it("an ack arrives only once a committed snapshot holds the record's data", async () => {
     const { repo, store } = await makeRepo();
     const records = plan(40);
-    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { delayMs: 5 });
+    // The source holds its last 20 records until the first ack has been checked,
+    // so that check runs while the backup cannot have finished.
+    let firstChecked!: () => void;
+    const until = new Promise<void>((r) => (firstChecked = r));
+    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { hold: { after: 22, until } });
     const checks: Promise<void>[] = [];
     const seenPartial: string[] = [];
     imp.onResult = (r) => {
@@ -176,10 +182,10 @@ describe("backup: NEEDACK and checkpoints", () => {
           const got = await contentAt(other, latest.id, p.pathname);
           expect(got && Buffer.from(got).equals(p.content!), p.pathname).toBe(true);
           await other.close();
-        })(),
+        })().finally(firstChecked),
       );
     };
-    const { header } = await run(repo, imp, FAST);
+    const { header } = await run(repo, imp, EVERY_FILE);
     await Promise.all(checks);
     // Acks came during the backup, from checkpoints, not all at the end.
     expect(seenPartial.length).toBeGreaterThan(0);
@@ -197,8 +203,8 @@ describe("backup: NEEDACK and checkpoints", () => {
   it("a failed backup leaves one partial snapshot with every acked record; the next backup resumes from it", async () => {
     const { repo, store } = await makeRepo();
     const records = plan(60);
-    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { delayMs: 4, failAfter: 45 });
-    await expect(run(repo, imp, FAST)).rejects.toMatchObject({ code: "IO" });
+    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { failAfter: 45 });
+    await expect(run(repo, imp, EVERY_FILE)).rejects.toMatchObject({ code: "IO" });
     await new Promise((r) => setImmediate(r));
     expect(imp.resultsEnded).toBe(true);
     const acked = imp.results.filter((r) => !r.error).map((r) => r.record.pathname);
@@ -222,7 +228,7 @@ describe("backup: NEEDACK and checkpoints", () => {
     // Resume: the partial snapshot is the parent, unchanged files are not read again.
     const again = await Repository.open(store, { passphrase: async () => null });
     const imp2 = new ScriptedImporter(LocationFlag.NEEDACK, records);
-    const { header, parent } = await run(again, imp2, FAST);
+    const { header, parent } = await run(again, imp2, EVERY_FILE);
     expect(parent && toHex(parent.id)).toBe(toHex(visible[0]!.id));
     const ackedFiles = acked.filter((p) => records.find((x) => x.pathname === p)!.content);
     const readAgain = records.filter((x) => x.content && !ackedFiles.includes(x.pathname)).reduce((n, x) => n + x.content!.byteLength, 0);
@@ -237,19 +243,26 @@ describe("backup: a failure while a checkpoint commits", () => {
   it("lets the checkpoint finish and answers its records before the results end; no worker runs on", async () => {
     const { repo, store } = await makeRepo();
     const records = plan(80);
+    // The first checkpoint's commit is held until the source has failed (a gate, not a delay).
     let committing = false;
+    let sourceFailed!: () => void;
+    const failed = new Promise<void>((r) => (sourceFailed = r));
     const commit = repo.commitSnapshot.bind(repo);
     repo.commitSnapshot = async (...a: Parameters<Repository["commitSnapshot"]>) => {
       committing = true;
-      await new Promise((r) => setTimeout(r, 60));
+      await failed;
       try {
         await commit(...a);
       } finally {
         committing = false;
       }
     };
-    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { delayMs: 3, failWhen: () => committing });
-    await expect(run(repo, imp, FAST)).rejects.toMatchObject({ code: "IO", message: /source went away/ });
+    const failWhen = () => {
+      if (committing) sourceFailed();
+      return committing;
+    };
+    const imp = new ScriptedImporter(LocationFlag.NEEDACK, records, { failWhen });
+    await expect(run(repo, imp, EVERY_FILE)).rejects.toMatchObject({ code: "IO", message: /source went away/ });
     await new Promise((r) => setImmediate(r));
     expect(imp.resultsEnded).toBe(true);
     const acked = imp.results.filter((r) => !r.error).map((r) => r.record.pathname).filter((p) => p.startsWith("/d/f")).sort();
@@ -260,7 +273,7 @@ describe("backup: a failure while a checkpoint commits", () => {
       return n;
     };
     const before = await stored();
-    await new Promise((r) => setTimeout(r, 150));
+    await new Promise((r) => setImmediate(r));
     expect(await stored(), "nothing is stored after backup() returned").toBe(before);
     await repo.close();
 
@@ -301,7 +314,7 @@ describe("backup: extended attributes as records of their own (Kloset)", () => {
     // Twice: the second time, the files are found unchanged in the parent snapshot.
     for (const round of [1, 2]) {
       answers.length = 0;
-      const { header } = await run(repo, imp, FAST);
+      const { header } = await run(repo, imp, EVERY_FILE);
       expect(header.summary.readBytes).toBe(round === 1 ? 3 : 0);
       const reader = new TreeReader(repo);
       const f = await reader.lookup(header.root, "/f");

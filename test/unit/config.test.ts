@@ -11,6 +11,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   CONFIG_MAGIC,
+  DEFAULT_KDF,
   decodeConfig,
   encodeConfig,
   FORMAT_VERSION,
@@ -336,6 +337,29 @@ describe("unlock", () => {
     for (const p of ["", "correct horse battery stapl", "Correct horse battery staple", "correct horse battery staple "]) {
       expectCode(await rejectionOf(unlock(decoded, p)), "WRONG_PASSPHRASE");
     }
+  });
+
+  it("a configuration with parameters other than the default unlocks with its own parameters", async () => {
+    // As a repository created before the default changed (or with --kdf-memory/--kdf-passes):
+    // every KDF number differs from DEFAULT_KDF, and the key is wrapped by hand under exactly them.
+    const own = { memory: 16384, passes: 2, parallelism: 1 };
+    for (const k of ["memory", "passes", "parallelism"] as const) expect(own[k]).not.toBe(DEFAULT_KDF[k]);
+    const made = await newConfig(opts("old repo", { kdf: own }));
+    const decoded = decodeConfig(encodeConfig(made.config));
+    expect(decoded.encryption?.kdf).toMatchObject({ algorithm: "argon2id", ...own });
+    expect(toHex(await unlock(decoded, "old repo"))).toBe(toHex(made.masterKey));
+    // The recorded parameters are what unwraps it: the same salt under DEFAULT_KDF does not.
+    const asDefault: RepositoryConfig = { ...decoded, encryption: { ...decoded.encryption!, kdf: { ...decoded.encryption!.kdf, ...DEFAULT_KDF } } };
+    expectCode(await rejectionOf(unlock(asDefault, "old repo")), "WRONG_PASSPHRASE");
+  });
+
+  it("a new configuration without KDF options gets RFC 9106's second recommended option", async () => {
+    expect(DEFAULT_KDF).toEqual({ memory: 64 * 1024, passes: 3, parallelism: 4 });
+    const { kdf: _omit, ...noKdf } = opts("default");
+    const made = await newConfig(noKdf);
+    expect(made.config.encryption?.kdf).toMatchObject({ algorithm: "argon2id", memory: 65536, passes: 3, parallelism: 4 });
+    expect(made.config.encryption?.kdf.salt.byteLength).toBe(16);
+    expect(toHex(await unlock(decodeConfig(encodeConfig(made.config)), "default"))).toBe(toHex(made.masterKey));
   });
 
   it("a null passphrase for an encrypted repository is NO_PASSPHRASE", async () => {

@@ -505,7 +505,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
     const tmpSize = () => statSync(join(root, "tmp", tmpFiles(root)[0]!)).size;
     const total = blobs.reduce((n, b) => n + b.byteLength, 0);
     // less than 256 KiB waits to be written
-    for (let i = 0; i < 500 && store.written <= total - (256 << 10); i++) await new Promise((r) => setTimeout(r, 10));
+    while (store.written <= total - (256 << 10)) await new Promise((r) => setTimeout(r, 10)); // until it happens (the test's timeout bounds it)
     expect(store.written).toBeGreaterThan(total - (256 << 10));
     expect(tmpFiles(root)).toHaveLength(1);
     expect(tmpSize()).toBeGreaterThanOrEqual(store.written);
@@ -640,7 +640,7 @@ describe("commitSnapshot", () => {
     let resolved = false;
     const p = repo.commitSnapshot(id, header).then(() => (resolved = true));
     await reached;
-    await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r)); // turns for a wrong commit to resolve in (no delay)
     expect(resolved).toBe(false);
     let r2 = await reopen(store);
     expect(r2.snapshotIds().map(toHex)).not.toContain(toHex(id));
@@ -678,8 +678,11 @@ describe("commitSnapshot", () => {
     const { store, repo } = await fresh(true);
     const tree = prng(16, 100);
     const treeMac = (await repo.putBlob(BlobType.TREE, tree)).mac;
+    // The first packfile upload is held until the test has named it as the one to fail (a gate, not a delay).
     let first = true;
-    store.beforePut = (r) => (r === Resource.PACKFILE ? new Promise((res) => setTimeout(res, first ? ((first = false), 40) : 0)) : Promise.resolve());
+    let named!: () => void;
+    const isNamed = new Promise<void>((res) => (named = res));
+    store.beforePut = (r) => (r === Resource.PACKFILE && first ? ((first = false), isNamed) : Promise.resolve());
     store.failPut = (r, m) => r === Resource.PACKFILE && m === failing;
     let failing = "";
     const id = randomKey();
@@ -688,6 +691,7 @@ describe("commitSnapshot", () => {
     const filler = repo.addEncoded(BlobType.CHUNK, randomKey(), PACK, prng(18, PACK));
     await filler;
     failing = puts(store, Resource.PACKFILE, "start")[0] ?? "";
+    named();
     expect(failing).not.toBe("");
     expectCode(await commit, "IO");
     const r2 = await reopen(store);

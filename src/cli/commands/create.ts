@@ -1,6 +1,6 @@
 /** `coffer create`: initialise a repository at the location. */
 import { Command, Option } from "commander";
-import { MAX_KDF_MEMORY_KIB } from "../../repository/config.js";
+import { DEFAULT_KDF, MAX_KDF_MEMORY_KIB } from "../../repository/config.js";
 import type { Store } from "../../connectors/store.js";
 import { Repository } from "../../repository/repository.js";
 import { CofferError } from "../../util/errors.js";
@@ -43,7 +43,7 @@ async function createIn(store: Store, location: string, o: CreateOptions, ctx: C
     mac: o.hashing === "sha256" ? "hmac-sha256" : "blake3",
     compression: o.compression,
     ...(o.kdfMemory !== undefined || o.kdfPasses !== undefined
-      ? { kdf: { memory: (o.kdfMemory ?? 256) * 1024, passes: o.kdfPasses ?? 4, parallelism: 1 } }
+      ? { kdf: { ...DEFAULT_KDF, ...(o.kdfMemory !== undefined ? { memory: o.kdfMemory * 1024 } : {}), ...(o.kdfPasses !== undefined ? { passes: o.kdfPasses } : {}) } }
       : {}),
   });
   if (o.json) ctx.stdout.write(`${JSON.stringify({ id: toHex(config.id), location, encrypted: config.encryption !== null })}\n`);
@@ -61,8 +61,8 @@ export function createCommand(ctx: () => Context): Command {
     .option("--plaintext", "do not encrypt (content is still authenticated)")
     .addOption(new Option("--hashing <alg>", "chunk MAC").choices(["blake3", "sha256"]).default("blake3"))
     .addOption(new Option("--compression <alg>", "blob compression").choices(["zstd", "none"]).default("zstd"))
-    .option("--kdf-memory <MiB>", "argon2id memory (default 256)", positiveInt("--kdf-memory"))
-    .option("--kdf-passes <n>", "argon2id passes (default 4)", positiveInt("--kdf-passes"))
+    .option("--kdf-memory <MiB>", `argon2id memory (default ${DEFAULT_KDF.memory / 1024})`, positiveInt("--kdf-memory"))
+    .option("--kdf-passes <n>", `argon2id passes (default ${DEFAULT_KDF.passes})`, positiveInt("--kdf-passes"))
     .option("--json", "print the result as JSON")
     .action(async (o: CreateOptions) => runCreate(o, ctx()));
 }
