@@ -58,8 +58,12 @@ export function xattrError(errno: number): XattrError {
   return new XattrError(errno, code, text !== "" ? `${code} (${text})` : code);
 }
 
-/** Largest attribute list and value Linux allows (XATTR_LIST_MAX, XATTR_SIZE_MAX): one scratch buffer fits either. */
-const SCRATCH = 64 << 10;
+/**
+ * The first try's buffer: most lists and values fit, and it stays small
+ * because the kernel allocates as much as it is offered on every call (a
+ * 64 KiB offer made a no-change backup of /usr/share 2x slower).
+ */
+const SCRATCH = 1024;
 const NUL = Buffer.alloc(1);
 const cstr = (b: Buffer): Buffer => Buffer.concat([b, NUL]);
 
