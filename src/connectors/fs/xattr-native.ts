@@ -83,7 +83,12 @@ function bind(): Raw | undefined {
   const koffi = createRequire(import.meta.url)("koffi") as typeof Koffi;
   const n = (v: number | bigint) => Number(v);
   if (process.platform === "linux") {
-    const libc = koffi.load("libc.so.6");
+    let libc: Koffi.LibraryHandle;
+    try {
+      libc = koffi.load("libc.so.6");
+    } catch {
+      libc = koffi.load(null); // not glibc (musl): the symbols the process already has
+    }
     const list = libc.func("intptr_t llistxattr(const void *path, void *list, uintptr_t size)") as Fn;
     const get = libc.func("intptr_t lgetxattr(const void *path, const void *name, void *value, uintptr_t size)") as Fn;
     const set = libc.func("int lsetxattr(const void *path, const void *name, const void *value, uintptr_t size, int flags)") as Fn;
