@@ -19,6 +19,7 @@ import { FsImporter } from "../../src/connectors/fs/importer.js";
 import { importerKit } from "../../src/sdk/kits/index.js";
 import type { ExpectedEntry } from "../../src/sdk/kits/index.js";
 import { vitestHarness } from "./harness.js";
+import { setXattr } from "../helpers/tree.js";
 
 const isRoot = process.getuid?.() === 0;
 const PATH_MAX = 4096;
@@ -79,8 +80,8 @@ async function makeTree(): Promise<{ root: string; expected: ExpectedEntry[]; cl
       { name: "user.coffer.bin", value: bin },
     ],
   });
-  run("setfattr", ["-n", "user.coffer.text", "-v", `0s${text.toString("base64")}`, abs("xattrs.txt")]);
-  run("setfattr", ["-n", "user.coffer.bin", "-v", `0x${bin.toString("hex")}`, abs("xattrs.txt")]);
+  setXattr(abs("xattrs.txt"), "user.coffer.text", text);
+  setXattr(abs("xattrs.txt"), "user.coffer.bin", bin);
 
   // Unreadable for anyone but root.
   await file("locked", Buffer.from("secret\n"), 0o000, isRoot ? {} : { content: undefined, contentError: true });

@@ -2,27 +2,26 @@
  * Reads a directory tree back as the exporter kit compares it: one
  * ExpectedEntry per entry, "/" being the directory itself. Walks with lstat
  * (kinds, modes, mtimes, content, symlink targets, hard links by inode as
- * `sameAs` the first name in sorted order) and reads user.* xattrs with
- * getfattr. Shared by the exporter conformance tests that read back a tree
+ * `sameAs` the first name in sorted order) and reads user.* xattrs through
+ * the libc binding (no getfattr needed). Shared by the exporter conformance tests that read back a tree
  * (fs, and tar after GNU tar extracted the archive).
  */
-import { spawnSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import { join } from "node:path";
 import { kindOf } from "../../src/connectors/fs/importer.js";
+import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
 import type { Xattr } from "../../src/connectors/records.js";
 import type { ExpectedEntry } from "../../src/sdk/kits/index.js";
 
-/** user.* attributes of one entry (symlinks not followed), values as getfattr prints them in hex. */
+/** user.* attributes of one entry (symlinks not followed), sorted by name. */
 export function userXattrs(path: string): Xattr[] {
-  const r = spawnSync("getfattr", ["-h", "-d", "-m", "^user\\.", "-e", "hex", "--absolute-names", "--", path], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`getfattr ${path}: ${r.stderr}`);
-  const out: Xattr[] = [];
-  for (const line of r.stdout.split("\n")) {
-    const m = /^(user\.[^=]+)=0x([0-9a-f]*)$/.exec(line);
-    if (m) out.push({ name: m[1] as string, value: new Uint8Array(Buffer.from(m[2] as string, "hex")) });
-  }
-  return out;
+  const sys = xattrSyscalls();
+  const p = Buffer.from(path);
+  return sys
+    .list(p)
+    .filter((n) => n.subarray(0, 5).toString() === "user.")
+    .sort(Buffer.compare)
+    .map((n) => ({ name: n.toString("utf8"), value: new Uint8Array(sys.get(p, n)) }));
 }
 
 /** The tree at `target` ([] when there is nothing there). */

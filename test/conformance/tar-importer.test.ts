@@ -32,6 +32,7 @@ import { TarImporter } from "../../src/connectors/tar/importer.js";
 import { importerKit } from "../../src/sdk/kits/index.js";
 import type { ExpectedEntry, ImporterFixture } from "../../src/sdk/kits/index.js";
 import { vitestHarness } from "./harness.js";
+import { setXattr } from "../helpers/tree.js";
 
 const MiB = 1 << 20;
 
@@ -82,7 +83,7 @@ const gnuSource = once(async (): Promise<Source> => {
     entries.push({ pathname: `/${rel}`, kind: "file", size: content.byteLength, content, mode, ...extra });
   };
   const setXattrs = (rel: string, xattrs: { name: string; value: Buffer }[]) => {
-    for (const x of xattrs) run("setfattr", ["-h", "-n", x.name, "-v", `0x${x.value.toString("hex")}`, abs(rel)]);
+    for (const x of xattrs) setXattr(abs(rel), x.name, x.value);
     const e = entries.find((en) => en.pathname === `/${rel}`) as ExpectedEntry;
     e.xattrs = xattrs.map((x) => ({ name: x.name, value: new Uint8Array(x.value) }));
   };

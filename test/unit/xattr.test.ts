@@ -57,6 +57,22 @@ describe("libc binding", () => {
     expect(sys.list(file).some((n) => n.equals(RAW))).toBe(false);
   });
 
+  it("reads lists and values larger than its first buffer (1 KiB: ERANGE, then the size, then again)", async () => {
+    const sys = xattrSyscalls();
+    // ext4 keeps all of an inode's attributes in one 4 KiB block: a long list of empty values, a large value apart.
+    const many = b(join(dir, "many"));
+    await writeFile(many, "");
+    const names = Array.from({ length: 45 }, (_, i) => `user.attribute-number-${String(i).padStart(3, "0")}`);
+    for (const n of names) sys.set(many, b(n), Buffer.alloc(0));
+    expect(names.join("\0").length).toBeGreaterThan(1024);
+    expect(sys.list(many).map((n) => n.toString()).sort()).toEqual(names);
+    const large = b(join(dir, "large"));
+    await writeFile(large, "");
+    const big = Buffer.alloc(3500, 0x5a);
+    sys.set(large, b("user.big"), big);
+    expect(sys.get(large, b("user.big")).equals(big)).toBe(true);
+  });
+
   it("fails with the errno's name: a missing entry, a missing attribute, user.* on a symlink", async () => {
     const sys = xattrSyscalls();
     const codeOf = (f: () => unknown) => {

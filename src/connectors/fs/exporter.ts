@@ -8,9 +8,12 @@
  *
  * Metadata order, per entry: owner (chown clears setuid bits and file
  * capabilities), then extended attributes but ACLs and capabilities (the new
- * entry is still writable by its owner), then the mode, then the ACLs (a
- * chmod after them would rewrite an access ACL's mask) and capabilities,
- * then the mtime. An attribute that cannot be set fails its entry (exit 3).
+ * entry is still writable by its owner), then the mode, then the ACLs and
+ * capabilities, then the mtime. A chmod after an access ACL rewrites its
+ * mask from the mode's group bits: harmless when the mode is the one
+ * stored with the ACL, but set last the ACL is exactly the stored one
+ * whatever the mode. An attribute that cannot be set fails its entry
+ * (exit 3).
  *
  * Times: Node's utimes takes seconds as a double, so restored mtimes are
  * exact to about a quarter of a microsecond, not to the nanosecond.

@@ -6,12 +6,13 @@
  * also trusted.*, security.* and the POSIX ACLs (system.posix_acl_*).
  */
 
+import { constants } from "node:os";
 import type { Xattr } from "../records.js";
 import { escapeName, nameFromBytes, nameToBytes } from "../../util/names.js";
 import { isUnsupported, xattrSyscalls, type XattrError } from "./xattr-native.js";
-import { constants } from "node:os";
 
-const ENODATA = constants.errno.ENODATA;
+/** "No such attribute": ENODATA on Linux, ENOATTR (93, not in Node's table) on macOS. */
+const ENODATA = process.platform === "darwin" ? 93 : constants.errno.ENODATA;
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 const errnoOf = (e: unknown): number | undefined => (e instanceof Error && typeof (e as XattrError).errno === "number" ? (e as XattrError).errno : undefined);
