@@ -302,7 +302,6 @@ export class FsExporter implements Exporter {
     }
     if (at !== abs) await rename(at, fsPath(abs));
   }
-  private nodeCount = 0;
 }
 
 function unsafe(pathname: string, why: string): CofferError {
