@@ -71,6 +71,8 @@ export class FsExporter implements Exporter {
    */
   private readonly freshDirs = new Set<string>();
   private readonly dirs: PendingDir[] = [];
+  /** Temporary names given to FIFOs and devices made for a path that is not UTF-8 (makeNode). */
+  private nodeCount = 0;
 
   constructor(root: string, opts: FsExporterOptions = {}) {
     this.root = resolve(root);
