@@ -91,3 +91,11 @@ function readIds(file: string): Map<string, number> {
   }
   return m;
 }
+
+/** The permissions of an ACL xattr's mask entry (what the kernel shows as the group bits), if it has one. */
+export function aclMask(value: Uint8Array): number | undefined {
+  const b = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  if (b.length < 4 || b.readUInt32LE(0) !== VERSION) return undefined;
+  for (let i = 4; i + 8 <= b.length; i += 8) if (b.readUInt16LE(i) === TAG.mask) return b.readUInt16LE(i + 2) & 7;
+  return undefined;
+}

@@ -47,6 +47,7 @@ import { LocationFlag } from "../flags.js";
 import type { ExportRecord, ExportResult, Exporter, ImportOptions, Xattr } from "../records.js";
 import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { devNumbers, safeParts } from "../fs/exporter.js";
+import { isRawName, nameToBytes } from "../../util/names.js";
 import { encodeXattrName, fitsUstarName, formatPaxTime, isAscii, padding, paxRecord, ustarBlock, ustarStandIn } from "./format.js";
 
 export interface TarExporterOptions {
@@ -337,7 +338,7 @@ export class TarExporter implements Exporter {
     for (const [field, v] of [["uname", info.username], ["gname", info.groupname]] as const) {
       if (v === undefined || v === "") continue;
       if (/^[\x20-\x7e]{1,31}$/.test(v)) h[field] = v;
-      else pax.push(paxRecord(field, v));
+      else pax.push(paxRecord(field, nameToBytes(v)));
     }
     const secs = info.mtimeNs / 1_000_000_000n;
     const exactSecs = info.mtimeNs % 1_000_000_000n === 0n;
@@ -372,14 +373,21 @@ export class TarExporter implements Exporter {
   private paxHeader(e: Entry): Buffer[] | undefined {
     const h = e.h;
     const records: Buffer[] = [];
+    // A name that is not UTF-8 goes as its bytes, with hdrcharset=BINARY (as GNU tar writes it).
+    let binary = false;
+    const bytesOf = (s: string): Buffer => {
+      if (isRawName(s)) binary = true;
+      return nameToBytes(s);
+    };
     if (!fitsUstarName(h.name)) {
-      records.push(paxRecord("path", h.name));
+      records.push(paxRecord("path", bytesOf(h.name)));
       h.name = ustarStandIn(h.name);
     }
     if (typeof h.linkname === "string" && h.linkname !== "" && !(isAscii(h.linkname) && h.linkname.length <= 100)) {
-      records.push(paxRecord("linkpath", h.linkname));
+      records.push(paxRecord("linkpath", bytesOf(h.linkname)));
       h.linkname = ustarStandIn(h.linkname);
     }
+    if (binary) records.unshift(paxRecord("hdrcharset", "BINARY"));
     if ((h.size ?? 0) > MAX_OCT11) records.push(paxRecord("size", String(h.size)));
     records.push(...e.records);
     if (records.length === 0) return undefined;

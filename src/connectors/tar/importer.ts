@@ -46,7 +46,7 @@ import { LocationFlag } from "../flags.js";
 import type { EntryKind, FileInfo, ImportOptions, Importer, ImportRecord, ImportResult, Xattr } from "../records.js";
 import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
 import { escapeName } from "../../util/names.js";
-import { aclXattr } from "./acl.js";
+import { aclMask, aclXattr } from "./acl.js";
 import { decodeXattrName, makedev, normaliseName, quarantinePath } from "./format.js";
 import { TarDamage, TarReader, Typeflag } from "./reader.js";
 import type { ChunkSource, SparseMap, TarMember } from "./reader.js";
@@ -267,6 +267,10 @@ export class TarImporter implements Importer {
     if (!this.opts.noXattr) {
       const x = xattrsOf(m.pax, (msg) => this.warn(`${this.archive}: member ${JSON.stringify(escapeName(m.name))}: ${msg}`));
       if (x.length > 0) rec.xattrs = x;
+      // With an access ACL the group bits are its mask, as the kernel shows them once the ACL is set.
+      const acl = x.find((a) => a.name === "system.posix_acl_access");
+      const mask = acl === undefined ? undefined : aclMask(acl.value);
+      if (mask !== undefined) info.mode = (info.mode & ~0o070) | (mask << 3);
     }
     if (kind !== "dir" && pathname !== "/") {
       const count = st.pass?.links.get(pathname);

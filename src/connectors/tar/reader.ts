@@ -582,7 +582,7 @@ export function parsePaxRecords(buf: Buffer, hdrAt: number): PaxRecords {
     const rec = buf.subarray(sp + 1, i + len - 1);
     const eq = rec.indexOf(0x3d);
     if (eq <= 0) throw bad("no key=value");
-    const key = rec.toString("utf8", 0, eq);
+    const key = nameFromBytes(rec.subarray(0, eq)); // SCHILY.xattr.NAME: NAME is bytes
     const value = Buffer.from(rec.subarray(eq + 1));
     if (key === "GNU.sparse.offset" || key === "GNU.sparse.numbytes") {
       const v = value.toString("latin1");
