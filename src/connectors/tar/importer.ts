@@ -162,7 +162,6 @@ export class TarImporter implements Importer {
         item = await this.advance(s, item, st);
       } else yield syntheticRoot(st, rootMtime);
       s.check();
-      if (item === null) item = await this.advance(s, null, st);
       while (item !== null) {
         const built = this.build(item, st, s);
         if (built.record !== undefined) {
@@ -356,7 +355,7 @@ function errorRecord(pathname: string, kind: EntryKind | "link" | undefined, ino
 
 /** Where damage is reported: the member's own path when it is usable, else a name saying where. */
 function damagePath(d: TarDamage, st: RunState): string {
-  if (d.member !== undefined) {
+  if (d.member !== undefined && !d.meta) {
     const n = normaliseName(d.member);
     if ("path" in n && n.parts.length > 0 && !st.targets.has(n.path)) return n.path;
   }

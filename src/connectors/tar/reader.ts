@@ -17,8 +17,10 @@ export class TarDamage extends Error {
     readonly what: string,
     readonly offset: number,
     readonly member?: string | undefined,
+    /** `member` names a pax or long-name header, not an entry. */
+    readonly meta = false,
   ) {
-    super(`${what} at byte offset ${offset}${member !== undefined ? ` (member ${JSON.stringify(member)})` : ""}`);
+    super(`${what} at byte offset ${offset}${member !== undefined ? ` (${meta ? "header" : "member"} ${JSON.stringify(member)})` : ""}`);
   }
 }
 
@@ -103,6 +105,7 @@ export class TarReader {
   private padLeft = 0;
   private current: TarMember | null = null;
   private done = false;
+  private damage: TarDamage | null = null;
   /** Set when the archive ended without the end-of-archive marker. */
   noEndMarker = false;
 
@@ -110,7 +113,17 @@ export class TarReader {
 
   /** The next member, or null at the end of the archive. Passes over what is left of the current member's data. */
   async next(): Promise<TarMember | null> {
+    if (this.damage !== null) throw this.damage;
     if (this.done) return null;
+    try {
+      return await this.nextMember();
+    } catch (e) {
+      if (e instanceof TarDamage) this.damage = e; // nothing after damage can be trusted
+      throw e;
+    }
+  }
+
+  private async nextMember(): Promise<TarMember | null> {
     await this.skipRest();
     this.current = null;
     let start = this.at;
@@ -145,7 +158,7 @@ export class TarReader {
         if (flag === Typeflag.LONG_NAME) longName = fieldBytes(data, 0, data.length);
         else if (flag === Typeflag.LONG_LINK) longLink = fieldBytes(data, 0, data.length);
         else {
-          const parsed = parsePaxRecords(data, hdrAt);
+          const parsed = parsePaxRecords(data, hdrAt, printable(nameFromBytes(name0)));
           if (flag === Typeflag.PAX_GLOBAL) {
             this.globals = new Map([...(this.globals ?? []), ...parsed.last]);
             if (longName === null && longLink === null && pax === null) start = this.at; // a global header alone is not part of the next member
@@ -566,10 +579,10 @@ interface PaxRecords {
 }
 
 /** Pax extended header records ("LEN key=value\n"), values as bytes; a malformed record is damage. */
-export function parsePaxRecords(buf: Buffer, hdrAt: number): PaxRecords {
+export function parsePaxRecords(buf: Buffer, hdrAt: number, header?: string): PaxRecords {
   const out: PaxRecords = { last: new Map(), offsets: [], sizes: [] };
   let i = 0;
-  const bad = (why: string) => new TarDamage(`bad pax record (${why})`, hdrAt + 512 + i);
+  const bad = (why: string) => new TarDamage(`bad pax record (${why})`, hdrAt + 512 + i, header, true);
   while (i < buf.length) {
     if (buf[i] === 0) break; // NUL padding after the last record, as some writers leave
     const sp = buf.indexOf(0x20, i);
