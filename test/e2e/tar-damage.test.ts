@@ -191,13 +191,13 @@ describe("a damaged archive: the member and the byte offset named, exit 3 after 
   it("a bad header checksum", async () => {
     const { data } = await archive({ a: 600, b: 10, c: 10 });
     const at = headerAt(data, "./b");
-    data[at + 100] ^= 1; // the mode, checksum not fixed
+    data.writeUInt8((data[at + 100] as number) ^ 1, at + 100); // the mode, checksum not fixed
     const r = await backup(await write(data));
     expect(r.exitCode, describeRun(r)).toBe(EXIT.PARTIAL);
     expect(r.stderr).toContain(`/b: damaged tar archive: bad header checksum at byte offset ${at} (member "./b")`);
     // The first member's header: nothing stored, exit 1.
     const first = Buffer.from(data);
-    first[100] ^= 1;
+    first.writeUInt8((first[100] as number) ^ 1, 100);
     const r1 = await backup(await write(first));
     expect(r1.exitCode, describeRun(r1)).toBe(EXIT.ERROR);
     expect(r1.stderr).toMatch(/damaged tar archive: bad header checksum at byte offset 0 \(member "\.\/"\)/);

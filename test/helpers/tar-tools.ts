@@ -16,7 +16,7 @@ export function tool(cmd: string, args: string[], opts: { cwd?: string; okCodes?
   } catch (e) {
     const err = e as { status?: number; stdout?: string; stderr?: string; message: string };
     if (err.status !== undefined && opts.okCodes?.includes(err.status)) return err.stdout ?? "";
-    throw new Error(`${cmd} ${args.join(" ")}: ${err.stderr || err.message}`);
+    throw new Error(`${cmd} ${args.join(" ")}: ${err.stderr || err.message}`, { cause: e });
   }
 }
 

@@ -79,7 +79,7 @@ function lookup(kind: "user" | "group", name: string): number | undefined {
 
 function readIds(file: string): Map<string, number> {
   const m = new Map<string, number>();
-  let text = "";
+  let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch {

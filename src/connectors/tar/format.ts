@@ -51,21 +51,28 @@ export function isAscii(s: string): boolean {
 }
 
 /**
- * Whether tar-stream writes `name` in a ustar header as it is: ASCII, and
- * at most 100 bytes, or split at a "/" into a prefix of at most 155 and a
- * name of 1 to 100 bytes (tar-stream's split: the shortest prefix).
+ * The ustar fields of a name's bytes: the whole in `name` when it is at
+ * most 100 bytes, else split at a "/" into a prefix of at most 155 bytes
+ * and a name of 1 to 100 (the shortest prefix); null when it cannot be.
+ */
+export function ustarSplit(b: Buffer): { prefix: Buffer; name: Buffer } | null {
+  if (b.includes(0)) return null;
+  if (b.length <= 100) return { prefix: Buffer.alloc(0), name: b };
+  for (let i = b.indexOf(0x2f); i !== -1 && i <= 155; i = b.indexOf(0x2f, i + 1)) {
+    const rest = b.length - i - 1;
+    if (rest >= 1 && rest <= 100) return { prefix: b.subarray(0, i), name: b.subarray(i + 1) };
+  }
+  return null;
+}
+
+/**
+ * Whether the exporter writes `name` in the ustar fields: it fits them, and
+ * it is ASCII or not UTF-8 at all (its bytes raw, as GNU tar writes them).
+ * A UTF-8 name with other characters goes in a pax path record (UTF-8).
  */
 export function fitsUstarName(name: string): boolean {
-  if (!isAscii(name)) return false;
-  let rest = name;
-  let prefix = 0;
-  while (rest.length > 100) {
-    const i = rest.indexOf("/");
-    if (i === -1) return false;
-    prefix += (prefix > 0 ? 1 : 0) + i;
-    rest = rest.slice(i + 1);
-  }
-  return prefix <= 155 && (prefix === 0 || rest.length > 0);
+  if (!isAscii(name) && name.isWellFormed()) return false;
+  return ustarSplit(nameToBytes(name)) !== null;
 }
 
 /**
@@ -83,7 +90,7 @@ export function ustarStandIn(name: string, max = 100): string {
 }
 
 export interface UstarBlock {
-  /** ASCII, at most 100 bytes. */
+  /** A name that fitsUstarName() or ustarSplit() takes. */
   name: string;
   mode: number;
   uid: number;
@@ -93,9 +100,16 @@ export interface UstarBlock {
   mtime: number;
   /** The typeflag byte ("x" for a pax extended header). */
   typeflag: number;
+  /** At most 100 bytes. */
+  linkname?: string | undefined;
+  /** At most 32 bytes each. */
+  uname?: string | undefined;
+  gname?: string | undefined;
+  devmajor?: number | undefined;
+  devminor?: number | undefined;
 }
 
-/** A 512-byte POSIX ustar header block (octal fields, "ustar\0" "00" magic, checksum). */
+/** A 512-byte POSIX ustar header block (octal fields, "ustar\0" "00" magic, checksum); names as their bytes. */
 export function ustarBlock(f: UstarBlock): Buffer {
   const b = Buffer.alloc(512);
   const oct = (v: number, offset: number, width: number): void => {
@@ -103,15 +117,28 @@ export function ustarBlock(f: UstarBlock): Buffer {
     if (s.length > width - 1) throw new RangeError(`tar header field at ${offset}: ${v} does not fit`);
     b.write(s.padStart(width - 1, "0"), offset, "latin1"); // then the NUL already there
   };
-  if (!isAscii(f.name) || f.name.length > 100) throw new RangeError(`tar header name ${JSON.stringify(f.name)} does not fit`);
-  b.write(f.name, 0, "latin1");
+  const bytes = (s: string | undefined, offset: number, width: number, what: string): void => {
+    if (s === undefined || s === "") return;
+    const v = nameToBytes(s);
+    if (v.length > width || v.includes(0)) throw new RangeError(`tar header ${what} ${JSON.stringify(s)} does not fit`);
+    v.copy(b, offset);
+  };
+  const split = ustarSplit(nameToBytes(f.name));
+  if (split === null) throw new RangeError(`tar header name ${JSON.stringify(f.name)} does not fit`);
+  split.name.copy(b, 0);
+  split.prefix.copy(b, 345);
   oct(f.mode & 0o7777, 100, 8);
   oct(f.uid, 108, 8);
   oct(f.gid, 116, 8);
   oct(f.size, 124, 12);
   oct(f.mtime, 136, 12);
   b[156] = f.typeflag;
+  bytes(f.linkname, 157, 100, "link name");
   b.write("ustar\u000000", 257, "latin1");
+  bytes(f.uname, 265, 32, "user name");
+  bytes(f.gname, 297, 32, "group name");
+  oct(f.devmajor ?? 0, 329, 8);
+  oct(f.devminor ?? 0, 337, 8);
   b.fill(0x20, 148, 156);
   b.write(`${checksum(b).toString(8).padStart(6, "0")}\u0000 `, 148, "latin1");
   return b;

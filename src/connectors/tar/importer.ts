@@ -70,8 +70,6 @@ const SPOOL_MEM_ENTRY = 1 << 20;
 const SPOOL_MEMORY = 32 << 20;
 const SPOOL_PIECE = 1 << 20;
 
-type Kind = EntryKind | "link";
-
 interface Built {
   record?: ImportRecord;
   content?: Content;
@@ -166,6 +164,7 @@ export class TarImporter implements Importer {
         const built = this.build(item, st, s);
         if (built.record !== undefined) {
           yielded++;
+          st.stored = yielded;
           yield built.record;
           s.check();
         }
@@ -281,6 +280,8 @@ export class TarImporter implements Importer {
       if (st.pass === null || count !== undefined) st.targets.set(pathname, { fileInfo: info, target: rec.target, xattrs: rec.xattrs });
     }
     if (kind !== "file") return { record: rec };
+    // Damage in the first member's content leaves nothing stored: the backup fails (CORRUPT) rather than committing an empty snapshot.
+    if (st.stored === 0) item.reader.fatal = true;
     const content = new Content(pathname, item.reader, info.size, s);
     rec.open = () => content.open();
     contentOf.set(rec, content);
@@ -311,6 +312,8 @@ class RunState {
   ino = 0;
   /** Members read so far (pax and long-name headers not counted), as the first pass counts them. */
   ordinal = 0;
+  /** Records yielded before the current one (the root not counted). */
+  stored = 0;
   /** What links copy from the records that may be their targets, by pathname. */
   readonly targets = new Map<string, Pick<ImportRecord, "fileInfo" | "target" | "xattrs">>();
   /** A link's name -> the first name of its inode (links to links). */
@@ -621,7 +624,7 @@ class Session {
       throw this.errorFor(e);
     }
     if (m === null) return null;
-    return { m, ordinal, reader: new MemberReader(tar, m.sparse, (e) => this.errorFor(e)) };
+    return { m, ordinal, reader: new MemberReader(tar, m.sparse, (e) => this.errorFor(e), this.archive) };
   }
 
   /** Reads what is left of a member. */
@@ -718,6 +721,8 @@ const ZEROS = Buffer.alloc(1 << 20);
  */
 class MemberReader {
   reported: TarDamage | null = null;
+  /** Damage is fatal to the import, not to this entry alone. */
+  fatal = false;
   private piece = 0;
   private filePos = 0;
   private inPiece = 0;
@@ -726,6 +731,7 @@ class MemberReader {
     private readonly tar: TarReader,
     private readonly sparse: SparseMap | null,
     private readonly toError: (e: unknown) => CofferError,
+    private readonly archive: string,
   ) {}
 
   /** The next piece, or null at the end. */
@@ -735,6 +741,7 @@ class MemberReader {
     } catch (e) {
       if (e instanceof TarDamage) {
         this.reported = e;
+        if (this.fatal) throw damageError(this.archive, e);
         throw new CofferError("IO", `damaged tar archive: ${e.message}`);
       }
       throw this.toError(e);

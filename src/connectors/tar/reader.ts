@@ -204,7 +204,7 @@ export class TarReader {
     let nameBytes = fieldBytes(b, 0, 100);
     if (posix && b[345] !== 0) nameBytes = Buffer.concat([fieldBytes(b, 345, star ? 131 : 155), Buffer.from("/"), nameBytes]);
     let name = nameFromBytes(longName ?? nameBytes);
-    let linkname = nameFromBytes(longLink ?? fieldBytes(b, 157, 100));
+    const linkname = nameFromBytes(longLink ?? fieldBytes(b, 157, 100));
     const num = (offset: number, len: number, field: string): number => {
       const v = numField(b, offset, len);
       if (v === undefined) throw new TarDamage(`bad ${field} field`, hdrAt, printable(name));
@@ -249,7 +249,7 @@ export class TarReader {
       const p = text("path");
       if (p !== undefined) m.name = name = nameFromBytes(p);
       const l = text("linkpath");
-      if (l !== undefined) m.linkname = linkname = nameFromBytes(l);
+      if (l !== undefined) m.linkname = nameFromBytes(l);
       m.size = int("size") ?? m.size;
       m.uid = int("uid") ?? m.uid;
       m.gid = int("gid") ?? m.gid;
