@@ -1,6 +1,6 @@
 /**
  * The tar and tar+gz importer: reads an archive (a file, or standard input
- * for "-") with tar-stream and yields one record per entry, in archive
+ * for "-") with TarReader and yields one record per entry, in archive
  * order, after a "/" root record. Entry names become pathnames under the
  * root; names with a ".." component or a NUL become error records, never
  * paths outside the root.
