@@ -183,3 +183,30 @@ describe.concurrent("tar archives from other tools import as GNU tar extracts th
     });
   }
 });
+
+describe("names as bytes through tar", () => {
+  it("a tree of names that are not UTF-8 (files, a directory, a symlink target, a hard link, an xattr name) comes back byte-exact through tar in and tar out", async () => {
+    const dir = Buffer.from(fresh("raw"));
+    const B = (s: string) => Buffer.from(s, "latin1");
+    const at = (...parts: string[]) => Buffer.concat([dir, ...parts.map((x) => Buffer.concat([B("/"), B(x)]))]);
+    await fsp.mkdir(dir);
+    await fsp.writeFile(at("lat\xe9"), "latin-1\n");
+    await fsp.writeFile(at("bad\xff\xfename"), "bad bytes\n");
+    await fsp.mkdir(at("dir\x80"));
+    await fsp.writeFile(at("dir\x80", "f"), "in a raw dir\n");
+    await fsp.symlink(B("tgt\xff"), at("sym"));
+    await fsp.link(at("lat\xe9"), at("hard\xe9"));
+    python("import os,sys; os.setxattr(bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]), b'raw')", [at("lat\xe9").toString("hex"), B("user.n\xe9").toString("hex")]);
+    const repo = await newRepo();
+    for (const format of ["gnu", "pax"]) {
+      const archive = `${fresh("raw")}.tar`;
+      tool("tar", [`--format=${format}`, "--xattrs", "--xattrs-include=*", "-cf", archive, "-C", dir.toString("latin1"), "."]);
+      const want = dumpTree(gnuExtract(archive));
+      expect([...want.keys()].map((k) => Buffer.from(k, "hex").toString("latin1"))).toContain("dir\x80/f");
+      const { id } = await backup(repo, archive);
+      const back = `${fresh("back")}.tar`;
+      await restore(repo, id, `tar:${back}`);
+      expect(diffDumps(want, dumpTree(gnuExtract(back)))).toEqual([]);
+    }
+  });
+});
