@@ -157,7 +157,8 @@ const LONG = "long-name-".repeat(12); // 120 bytes: a GNU long name, a pax path
  *   hard links, symlinks, a FIFO, devices, owners by number and by name,
  *   nanosecond mtimes, a path that needs ustar's prefix field;
  * - `extra/`: what only gnu and pax formats hold: long names and long link
- *   names, a sparse file, user xattrs (text and binary), POSIX ACLs.
+ *   names, a sparse file of 20 islands, user xattrs (text and binary),
+ *   POSIX ACLs, owner ids too large for octal fields.
  * Returns the two roots; times are set last.
  */
 export async function makeTarSource(dir: string): Promise<{ base: string; extra: string }> {
@@ -195,11 +196,14 @@ export async function makeTarSource(dir: string): Promise<{ base: string; extra:
   await fsp.writeFile(x(`deep/${LONG}/${LONG}/${LONG}.txt`), "a long name\n");
   await fsp.link(x(`deep/${LONG}/${LONG}/${LONG}.txt`), x("long-link"));
   await fsp.symlink(`deep/${LONG}/${LONG}/${LONG}.txt`, x("long-symlink"));
+  // 20 islands of data: more than the 4 an old GNU sparse header holds (extension blocks follow it).
   const sparse = await fsp.open(x("sparse.img"), "w");
-  await sparse.write("data at 3 MB\n", 0, "utf8");
-  await sparse.write(Buffer.alloc(4096, 0x61), 0, 4096, 3_000_000);
+  for (let i = 0; i < 19; i++) await sparse.write(Buffer.alloc(4096, 0x61 + i), 0, 4096, i * 512 * 1024 + (i % 3) * 1000);
   await sparse.write("tail\n", 10 * 1024 * 1024 - 5, "utf8");
   await sparse.close();
+  // An id over 2^21 - 1: GNU tar's gnu format writes it in base-256, pax in a record.
+  await fsp.writeFile(x("big-uid"), "uid 3000000\n");
+  await fsp.chown(x("big-uid"), 3_000_000, 3_000_001);
   await fsp.writeFile(x("xattrs"), "attributes\n");
   setXattrPy(x("xattrs"), "user.text", Buffer.from("a value ✓"));
   setXattrPy(x("xattrs"), "user.binary", Buffer.from([0, 0xff, 0x80, 0x0a, 0x3d]));
