@@ -16,6 +16,7 @@ import { execFileSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { coffer, type CofferResult, describeRun, type Env, EXIT, expectNoStackTrace, FAST_KDF } from "../helpers/cli.js";
 import { dumpTree } from "../helpers/tar-tools.js";
@@ -224,6 +225,23 @@ describe("a damaged archive: the member and the byte offset named, exit 3 after 
     const r = await backup(await write(data));
     expect(r.exitCode, describeRun(r)).toBe(EXIT.PARTIAL);
     expect(r.stderr).toContain(`damaged tar archive: bad pax record (no newline at the end) at byte offset ${lenAt} (header "./PaxHeaders/b-with-a-pax-path-é")`);
+  });
+
+  it("a gzip stream cut inside a member (tar+gz:), and one cut after the end of the tar archive", async () => {
+    const { file } = await archive({ a: 600, b: 300_000, c: 10 });
+    const gz = gzipSync(await fsp.readFile(file), { level: 0 }); // stored: offsets in the gzip stream follow the tar's
+    const at = `${fresh("cut")}.tgz`;
+    await fsp.writeFile(at, gz.subarray(0, 200_000));
+    const r = await coffer(["at", repo, "backup", `tar+gz:${at}`], { env: env(), cwd: base });
+    expectNoStackTrace(r);
+    expect(r.exitCode, describeRun(r)).toBe(EXIT.PARTIAL);
+    expect(r.stderr).toMatch(/\/b: cannot read: damaged tar archive: not a valid gzip stream \(unexpected end of file\) at byte offset \d+ \(member "\.\/b"\)/);
+    // The tar archive is whole, only the gzip trailer is cut: a warning.
+    const tail = `${fresh("cut")}.tgz`;
+    await fsp.writeFile(tail, gz.subarray(0, gz.length - 4));
+    const t = await coffer(["at", repo, "backup", `tar+gz:${tail}`], { env: env(), cwd: base });
+    expect(t.exitCode, describeRun(t)).toBe(EXIT.OK);
+    expect(t.stderr).toMatch(/the gzip stream is damaged after the end of the tar archive/);
   });
 
   it("not a tar archive at all: exit 1", async () => {

@@ -177,6 +177,11 @@ export class TarImporter implements Importer {
         // Members were stored: the damaged one is an error record (unless its content already failed with it), and the import ends.
         if (!d.reported) yield errorRecord(damagePath(d.error, st), "other", BigInt(++st.ino), `damaged tar archive: ${d.error.message}`);
       } else if (s.noEndMarker) this.warn(`${this.archive}: the archive ends without its end-of-archive marker (two zero blocks): imported what it holds`);
+      else if (this.opts.gzip) {
+        // The tar archive ended: a damaged gzip stream after it (a cut trailer) is named, though nothing was lost.
+        const e = await s.drainInput();
+        if (e !== null) this.warn(`${this.archive}: the gzip stream is damaged after the end of the tar archive (${errorText(e)}): nothing of the archive is lost`);
+      }
     } finally {
       this.sessions.delete(s);
       await s.dispose(closedError());
@@ -504,17 +509,27 @@ class FileSource implements ChunkSource {
   }
 }
 
-/** A stream (standard input, or gunzip's output). */
+/** A stream (standard input, or gunzip's output: its errors are damage at the offset reached). */
 class StreamSource implements ChunkSource {
   private readonly it: AsyncIterator<Buffer | string>;
+  private delivered = 0;
   constructor(private readonly stream: NodeJS.ReadableStream) {
     this.it = (stream as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
   }
 
   async read(): Promise<Buffer | null> {
-    const r = await this.it.next();
+    let r: IteratorResult<Buffer | string>;
+    try {
+      r = await this.it.next();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (typeof code === "string" && code.startsWith("Z_")) throw new TarDamage(`not a valid gzip stream (${errorText(e)})`, this.delivered);
+      throw e;
+    }
     if (r.done === true) return null;
-    return typeof r.value === "string" ? Buffer.from(r.value) : r.value;
+    const b = typeof r.value === "string" ? Buffer.from(r.value) : r.value;
+    this.delivered += b.length;
+    return b;
   }
 
   close(): Promise<void> {
@@ -625,6 +640,19 @@ class Session {
     }
     if (m === null) return null;
     return { m, ordinal, reader: new MemberReader(tar, m.sparse, (e) => this.errorFor(e), this.archive) };
+  }
+
+  /** Reads the input to its end (what follows the end-of-archive marker); the error that ends it, if any. */
+  async drainInput(): Promise<unknown> {
+    try {
+      while ((await this.guard(this.src.read())) !== null) {
+        /* discard */
+      }
+      return null;
+    } catch (e) {
+      this.check();
+      return e;
+    }
   }
 
   /** Reads what is left of a member. */

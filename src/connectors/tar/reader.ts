@@ -464,7 +464,14 @@ export class TarReader {
   private async fill(keep = false): Promise<boolean> {
     if (this.eof) return false;
     for (;;) {
-      const c = await this.src.read();
+      let c: Buffer | null;
+      try {
+        c = await this.src.read();
+      } catch (e) {
+        // Damage the source found (a gzip error) inside a member's data is that member's.
+        if (e instanceof TarDamage && e.member === undefined && this.current !== null && this.remaining > 0) throw new TarDamage(e.what, e.offset, printable(this.current.name));
+        throw e;
+      }
       if (c === null) {
         this.eof = true;
         return false;
