@@ -151,7 +151,6 @@ export class TarImporter implements Importer {
       }
       await s.start(this.path === null ? (this.opts.stdin ?? process.stdin) : this.path, this.opts.gzip);
       const st = new RunState(pass);
-      let yielded = 0;
       let item = await this.advance(s, null, st);
       // An archive made with `tar -C dir .` starts with "./": it gives the root its metadata.
       if (item !== null && isRootDir(item.m)) {
@@ -163,8 +162,7 @@ export class TarImporter implements Importer {
       while (item !== null) {
         const built = this.build(item, st, s);
         if (built.record !== undefined) {
-          yielded++;
-          st.stored = yielded;
+          st.stored++;
           yield built.record;
           s.check();
         }
@@ -173,7 +171,7 @@ export class TarImporter implements Importer {
       }
       if (st.damage !== null) {
         const d = st.damage;
-        if (yielded === 0 && !d.reported) throw damageError(this.archive, d.error);
+        if (st.stored === 0 && !d.reported) throw damageError(this.archive, d.error);
         // Members were stored: the damaged one is an error record (unless its content already failed with it), and the import ends.
         if (!d.reported) yield errorRecord(damagePath(d.error, st), "other", BigInt(++st.ino), `damaged tar archive: ${d.error.message}`);
       } else if (s.noEndMarker) this.warn(`${this.archive}: the archive ends without its end-of-archive marker (two zero blocks): imported what it holds`);
@@ -192,11 +190,9 @@ export class TarImporter implements Importer {
   private async advance(s: Session, item: Item | null, st: RunState): Promise<Item | null> {
     try {
       if (item !== null) await s.finishEntry(item);
-      for (;;) {
-        const next = await s.nextEntry(++st.ordinal);
-        if (next?.m.note !== undefined) this.warn(`${this.archive}: member ${JSON.stringify(escapeName(next.m.name))} at byte offset ${next.m.offset}: ${next.m.note}`);
-        return next;
-      }
+      const next = await s.nextEntry(++st.ordinal);
+      if (next?.m.note !== undefined) this.warn(`${this.archive}: member ${JSON.stringify(escapeName(next.m.name))} at byte offset ${next.m.offset}: ${next.m.note}`);
+      return next;
     } catch (e) {
       if (!(e instanceof TarDamage)) throw e;
       st.damage = { error: e, reported: item?.reader.reported === e };
@@ -317,7 +313,7 @@ class RunState {
   ino = 0;
   /** Members read so far (pax and long-name headers not counted), as the first pass counts them. */
   ordinal = 0;
-  /** Records yielded before the current one (the root not counted). */
+  /** Records yielded so far (the root not counted). */
   stored = 0;
   /** What links copy from the records that may be their targets, by pathname. */
   readonly targets = new Map<string, Pick<ImportRecord, "fileInfo" | "target" | "xattrs">>();
@@ -793,7 +789,7 @@ class MemberReader {
       return this.next();
     }
     const d = await this.tar.read();
-    if (d === null) throw new TarDamage("sparse member shorter than its map", 0);
+    if (d === null) throw new Error("a sparse member's data ended before its map (the reader checked the map)");
     const want = p.length - this.inPiece;
     const out = d.length > want ? d.subarray(0, want) : d;
     if (d.length > want) this.tar.giveBack(d.length - want);
