@@ -3,7 +3,7 @@
  * ExpectedEntry per entry, "/" being the directory itself. Walks with lstat
  * (kinds, modes, mtimes, content, symlink targets, hard links by inode as
  * `sameAs` the first name in sorted order) and reads user.* xattrs with
- * Python's os.getxattr (no attr package). Shared by the exporter conformance tests that read back a tree
+ * getfattr. Shared by the exporter conformance tests that read back a tree
  * (fs, and tar after GNU tar extracted the archive).
  */
 import { spawnSync } from "node:child_process";
@@ -15,10 +15,8 @@ import type { ExpectedEntry } from "../../src/sdk/kits/index.js";
 
 /** user.* attributes of one entry (symlinks not followed), values as getfattr prints them in hex. */
 export function userXattrs(path: string): Xattr[] {
-  // Python's os.listxattr/getxattr print them as getfattr -e hex did (no attr package needed).
-  const py = "import os,sys\nfor n in sorted(os.listxattr(sys.argv[1], follow_symlinks=False)):\n  print(n + '=0x' + os.getxattr(sys.argv[1], n, follow_symlinks=False).hex())";
-  const r = spawnSync("python3", ["-c", py, path], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`xattrs of ${path}: ${r.stderr}`);
+  const r = spawnSync("getfattr", ["-h", "-d", "-m", "^user\\.", "-e", "hex", "--absolute-names", "--", path], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`getfattr ${path}: ${r.stderr}`);
   const out: Xattr[] = [];
   for (const line of r.stdout.split("\n")) {
     const m = /^(user\.[^=]+)=0x([0-9a-f]*)$/.exec(line);

@@ -31,7 +31,6 @@ import { quarantinePath } from "../../src/connectors/tar/format.js";
 import { TarImporter } from "../../src/connectors/tar/importer.js";
 import { importerKit } from "../../src/sdk/kits/index.js";
 import type { ExpectedEntry, ImporterFixture } from "../../src/sdk/kits/index.js";
-import { setXattrPy } from "../helpers/tar-tools.js";
 import { vitestHarness } from "./harness.js";
 
 const MiB = 1 << 20;
@@ -83,7 +82,7 @@ const gnuSource = once(async (): Promise<Source> => {
     entries.push({ pathname: `/${rel}`, kind: "file", size: content.byteLength, content, mode, ...extra });
   };
   const setXattrs = (rel: string, xattrs: { name: string; value: Buffer }[]) => {
-    for (const x of xattrs) setXattrPy(abs(rel), x.name, x.value); // Python's os.setxattr: no attr package needed
+    for (const x of xattrs) run("setfattr", ["-h", "-n", x.name, "-v", `0x${x.value.toString("hex")}`, abs(rel)]);
     const e = entries.find((en) => en.pathname === `/${rel}`) as ExpectedEntry;
     e.xattrs = xattrs.map((x) => ({ name: x.name, value: new Uint8Array(x.value) }));
   };
