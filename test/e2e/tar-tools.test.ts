@@ -67,6 +67,10 @@ async function newRepo(): Promise<string> {
   return repo;
 }
 
+let shared: Promise<string> | undefined;
+/** One repository for the matrix (backups and restores take shared locks). */
+const sharedRepo = () => (shared ??= newRepo());
+
 async function restore(repo: string, id: string, to: string): Promise<string> {
   const r = await coffer(["at", repo, "restore", id, "--to", to], { env: env(), cwd: base });
   expectNoStackTrace(r);
@@ -145,7 +149,7 @@ describe.concurrent("tar archives from other tools import as GNU tar extracts th
       const archive = `${fresh("archive")}.tar`;
       c.make(archive, c.baseOnly === true ? path.join(src, "base") : src);
       const want = dumpTree(gnuExtract(archive, true));
-      const repo = await newRepo();
+      const repo = await sharedRepo();
       const { id } = await backup(repo, archive);
       const out = fresh("restored");
       const said = await restore(repo, id, out);
