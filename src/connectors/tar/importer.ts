@@ -18,7 +18,7 @@
  * reads; sparse members come out with their holes as zeros (the restore
  * leaves zero runs as holes again). A later member of a name replaces an
  * earlier one, as on extraction (from a file; from standard input both are
- * yielded, and the snapshot keeps the one stored last). An archive that ends without
+ * yielded, and the snapshot keeps the one stored last, usually the later). An archive that ends without
  * its end-of-archive marker is imported with a warning. Damage is an error
  * naming the member and the byte offset: the damaged member becomes an
  * error record and the import ends (exit 3 when members were stored), or,
