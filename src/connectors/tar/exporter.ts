@@ -1,22 +1,20 @@
 /**
  * The tar and tar+gz exporter: writes the records it is given as one
- * archive (tar-stream's packer, gzip from node:zlib), to a file or to
+ * archive (its own ustar and pax headers, gzip from node:zlib), to a file or to
  * standard output for "-". Names are relative ("a/b", directories "a/"),
  * with pax headers when they are long or not ASCII; times with sub-second
  * precision, large ids and extended attributes (SCHILY.xattr.NAME) go in
  * pax headers too. A regular file whose dev:ino (nlink > 1) was already
  * written becomes a hard link entry to the first name.
  *
- * The pax extended header of an entry is built here, not by tar-stream
- * (which writes pax values as text only): extended attribute values are
- * any bytes, written raw as GNU tar writes them (SCHILY.xattr.NAME=<bytes>,
- * "%" and "=" in NAME as %25 and %3D), which GNU tar (--xattrs) restores
- * byte for byte, and libarchive's LIBARCHIVE.xattr records are not written
- * (nothing in them that SCHILY.xattr lacks). Its header block and body are pushed
- * into the packer just before the entry (records are written one at a
- * time, so nothing of tar-stream's is pending then), and tar-stream gets a
- * ustar header it writes as is: what does not fit (a long or non-ASCII
- * name or link name) is in the pax header, a stand-in in the ustar field.
+ * Extended attribute values are any bytes, written raw as GNU tar writes
+ * them (SCHILY.xattr.NAME=<bytes>, "%" and "=" in NAME as %25 and %3D),
+ * which GNU tar (--xattrs) restores byte for byte; libarchive's
+ * LIBARCHIVE.xattr records are not written (nothing in them that
+ * SCHILY.xattr lacks). Names are bytes: one that is not UTF-8 goes raw in
+ * the ustar fields, as GNU tar writes it; what does not fit them (a long
+ * name or link name, or a UTF-8 one that is not ASCII) is in a pax record
+ * (with hdrcharset=BINARY when it is not UTF-8), a stand-in in the field.
  *
  * export() may be called concurrently: records are written one at a time,
  * in call order. A record that cannot be written (an unsafe path, content
@@ -38,16 +36,16 @@ import { access, open, rename, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
-import { Readable, Writable } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
-import { pack } from "tar-stream";
-import type { Header, Pack } from "tar-stream";
 import { LocationFlag } from "../flags.js";
 import type { ExportRecord, ExportResult, Exporter, ImportOptions, Xattr } from "../records.js";
 import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { devNumbers, safeParts } from "../fs/exporter.js";
+import { isRawName, nameToBytes } from "../../util/names.js";
 import { encodeXattrName, fitsUstarName, formatPaxTime, isAscii, padding, paxRecord, ustarBlock, ustarStandIn } from "./format.js";
+import type { UstarBlock } from "./format.js";
 
 export interface TarExporterOptions {
   /** Compress the archive with gzip (tar+gz). */
@@ -57,26 +55,18 @@ export interface TarExporterOptions {
   onWarning?: ((msg: string) => void) | undefined;
 }
 
-/** Largest value of a 6-digit octal header field (uid, gid, devmajor, devminor as tar-stream writes them). */
-const MAX_OCT6 = 0o777777;
-/** tar-stream writes mtime as a 32-bit integer of seconds: outside this range, pax only. */
-const MAX_MTIME_S = 2 ** 31 - 1;
-/** Largest size in an 11-digit octal field: above it tar-stream writes base-256, and a pax size record goes with it. */
+/** Largest value of a 7-digit octal header field (uid, gid, devmajor, devminor): above it, pax records. */
+const MAX_OCT7 = 0o7777777;
+/** Largest value of an 11-digit octal field (size, mtime): above it, pax records. */
 const MAX_OCT11 = 0o77777777777;
 const PAX_TYPEFLAG = 0x78; // 'x'
+const TYPEFLAG = { file: 0x30, link: 0x31, symlink: 0x32, "character-device": 0x33, "block-device": 0x34, directory: 0x35, fifo: 0x36 } as const;
+const END_OF_ARCHIVE = Buffer.alloc(1024);
 
 const ZEROS = Buffer.alloc(1 << 20);
-const S_IF: Record<string, number> = {
-  file: 0o100000,
-  directory: 0o040000,
-  symlink: 0o120000,
-  link: 0o100000,
-  fifo: 0o010000,
-  "character-device": 0o020000,
-  "block-device": 0o060000,
-};
 
-type HeaderArg = Partial<Header> & { name: string };
+/** An entry's ustar header, before the names that do not fit are moved to pax records. */
+type HeaderArg = Omit<UstarBlock, "typeflag" | "mtime"> & { type: keyof typeof TYPEFLAG; mtime: number };
 
 /** An entry to write: its ustar header (the full name and link name yet), and its other pax records. */
 interface Entry {
@@ -85,9 +75,9 @@ interface Entry {
   records: Buffer[];
 }
 
-/** The archive being written: the packer, piped (through gzip) to the destination. */
+/** The archive being written: its bytes go into `src`, piped (through gzip) to the destination. */
 interface Output {
-  pack: Pack;
+  src: PassThrough;
   /** Settles when everything is written (or the pipeline failed). */
   done: Promise<void>;
   fh?: FileHandle | undefined;
@@ -150,8 +140,9 @@ export class TarExporter implements Exporter {
     this.check();
     throwIfAborted(opts.signal);
     const out = await this.output();
-    out.pack.finalize();
     try {
+      if (!out.src.write(END_OF_ARCHIVE)) await drained(out.src);
+      out.src.end();
       await out.done;
       if (out.fh !== undefined && out.tmp !== undefined && this.path !== null) {
         await out.fh.sync();
@@ -175,7 +166,7 @@ export class TarExporter implements Exporter {
     const out = this.out ?? (await this.starting?.catch(() => undefined));
     if (out === undefined) return;
     if (!this.finished) {
-      out.pack.destroy();
+      out.src.destroy();
       await out.done.catch(() => {});
     }
     out.detach?.();
@@ -210,21 +201,14 @@ export class TarExporter implements Exporter {
   }
 
   private async start(): Promise<Output> {
-    const p = pack();
+    const source = new PassThrough({ highWaterMark: 1 << 20 });
     const stages: NodeJS.ReadWriteStream[] = this.opts.gzip ? [createGzip()] : [];
-    // tar-stream's packer is a streamx stream: handed to pipeline as a plain async iterable.
-    const source = Readable.from(
-      (async function* () {
-        for await (const chunk of p as AsyncIterable<Buffer>) yield chunk;
-      })(),
-      { objectMode: false },
-    );
     if (this.path === null) {
       const dest = this.opts.stdout ?? process.stdout;
       const sink = sinkOf((b) => new Promise<void>((res, rej) => dest.write(b, (e) => (e ? rej(e) : res()))));
       const onError = (e: unknown) => this.setFatal(e);
       dest.on("error", onError);
-      const out: Output = { pack: p, done: pipeline([source, ...stages, sink]), detach: () => dest.removeListener("error", onError) };
+      const out: Output = { src: source, done: pipeline([source, ...stages, sink]), detach: () => dest.removeListener("error", onError) };
       out.done.catch((e: unknown) => this.setFatal(e));
       return out;
     }
@@ -235,7 +219,7 @@ export class TarExporter implements Exporter {
       for (let w = 0; w < b.length; ) w += (await fh.write(b, w, b.length - w, pos + w)).bytesWritten;
       pos += b.length;
     });
-    const out: Output = { pack: p, done: pipeline([source, ...stages, ws]), fh, tmp };
+    const out: Output = { src: source, done: pipeline([source, ...stages, ws]), fh, tmp };
     out.done.catch((e: unknown) => this.setFatal(e));
     return out;
   }
@@ -280,7 +264,6 @@ export class TarExporter implements Exporter {
     if (first !== undefined) {
       entry.h.type = "link";
       entry.h.linkname = first;
-      entry.h.size = 0;
       await this.writeEntry(out, entry, undefined, signal);
       return { pathname };
     }
@@ -294,8 +277,8 @@ export class TarExporter implements Exporter {
   private header(record: ExportRecord, name: string): Entry {
     const info = record.fileInfo;
     const pax: Buffer[] = [];
-    let type: NonNullable<Header["type"]>;
-    const h: HeaderArg = { name };
+    let type: HeaderArg["type"];
+    const h: HeaderArg = { name, type: "file", mode: 0, uid: 0, gid: 0, size: 0, mtime: 0 };
     switch (info.kind) {
       case "file":
         type = "file";
@@ -317,9 +300,9 @@ export class TarExporter implements Exporter {
       case "blockdev": {
         type = info.kind === "chardev" ? "character-device" : "block-device";
         const [major, minor] = devNumbers(info.rdev ?? 0n).map(Number) as [number, number];
-        h.devmajor = Math.min(major, MAX_OCT6);
-        h.devminor = Math.min(minor, MAX_OCT6);
-        if (major > MAX_OCT6 || minor > MAX_OCT6) {
+        h.devmajor = Math.min(major, MAX_OCT7);
+        h.devminor = Math.min(minor, MAX_OCT7);
+        if (major > MAX_OCT7 || minor > MAX_OCT7) {
           pax.push(paxRecord("SCHILY.devmajor", String(major)), paxRecord("SCHILY.devminor", String(minor)));
         }
         break;
@@ -328,22 +311,20 @@ export class TarExporter implements Exporter {
         throw new CofferError("UNSUPPORTED", `${record.pathname}: a tar archive cannot hold an entry of kind ${info.kind}`);
     }
     h.type = type;
-    // With the type bits set the mode is never 0, which tar-stream would replace with a default.
-    h.mode = (info.mode & 0o7777) | (S_IF[type] ?? 0);
-    h.uid = info.uid <= MAX_OCT6 && info.uid >= 0 ? info.uid : 0;
-    h.gid = info.gid <= MAX_OCT6 && info.gid >= 0 ? info.gid : 0;
+    h.mode = info.mode & 0o7777;
+    h.uid = info.uid <= MAX_OCT7 && info.uid >= 0 ? info.uid : 0;
+    h.gid = info.gid <= MAX_OCT7 && info.gid >= 0 ? info.gid : 0;
     if (h.uid !== info.uid) pax.push(paxRecord("uid", String(info.uid)));
     if (h.gid !== info.gid) pax.push(paxRecord("gid", String(info.gid)));
     for (const [field, v] of [["uname", info.username], ["gname", info.groupname]] as const) {
       if (v === undefined || v === "") continue;
-      if (/^[\x20-\x7e]{1,31}$/.test(v)) h[field] = v;
-      else pax.push(paxRecord(field, v));
+      if (/^[\x20-\x7e]{1,32}$/.test(v)) h[field] = v;
+      else pax.push(paxRecord(field, nameToBytes(v)));
     }
     const secs = info.mtimeNs / 1_000_000_000n;
     const exactSecs = info.mtimeNs % 1_000_000_000n === 0n;
-    if (info.mtimeNs >= 0n && secs <= BigInt(MAX_MTIME_S)) h.mtime = new Date(Number(secs) * 1000);
-    else h.mtime = new Date(0);
-    if (!exactSecs || info.mtimeNs < 0n || secs > BigInt(MAX_MTIME_S)) pax.push(paxRecord("mtime", formatPaxTime(info.mtimeNs)));
+    h.mtime = info.mtimeNs >= 0n && secs <= BigInt(MAX_OCT11) ? Number(secs) : 0;
+    if (!exactSecs || info.mtimeNs < 0n || secs > BigInt(MAX_OCT11)) pax.push(paxRecord("mtime", formatPaxTime(info.mtimeNs)));
     this.xattrs(record.pathname, record.xattrs, pax);
     return { h, records: pax };
   }
@@ -366,21 +347,31 @@ export class TarExporter implements Exporter {
   /**
    * The pax extended header an entry needs (none when it needs none): its
    * records, with path, linkpath and size added when the ustar header
-   * cannot hold them, in which case h gets stand-ins that it can hold (so
-   * that tar-stream writes h as it is, without a pax header of its own).
+   * cannot hold them, in which case h gets stand-ins that it can hold.
    */
   private paxHeader(e: Entry): Buffer[] | undefined {
     const h = e.h;
     const records: Buffer[] = [];
+    // A name that is not UTF-8 goes as its bytes, with hdrcharset=BINARY (as GNU tar writes it).
+    let binary = false;
+    const bytesOf = (s: string): Buffer => {
+      if (isRawName(s)) binary = true;
+      return nameToBytes(s);
+    };
     if (!fitsUstarName(h.name)) {
-      records.push(paxRecord("path", h.name));
+      records.push(paxRecord("path", bytesOf(h.name)));
       h.name = ustarStandIn(h.name);
     }
-    if (typeof h.linkname === "string" && h.linkname !== "" && !(isAscii(h.linkname) && h.linkname.length <= 100)) {
-      records.push(paxRecord("linkpath", h.linkname));
-      h.linkname = ustarStandIn(h.linkname);
+    const link = h.linkname;
+    if (link !== undefined && link !== "" && !((isAscii(link) || isRawName(link)) && nameToBytes(link).length <= 100)) {
+      records.push(paxRecord("linkpath", bytesOf(link)));
+      h.linkname = ustarStandIn(link);
     }
-    if ((h.size ?? 0) > MAX_OCT11) records.push(paxRecord("size", String(h.size)));
+    if (binary) records.unshift(paxRecord("hdrcharset", "BINARY"));
+    if (h.size > MAX_OCT11) {
+      records.push(paxRecord("size", String(h.size)));
+      h.size = 0;
+    }
     records.push(...e.records);
     if (records.length === 0) return undefined;
     const body = Buffer.concat(records);
@@ -389,10 +380,10 @@ export class TarExporter implements Exporter {
     const block = ustarBlock({
       name: `PaxHeaders/${base.slice(Math.max(0, base.length - 89))}`,
       mode: 0o644,
-      uid: h.uid ?? 0,
-      gid: h.gid ?? 0,
+      uid: h.uid,
+      gid: h.gid,
       size: body.length,
-      mtime: Math.max(0, Math.floor((h.mtime?.getTime() ?? 0) / 1000)),
+      mtime: h.mtime,
       typeflag: PAX_TYPEFLAG,
     });
     return [block, body, padding(body.length)];
@@ -405,18 +396,7 @@ export class TarExporter implements Exporter {
    */
   private async writeEntry(out: Output, entry: Entry, file: ExportRecord | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
     const h = entry.h;
-    let settle!: { res: () => void; rej: (e: unknown) => void };
-    const written = new Promise<void>((res, rej) => (settle = { res, rej }));
-    written.catch(() => {});
-    let sink: ReturnType<Pack["entry"]>;
-    try {
-      const pax = this.paxHeader(entry);
-      // The previous entry is all written (its callback came), so these go right before this one's header.
-      for (const b of pax ?? []) if (b.length > 0) out.pack.push(b);
-      sink = out.pack.entry(h, (err) => (err ? settle.rej(err) : settle.res()));
-    } catch (e) {
-      throw this.setFatal(e);
-    }
+    const size = file !== undefined ? h.size : 0;
     const failed = new Promise<never>((_, rej) => {
       out.done.then(() => rej(new Error("the archive ended early")), rej);
     });
@@ -429,14 +409,20 @@ export class TarExporter implements Exporter {
       }
     };
     const write = async (data: Uint8Array): Promise<void> => {
-      if (!sink.write(data)) await guard(drained(sink));
+      if (!out.src.write(data)) await guard(drained(out.src));
     };
     const zeros = async (n: number): Promise<void> => {
       for (let left = n; left > 0; left -= ZEROS.length) await write(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
     };
+    let header: Buffer[];
+    try {
+      header = [...(this.paxHeader(entry) ?? []), ustarBlock({ ...h, typeflag: TYPEFLAG[h.type], size: h.type === "file" ? h.size : 0 })];
+    } catch (e) {
+      throw this.setFatal(e);
+    }
+    for (const b of header) if (b.length > 0) await write(b);
     let error: string | undefined;
     if (file !== undefined) {
-      const size = h.size ?? 0;
       let done = 0;
       try {
         if (file.content !== undefined) {
@@ -466,8 +452,7 @@ export class TarExporter implements Exporter {
       }
       await zeros(size - done);
     }
-    sink.end(undefined);
-    await guard(written);
+    await write(padding(size));
     return error;
   }
 }

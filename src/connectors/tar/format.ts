@@ -1,191 +1,11 @@
 /**
  * Helpers shared by the tar importer and exporter: entry name checks, pax
- * time values, device numbers, what the exporter needs to write its own pax
- * headers (records with raw byte values, GNU tar's escaping of xattr names,
- * ustar header blocks and name stand-ins), and TarScanner, a small
- * incremental reader of tar headers. The importer uses the scanner for the
- * quick first pass that finds hard-link targets (seeking over content in a
- * plain tar), and as a tap beside tar-stream to get what tar-stream does
- * not give: the raw bytes of pax values (binary xattrs), the raw typeflag
- * of entries it does not know, and whether the archive ended with its
- * end-of-archive marker. It follows tar-stream's reading of headers, so
- * that both see the same entries in the same order.
+ * time values, device numbers, and what the exporter needs to write its own
+ * pax headers (records with raw byte values, GNU tar's escaping of xattr
+ * names, ustar header blocks and name stand-ins). The reader is reader.ts.
  */
 
-/** Typeflags (the byte at offset 156). */
-export const TypeFlag = {
-  LINK: 0x31, // '1'
-  DUMPDIR: 0x44, // 'D': GNU incremental directory listing
-  MULTIVOL: 0x4d, // 'M'
-  SPARSE: 0x53, // 'S': old GNU sparse file
-  VOLHDR: 0x56, // 'V': GNU volume label
-} as const;
-
-const PAX = 0x78; // 'x'
-const PAX_GLOBAL = 0x67; // 'g'
-const GNU_LONG_NAME = 0x4c; // 'L'
-const GNU_LONG_LINK = 0x4b; // 'K'
-const GNU_LONG_NAME_OLD = 0x4e; // 'N' (tar-stream reads it as a long name too)
-/** Largest meta entry (pax or long name) accepted, as tar-stream. */
-const MAX_META = 4 << 20;
-
-export interface ScannedEntry {
-  /** The name as tar-stream reports it (long names and pax path applied). */
-  name: string;
-  linkname: string;
-  /** The raw typeflag byte. */
-  typeflag: number;
-  /** Bytes of content that follow the header. */
-  size: number;
-  /** The entry's pax records, with raw values (global ones merged in, as tar-stream does). */
-  pax: Map<string, Buffer> | null;
-}
-
-type State = "header" | "meta" | "skip";
-
-/**
- * An incremental tar header reader: push() the archive's bytes in order;
- * onEntry is called for each entry (not for pax or long-name headers).
- * A driver that can seek may pass over `skippable` bytes of content with
- * skip() instead of pushing them. Throws on a header with a bad checksum.
- */
-export class TarScanner {
-  private state: State = "header";
-  private readonly block = Buffer.alloc(512);
-  private filled = 0;
-  private toSkip = 0;
-  private meta: Buffer = Buffer.alloc(0);
-  private metaType = 0;
-  private metaPad = 0;
-  private paxGlobal: Map<string, Buffer> | null = null;
-  private pax: Map<string, Buffer> | null = null;
-  private longName: string | null = null;
-  private longLink: string | null = null;
-  /** An all-zero block (the end-of-archive marker) was seen. */
-  sawEndMarker = false;
-
-  constructor(private readonly onEntry: (e: ScannedEntry) => void) {}
-
-  /** Content bytes (and padding) the scanner would pass over next. */
-  get skippable(): number {
-    return this.state === "skip" ? this.toSkip : 0;
-  }
-
-  skip(n: number): void {
-    if (this.state !== "skip" || n > this.toSkip) throw new Error("TarScanner: nothing to skip");
-    this.toSkip -= n;
-    if (this.toSkip === 0) this.state = "header";
-  }
-
-  /** Whether the bytes so far end between two headers (not inside one, nor inside content). */
-  get atBoundary(): boolean {
-    return this.state === "header" && this.filled === 0;
-  }
-
-  push(chunk: Uint8Array): void {
-    let i = 0;
-    while (i < chunk.length) {
-      if (this.state === "skip") {
-        const n = Math.min(this.toSkip, chunk.length - i);
-        this.toSkip -= n;
-        i += n;
-        if (this.toSkip === 0) this.state = "header";
-      } else if (this.state === "header") {
-        const n = Math.min(512 - this.filled, chunk.length - i);
-        this.block.set(chunk.subarray(i, i + n), this.filled);
-        this.filled += n;
-        i += n;
-        if (this.filled === 512) {
-          this.filled = 0;
-          this.header();
-        }
-      } else {
-        const n = Math.min(this.meta.length - this.filled, chunk.length - i);
-        this.meta.set(chunk.subarray(i, i + n), this.filled);
-        this.filled += n;
-        i += n;
-        if (this.filled === this.meta.length) {
-          this.filled = 0;
-          this.applyMeta();
-          this.skipBytes(this.metaPad);
-        }
-      }
-    }
-  }
-
-  private skipBytes(n: number): void {
-    this.toSkip = n;
-    this.state = n > 0 ? "skip" : "header";
-  }
-
-  private header(): void {
-    const b = this.block;
-    const sum = checksum(b);
-    if (sum === 8 * 32) {
-      this.sawEndMarker = true;
-      return; // tar-stream passes over zero blocks too
-    }
-    if (sum !== decodeOct(b, 148, 8)) throw new Error("invalid tar header checksum");
-    const flag = b[156] as number;
-    const size = decodeOct(b, 124, 12);
-    if (!(size >= 0)) throw new Error("invalid tar header size");
-    if (flag === PAX || flag === PAX_GLOBAL || flag === GNU_LONG_NAME || flag === GNU_LONG_LINK || flag === GNU_LONG_NAME_OLD) {
-      if (size > MAX_META) throw new Error("tar meta header too large");
-      this.metaType = flag;
-      this.meta = Buffer.alloc(size);
-      this.metaPad = pad(size);
-      this.filled = 0;
-      if (size === 0) {
-        this.applyMeta();
-        this.skipBytes(this.metaPad);
-      } else this.state = "meta";
-      return;
-    }
-    let name = cString(b, 0, 100);
-    if (isUstar(b) && b[345] !== 0) name = `${cString(b, 345, 155)}/${name}`;
-    let linkname = cString(b, 157, 100);
-    const isDir = flag === 0x35 || ((flag === 0 || flag === 0x30) && name.endsWith("/"));
-    let entrySize = size;
-    if (this.longName !== null) name = this.longName;
-    if (this.longLink !== null) linkname = this.longLink;
-    this.longName = this.longLink = null;
-    const pax = this.pax;
-    this.pax = null;
-    if (pax !== null) {
-      const p = pax.get("path");
-      if (p !== undefined) name = p.toString("utf8");
-      const l = pax.get("linkpath");
-      if (l !== undefined) linkname = l.toString("utf8");
-      const s = pax.get("size");
-      if (s !== undefined && s.length > 0) entrySize = parseInt(s.toString("utf8"), 10);
-      if (!(entrySize >= 0)) throw new Error("invalid pax size");
-    }
-    this.onEntry({ name, linkname, typeflag: flag, size: entrySize, pax });
-    // tar-stream reads no content for a directory, whatever its size field says.
-    this.skipBytes(isDir ? 0 : entrySize + pad(entrySize));
-  }
-
-  private applyMeta(): void {
-    const m = this.meta;
-    switch (this.metaType) {
-      case GNU_LONG_NAME:
-      case GNU_LONG_NAME_OLD:
-        this.longName = cString(m, 0, m.length);
-        break;
-      case GNU_LONG_LINK:
-        this.longLink = cString(m, 0, m.length);
-        break;
-      case PAX_GLOBAL:
-        this.paxGlobal = parsePax(m);
-        break;
-      default: {
-        const local = parsePax(m);
-        this.pax = this.paxGlobal === null ? local : new Map([...this.paxGlobal, ...local]);
-      }
-    }
-    this.meta = Buffer.alloc(0);
-  }
-}
+import { nameToBytes } from "../../util/names.js";
 
 function pad(size: number): number {
   const r = size % 512;
@@ -199,60 +19,12 @@ function checksum(b: Buffer): number {
   return sum;
 }
 
-function isUstar(b: Buffer): boolean {
-  return b.toString("latin1", 257, 263) === "ustar\0";
-}
-
-function cString(b: Buffer, offset: number, length: number): string {
-  const end = Math.min(offset + length, b.length);
-  let z = offset;
-  while (z < end && b[z] !== 0) z++;
-  return b.toString("utf8", offset, z);
-}
-
-/** A numeric header field: octal text, or GNU base-256 (as tar-stream reads them). */
-function decodeOct(b: Buffer, offset: number, length: number): number {
-  const v = b.subarray(offset, offset + length);
-  if (((v[0] as number) & 0x80) !== 0) {
-    if (v[0] !== 0x80 && v[0] !== 0xff) return NaN;
-    const positive = v[0] === 0x80;
-    let sum = 0;
-    for (let i = 1; i < v.length; i++) sum = sum * 256 + (positive ? (v[i] as number) : 0xff - (v[i] as number));
-    return positive ? sum : -sum;
-  }
-  let i = 0;
-  while (i < v.length && v[i] === 0x20) i++;
-  let end = v.indexOf(0x20, i);
-  if (end === -1) end = v.length;
-  while (i < end && v[i] === 0) i++;
-  if (i === end) return 0;
-  return parseInt(v.toString("latin1", i, end), 8);
-}
-
-/** Pax extended header records ("LEN key=value\n"), values kept as bytes. */
-export function parsePax(buf: Buffer): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  let rest = buf;
-  while (rest.length > 0) {
-    const sp = rest.indexOf(0x20);
-    if (sp <= 0) break;
-    const len = parseInt(rest.toString("latin1", 0, sp), 10);
-    if (!(len > sp + 1) || len > rest.length) break;
-    const rec = rest.subarray(sp + 1, len - 1);
-    const eq = rec.indexOf(0x3d);
-    if (eq === -1) break;
-    out.set(rec.toString("utf8", 0, eq), Buffer.from(rec.subarray(eq + 1)));
-    rest = rest.subarray(len);
-  }
-  return out;
-}
-
 /**
  * One pax record, "LEN key=value\n": LEN (decimal) counts the whole record,
  * its own digits included; the value may be any bytes (a string is UTF-8).
  */
 export function paxRecord(key: string, value: Uint8Array | string): Buffer {
-  const k = Buffer.from(key, "utf8");
+  const k = nameToBytes(key); // an xattr name in a key is its bytes
   const v = typeof value === "string" ? Buffer.from(value, "utf8") : value;
   const rest = k.length + v.length + 3; // " ", "=" and "\n"
   let len = rest + 1;
@@ -279,21 +51,28 @@ export function isAscii(s: string): boolean {
 }
 
 /**
- * Whether tar-stream writes `name` in a ustar header as it is: ASCII, and
- * at most 100 bytes, or split at a "/" into a prefix of at most 155 and a
- * name of 1 to 100 bytes (tar-stream's split: the shortest prefix).
+ * The ustar fields of a name's bytes: the whole in `name` when it is at
+ * most 100 bytes, else split at a "/" into a prefix of at most 155 bytes
+ * and a name of 1 to 100 (the shortest prefix); null when it cannot be.
+ */
+export function ustarSplit(b: Buffer): { prefix: Buffer; name: Buffer } | null {
+  if (b.includes(0)) return null;
+  if (b.length <= 100) return { prefix: Buffer.alloc(0), name: b };
+  for (let i = b.indexOf(0x2f); i !== -1 && i <= 155; i = b.indexOf(0x2f, i + 1)) {
+    const rest = b.length - i - 1;
+    if (rest >= 1 && rest <= 100) return { prefix: b.subarray(0, i), name: b.subarray(i + 1) };
+  }
+  return null;
+}
+
+/**
+ * Whether the exporter writes `name` in the ustar fields: it fits them, and
+ * it is ASCII or not UTF-8 at all (its bytes raw, as GNU tar writes them).
+ * A UTF-8 name with other characters goes in a pax path record (UTF-8).
  */
 export function fitsUstarName(name: string): boolean {
-  if (!isAscii(name)) return false;
-  let rest = name;
-  let prefix = 0;
-  while (rest.length > 100) {
-    const i = rest.indexOf("/");
-    if (i === -1) return false;
-    prefix += (prefix > 0 ? 1 : 0) + i;
-    rest = rest.slice(i + 1);
-  }
-  return prefix <= 155 && (prefix === 0 || rest.length > 0);
+  if (!isAscii(name) && name.isWellFormed()) return false;
+  return ustarSplit(nameToBytes(name)) !== null;
 }
 
 /**
@@ -311,7 +90,7 @@ export function ustarStandIn(name: string, max = 100): string {
 }
 
 export interface UstarBlock {
-  /** ASCII, at most 100 bytes. */
+  /** A name that fitsUstarName() or ustarSplit() takes. */
   name: string;
   mode: number;
   uid: number;
@@ -321,9 +100,16 @@ export interface UstarBlock {
   mtime: number;
   /** The typeflag byte ("x" for a pax extended header). */
   typeflag: number;
+  /** At most 100 bytes. */
+  linkname?: string | undefined;
+  /** At most 32 bytes each. */
+  uname?: string | undefined;
+  gname?: string | undefined;
+  devmajor?: number | undefined;
+  devminor?: number | undefined;
 }
 
-/** A 512-byte POSIX ustar header block (octal fields, "ustar\0" "00" magic, checksum). */
+/** A 512-byte POSIX ustar header block (octal fields, "ustar\0" "00" magic, checksum); names as their bytes. */
 export function ustarBlock(f: UstarBlock): Buffer {
   const b = Buffer.alloc(512);
   const oct = (v: number, offset: number, width: number): void => {
@@ -331,15 +117,28 @@ export function ustarBlock(f: UstarBlock): Buffer {
     if (s.length > width - 1) throw new RangeError(`tar header field at ${offset}: ${v} does not fit`);
     b.write(s.padStart(width - 1, "0"), offset, "latin1"); // then the NUL already there
   };
-  if (!isAscii(f.name) || f.name.length > 100) throw new RangeError(`tar header name ${JSON.stringify(f.name)} does not fit`);
-  b.write(f.name, 0, "latin1");
+  const bytes = (s: string | undefined, offset: number, width: number, what: string): void => {
+    if (s === undefined || s === "") return;
+    const v = nameToBytes(s);
+    if (v.length > width || v.includes(0)) throw new RangeError(`tar header ${what} ${JSON.stringify(s)} does not fit`);
+    v.copy(b, offset);
+  };
+  const split = ustarSplit(nameToBytes(f.name));
+  if (split === null) throw new RangeError(`tar header name ${JSON.stringify(f.name)} does not fit`);
+  split.name.copy(b, 0);
+  split.prefix.copy(b, 345);
   oct(f.mode & 0o7777, 100, 8);
   oct(f.uid, 108, 8);
   oct(f.gid, 116, 8);
   oct(f.size, 124, 12);
   oct(f.mtime, 136, 12);
   b[156] = f.typeflag;
+  bytes(f.linkname, 157, 100, "link name");
   b.write("ustar\u000000", 257, "latin1");
+  bytes(f.uname, 265, 32, "user name");
+  bytes(f.gname, 297, 32, "group name");
+  oct(f.devmajor ?? 0, 329, 8);
+  oct(f.devminor ?? 0, 337, 8);
   b.fill(0x20, 148, 156);
   b.write(`${checksum(b).toString(8).padStart(6, "0")}\u0000 `, 148, "latin1");
   return b;

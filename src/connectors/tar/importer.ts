@@ -1,6 +1,6 @@
 /**
  * The tar and tar+gz importer: reads an archive (a file, or standard input
- * for "-") with tar-stream and yields one record per entry, in archive
+ * for "-") with TarReader and yields one record per entry, in archive
  * order, after a "/" root record. Entry names become pathnames under the
  * root; names with a ".." component or a NUL become error records, never
  * paths outside the root.
@@ -13,6 +13,16 @@
  * read, so an entry that next() must pass before anyone opened it is first
  * spooled (to memory when small, else to a temporary file) and open() reads
  * the spool; spools are dropped once read, and at close().
+ *
+ * The archive is parsed by TarReader (reader.ts), which reads what GNU tar
+ * reads; sparse members come out with their holes as zeros (the restore
+ * leaves zero runs as holes again). A later member of a name replaces an
+ * earlier one, as on extraction (from a file; from standard input both are
+ * yielded, and the snapshot keeps the one stored last, usually the later). An archive that ends without
+ * its end-of-archive marker is imported with a warning. Damage is an error
+ * naming the member and the byte offset: the damaged member becomes an
+ * error record and the import ends (exit 3 when members were stored), or,
+ * before any member, the import fails (CORRUPT).
  *
  * Hard links: reading a file, a quick first pass over the headers (seeking
  * over content in a plain tar) finds which names are link targets, so the
@@ -32,13 +42,14 @@ import { pipeline } from "node:stream";
 import { createGunzip } from "node:zlib";
 import ignore from "ignore";
 import type { Ignore } from "ignore";
-import { extract } from "tar-stream";
-import type { Header } from "tar-stream";
 import { LocationFlag } from "../flags.js";
 import type { EntryKind, FileInfo, ImportOptions, Importer, ImportRecord, ImportResult, Xattr } from "../records.js";
 import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
-import { decodeXattrName, makedev, normaliseName, parsePaxTime, quarantinePath, TarScanner, TypeFlag } from "./format.js";
-import type { ScannedEntry } from "./format.js";
+import { escapeName } from "../../util/names.js";
+import { aclMask, aclXattr } from "./acl.js";
+import { decodeXattrName, makedev, normaliseName, quarantinePath } from "./format.js";
+import { TarDamage, TarReader, Typeflag } from "./reader.js";
+import type { ChunkSource, SparseMap, TarMember } from "./reader.js";
 
 export interface TarImporterOptions {
   /** The archive is gzip-compressed (tar+gz). */
@@ -58,8 +69,6 @@ const READ_SIZE = 1 << 20;
 const SPOOL_MEM_ENTRY = 1 << 20;
 const SPOOL_MEMORY = 32 << 20;
 const SPOOL_PIECE = 1 << 20;
-
-type Kind = EntryKind | "link";
 
 interface Built {
   record?: ImportRecord;
@@ -131,40 +140,63 @@ export class TarImporter implements Importer {
     this.sessions.add(s);
     try {
       let rootMtime = BigInt(Date.now()) * 1_000_000n;
-      let links: Map<string, number> | null = null;
+      let pass: FirstPass | null = null;
       if (this.path !== null) {
         try {
           rootMtime = (await stat(this.path, { bigint: true })).mtimeNs;
         } catch (e) {
           throw new CofferError("IO", `cannot read ${this.path}: ${errorText(e)}`, { path: this.path }, { cause: e });
         }
-        links = await s.guard(countLinks(this.path, this.opts.gzip, (rel, dir) => this.excluded(rel, dir), s.stopSignal));
+        pass = await s.guard(firstPass(this.path, this.opts.gzip, (rel, dir) => this.excluded(rel, dir), s.stopSignal));
       }
-      s.start(this.path === null ? (this.opts.stdin ?? process.stdin) : this.path, this.opts.gzip);
-      const st = new RunState(links);
-      let item = await s.nextEntry();
+      await s.start(this.path === null ? (this.opts.stdin ?? process.stdin) : this.path, this.opts.gzip);
+      const st = new RunState(pass);
+      let item = await this.advance(s, null, st);
       // An archive made with `tar -C dir .` starts with "./": it gives the root its metadata.
-      if (item !== null && isRootDir(item)) {
+      if (item !== null && isRootDir(item.m)) {
         const rec = this.entryRecord(item, st, "/", "", "dir", BigInt(++st.ino), s).record;
-        await s.finishEntry(item);
-        item = null;
         yield rec;
+        item = await this.advance(s, item, st);
       } else yield syntheticRoot(st, rootMtime);
       s.check();
-      if (item === null) item = await s.nextEntry();
       while (item !== null) {
         const built = this.build(item, st, s);
         if (built.record !== undefined) {
+          st.stored++;
           yield built.record;
           s.check();
         }
         if (built.content !== undefined) await s.settle(built.content);
-        await s.finishEntry(item);
-        item = await s.nextEntry();
+        item = await this.advance(s, item, st);
+      }
+      if (st.damage !== null) {
+        const d = st.damage;
+        if (st.stored === 0 && !d.reported) throw damageError(this.archive, d.error);
+        // Members were stored: the damaged one is an error record (unless its content already failed with it), and the import ends.
+        if (!d.reported) yield errorRecord(damagePath(d.error, st), "other", BigInt(++st.ino), `damaged tar archive: ${d.error.message}`);
+      } else if (s.noEndMarker) this.warn(`${this.archive}: the archive ends without its end-of-archive marker (two zero blocks): imported what it holds`);
+      else if (this.opts.gzip) {
+        // The tar archive ended: a damaged gzip stream after it (a cut trailer) is named, though nothing was lost.
+        const e = await s.drainInput();
+        if (e !== null) this.warn(`${this.archive}: the gzip stream is damaged after the end of the tar archive (${errorText(e)}): nothing of the archive is lost`);
       }
     } finally {
       this.sessions.delete(s);
       await s.dispose(closedError());
+    }
+  }
+
+  /** Passes what is left of `item` and reads the next member; damage ends the archive (kept in st.damage). */
+  private async advance(s: Session, item: Item | null, st: RunState): Promise<Item | null> {
+    try {
+      if (item !== null) await s.finishEntry(item);
+      const next = await s.nextEntry(++st.ordinal);
+      if (next?.m.note !== undefined) this.warn(`${this.archive}: member ${JSON.stringify(escapeName(next.m.name))} at byte offset ${next.m.offset}: ${next.m.note}`);
+      return next;
+    } catch (e) {
+      if (!(e instanceof TarDamage)) throw e;
+      st.damage = { error: e, reported: item?.reader.reported === e };
+      return null;
     }
   }
 
@@ -176,103 +208,98 @@ export class TarImporter implements Importer {
     this.opts.onWarning?.(msg);
   }
 
-  /** The record of one entry (none when it is skipped), and its content when it has some to read. */
+  /** The record of one member (none when it is skipped), and its content when it has some to read. */
   private build(item: Item, st: RunState, s: Session): Built {
-    const h = item.header;
-    const pax = paxOf(item);
-    const raw = item.scanned?.name ?? h.name;
-    const typeflag = item.scanned?.typeflag;
-    const kind = kindOf(h.type as string | null, typeflag);
+    const m = item.m;
+    const raw = m.name;
+    const kind = m.kind;
     const checked = normaliseName(raw);
     const ino = BigInt(++st.ino);
     if ("error" in checked) {
       const pathname = quarantinePath(raw);
-      return { record: errorRecord(pathname, kind, ino, `unsafe name ${JSON.stringify(raw)} in the archive: ${checked.error}`) };
+      return { record: errorRecord(pathname, kind, ino, `unsafe name ${JSON.stringify(escapeName(raw))} in the archive: ${checked.error}`) };
     }
     const { path: pathname, parts } = checked;
     if (parts.length === 0) {
       // Another root entry: its metadata cannot replace what was already yielded.
-      if (kind !== "dir") this.warn(`${this.archive}: entry ${JSON.stringify(raw)} (the root) is not a directory: skipped`);
+      if (kind !== "dir") this.warn(`${this.archive}: entry ${JSON.stringify(escapeName(raw))} (the root) is not a directory: skipped`);
       return {};
     }
     const rel = parts.join("/");
     if (this.excluded(rel, kind === "dir")) return {};
+    // A later member of this name replaces this one, as on extraction.
+    const last = st.pass?.last.get(pathname);
+    if (last !== undefined && last !== item.ordinal) return {};
     const name = parts[parts.length - 1] as string;
     if (kind === undefined) {
-      if (typeflag === TypeFlag.VOLHDR) {
-        this.warn(`${this.archive}: volume label ${JSON.stringify(raw)} skipped`);
+      if (m.typeflag === Typeflag.VOLHDR) {
+        this.warn(`${this.archive}: volume label ${JSON.stringify(escapeName(raw))} skipped`);
         return {};
       }
-      const what = typeflag === TypeFlag.SPARSE ? "an old GNU sparse file" : typeflag === TypeFlag.MULTIVOL ? "a multi-volume continuation" : `an entry of unknown type ${typeflagText(typeflag)}`;
+      const what = m.typeflag === Typeflag.MULTIVOL ? "a multi-volume continuation" : `an entry of unknown type ${typeflagText(m.typeflag)}`;
       return { record: errorRecord(pathname, "other", ino, `${what}: not supported`) };
     }
-    if (kind === "file" && [...paxKeys(pax)].some((k) => k.startsWith("GNU.sparse."))) {
-      return { record: errorRecord(pathname, "file", ino, "a GNU sparse file: not supported") };
-    }
-    if (kind === "link") return { record: this.linkRecord(pathname, name, h, ino, st) };
+    if (kind === "link") return { record: this.linkRecord(pathname, name, m, ino, st) };
     return this.entryRecord(item, st, pathname, name, kind, ino, s);
   }
 
   private entryRecord(item: Item, st: RunState, pathname: string, name: string, kind: EntryKind, ino: bigint, s: Session): Built & { record: ImportRecord } {
-    const h = item.header;
-    const pax = paxOf(item);
-    const uid = paxInt(pax, "uid") ?? h.uid ?? 0;
-    const gid = paxInt(pax, "gid") ?? h.gid ?? 0;
-    const mtime = paxTime(pax, "mtime") ?? msToNs(h.mtime);
-    const ctime = paxTime(pax, "ctime");
+    const m = item.m;
     const info: FileInfo = {
       name,
       kind,
-      size: kind === "file" ? h.size : 0,
-      mode: (h.mode ?? 0) & 0o7777,
-      mtimeNs: mtime,
+      size: kind === "file" ? (m.sparse?.realSize ?? m.size) : 0,
+      mode: m.mode,
+      mtimeNs: m.mtimeNs,
       dev: 0n,
       ino,
-      uid,
-      gid,
+      uid: m.uid,
+      gid: m.gid,
       nlink: 1,
     };
-    if (ctime !== undefined) info.ctimeNs = ctime;
-    const uname = paxText(pax, "uname") ?? h.uname;
-    const gname = paxText(pax, "gname") ?? h.gname;
-    if (uname) info.username = uname;
-    if (gname) info.groupname = gname;
-    if (kind === "chardev" || kind === "blockdev") {
-      info.rdev = makedev(paxInt(pax, "SCHILY.devmajor") ?? h.devmajor ?? 0, paxInt(pax, "SCHILY.devminor") ?? h.devminor ?? 0);
-    }
+    if (m.ctimeNs !== undefined) info.ctimeNs = m.ctimeNs;
+    if (m.uname !== "") info.username = m.uname;
+    if (m.gname !== "") info.groupname = m.gname;
+    if (kind === "chardev" || kind === "blockdev") info.rdev = makedev(m.devmajor, m.devminor);
     const rec: ImportRecord = { pathname, fileInfo: info };
-    if (kind === "symlink") rec.target = h.linkname ?? "";
+    if (kind === "symlink") rec.target = m.linkname;
     if (!this.opts.noXattr) {
-      const x = xattrsOf(pax);
+      const x = xattrsOf(m.pax, (msg) => this.warn(`${this.archive}: member ${JSON.stringify(escapeName(m.name))}: ${msg}`));
       if (x.length > 0) rec.xattrs = x;
+      // With an access ACL the group bits are its mask, as the kernel shows them once the ACL is set.
+      const acl = x.find((a) => a.name === "system.posix_acl_access");
+      const mask = acl === undefined ? undefined : aclMask(acl.value);
+      if (mask !== undefined) info.mode = (info.mode & ~0o070) | (mask << 3);
     }
     if (kind !== "dir" && pathname !== "/") {
-      const count = st.links?.get(pathname);
+      const count = st.pass?.links.get(pathname);
       if (count !== undefined) {
         info.dev = 1n;
         info.nlink = 1 + count;
       }
       // From stdin every name may turn out to be a link target; from a file only the known ones.
-      if (st.links === null || count !== undefined) st.targets.set(pathname, { fileInfo: info, target: rec.target, xattrs: rec.xattrs });
+      if (st.pass === null || count !== undefined) st.targets.set(pathname, { fileInfo: info, target: rec.target, xattrs: rec.xattrs });
     }
     if (kind !== "file") return { record: rec };
-    const content = new Content(pathname, item.reader, h.size, s);
+    // Damage in the first member's content leaves nothing stored: the backup fails (CORRUPT) rather than committing an empty snapshot.
+    if (st.stored === 0) item.reader.fatal = true;
+    const content = new Content(pathname, item.reader, info.size, s);
     rec.open = () => content.open();
     contentOf.set(rec, content);
     return { record: rec, content };
   }
 
-  private linkRecord(pathname: string, name: string, h: Header, ino: bigint, st: RunState): ImportRecord {
-    const checked = normaliseName(h.linkname ?? "");
-    if ("error" in checked) return errorRecord(pathname, "file", ino, `hard link to ${JSON.stringify(h.linkname)}: ${checked.error}`);
+  private linkRecord(pathname: string, name: string, m: TarMember, ino: bigint, st: RunState): ImportRecord {
+    const checked = normaliseName(m.linkname);
+    if ("error" in checked) return errorRecord(pathname, "file", ino, `hard link to ${JSON.stringify(escapeName(m.linkname))}: ${checked.error}`);
     const first = st.firstName.get(checked.path) ?? checked.path;
     const target = st.targets.get(first);
-    if (target === undefined) return errorRecord(pathname, "file", ino, `hard link to ${first}: no such entry earlier in the archive (or it was excluded or could not be read)`);
+    if (target === undefined) return errorRecord(pathname, "file", ino, `hard link to ${escapeName(first)}: no such entry earlier in the archive (or it was excluded or could not be read)`);
     st.firstName.set(pathname, first);
     const t = target.fileInfo;
     const rec: ImportRecord = {
       pathname,
-      fileInfo: { ...t, name, nlink: st.links === null ? 2 : t.nlink },
+      fileInfo: { ...t, name, nlink: st.pass === null ? 2 : t.nlink },
       linkTarget: first,
     };
     if (target.target !== undefined) rec.target = target.target;
@@ -281,15 +308,20 @@ export class TarImporter implements Importer {
   }
 }
 
-/** Per import: synthetic inode numbers and what hard links need. */
+/** Per import: synthetic inode numbers, what hard links need, and where the archive was damaged. */
 class RunState {
   ino = 0;
+  /** Members read so far (pax and long-name headers not counted), as the first pass counts them. */
+  ordinal = 0;
+  /** Records yielded so far (the root not counted). */
+  stored = 0;
   /** What links copy from the records that may be their targets, by pathname. */
   readonly targets = new Map<string, Pick<ImportRecord, "fileInfo" | "target" | "xattrs">>();
   /** A link's name -> the first name of its inode (links to links). */
   readonly firstName = new Map<string, string>();
-  /** From the first pass: link targets -> number of links to them; null when there was none (stdin). */
-  constructor(readonly links: Map<string, number> | null) {}
+  damage: { error: TarDamage; reported: boolean } | null = null;
+  /** What the first pass found; null when there was none (stdin). */
+  constructor(readonly pass: FirstPass | null) {}
 }
 
 function syntheticRoot(st: RunState, mtimeNs: bigint): ImportRecord {
@@ -310,9 +342,9 @@ function syntheticRoot(st: RunState, mtimeNs: bigint): ImportRecord {
   };
 }
 
-function isRootDir(item: Item): boolean {
-  const n = normaliseName(item.scanned?.name ?? item.header.name);
-  return "path" in n && n.path === "/" && kindOf(item.header.type as string | null, item.scanned?.typeflag) === "dir";
+function isRootDir(m: TarMember): boolean {
+  const n = normaliseName(m.name);
+  return "path" in n && n.path === "/" && m.kind === "dir";
 }
 
 function errorRecord(pathname: string, kind: EntryKind | "link" | undefined, ino: bigint, error: string): ImportRecord {
@@ -325,86 +357,42 @@ function errorRecord(pathname: string, kind: EntryKind | "link" | undefined, ino
   };
 }
 
-function kindOf(type: string | null, typeflag: number | undefined): Kind | undefined {
-  switch (type) {
-    case "file":
-    case "contiguous-file":
-      return "file";
-    case "directory":
-      return "dir";
-    case "symlink":
-      return "symlink";
-    case "link":
-      return "link";
-    case "fifo":
-      return "fifo";
-    case "character-device":
-      return "chardev";
-    case "block-device":
-      return "blockdev";
+/** Where damage is reported: the member's own path when it is usable, else a name saying where. */
+function damagePath(d: TarDamage, st: RunState): string {
+  if (d.member !== undefined && !d.meta) {
+    const n = normaliseName(d.member);
+    if ("path" in n && n.parts.length > 0 && !st.targets.has(n.path)) return n.path;
   }
-  return typeflag === TypeFlag.DUMPDIR ? "dir" : undefined;
+  return quarantinePath(`damaged at byte offset ${d.offset}`);
 }
 
-function typeflagText(flag: number | undefined): string {
-  if (flag === undefined) return "(unknown)";
+function damageError(archive: string, d: TarDamage): CofferError {
+  return new CofferError("CORRUPT", `${archive}: damaged tar archive: ${d.message}`, { path: archive });
+}
+
+function typeflagText(flag: number): string {
   return flag >= 0x20 && flag < 0x7f ? `'${String.fromCharCode(flag)}'` : `0x${flag.toString(16)}`;
-}
-
-// ---- pax values: raw bytes from the tap when it has them, else tar-stream's strings ----
-
-type Pax = Map<string, Buffer> | Record<string, string> | null;
-
-function paxOf(item: Item): Pax {
-  if (item.scanned !== null) return item.scanned.pax;
-  const p = item.header.pax as Record<string, string> | null | undefined;
-  return p ?? null;
-}
-
-function paxKeys(pax: Pax): Iterable<string> {
-  if (pax === null) return [];
-  return pax instanceof Map ? pax.keys() : Object.keys(pax);
-}
-
-function paxBytes(pax: Pax, key: string): Buffer | undefined {
-  if (pax === null) return undefined;
-  if (pax instanceof Map) return pax.get(key);
-  const v = pax[key];
-  return v === undefined ? undefined : Buffer.from(v, "utf8");
-}
-
-function paxText(pax: Pax, key: string): string | undefined {
-  if (pax === null) return undefined;
-  return pax instanceof Map ? pax.get(key)?.toString("utf8") : pax[key];
-}
-
-function paxInt(pax: Pax, key: string): number | undefined {
-  const v = paxText(pax, key);
-  if (v === undefined || !/^\d+$/.test(v.trim())) return undefined;
-  return Number(v.trim());
-}
-
-function paxTime(pax: Pax, key: string): bigint | undefined {
-  const v = paxText(pax, key);
-  return v === undefined ? undefined : parsePaxTime(v);
-}
-
-function msToNs(d: Date | undefined): bigint {
-  const ms = d?.getTime();
-  return ms === undefined || !Number.isFinite(ms) ? 0n : BigInt(ms) * 1_000_000n;
 }
 
 const SCHILY = "SCHILY.xattr.";
 const LIBARCHIVE = "LIBARCHIVE.xattr.";
+const ACLS: [string, string, boolean][] = [
+  ["SCHILY.acl.access", "system.posix_acl_access", true],
+  ["SCHILY.acl.default", "system.posix_acl_default", false],
+];
 
-/** SCHILY.xattr.NAME (raw value; %3D and %25 in NAME decoded), and libarchive's LIBARCHIVE.xattr.NAME (URL-encoded name, base64 value). */
-function xattrsOf(pax: Pax): Xattr[] {
+/**
+ * SCHILY.xattr.NAME (raw value; %3D and %25 in NAME decoded), libarchive's
+ * LIBARCHIVE.xattr.NAME (URL-encoded name, base64 value), and the ACLs GNU
+ * tar and star keep as text (SCHILY.acl.*) as the kernel's POSIX ACL xattrs.
+ */
+function xattrsOf(pax: Map<string, Buffer> | null, warn: (msg: string) => void): Xattr[] {
+  if (pax === null) return [];
   const out = new Map<string, Uint8Array>();
-  for (const key of paxKeys(pax)) {
-    // The name as GNU tar reads it (%3D and %25 are "=" and "%"); the value's raw bytes (from the scanner).
-    if (key.startsWith(SCHILY) && key.length > SCHILY.length) out.set(decodeXattrName(key.slice(SCHILY.length)), new Uint8Array(paxBytes(pax, key) ?? []));
+  for (const [key, value] of pax) {
+    if (key.startsWith(SCHILY) && key.length > SCHILY.length) out.set(decodeXattrName(key.slice(SCHILY.length)), new Uint8Array(value));
   }
-  for (const key of paxKeys(pax)) {
+  for (const [key, value] of pax) {
     if (!key.startsWith(LIBARCHIVE)) continue;
     let name: string;
     try {
@@ -412,100 +400,169 @@ function xattrsOf(pax: Pax): Xattr[] {
     } catch {
       continue;
     }
-    if (name !== "" && !out.has(name)) out.set(name, new Uint8Array(Buffer.from(paxText(pax, key) ?? "", "base64")));
+    if (name !== "" && !out.has(name)) out.set(name, new Uint8Array(Buffer.from(value.toString("latin1"), "base64")));
+  }
+  for (const [key, name, access] of ACLS) {
+    const text = pax.get(key);
+    if (text === undefined || text.length === 0 || out.has(name)) continue;
+    const bin = aclXattr(text.toString("utf8"), access);
+    if (bin === null) continue;
+    if (typeof bin === "string") warn(`${key}: ${bin}: not kept`);
+    else out.set(name, bin);
   }
   return [...out].map(([name, value]) => ({ name, value }));
 }
 
-// ---- the first pass: which names are hard-link targets ----
+// ---- the first pass: hard-link targets, and which member of a name is the last ----
+
+interface FirstPass {
+  /** Link targets -> number of links to them. */
+  links: Map<string, number>;
+  /** Pathname -> ordinal of its last member (a later member replaces an earlier one). */
+  last: Map<string, number>;
+}
 
 /**
- * Counts, for each name that hard links point to, how many links there are
- * (by the same name checks and excludes as the import). Tolerant: a damaged
- * archive ends the count where the damage is (the import reports it).
+ * Reads the headers alone (seeking over content in a plain tar), by the
+ * same name checks and excludes as the import. Tolerant: a damaged archive
+ * ends the pass where the damage is (the import reports it).
  */
-async function countLinks(path: string, gzip: boolean, excluded: (rel: string, dir: boolean) => boolean, signal: AbortSignal): Promise<Map<string, number>> {
-  const counts = new Map<string, number>();
+async function firstPass(path: string, gzip: boolean, excluded: (rel: string, dir: boolean) => boolean, signal: AbortSignal): Promise<FirstPass> {
+  const links = new Map<string, number>();
+  const last = new Map<string, number>();
   const seen = new Set<string>();
   const firstName = new Map<string, string>();
-  const scanner = new TarScanner((e: ScannedEntry) => {
-    const n = normaliseName(e.name);
-    if ("error" in n || n.parts.length === 0) return;
-    const isDir = e.typeflag === 0x35 || e.typeflag === TypeFlag.DUMPDIR || ((e.typeflag === 0 || e.typeflag === 0x30) && e.name.endsWith("/"));
-    if (excluded(n.parts.join("/"), isDir)) return;
-    if (e.typeflag !== TypeFlag.LINK) {
-      if (!isDir) seen.add(n.path);
-      return;
-    }
-    const t = normaliseName(e.linkname);
-    if ("error" in t) return;
-    const first = firstName.get(t.path) ?? t.path;
-    if (!seen.has(first)) return;
-    firstName.set(n.path, first);
-    counts.set(first, (counts.get(first) ?? 0) + 1);
-  });
+  const src = gzip ? new StreamSource(gunzipOf(createReadStream(path, { highWaterMark: READ_SIZE, signal }))) : await FileSource.open(path, signal);
   try {
-    if (gzip) {
-      const raw = createReadStream(path, { highWaterMark: READ_SIZE, signal });
-      const gunzip = createGunzip();
-      pipeline(raw, gunzip, () => {});
-      for await (const chunk of gunzip as AsyncIterable<Buffer>) scanner.push(chunk);
-    } else {
-      const fh = await open(path, "r");
-      try {
-        const size = (await fh.stat()).size;
-        const buf = Buffer.allocUnsafe(64 << 10);
-        let pos = 0;
-        while (pos < size) {
-          throwIfAborted(signal);
-          const skip = scanner.skippable;
-          if (skip > 0) {
-            const n = Math.min(skip, size - pos);
-            scanner.skip(n);
-            pos += n;
-            continue;
-          }
-          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-          if (bytesRead === 0) break;
-          scanner.push(buf.subarray(0, bytesRead));
-          pos += bytesRead;
-        }
-      } finally {
-        await fh.close();
+    const tar = new TarReader(src);
+    for (let ordinal = 1; ; ordinal++) {
+      throwIfAborted(signal);
+      const m = await tar.next();
+      if (m === null) break;
+      const n = normaliseName(m.name);
+      if ("error" in n || n.parts.length === 0) continue;
+      if (excluded(n.parts.join("/"), m.kind === "dir")) continue;
+      last.set(n.path, ordinal);
+      if (m.kind !== "link") {
+        if (m.kind !== "dir") seen.add(n.path);
+        continue;
       }
+      const t = normaliseName(m.linkname);
+      if ("error" in t) continue;
+      const first = firstName.get(t.path) ?? t.path;
+      if (!seen.has(first)) continue;
+      firstName.set(n.path, first);
+      links.set(first, (links.get(first) ?? 0) + 1);
     }
   } catch (e) {
     if (signal.aborted) throw e;
     // Damaged or unreadable: the import itself will say so.
+  } finally {
+    await src.close();
   }
-  return counts;
+  return { links, last };
 }
 
-// ---- one import: the archive stream, the entries, the gates ----
+// ---- the archive's bytes ----
+
+/** A plain archive file: positional reads into fresh buffers (pieces are handed on as they are), seeks over content. */
+class FileSource implements ChunkSource {
+  private pos = 0;
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly size: number,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  static async open(path: string, signal: AbortSignal): Promise<FileSource> {
+    const fh = await open(path, "r");
+    try {
+      return new FileSource(fh, (await fh.stat()).size, signal);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  async read(): Promise<Buffer | null> {
+    throwIfAborted(this.signal);
+    if (this.pos >= this.size) return null;
+    const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, this.size - this.pos));
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, this.pos);
+    if (bytesRead === 0) return null;
+    this.pos += bytesRead;
+    return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+  }
+
+  skip(n: number): Promise<number> {
+    const k = Math.max(0, Math.min(n, this.size - this.pos));
+    this.pos += k;
+    return Promise.resolve(k);
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => {});
+  }
+}
+
+/** A stream (standard input, or gunzip's output: its errors are damage at the offset reached). */
+class StreamSource implements ChunkSource {
+  private readonly it: AsyncIterator<Buffer | string>;
+  private delivered = 0;
+  constructor(private readonly stream: NodeJS.ReadableStream) {
+    this.it = (stream as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  }
+
+  async read(): Promise<Buffer | null> {
+    let r: IteratorResult<Buffer | string>;
+    try {
+      r = await this.it.next();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (typeof code === "string" && code.startsWith("Z_")) throw new TarDamage(`not a valid gzip stream (${errorText(e)})`, this.delivered);
+      throw e;
+    }
+    if (r.done === true) return null;
+    const b = typeof r.value === "string" ? Buffer.from(r.value) : r.value;
+    this.delivered += b.length;
+    return b;
+  }
+
+  close(): Promise<void> {
+    const s = this.stream as unknown as { destroy?: () => void; once?: (ev: string, fn: () => void) => void; destroyed?: boolean; closed?: boolean };
+    if (typeof s.destroy !== "function") return Promise.resolve();
+    const closed = new Promise<void>((res) => {
+      if (s.closed === true || s.once === undefined) res();
+      else s.once("close", () => res());
+    });
+    s.destroy();
+    return closed;
+  }
+}
+
+function gunzipOf(input: NodeJS.ReadableStream): NodeJS.ReadableStream {
+  const gunzip = createGunzip({ chunkSize: 256 << 10 });
+  pipeline(input, gunzip, () => {});
+  return gunzip;
+}
+
+// ---- one import: the archive, the members, the gates ----
 
 interface Item {
-  header: Header;
-  reader: EntryReader;
-  next: (err?: Error | null) => void;
-  scanned: ScannedEntry | null;
+  m: TarMember;
+  /** The member's ordinal (as the first pass counts). */
+  ordinal: number;
+  reader: MemberReader;
 }
-
-type Extract = ReturnType<typeof extract>;
 
 class Session {
   private readonly ctl = new AbortController();
   private error: CofferError | undefined;
   private readonly failed: Promise<never>;
   private rejectFailed!: (e: CofferError) => void;
-  private ex: Extract | undefined;
-  private input: NodeJS.ReadableStream | undefined;
-  private inputClosed: Promise<void> = Promise.resolve();
-  private tap: TarScanner | null = null;
-  private readonly tapQueue: ScannedEntry[] = [];
-  private current: Item | null = null;
-  private inputDone = false;
-  private inputBytes = 0;
-  private wake: (() => void) | null = null;
+  private src: ChunkSource & { close(): Promise<void> } = { read: () => Promise.resolve(null), close: () => Promise.resolve() };
+  private stdin: NodeJS.ReadableStream | undefined;
+  private tar: TarReader | null = null;
   /** The content next() waits for (one at a time), by pathname. */
   private readonly gated = new Map<string, Content>();
   private readonly hasResults: boolean;
@@ -532,6 +589,10 @@ class Session {
     return this.ctl.signal;
   }
 
+  get noEndMarker(): boolean {
+    return this.tar?.noEndMarker === true;
+  }
+
   /** Rejects at once when the import stops. */
   guard<T>(p: Promise<T>): Promise<T> {
     return Promise.race([p, this.failed]);
@@ -546,96 +607,53 @@ class Session {
     this.error = e;
     this.rejectFailed(e);
     this.ctl.abort(e);
-    this.wake?.();
   }
 
-  start(source: string | NodeJS.ReadableStream, gzip: boolean): void {
-    // allowUnknownFormat: v7 archives (no magic) too; the header checksum still guards.
-    const ex = extract({ allowUnknownFormat: true } as Parameters<typeof extract>[0]);
-    this.ex = ex;
-    ex.on("error", (e: Error) => this.fail(inputError(this.archive, e)));
-    ex.on("entry", (header: Header, stream, next) => {
-      this.current = { header, reader: new EntryReader(stream as unknown as StreamxReadable), next, scanned: this.takeScanned(header) };
-      this.wake?.();
-    });
-    this.tap = new TarScanner((e) => this.tapQueue.push(e));
-    let input: NodeJS.ReadableStream;
-    if (typeof source === "string") {
-      const rs = createReadStream(source, { highWaterMark: READ_SIZE, signal: this.ctl.signal });
-      this.inputClosed = new Promise((res) => rs.once("close", () => res()));
-      input = rs;
-    } else input = source;
-    this.input = input;
-    let src: AsyncIterable<Buffer | string> = input as AsyncIterable<Buffer | string>;
-    if (gzip) {
-      const gunzip = createGunzip({ chunkSize: 256 << 10 });
-      pipeline(input, gunzip, () => {});
-      src = gunzip;
-    }
-    void this.pump(src, ex);
-  }
-
-  private takeScanned(header: Header): ScannedEntry | null {
-    if (this.tap === null) return null;
-    const s = this.tapQueue.shift();
-    if (s !== undefined && s.name === header.name) return s;
-    this.dropTap(); // out of step with tar-stream: use tar-stream's values alone
-    return null;
-  }
-
-  private dropTap(): void {
-    this.tap = null;
-    this.tapQueue.length = 0;
-  }
-
-  private async pump(src: AsyncIterable<Buffer | string>, ex: Extract): Promise<void> {
+  async start(source: string | NodeJS.ReadableStream, gzip: boolean): Promise<void> {
     try {
-      for await (const c of src) {
-        if (this.error !== undefined) return;
-        const chunk = typeof c === "string" ? Buffer.from(c) : c;
-        if (chunk.length === 0) continue;
-        this.inputBytes += chunk.length;
-        if (this.tap !== null) {
-          try {
-            this.tap.push(chunk);
-          } catch {
-            this.dropTap(); // tar-stream decides what is damaged
-          }
-        }
-        if (!ex.write(chunk)) await this.guard(waitFor(ex as unknown as Emitter, "drain"));
+      if (typeof source === "string") {
+        this.src = gzip ? new StreamSource(gunzipOf(createReadStream(source, { highWaterMark: READ_SIZE, signal: this.ctl.signal }))) : await this.guard(FileSource.open(source, this.ctl.signal));
+      } else {
+        this.stdin = source;
+        this.src = new StreamSource(gzip ? gunzipOf(source) : source);
       }
-      if (this.error !== undefined) return;
-      ex.end(undefined);
-      await this.guard(waitFor(ex as unknown as Emitter, "finish"));
-      if (this.inputBytes > 0 && this.tap !== null && !(this.tap.sawEndMarker && this.tap.atBoundary)) {
-        throw new CofferError("CORRUPT", `${this.archive}: truncated tar archive (no end-of-archive marker)`, { path: this.archive });
-      }
-      this.inputDone = true;
-      this.wake?.();
     } catch (e) {
-      this.fail(inputError(this.archive, e));
+      throw this.errorFor(e);
     }
+    this.tar = new TarReader(this.src);
   }
 
-  /** The next entry, or null at the end of the archive. */
-  async nextEntry(): Promise<Item | null> {
-    while (true) {
-      this.check();
-      const c = this.current;
-      if (c !== null) {
-        this.current = null;
-        return c;
+  /** The next member, or null at the end of the archive; TarDamage when the archive is damaged there. */
+  async nextEntry(ordinal = 0): Promise<Item | null> {
+    this.check();
+    const tar = this.tar as TarReader;
+    let m: TarMember | null;
+    try {
+      m = await this.guard(tar.next());
+    } catch (e) {
+      if (e instanceof TarDamage) throw e;
+      throw this.errorFor(e);
+    }
+    if (m === null) return null;
+    return { m, ordinal, reader: new MemberReader(tar, m.sparse, (e) => this.errorFor(e), this.archive) };
+  }
+
+  /** Reads the input to its end (what follows the end-of-archive marker); the error that ends it, if any. */
+  async drainInput(): Promise<unknown> {
+    try {
+      while ((await this.guard(this.src.read())) !== null) {
+        /* discard */
       }
-      if (this.inputDone) return null;
-      await this.guard(new Promise<void>((res) => (this.wake = res)));
-      this.wake = null;
+      return null;
+    } catch (e) {
+      this.check();
+      return e;
     }
   }
 
-  /** Reads what is left of an entry and lets tar-stream go on. */
+  /** Reads what is left of a member. */
   async finishEntry(item: Item): Promise<void> {
     await this.guard(item.reader.drain());
-    item.next();
   }
 
   /**
@@ -660,7 +678,7 @@ class Session {
     }
   }
 
-  /** The error a content read failed with, as the import sees it. */
+  /** The error a read failed with, as the import sees it. */
   errorFor(e: unknown): CofferError {
     return this.error ?? inputError(this.archive, e);
   }
@@ -688,11 +706,10 @@ class Session {
     this.disposing ??= (async () => {
       this.signal?.removeEventListener("abort", this.onAbort);
       for (const c of this.gated.values()) c.release();
-      this.ex?.destroy();
-      if (this.input !== undefined && typeof (this.input as { destroy?: unknown }).destroy === "function") {
-        (this.input as unknown as { destroy(): void }).destroy();
+      if (this.stdin !== undefined && typeof (this.stdin as { destroy?: unknown }).destroy === "function") {
+        (this.stdin as unknown as { destroy(): void }).destroy();
       }
-      await this.inputClosed;
+      await this.src.close();
     })();
     await this.disposing;
   }
@@ -716,78 +733,80 @@ function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-interface Emitter {
-  on(event: string, fn: (...args: unknown[]) => void): unknown;
-  off?(event: string, fn: (...args: unknown[]) => void): unknown;
-  removeListener?(event: string, fn: (...args: unknown[]) => void): unknown;
-}
-
-/** Resolves on `event`; rejects if the emitter fails or closes first. */
-function waitFor(em: Emitter, event: string): Promise<void> {
-  return new Promise<void>((res, rej) => {
-    const off = (ev: string, fn: (...args: unknown[]) => void) => (em.off ?? em.removeListener)?.call(em, ev, fn);
-    const done = (err?: unknown) => {
-      off(event, ok);
-      off("error", bad);
-      off("close", closed);
-      if (err === undefined) res();
-      else rej(err);
-    };
-    const ok = () => done();
-    const bad = (e: unknown) => done(e ?? new Error("stream error"));
-    const closed = () => done(new Error("stream closed"));
-    em.on(event, ok);
-    em.on("error", bad);
-    em.on("close", closed);
-  });
-}
-
 // ---- entry content ----
 
-interface StreamxReadable {
-  read(): Buffer | null;
-  on(event: string, fn: (...args: unknown[]) => void): unknown;
-}
+/** Zeros handed out for the holes of sparse members (never written to). */
+const ZEROS = Buffer.alloc(1 << 20);
 
-/** Reads a tar-stream entry stream without ever destroying it (that would destroy the whole extract). */
-class EntryReader {
-  private ended = false;
-  private error: Error | null = null;
-  private waiters: (() => void)[] = [];
+/**
+ * A member's content from the archive, holes of a sparse member as zeros.
+ * Damage is thrown as an IO error naming member and offset (the builder
+ * records the entry as failed); `reported` keeps the damage it was given to.
+ */
+class MemberReader {
+  reported: TarDamage | null = null;
+  /** Damage is fatal to the import, not to this entry alone. */
+  fatal = false;
+  private piece = 0;
+  private filePos = 0;
+  private inPiece = 0;
 
-  constructor(private readonly stream: StreamxReadable) {
-    const wake = () => {
-      for (const w of this.waiters.splice(0)) w();
-    };
-    stream.on("readable", wake);
-    stream.on("end", () => {
-      this.ended = true;
-      wake();
-    });
-    stream.on("error", (e) => {
-      this.error ??= e instanceof Error ? e : new Error(String(e));
-      wake();
-    });
-    stream.on("close", () => {
-      if (!this.ended) this.error ??= new Error("unexpected end of data");
-      wake();
-    });
-  }
+  constructor(
+    private readonly tar: TarReader,
+    private readonly sparse: SparseMap | null,
+    private readonly toError: (e: unknown) => CofferError,
+    private readonly archive: string,
+  ) {}
 
   /** The next piece, or null at the end. */
   async read(): Promise<Buffer | null> {
-    while (true) {
-      const d = this.stream.read();
-      if (d !== null) return d;
-      if (this.ended) return null;
-      if (this.error !== null) throw this.error;
-      await new Promise<void>((res) => this.waiters.push(res));
+    try {
+      return await this.next();
+    } catch (e) {
+      if (e instanceof TarDamage) {
+        this.reported = e;
+        if (this.fatal) throw damageError(this.archive, e);
+        throw new CofferError("IO", `damaged tar archive: ${e.message}`);
+      }
+      throw this.toError(e);
     }
   }
 
+  private async next(): Promise<Buffer | null> {
+    const map = this.sparse;
+    if (map === null) return this.tar.read();
+    const p = map.pieces[this.piece];
+    const holeEnd = p === undefined ? map.realSize : p.offset;
+    if (this.filePos < holeEnd) {
+      const n = Math.min(holeEnd - this.filePos, ZEROS.length);
+      this.filePos += n;
+      return ZEROS.subarray(0, n);
+    }
+    if (p === undefined) return null;
+    if (this.inPiece >= p.length) {
+      this.piece++;
+      this.inPiece = 0;
+      return this.next();
+    }
+    const d = await this.tar.read();
+    if (d === null) throw new Error("a sparse member's data ended before its map (the reader checked the map)");
+    const want = p.length - this.inPiece;
+    const out = d.length > want ? d.subarray(0, want) : d;
+    if (d.length > want) this.tar.giveBack(d.length - want);
+    this.inPiece += out.length;
+    this.filePos += out.length;
+    return out;
+  }
+
+  /** Reads to the end; damage comes out as TarDamage, for the import to end on. */
   async drain(): Promise<void> {
-    while ((await this.read()) !== null) {
-      /* discard */
+    if (this.reported !== null) throw this.reported;
+    try {
+      while ((await this.next()) !== null) {
+        /* discard */
+      }
+    } catch (e) {
+      throw e instanceof TarDamage ? e : this.toError(e);
     }
   }
 }
@@ -809,7 +828,7 @@ class Content {
 
   constructor(
     readonly path: string,
-    private readonly reader: EntryReader,
+    private readonly reader: MemberReader,
     readonly size: number,
     private readonly session: Session,
   ) {
@@ -826,8 +845,15 @@ class Content {
     this.spool = spool;
     this.spooled = spool.add(this.reader, this.size);
     this.state = "spooled";
-    this.spoolRef = await this.spooled;
-    this.resolveReleased();
+    try {
+      this.spoolRef = await this.spooled;
+    } catch (e) {
+      // Damage in the content: open() gives the error, the import ends on it.
+      if (!(e instanceof CofferError && this.reader.reported !== null)) throw e;
+      this.spooled.catch(() => {});
+    } finally {
+      this.resolveReleased();
+    }
   }
 
   async open(): Promise<AsyncIterable<Uint8Array>> {
@@ -895,7 +921,7 @@ class Spool {
   private memory = 0;
   private closed = false;
 
-  async add(reader: EntryReader, size: number): Promise<SpoolRef> {
+  async add(reader: MemberReader, size: number): Promise<SpoolRef> {
     if (size <= SPOOL_MEM_ENTRY && this.memory + size <= SPOOL_MEMORY) {
       const parts: Buffer[] = [];
       for (let d = await reader.read(); d !== null; d = await reader.read()) parts.push(d);
