@@ -18,6 +18,8 @@ import { pack } from "tar-stream";
 import type { Header } from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { devNumbers } from "../../src/connectors/fs/exporter.js";
+import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
+import { setXattr } from "../helpers/tree.js";
 import { LocationFlag } from "../../src/connectors/flags.js";
 import type { ContentPiece, ExportRecord, FileInfo, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { TarExporter } from "../../src/connectors/tar/exporter.js";
@@ -48,19 +50,12 @@ function quietTar(...args: string[]): void {
   expect(r.stderr.toString()).toBe("");
 }
 
-/** The user.* extended attributes of a file as `getfattr -d -m - -e hex` shows them: name -> value in hex. */
+/** The user.* extended attributes of a file (not following a symlink): name -> value in hex, sorted by name. */
 function getfattr(path: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of sh("getfattr", "-h", "--absolute-names", "-d", "-m", "-", "-e", "hex", path).split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const eq = line.indexOf("="); // "=" in a name is shown as \075
-    const name = (eq === -1 ? line : line.slice(0, eq)).replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    const value = eq === -1 ? "" : line.slice(eq + 1);
-    if (!name.startsWith("user.")) continue;
-    expect(value === "" || value.startsWith("0x"), line).toBe(true);
-    out.set(name, value.slice(2));
-  }
-  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : 1)));
+  const sys = xattrSyscalls();
+  const p = Buffer.from(path);
+  const names = sys.list(p).filter((n) => n.toString("latin1").startsWith("user."));
+  return new Map(names.map((n) => [n.toString("utf8"), sys.get(p, n).toString("hex")] as [string, string]).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 function sha(b: Uint8Array): string {
@@ -210,10 +205,10 @@ beforeAll(async () => {
   await link(join(src, "big.bin"), join(src, "d1", "big-link"));
   sh("mkfifo", join(src, "pipe"));
   try {
-    sh("setfattr", "-n", "user.comment", "-v", "a note", join(src, "small.txt"));
+    setXattr(join(src, "small.txt"), "user.comment", "a note");
     xattrsOk = true;
   } catch {
-    xattrsOk = false; // no setfattr, or no user xattrs here
+    xattrsOk = false; // no user xattrs on this file system
   }
   await utimes(join(src, "small.txt"), T_SMALL, T_SMALL);
   await utimes(join(src, "big.bin"), T_BIG, T_BIG);
@@ -696,7 +691,7 @@ describe("TarExporter", () => {
     sh("tar", "--xattrs", "--xattrs-include=*", "-xpf", file, "-C", out);
     await checkExtracted(out);
     if (xattrsOk) {
-      expect(sh("getfattr", "--only-values", "-n", "user.test", join(out, "xattr"))).toBe("value ✓");
+      expect(xattrSyscalls().get(Buffer.from(join(out, "xattr")), Buffer.from("user.test")).toString("utf8")).toBe("value ✓");
       expect(getfattr(join(out, "xattr"))).toEqual(new Map([["user.bin", "ff00fe"], ["user.test", Buffer.from("value ✓").toString("hex")]]));
     }
 
@@ -927,10 +922,10 @@ describe("TarExporter: binary extended attributes", () => {
     if (xattrsOk) {
       expect(getfattr(f)).toEqual(XATTRS_HEX);
       expect(getfattr(join(out, "xd"))).toEqual(new Map([["user.binary", BINARY.toString("hex")]]));
-      // The same as a file given those attributes by setfattr.
+      // The same as a file given those attributes directly.
       const ref = join(dir, "ref");
       await writeFile(ref, "");
-      for (const [name, value] of XATTRS) sh("setfattr", "-n", name, "-v", `0x${value.toString("hex")}`, ref);
+      for (const [name, value] of XATTRS) setXattr(ref, name, value);
       expect(getfattr(f)).toEqual(getfattr(ref));
     }
 
