@@ -38,6 +38,13 @@ export interface ImportRecord {
   /** Symlink target. */
   target?: string | undefined;
   xattrs?: Xattr[] | undefined;
+  /**
+   * With ImportOptions.lazyXattrs, instead of `xattrs`: reads the entry's
+   * extended attributes, at most once. A caller that finds the entry
+   * unchanged in its parent snapshot, ctime included (setting an attribute
+   * changes it), may keep the parent's attributes and never call it.
+   */
+  readXattrs?: (() => Xattr[] | undefined) | undefined;
   /** Set when the entry could not be read; the builder records it as an error. */
   error?: string | undefined;
   /** Content of a regular file, read lazily; called at most once. */
@@ -105,6 +112,8 @@ export interface ImportOptions {
    * later. Without it, attributes come on their entry's record.
    */
   xattrRecords?: boolean | undefined;
+  /** The caller takes `readXattrs` in place of `xattrs` (an importer may still give `xattrs`). */
+  lazyXattrs?: boolean | undefined;
 }
 
 export interface ImportResult {

@@ -329,12 +329,17 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     return chunks;
   };
 
-  /** The entry of record `r`, its content aside. */
-  const newEntry = (r: ImportRecord, info: ImportRecord["fileInfo"]): Entry => {
+  /**
+   * The entry of record `r`, its content aside. `same`: the parent's entry
+   * of the same file, unchanged ctime included, whose attributes stand for
+   * the ones `readXattrs` would read.
+   */
+  const newEntry = (r: ImportRecord, info: ImportRecord["fileInfo"], same?: Entry): Entry => {
     const name = r.pathname === "/" ? "" : r.pathname.slice(r.pathname.lastIndexOf("/") + 1);
     const entry: Entry = { name, info: { ...info, name } };
     if (r.target !== undefined) entry.target = r.target;
-    if (r.xattrs && r.xattrs.length > 0) entry.xattrs = r.xattrs;
+    const xattrs = r.xattrs ?? (same ? same.xattrs : r.readXattrs?.());
+    if (xattrs && xattrs.length > 0) entry.xattrs = xattrs;
     if (r.error !== undefined) {
       entry.error = r.error;
       fail(r.pathname, r.error);
@@ -386,6 +391,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     if (r.xattrName !== undefined) return false;
     const info = r.fileInfo;
     let chunks: ChunkRef[] | undefined;
+    let same: Entry | undefined;
     if (info.kind === "file" && r.error === undefined) {
       if (!parent || r.linkTarget !== undefined) return false;
       const linkKey = linkKeyOf(info);
@@ -395,8 +401,9 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
       chunks = sameFile(old, r);
       if (!chunks) return false;
       if (linkKey) links.set(linkKey, Promise.resolve(chunks));
+      if (old && old.info.ctimeNs !== undefined && old.info.ctimeNs === info.ctimeNs) same = old;
     }
-    const entry = newEntry(r, info);
+    const entry = newEntry(r, info, same);
     if (chunks) setChunks(entry, chunks);
     finish(r, info, entry);
     return true;
@@ -485,7 +492,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   timer?.unref();
 
   try {
-    const it = imp.import({ signal, results, xattrRecords: true })[Symbol.asyncIterator]();
+    const it = imp.import({ signal, results, xattrRecords: true, lazyXattrs: true })[Symbol.asyncIterator]();
     const worker = async () => {
       while (true) {
         throwIfAborted(signal);
