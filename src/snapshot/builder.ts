@@ -330,14 +330,21 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   };
 
   /**
-   * The entry of record `r`, its content aside. `same`: the parent's entry
-   * of the same file, unchanged ctime included, whose attributes stand for
-   * the ones `readXattrs` would read.
+   * The parent's entry of the same inode with the same ctime as `r`, which
+   * holds `r`'s extended attributes too (setting one changes ctime).
    */
-  const newEntry = (r: ImportRecord, info: ImportRecord["fileInfo"], same?: Entry): Entry => {
+  const sameAttrs = (old: Entry | undefined | typeof NOT_LOADED, r: ImportRecord): Entry | undefined => {
+    if (old === NOT_LOADED || !old || old.error !== undefined) return undefined;
+    const a = old.info, b = r.fileInfo;
+    return a.kind === b.kind && a.ino === b.ino && a.ctimeNs !== undefined && a.ctimeNs === b.ctimeNs ? old : undefined;
+  };
+
+  /** The entry of record `r`, its content aside; `old` is the parent's entry at its path, if known (see sameAttrs). */
+  const newEntry = (r: ImportRecord, info: ImportRecord["fileInfo"], old?: Entry | typeof NOT_LOADED): Entry => {
     const name = r.pathname === "/" ? "" : r.pathname.slice(r.pathname.lastIndexOf("/") + 1);
     const entry: Entry = { name, info: { ...info, name } };
     if (r.target !== undefined) entry.target = r.target;
+    const same = r.xattrs === undefined && r.readXattrs ? sameAttrs(old, r) : undefined;
     const xattrs = r.xattrs ?? (same ? same.xattrs : r.readXattrs?.());
     if (xattrs && xattrs.length > 0) entry.xattrs = xattrs;
     if (r.error !== undefined) {
@@ -355,7 +362,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   };
 
   const store1 = async (r: ImportRecord, info: ImportRecord["fileInfo"], publish: (c: ChunkRef[]) => void): Promise<void> => {
-    const entry = newEntry(r, info);
+    const entry = newEntry(r, info, parent && r.readXattrs ? await parentEntry(r.pathname) : undefined);
     if (entry.error === undefined && info.kind === "file") {
       try {
         let chunks: ChunkRef[] | undefined;
@@ -391,19 +398,18 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     if (r.xattrName !== undefined) return false;
     const info = r.fileInfo;
     let chunks: ChunkRef[] | undefined;
-    let same: Entry | undefined;
+    let old: Entry | undefined | typeof NOT_LOADED;
     if (info.kind === "file" && r.error === undefined) {
       if (!parent || r.linkTarget !== undefined) return false;
       const linkKey = linkKeyOf(info);
       if (linkKey && links.has(linkKey)) return false;
-      const old = parentEntryNow(r.pathname);
+      old = parentEntryNow(r.pathname);
       if (old === NOT_LOADED) return false;
       chunks = sameFile(old, r);
       if (!chunks) return false;
       if (linkKey) links.set(linkKey, Promise.resolve(chunks));
-      if (old && old.info.ctimeNs !== undefined && old.info.ctimeNs === info.ctimeNs) same = old;
-    }
-    const entry = newEntry(r, info, same);
+    } else if (parent && r.readXattrs) old = parentEntryNow(r.pathname);
+    const entry = newEntry(r, info, old);
     if (chunks) setChunks(entry, chunks);
     finish(r, info, entry);
     return true;

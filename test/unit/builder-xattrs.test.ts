@@ -30,7 +30,14 @@ class LazyImporter implements Importer {
   async *import(opts: ImportOptions = {}): AsyncGenerator<ImportRecord> {
     this.sawLazy = opts.lazyXattrs === true;
     const base = { size: 1, mode: 0o644, mtimeNs: 1n, dev: 1n, uid: 0, gid: 0, nlink: 1 };
-    yield { pathname: "/", fileInfo: { ...base, name: "", kind: "dir", ino: 1n, ctimeNs: 1n } };
+    yield {
+      pathname: "/",
+      fileInfo: { ...base, name: "", kind: "dir", ino: 1n, ctimeNs: 1n },
+      readXattrs: () => {
+        this.reads.push("/");
+        return attr("root");
+      },
+    };
     let ino = 2n;
     for (const f of this.files) {
       yield {
@@ -67,12 +74,15 @@ describe("backup: lazy extended attributes", () => {
     const first = new LazyImporter(files);
     const h1 = (await run(first)).header;
     expect(first.sawLazy).toBe(true);
-    expect(first.reads).toHaveLength(20);
+    expect(first.reads).toHaveLength(21);
+    expect(await xattrOf(repo, h1.root, "/")).toBe("root");
 
     // Unchanged: only the few files that arrive before the parent's listing is loaded are read.
     const second = new LazyImporter(files);
     const h2 = (await run(second)).header;
     expect(second.reads.length).toBeLessThan(files.length / 2);
+    expect(second.reads).not.toContain("/"); // a directory with the same ctime keeps its parent's attributes too
+    expect(await xattrOf(repo, h2.root, "/")).toBe("root");
     expect(await xattrOf(repo, h2.root, "/f05")).toBe("one-5");
     expect(toHexTree(h2.root.tree)).toBe(toHexTree(h1.root.tree));
 
