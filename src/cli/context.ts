@@ -141,7 +141,11 @@ export async function openRepository(ctx: Context, opts: { readOnly?: boolean } 
   const store = await openStore(ctx, location, opts);
   try {
     if (!opts.readOnly) await assertWritable(store, location, ctx.signal);
-    return await Repository.open(store, { passphrase: () => getPassphrase(ctx), signal: ctx.signal });
+    return await Repository.open(store, {
+      passphrase: () => getPassphrase(ctx),
+      signal: ctx.signal,
+      onWarning: (m) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+    });
   } catch (e) {
     await store.close().catch(() => {});
     throw e;

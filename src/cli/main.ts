@@ -15,6 +15,7 @@ import { lsCommand } from "./commands/ls.js";
 import { restoreCommand } from "./commands/restore.js";
 import { type Context, type GlobalOptions, loadRegistry } from "./context.js";
 import { pkgCommand } from "./commands/pkg.js";
+import { repairCommand } from "./commands/repair.js";
 
 export const EXIT_HELP = `
 Repository: \`at LOCATION\` before the command, else $COFFER_REPOSITORY, else ~/.coffer.
@@ -45,11 +46,12 @@ export function buildProgram(ctx: () => Context, setExit: (code: number) => void
   for (const c of [
     createCommand(ctx),
     backupCommand(ctx, done),
-    lsCommand(ctx),
+    lsCommand(ctx, done),
     restoreCommand(ctx, done),
     catCommand(ctx),
     infoCommand(ctx),
     checkCommand(ctx, done),
+    repairCommand(ctx, done),
     connectorsCommand(ctx),
     pkgCommand(ctx),
   ]) {

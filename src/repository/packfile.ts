@@ -113,6 +113,17 @@ export async function readPack(bytes: Uint8Array, name: Uint8Array, codec: Codec
   if (bytes.byteLength < FOOTER_SIZE) throw new CorruptError(what, "truncated");
   const computed = mac.mac(bytes);
   if (Buffer.compare(computed, name) !== 0) throw new CorruptError(what, "content does not match its name");
+  return readPackIndex(bytes, what, codec);
+}
+
+/**
+ * The index of a packfile from its footer, the index blob authenticated by
+ * the codec but the packfile's name not checked: for salvaging the intact
+ * blobs of a damaged packfile (`repair index`), whose each blob is then
+ * authenticated on its own.
+ */
+export async function readPackIndex(bytes: Uint8Array, what: string, codec: Codec): Promise<BlobEntry[]> {
+  if (bytes.byteLength < FOOTER_SIZE) throw new CorruptError(what, "truncated");
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const f = b.subarray(b.byteLength - FOOTER_SIZE);
   if (f.toString("ascii", 0, 4) !== PACK_MAGIC) throw new CorruptError(what, "bad footer magic");

@@ -6,7 +6,7 @@
  */
 import { Resource, StoreMode } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
-import { CofferError, CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
+import { CofferError, CorruptError, corruptDetail, isCofferError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { giveBack, isLent, ownBytes } from "../util/ring.js";
 import { mapLimit } from "../util/concurrency.js";
@@ -15,9 +15,9 @@ import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } 
 import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type RepositoryConfig, unlock } from "./config.js";
 import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
-import { type BlobEntry, PackWriter, readPack } from "./packfile.js";
+import { PackWriter, readPack } from "./packfile.js";
 import { StagedPack } from "./pack-sink.js";
-import { type BlobLocation, blobKey, decodeDelta, encodeDelta, Index, type PackRecord } from "./state.js";
+import { type BlobLocation, blobKey, type DamageRecord, decodeDelta, encodeDelta, Index, type PackRecord, type RemovalRecord, type StateDelta } from "./state.js";
 
 export interface CreateOptions {
   passphrase: string | null;
@@ -32,6 +32,22 @@ export interface OpenOptions {
   /** Called only when the repository is encrypted. */
   passphrase: () => Promise<string | null>;
   signal?: AbortSignal | undefined;
+  /** Told of damage worked around while opening (a state delta that fails authentication). */
+  onWarning?: ((message: string) => void) | undefined;
+}
+
+/** A state delta that could not be used, and why. */
+export interface StateDamage {
+  name: Uint8Array;
+  message: string;
+}
+
+/** What reconcilePacks() found and did. */
+export interface PackReconciliation {
+  /** Packfiles no state delta named, now named by one. */
+  adopted: number;
+  /** Packfiles the state names that the store no longer has (recorded as damaged). */
+  missing: string[];
 }
 
 const UPLOADS_IN_FLIGHT = 2;
@@ -59,6 +75,14 @@ export class Repository {
   private readonly uploads = new Set<Promise<void>>();
   private uploadError: unknown = null;
   private lock: Lock | null = null;
+  /** State deltas that failed authentication or decoding when the state was loaded. */
+  readonly stateDamage: StateDamage[] = [];
+  /** Packfiles indexed from their own index because a state delta was unusable (not yet named by a good delta). */
+  private readonly recovered: PackRecord[] = [];
+  /** Damage found by this process and not yet recorded in the state. */
+  private readonly unrecorded: DamageRecord[] = [];
+  /** Records to store with the state delta of the next packfile holding a snapshot (see commitSnapshot). */
+  private commitRecords: Partial<StateDelta> | null = null;
   readonly written: WriteStats = { packs: 0, packBytes: 0, blobs: 0, rawBytes: 0 };
 
   private constructor(
@@ -90,7 +114,7 @@ export class Repository {
     const mac = await Mac.create(config.mac, keys.mac);
     const codec = new Codec({ keys, encrypted: config.encryption !== null, compression: config.compression });
     const repo = new Repository(store, config, keys, mac, codec);
-    await repo.loadState(o.signal);
+    await repo.loadState(o.signal, o.onWarning);
     return repo;
   }
 
@@ -98,51 +122,129 @@ export class Repository {
     return toHex(this.config.id);
   }
 
-  private async loadState(signal?: AbortSignal): Promise<void> {
+  /**
+   * Builds the index from every state delta. A delta that fails
+   * authentication is set aside (stateDamage) and the packfiles that no
+   * usable delta names are indexed from their own authenticated indexes, so
+   * that one damaged delta never makes the repository unusable.
+   */
+  private async loadState(signal?: AbortSignal, onWarning?: (m: string) => void): Promise<void> {
     const names: Uint8Array[] = [];
     for await (const n of this.store.list(Resource.STATE, { signal })) names.push(n);
     await mapLimit(names, 8, async (name) => {
-      for (const p of await this.readDelta(name, signal)) this.index.addPack(p);
+      let delta: StateDelta;
+      try {
+        delta = await this.readDelta(name, signal);
+      } catch (e) {
+        throwIfAborted(signal);
+        if (isCofferError(e, "NOT_FOUND")) return; // removed since it was listed (by `repair index`)
+        if (!isCofferError(e, "CORRUPT")) throw e;
+        this.stateDamage.push({ name, message: `state delta ${toHex(name)}: ${corruptDetail(e)}` });
+        return;
+      }
+      this.index.apply(delta);
     });
+    if (this.stateDamage.length === 0) return;
+    const { verified, failed } = await this.scanUnindexed(signal);
+    for (const p of verified) this.index.addPack(p);
+    this.recovered.push(...verified);
+    for (const d of this.stateDamage) onWarning?.(`${d.message}: ignored; run \`coffer repair index\``);
+    if (verified.length > 0) onWarning?.(`indexed ${verified.length} packfiles from their own indexes instead`);
+    for (const f of failed) onWarning?.(`${f.message}: not indexed`);
   }
 
-  async readDelta(name: Uint8Array, signal?: AbortSignal): Promise<PackRecord[]> {
+  async readDelta(name: Uint8Array, signal?: AbortSignal): Promise<StateDelta> {
     const raw = await this.codec.decode(BT.STATE, name, await this.store.get(Resource.STATE, name, undefined, { signal }));
     if (Buffer.compare(this.mac.mac(raw), name) !== 0) throw new CorruptError(`state ${toHex(name)}`, "content does not match its name");
     return decodeDelta(raw, name);
   }
 
   /**
-   * Indexes packfiles that no state delta names (left by a backup that was
-   * killed between storing a packfile and its delta): each is read whole,
-   * verified (name, footer, index, all authenticated) and recorded in a new
-   * state delta, so its blobs are reused instead of uploaded again. A
-   * packfile that does not verify is left alone. Returns how many were adopted.
+   * The stored packfiles that no state delta names (and `repair index` did
+   * not drop), each read whole and verified: name, footer and index, all
+   * authenticated. Those that do not verify come back as `failed`.
    */
-  async adoptUnindexedPacks(signal?: AbortSignal): Promise<number> {
+  async scanUnindexed(signal?: AbortSignal): Promise<{ verified: PackRecord[]; failed: { mac: Uint8Array; message: string }[] }> {
     const orphans: Uint8Array[] = [];
-    for await (const m of this.store.list(Resource.PACKFILE, { signal })) if (!this.index.packs.has(toHex(m))) orphans.push(m);
-    let adopted = 0;
+    for await (const m of this.store.list(Resource.PACKFILE, { signal })) {
+      const hex = toHex(m);
+      if (!this.index.packs.has(hex) && !this.index.dropped.has(hex)) orphans.push(m);
+    }
+    const verified: PackRecord[] = [];
+    const failed: { mac: Uint8Array; message: string }[] = [];
     for (const mac of orphans) {
-      let entries: BlobEntry[];
       try {
-        entries = await readPack(await this.store.get(Resource.PACKFILE, mac, undefined, { signal }), mac, this.codec, this.mac);
+        verified.push({ mac, entries: await readPack(await this.store.get(Resource.PACKFILE, mac, undefined, { signal }), mac, this.codec, this.mac) });
       } catch (e) {
         throwIfAborted(signal);
-        if (isCofferError(e, "CORRUPT") || isCofferError(e, "NOT_FOUND")) continue;
-        throw e;
+        if (isCofferError(e, "CORRUPT") || isCofferError(e, "NOT_FOUND")) failed.push({ mac, message: (e as Error).message });
+        else throw e;
       }
-      await this.writeDelta({ mac, entries }, signal);
-      adopted++;
     }
-    return adopted;
+    return { verified, failed };
   }
 
-  private async writeDelta(pack: PackRecord, signal?: AbortSignal): Promise<void> {
-    const delta = encodeDelta([pack]);
-    const dmac = this.mac.mac(delta);
-    await this.store.put(Resource.STATE, dmac, await this.codec.encode(BT.STATE, dmac, delta), { signal });
-    this.index.addPack(pack);
+  /**
+   * Brings the state in line with the store before a backup: packfiles no
+   * state delta names (left by a backup killed between storing a packfile
+   * and its delta, or named only by a damaged delta) are verified and
+   * recorded in new state deltas, so their blobs are reused instead of
+   * uploaded again; packfiles the state names that the store no longer has
+   * are recorded as damaged, so their blobs are stored again.
+   */
+  async reconcilePacks(signal?: AbortSignal): Promise<PackReconciliation> {
+    const stored = new Set<string>();
+    for await (const m of this.store.list(Resource.PACKFILE, { signal })) stored.add(toHex(m));
+    const missing: string[] = [];
+    for (const [hex, mac] of this.index.packs) {
+      if (stored.has(hex) || this.index.damaged.get(hex)?.keys === null) continue;
+      missing.push(hex);
+      this.noteDamage({ pack: mac, blobs: null, why: `packfile ${hex} is missing from the store`, timeMs: Date.now() });
+    }
+    const { verified } = await this.scanUnindexed(signal);
+    const adopt = [...this.recovered.splice(0), ...verified];
+    for (const p of adopt) await this.writeDelta({ packs: [p] }, signal);
+    await this.recordDamage(signal);
+    return { adopted: adopt.length, missing };
+  }
+
+  /** Names (hex) of the state deltas this process stored. */
+  readonly deltasWritten = new Set<string>();
+
+  /** Stores a state delta and applies it to the index. */
+  async writeDelta(delta: Partial<StateDelta>, signal?: AbortSignal): Promise<Uint8Array> {
+    const raw = encodeDelta(delta);
+    const dmac = this.mac.mac(raw);
+    await this.store.put(Resource.STATE, dmac, await this.codec.encode(BT.STATE, dmac, raw), { signal });
+    this.deltasWritten.add(toHex(dmac));
+    this.index.apply({ packs: [], damaged: [], dropped: [], removed: [], ...delta });
+    return dmac;
+  }
+
+  /**
+   * Stops using blobs found damaged or missing (a backup then stores them
+   * again) and remembers the finding for recordDamage().
+   */
+  noteDamage(r: DamageRecord): void {
+    this.index.markDamaged(r);
+    this.unrecorded.push(r);
+  }
+
+  /** How many findings noteDamage() has that recordDamage() has not stored yet. */
+  get unrecordedDamage(): number {
+    return this.unrecorded.length;
+  }
+
+  /** Records in the state the damage noted so far (one delta), so that later runs stop using those blobs too. */
+  async recordDamage(signal?: AbortSignal): Promise<number> {
+    const damaged = this.unrecorded.splice(0);
+    if (damaged.length > 0) await this.writeDelta({ damaged }, signal);
+    return damaged.length;
+  }
+
+  /** Hides snapshots on purpose: their absence is then expected (docs/FORMAT.md, "State"). */
+  async removeSnapshots(removed: RemovalRecord[], signal?: AbortSignal): Promise<void> {
+    if (removed.length > 0) await this.writeDelta({ removed }, signal);
   }
 
   // ---- locks ----
@@ -162,7 +264,11 @@ export class Repository {
 
   locate(type: BlobType, mac: Uint8Array): BlobLocation {
     const loc = this.index.get(type, mac);
-    if (!loc) throw new CofferError("NOT_FOUND", `${blobTypeName(type)} blob ${toHex(mac)} is not in the repository index`, { type, mac: toHex(mac) });
+    if (!loc) {
+      const lost = this.index.lostReason(type, mac);
+      if (lost !== undefined) throw new CorruptError(`${blobTypeName(type)} blob ${toHex(mac)}`, `damaged or missing (${lost})`, { type, mac: toHex(mac) });
+      throw new CofferError("NOT_FOUND", `${blobTypeName(type)} blob ${toHex(mac)} is not in the repository index`, { type, mac: toHex(mac) });
+    }
     return loc;
   }
 
@@ -172,16 +278,24 @@ export class Repository {
    */
   async getBlob(type: BlobType, mac: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
     const loc = this.locate(type, mac);
+    const what = `${blobTypeName(type)} blob ${toHex(mac)} in packfile ${toHex(loc.pack)}`;
     let bytes: Uint8Array;
     try {
       bytes = type === BT.TREE ? await this.readTree(loc, signal) : await this.store.get(Resource.PACKFILE, loc.pack, { offset: loc.offset, length: loc.length }, { signal });
     } catch (e) {
       if (isCofferError(e, "NOT_FOUND")) {
+        this.noteDamage({ pack: loc.pack, blobs: null, why: `packfile ${toHex(loc.pack)} is missing from the store`, timeMs: Date.now() });
         throw new CofferError("NOT_FOUND", `packfile ${toHex(loc.pack)} holding ${blobTypeName(type)} blob ${toHex(mac)} is missing`, { type, mac: toHex(mac) });
       }
       throw e;
     }
-    return this.codec.decode(type, mac, bytes);
+    try {
+      return await this.codec.decode(type, mac, bytes);
+    } catch (e) {
+      if (!isCofferError(e, "CORRUPT")) throw e;
+      this.noteDamage({ pack: loc.pack, blobs: [{ type, mac }], why: `${what}: ${corruptDetail(e)}`, timeMs: Date.now() });
+      throw new CorruptError(what, corruptDetail(e), { type, mac: toHex(mac), pack: toHex(loc.pack) });
+    }
   }
 
   /** Runs of tree blobs read at once, most recent last (see readTree). */
@@ -360,7 +474,8 @@ export class Repository {
         await w.sink?.abort();
         throw e;
       }
-      await this.writeDelta({ mac: sealed.mac, entries: w.entries }, signal);
+      const records = w.entries.some((e) => e.type === BT.SNAPSHOT) ? this.takeCommitRecords() : {};
+      await this.writeDelta({ ...records, packs: [{ mac: sealed.mac, entries: w.entries }] }, signal);
       for (const e of w.entries) this.pending.delete(blobKey(e.type, e.mac));
       this.written.packs++;
       this.written.packBytes += sealed.size;
@@ -386,13 +501,21 @@ export class Repository {
    * state delta are stored, then writes the header and the last packfile,
    * whose state delta is the commit point.
    */
-  async commitSnapshot(id: Uint8Array, header: Uint8Array, signal?: AbortSignal): Promise<void> {
+  async commitSnapshot(id: Uint8Array, header: Uint8Array, signal?: AbortSignal, o: { removes?: RemovalRecord[] } = {}): Promise<void> {
     while (this.packsInFlight.size > 0) await Promise.all(this.packsInFlight);
     if (this.uploadError) throw this.uploadError;
+    // Removals committed with the snapshot (`repair snapshots` replacing one) become visible with it, atomically.
+    if (o.removes?.length) this.commitRecords = { removed: o.removes };
     await this.putBlob(BT.SNAPSHOT, header, id, signal);
     await this.flush(signal);
     // Stores that buffer (a single-file archive) make it durable now.
     await this.store.sync?.({ signal });
+  }
+
+  private takeCommitRecords(): Partial<StateDelta> {
+    const r = this.commitRecords ?? {};
+    this.commitRecords = null;
+    return r;
   }
 
   async close(): Promise<void> {

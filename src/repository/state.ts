@@ -1,9 +1,11 @@
 /**
- * The state: which packfile holds which blob. It is the union of
- * append-only state deltas (Resource.STATE), each an encoded blob of type
- * STATE named by the MAC of its raw content, written only after the
- * packfile it describes is stored (docs/FORMAT.md, "State").
- * Delta body (msgpack): { v: 1, packs: [[packMac, [index entries]]] }.
+ * The state: which packfile holds which blob, and what is known to be lost.
+ * It is the union of append-only state deltas (Resource.STATE), each an
+ * encoded blob of type STATE named by the MAC of its raw content, written
+ * only after the packfiles it names are stored (docs/FORMAT.md, "State").
+ * A delta adds packfiles and may record damage (blobs found damaged or
+ * missing), dropped packfiles (left out by `repair index`) and removed
+ * snapshots. Deltas form a set: none depends on the order they are read in.
  */
 import { decode, encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
@@ -12,18 +14,66 @@ import { BlobType } from "./codec.js";
 import { MAC_SIZE } from "./crypto.js";
 import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
 
+/** Deltas that only add packfiles are written as version 1 (older readers read them); any other record needs version 2. */
 export const STATE_VERSION = 1;
+export const STATE_VERSION_RECORDS = 2;
 
 export interface PackRecord {
   mac: Uint8Array;
   entries: BlobEntry[];
 }
 
-export function encodeDelta(packs: readonly PackRecord[]): Uint8Array {
-  return encode({ v: STATE_VERSION, packs: packs.map((p) => [p.mac, encodeIndex(p.entries)]) });
+/** Blobs of a packfile that a read found damaged or missing; `blobs` null means every blob the state places in it. */
+export interface DamageRecord {
+  pack: Uint8Array;
+  blobs: { type: BlobType; mac: Uint8Array }[] | null;
+  why: string;
+  timeMs: number;
 }
 
-export function decodeDelta(raw: Uint8Array, name: Uint8Array): PackRecord[] {
+/** A packfile `repair index` left out of the state: never adopted again. */
+export interface DroppedRecord {
+  pack: Uint8Array;
+  why: string;
+  timeMs: number;
+}
+
+/** A snapshot removed on purpose (rm, or replaced by `repair snapshots`): hidden, and its absence is expected. */
+export interface RemovalRecord {
+  snapshot: Uint8Array;
+  why: string;
+  timeMs: number;
+}
+
+export interface StateDelta {
+  packs: PackRecord[];
+  damaged: DamageRecord[];
+  dropped: DroppedRecord[];
+  removed: RemovalRecord[];
+}
+
+export function emptyDelta(): StateDelta {
+  return { packs: [], damaged: [], dropped: [], removed: [] };
+}
+
+export function encodeDelta(d: Partial<StateDelta>): Uint8Array {
+  const packs = (d.packs ?? []).map((p) => [p.mac, encodeIndex(p.entries)]);
+  const damaged = d.damaged ?? [], dropped = d.dropped ?? [], removed = d.removed ?? [];
+  if (damaged.length + dropped.length + removed.length === 0) return encode({ v: STATE_VERSION, packs });
+  return encode({
+    v: STATE_VERSION_RECORDS,
+    packs,
+    damaged: damaged.map((r) => [r.pack, r.blobs === null ? null : r.blobs.map((b) => [b.type, b.mac]), r.why, r.timeMs]),
+    dropped: dropped.map((r) => [r.pack, r.why, r.timeMs]),
+    removed: removed.map((r) => [r.snapshot, r.why, r.timeMs]),
+  });
+}
+
+const isMac = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.byteLength === MAC_SIZE;
+const isTime = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
+const isType = (v: unknown): v is BlobType => typeof v === "number" && Object.values(BlobType).includes(v as BlobType);
+
+export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
   const what = `state ${toHex(name)}`;
   let o: unknown;
   try {
@@ -31,14 +81,36 @@ export function decodeDelta(raw: Uint8Array, name: Uint8Array): PackRecord[] {
   } catch (e) {
     throw new CorruptError(what, `undecodable (${(e as Error).message})`);
   }
-  const d = o as { v?: unknown; packs?: unknown };
-  if (typeof o !== "object" || o === null || d.v !== STATE_VERSION || !Array.isArray(d.packs)) throw new CorruptError(what, "bad structure");
-  return d.packs.map((p: unknown) => {
-    if (!Array.isArray(p) || p.length !== 2 || !(p[0] instanceof Uint8Array) || p[0].byteLength !== MAC_SIZE || !(p[1] instanceof Uint8Array)) {
-      throw new CorruptError(what, "bad pack record");
-    }
+  const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown };
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw new CorruptError(what, "bad structure");
+  if (d.v !== STATE_VERSION && d.v !== STATE_VERSION_RECORDS) throw new CorruptError(what, `unknown state version ${String(d.v)}`);
+  if (!Array.isArray(d.packs)) throw new CorruptError(what, "bad structure");
+  const list = (v: unknown, field: string): unknown[] => {
+    if (d.v === STATE_VERSION || v === undefined) return [];
+    if (!Array.isArray(v)) throw new CorruptError(what, `bad ${field} records`);
+    return v;
+  };
+  const bad = (field: string) => new CorruptError(what, `bad ${field} record`);
+  const packs = d.packs.map((p: unknown) => {
+    if (!Array.isArray(p) || p.length !== 2 || !isMac(p[0]) || !(p[1] instanceof Uint8Array)) throw bad("pack");
     return { mac: p[0], entries: decodeIndex(p[1], what) };
   });
+  const damaged = list(d.damaged, "damaged").map((r): DamageRecord => {
+    if (!Array.isArray(r) || r.length !== 4 || !isMac(r[0]) || typeof r[2] !== "string" || !isTime(r[3])) throw bad("damaged");
+    if (r[1] !== null && !Array.isArray(r[1])) throw bad("damaged");
+    const blobs = r[1] === null ? null : (r[1] as unknown[]).map((b) => {
+      if (!Array.isArray(b) || b.length !== 2 || !isType(b[0]) || !isMac(b[1])) throw bad("damaged");
+      return { type: b[0], mac: b[1] };
+    });
+    return { pack: r[0], blobs, why: r[2], timeMs: r[3] };
+  });
+  const triple = (field: string) => (r: unknown): [Uint8Array, string, number] => {
+    if (!Array.isArray(r) || r.length !== 3 || !isMac(r[0]) || typeof r[1] !== "string" || !isTime(r[2])) throw bad(field);
+    return [r[0], r[1], r[2]];
+  };
+  const dropped = list(d.dropped, "dropped").map(triple("dropped")).map(([pack, why, timeMs]) => ({ pack, why, timeMs }));
+  const removed = list(d.removed, "removed").map(triple("removed")).map(([snapshot, why, timeMs]) => ({ snapshot, why, timeMs }));
+  return { packs, damaged, dropped, removed };
 }
 
 export interface BlobLocation {
@@ -61,22 +133,113 @@ export function keyType(key: string): BlobType {
   return key.charCodeAt(0) as BlobType;
 }
 
-/** The in-memory index of blobs, built from every delta. */
+/**
+ * The in-memory index of blobs, built from every delta in any order. A blob
+ * stored in several packfiles keeps its other locations, so that damage to
+ * one of them falls back on the next; a location recorded as damaged is
+ * never used, so the blob counts as absent and a backup stores it again.
+ */
 export class Index {
   private readonly blobs = new Map<string, BlobLocation>();
+  /** Further locations of blobs stored more than once (rare: stored again after damage, or by concurrent backups). */
+  private readonly extra = new Map<string, BlobLocation[]>();
+  /** Packfiles named in the state (hex -> name). */
   readonly packs = new Map<string, Uint8Array>();
-  /** Snapshot IDs (hex) -> ID, from the SNAPSHOT blobs of the index. */
+  /** Snapshot IDs (hex) -> ID, from the SNAPSHOT blobs of the index, less removed ones (a damaged header stays listed). */
   readonly snapshots = new Map<string, Uint8Array>();
+  /** Damage known for a packfile (hex): the blob keys, or null for all of it. */
+  readonly damaged = new Map<string, { keys: Set<string> | null; why: string; timeMs: number }>();
+  /** Why a blob has no usable location left, by key. */
+  private readonly lost = new Map<string, string>();
+  /** Locations given up because of damage, by packfile (hex): where `repair index` looks for intact blobs to salvage. */
+  private readonly givenUp = new Map<string, [string, BlobLocation][]>();
+  readonly dropped = new Map<string, DroppedRecord>();
+  readonly removed = new Map<string, RemovalRecord>();
+
+  /** Applies every record of a delta. */
+  apply(d: StateDelta): void {
+    for (const r of d.removed) this.addRemoval(r);
+    for (const r of d.damaged) this.markDamaged(r);
+    for (const r of d.dropped) this.dropped.set(toHex(r.pack), r);
+    for (const p of d.packs) this.addPack(p);
+  }
 
   addPack(p: PackRecord): void {
     const pk = toHex(p.mac);
     const pack = this.packs.get(pk) ?? p.mac;
     this.byPack = null;
     this.packs.set(pk, pack);
+    const damage = this.damaged.get(pk);
     for (const e of p.entries) {
-      this.blobs.set(blobKey(e.type, e.mac), { pack, offset: e.offset, length: e.length, rawLength: e.rawLength });
-      if (e.type === BlobType.SNAPSHOT) this.snapshots.set(toHex(e.mac), e.mac);
+      const k = blobKey(e.type, e.mac);
+      const loc = { pack, offset: e.offset, length: e.length, rawLength: e.rawLength };
+      const snapshot = e.type === BlobType.SNAPSHOT && !this.removed.has(toHex(e.mac));
+      if (damage && (damage.keys === null || damage.keys.has(k))) {
+        this.giveUp(pk, k, loc);
+        if (!this.blobs.has(k)) this.lost.set(k, damage.why);
+        if (snapshot) this.snapshots.set(toHex(e.mac), e.mac); // listed, and reported as unreadable
+        continue;
+      }
+      const cur = this.blobs.get(k);
+      if (!cur || cur.pack === pack) {
+        this.blobs.set(k, loc);
+        this.lost.delete(k);
+      } else {
+        const more = this.extra.get(k) ?? [];
+        if (!more.some((l) => l.pack === pack)) more.push(loc);
+        this.extra.set(k, more);
+      }
+      if (snapshot) this.snapshots.set(toHex(e.mac), e.mac);
     }
+  }
+
+  /** Stops using the damaged locations `r` names; a blob stored elsewhere too falls back on that copy. */
+  markDamaged(r: DamageRecord): void {
+    const pk = toHex(r.pack);
+    const keys = r.blobs === null ? null : new Set(r.blobs.map((b) => blobKey(b.type, b.mac)));
+    const d = this.damaged.get(pk);
+    if (!d) this.damaged.set(pk, { keys, why: r.why, timeMs: r.timeMs });
+    else if (d.keys !== null) {
+      if (keys === null) Object.assign(d, { keys: null, why: r.why, timeMs: r.timeMs });
+      else for (const k of keys) d.keys.add(k);
+    }
+    const inPack = (l: BlobLocation) => toHex(l.pack) === pk;
+    const affected = keys ?? new Set(this.blobsOfPack(r.pack).map(([k]) => k));
+    if (keys === null) for (const [k, more] of this.extra) if (more.some(inPack)) affected.add(k);
+    for (const k of affected) {
+      for (const l of this.extra.get(k) ?? []) if (inPack(l)) this.giveUp(pk, k, l);
+      const more = (this.extra.get(k) ?? []).filter((l) => !inPack(l));
+      const cur = this.blobs.get(k);
+      if (cur && inPack(cur)) {
+        this.giveUp(pk, k, cur);
+        const next = more.shift();
+        if (next) this.blobs.set(k, next);
+        else {
+          this.blobs.delete(k);
+          this.lost.set(k, r.why);
+        }
+      }
+      if (more.length > 0) this.extra.set(k, more);
+      else this.extra.delete(k);
+    }
+    this.byPack = null;
+  }
+
+  private giveUp(packHex: string, key: string, loc: BlobLocation): void {
+    const l = this.givenUp.get(packHex) ?? [];
+    l.push([key, loc]);
+    this.givenUp.set(packHex, l);
+  }
+
+  /** The locations in `pack` (hex) that damage made the index give up. */
+  givenUpIn(packHex: string): readonly [string, BlobLocation][] {
+    return this.givenUp.get(packHex) ?? [];
+  }
+
+  addRemoval(r: RemovalRecord): void {
+    const hex = toHex(r.snapshot);
+    this.removed.set(hex, r);
+    this.snapshots.delete(hex);
   }
 
   get(type: BlobType, mac: Uint8Array): BlobLocation | undefined {
@@ -92,17 +255,29 @@ export class Index {
     return this.blobs.has(key);
   }
 
+  /** Why a blob the state knew has no usable location (it was found damaged or missing), if so. */
+  lostReason(type: BlobType, mac: Uint8Array): string | undefined {
+    return this.lost.get(blobKey(type, mac));
+  }
+
+  /** Whether the state records damage to any blob of `pack` (hex). */
+  isDamaged(packHex: string): boolean {
+    return this.damaged.has(packHex);
+  }
+
   private byPack: Map<Uint8Array, [string, BlobLocation][]> | null = null;
 
-  /** Blobs the state places in `pack` (a reverse map built on first use). */
+  /** Blobs the index places in `pack` (a reverse map built on first use). */
   blobsOfPack(pack: Uint8Array): [string, BlobLocation][] {
     if (this.byPack === null) {
       this.byPack = new Map();
-      for (const [k, loc] of this.blobs) {
-        let l = this.byPack.get(loc.pack);
-        if (!l) this.byPack.set(loc.pack, (l = []));
+      const add = (k: string, loc: BlobLocation) => {
+        let l = this.byPack!.get(loc.pack);
+        if (!l) this.byPack!.set(loc.pack, (l = []));
         l.push([k, loc]);
-      }
+      };
+      for (const [k, loc] of this.blobs) add(k, loc);
+      for (const [k, more] of this.extra) for (const loc of more) add(k, loc);
     }
     return this.byPack.get(this.packs.get(toHex(pack)) ?? pack) ?? [];
   }

@@ -14,9 +14,9 @@ import { randomKey } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
 import { Channel } from "../util/channel.js";
 import { giveBack } from "../util/ring.js";
-import { CofferError, throwIfAborted } from "../util/errors.js";
+import { CofferError, isCofferError, throwIfAborted } from "../util/errors.js";
 import { encode } from "@msgpack/msgpack";
-import { encodeHeader, type SnapshotHeader, type Summary } from "./header.js";
+import { encodeHeader, PRIOR_SNAPSHOTS, type SnapshotHeader, type Summary } from "./header.js";
 import { ChunkPool } from "./chunk-pool.js";
 import { SCAN_CACHE_MEMORY, ScanCache } from "./scancache.js";
 import { type ChunkRef, compareNames, type Entry, encodeTree, encodeTreeOf, packEntry, unpackEntry } from "./tree.js";
@@ -24,8 +24,8 @@ import { listSnapshots, TreeReader } from "./vfs.js";
 import { toHex } from "../util/hex.js";
 
 export interface BackupEvent {
-  type: "entry" | "error" | "checkpoint";
-  /** The entry's path; for a checkpoint, its snapshot ID in hex. */
+  type: "entry" | "error" | "checkpoint" | "warning";
+  /** The entry's path; for a checkpoint, its snapshot ID in hex; for a warning, what it is about. */
   path: string;
   message?: string;
 }
@@ -96,9 +96,20 @@ function emptySummary(): Summary {
   return { files: 0, dirs: 0, symlinks: 0, others: 0, bytes: 0, errors: 0, readBytes: 0, newBlobs: 0, newBytes: 0 };
 }
 
-export async function findParent(repo: Repository, o: { hostname: string; type: string; root: string }, signal?: AbortSignal): Promise<SnapshotHeader | undefined> {
-  const all = await listSnapshots(repo, signal);
-  return all.filter((h) => h.hostname === o.hostname && h.importer.type === o.type && h.importer.root === o.root).at(-1);
+/**
+ * The snapshots a backup starts from: the latest one of the same source (its
+ * parent, unless `force`) and the latest few of all (`prior`). Snapshots whose
+ * header cannot be read are passed over, each with a warning.
+ */
+export async function findParent(
+  repo: Repository,
+  o: { hostname: string; type: string; root: string; force?: boolean; onWarning?: (id: string, message: string) => void },
+  signal?: AbortSignal,
+): Promise<{ parent: SnapshotHeader | undefined; prior: Uint8Array[] }> {
+  const { snapshots: all, unreadable } = await listSnapshots(repo, signal);
+  for (const u of unreadable) o.onWarning?.(toHex(u.id), `${u.message}: not considered as the parent snapshot`);
+  const parent = o.force ? undefined : all.filter((h) => h.hostname === o.hostname && h.importer.type === o.type && h.importer.root === o.root).at(-1);
+  return { parent, prior: all.slice(-PRIOR_SNAPSHOTS).map((h) => h.id) };
 }
 
 export async function backup(repo: Repository, o: BackupOptions): Promise<BackupResult> {
@@ -113,7 +124,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const signal = o.signal ? AbortSignal.any([o.signal, stopper.signal]) : stopper.signal;
   const imp = o.importer;
   const chunker = makeChunker(repo.config.chunking, repo.keys.gear);
-  const parent = o.force ? undefined : await findParent(repo, { hostname: o.hostname, type: imp.type, root: imp.root }, signal);
+  const warn = (path: string, message: string) => o.onEvent?.({ type: "warning", path, message });
+  const { parent, prior } = await findParent(repo, { hostname: o.hostname, type: imp.type, root: imp.root, force: o.force ?? false, onWarning: warn }, signal);
   const parentTree = new TreeReader(repo);
   const summary = emptySummary();
   const errors: [string, string][] = [];
@@ -155,6 +167,8 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
    * one up from the root had cost a cache lookup per path component.
    */
   const parentDirs = new Map<string, ParentListing>();
+  /** Parent trees found unreadable (warned about once). */
+  const unreadableTrees = new Set<string>();
   const parentListing = (dir: string): ParentListing => {
     let l = parentDirs.get(dir);
     if (!l) {
@@ -164,7 +178,15 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
         promise: parentTree
           .lookup(parent!.root, dir, signal)
           .then((d) => (d && d.info.kind === "dir" ? parentTree.childrenByName(d, signal) : undefined))
-          .catch(() => undefined)
+          .catch((e: unknown) => {
+            // A damaged or missing listing: the files below it are read from the source.
+            const blob = isCofferError(e) && typeof e.data.mac === "string" ? e.data.mac : (e as Error).message;
+            if (!signal.aborted && !unreadableTrees.has(blob)) {
+              unreadableTrees.add(blob);
+              warn(dir, `the parent snapshot's listing is unreadable (${(e as Error).message}): reading the files below it again`);
+            }
+            return undefined;
+          })
           .then((m) => {
             listing.loaded = true;
             return (listing.entries = m);
@@ -456,6 +478,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
       ...(checkpoint !== undefined ? { checkpoint } : {}),
       ...(parent ? { parent: parent.id } : {}),
       ...(errorsMac ? { errors: errorsMac } : {}),
+      ...(prior.length > 0 ? { prior } : {}),
     };
   };
 

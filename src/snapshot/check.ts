@@ -4,15 +4,19 @@
  * headers and trees. Full mode also reads every packfile whole, verifies
  * its name, its index against the state, and every blob (authenticated,
  * decompressed, and chunk MACs recomputed), then names every snapshot and
- * file that depends on a damaged blob.
+ * file that depends on a damaged blob. What it finds damaged or missing is
+ * noted in the repository (Repository.noteDamage), for the caller to record
+ * in the state so that backups store those blobs again. It also reports
+ * state deltas that could not be used, damage recorded earlier and not yet
+ * repaired, and snapshots that disappeared without a removal record.
  */
 import { Resource } from "../connectors/flags.js";
 import { BlobType, blobTypeName } from "../repository/codec.js";
 import { readPack } from "../repository/packfile.js";
 import type { Repository } from "../repository/repository.js";
-import { blobKey } from "../repository/state.js";
+import { blobKey, keyMac, keyType } from "../repository/state.js";
 import { mapLimit } from "../util/concurrency.js";
-import { throwIfAborted } from "../util/errors.js";
+import { corruptDetail, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { decodeHeader, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry } from "./tree.js";
@@ -50,10 +54,18 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
   for await (const m of repo.store.list(Resource.PACKFILE, { signal })) stored.add(toHex(m));
   const packs = [...repo.index.packs.entries()];
   const missingPacks = new Set<string>();
-  for (const [hex] of packs) {
+  for (const d of repo.stateDamage) problems.push({ message: `${d.message} (the state delta is ignored; run \`coffer repair index\`)` });
+  for (const [hex, d] of repo.index.damaged) {
+    if (!repo.index.packs.has(hex)) continue;
+    const what = d.keys === null ? "every blob" : `${d.keys.size} blobs`;
+    problems.push({ message: `packfile ${hex}: ${what} recorded as damaged on ${new Date(d.timeMs).toISOString()} (${d.why}); run \`coffer repair index\`` });
+  }
+  const now = Date.now();
+  for (const [hex, mac] of packs) {
     if (!stored.has(hex)) {
       missingPacks.add(hex);
       problems.push({ message: `packfile ${hex} is named in the state but missing from the store` });
+      if (repo.index.damaged.get(hex)?.keys !== null) repo.noteDamage({ pack: mac, blobs: null, why: `packfile ${hex} is missing from the store`, timeMs: now });
     }
   }
   const unreferencedPacks = [...stored].filter((h) => !repo.index.packs.has(h)).length;
@@ -71,20 +83,23 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
         try {
           entries = await readPack(bytes, mac, repo.codec, repo.mac);
         } catch (e) {
-          problems.push({ message: `packfile ${hex}: ${(e as Error).message}` });
+          problems.push({ message: `packfile ${hex}: ${corruptDetail(e)}` });
           markPackDamaged(repo, mac, damaged, `packfile ${hex.slice(0, 12)} is damaged`);
           // Still try each blob the state knows about, to find which ones survive.
           entries = null;
         }
+        const bad: { type: BlobType; mac: Uint8Array }[] = [];
+        const whyBad: string[] = [];
         if (entries) {
           const seen = new Set(entries.map((e) => `${blobKey(e.type, e.mac)}@${e.offset}:${e.length}`));
           for (const [k, loc] of stateBlobsOf(repo, mac)) {
             if (!seen.has(`${k}@${loc.offset}:${loc.length}`)) {
               damaged.set(k, `not where the state says in packfile ${hex.slice(0, 12)}`);
+              bad.push({ type: keyType(k), mac: keyMac(k) });
             }
           }
         }
-        for (const [k, loc] of stateBlobsOf(repo, mac)) {
+        for (const [k, loc] of [...stateBlobsOf(repo, mac)]) {
           blobs++;
           const type = k.charCodeAt(0) as BlobType;
           const bmac = new Uint8Array(Buffer.from(k.slice(1), "latin1"));
@@ -94,11 +109,14 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
             if (type !== BlobType.SNAPSHOT && Buffer.compare(repo.mac.mac(raw), bmac) !== 0) throw new Error("content does not match its MAC");
             damaged.delete(k);
           } catch (e) {
-            const why = `${blobTypeName(type)} blob ${toHex(bmac).slice(0, 12)} in packfile ${hex.slice(0, 12)}: ${(e as Error).message}`;
+            const why = `${blobTypeName(type)} blob ${toHex(bmac).slice(0, 12)} in packfile ${hex.slice(0, 12)}: ${corruptDetail(e)}`;
             damaged.set(k, why);
             problems.push({ message: why });
+            bad.push({ type, mac: bmac });
+            whyBad.push(why);
           }
         }
+        if (bad.length > 0) repo.noteDamage({ pack: mac, blobs: bad, why: whyBad[0] ?? `blobs not where the state says in packfile ${hex}`, timeMs: now });
       },
     );
   } else {
@@ -112,6 +130,8 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
     const k = blobKey(type, mac);
     const d = damaged.get(k);
     if (d) return d;
+    const lost = repo.index.lostReason(type, mac);
+    if (lost !== undefined) return `${blobTypeName(type)} blob ${toHex(mac).slice(0, 12)} is damaged or missing (${lost})`;
     if (!repo.index.has(type, mac)) return `${blobTypeName(type)} blob ${toHex(mac).slice(0, 12)} is not in the repository`;
     return undefined;
   };
@@ -154,6 +174,8 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
   };
 
   const ids = o.snapshots ?? repo.snapshotIds();
+  /** Snapshots that headers list as existing when they were taken (see SnapshotHeader.prior), by ID, with the first lister. */
+  const listed = new Map<string, string>();
   for (const id of ids) {
     throwIfAborted(signal);
     const sid = toHex(id);
@@ -167,7 +189,12 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
       problems.push({ snapshot: sid, message: `header unreadable: ${(e as Error).message}` });
       continue;
     }
+    for (const p of header.prior ?? []) if (!listed.has(toHex(p))) listed.set(toHex(p), sid);
     for (const [path, why] of await checkEntry(header.root, "/")) problems.push({ snapshot: sid, path, message: why });
+  }
+  for (const [gone, by] of listed) {
+    if (repo.index.snapshots.has(gone) || repo.index.removed.has(gone)) continue;
+    problems.push({ message: `snapshot ${gone}, which existed when snapshot ${by.slice(0, 8)} was taken, is gone without a removal record (deleted or rolled back)` });
   }
   return { snapshots: ids.length, packs: packs.length, blobs, unreferencedPacks, problems };
 }

@@ -45,7 +45,17 @@ export interface SnapshotHeader {
   run?: Uint8Array | undefined;
   /** Set on checkpoints (partial snapshots): 1, 2, ... within the run. */
   checkpoint?: number | undefined;
+  /**
+   * The latest snapshots (up to PRIOR_SNAPSHOTS) that existed when this one
+   * was taken: `check` reports one that is gone without a removal record.
+   */
+  prior?: Uint8Array[] | undefined;
+  /** Set by `repair snapshots` on the snapshot it wrote in place of a damaged one: that one's ID and when. */
+  repairOf?: { id: Uint8Array; timeNs: bigint } | undefined;
 }
+
+/** How many earlier snapshots a header lists in `prior`. */
+export const PRIOR_SNAPSHOTS = 8;
 
 export function isPartial(h: SnapshotHeader): boolean {
   return h.checkpoint !== undefined;
@@ -70,6 +80,8 @@ export function encodeHeader(h: SnapshotHeader): Uint8Array {
   if (h.errors) o.errors = h.errors;
   if (h.run) o.run = h.run;
   if (h.checkpoint !== undefined) o.checkpoint = h.checkpoint;
+  if (h.prior && h.prior.length > 0) o.prior = h.prior;
+  if (h.repairOf) o.repairOf = { id: h.repairOf.id, time: h.repairOf.timeNs };
   return encode(o, { useBigInt64: true });
 }
 
@@ -123,6 +135,16 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
   if (o.checkpoint !== undefined) {
     if (typeof o.checkpoint !== "number" || !Number.isSafeInteger(o.checkpoint) || o.checkpoint < 1 || !h.run) throw bad("checkpoint");
     h.checkpoint = o.checkpoint;
+  }
+  if (o.prior !== undefined) {
+    if (!Array.isArray(o.prior) || !o.prior.every((p) => p instanceof Uint8Array && p.byteLength === 32)) throw bad("prior");
+    h.prior = o.prior as Uint8Array[];
+  }
+  if (o.repairOf !== undefined) {
+    const r = o.repairOf as Record<string, unknown> | null;
+    const rt = r === null || typeof r !== "object" ? undefined : t(r.time);
+    if (!r || !(r.id instanceof Uint8Array) || r.id.byteLength !== 32 || rt === undefined) throw bad("repairOf");
+    h.repairOf = { id: r.id, timeNs: rt };
   }
   return h;
 }

@@ -6,23 +6,47 @@
 import { BlobType } from "../repository/codec.js";
 import type { Repository } from "../repository/repository.js";
 import { mapLimit } from "../util/concurrency.js";
-import { CofferError } from "../util/errors.js";
+import { CofferError, isCofferError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { unescapeName } from "../util/names.js";
 import { decodeHeader, isPartial, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry } from "./tree.js";
 
+/** A snapshot whose header could not be read (damaged or missing), and why. */
+export interface UnreadableSnapshot {
+  id: Uint8Array;
+  message: string;
+}
+
+export interface SnapshotList {
+  snapshots: SnapshotHeader[];
+  /** Snapshots whose header failed: every command works around them and names them. */
+  unreadable: UnreadableSnapshot[];
+}
+
 /**
  * Snapshot headers, oldest first: every complete snapshot and, per backup
  * run that never completed, its latest checkpoint (docs/FORMAT.md,
- * "Checkpoints"). `superseded` adds the checkpoints that are hidden.
+ * "Checkpoints"). `superseded` adds the checkpoints that are hidden. A
+ * header that cannot be read is listed in `unreadable`, not thrown.
  */
-export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: { superseded?: boolean } = {}): Promise<SnapshotHeader[]> {
+export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: { superseded?: boolean } = {}): Promise<SnapshotList> {
   const ids = repo.snapshotIds();
-  const headers = await mapLimit(ids, 8, async (id) => decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id));
+  const unreadable: UnreadableSnapshot[] = [];
+  const read = await mapLimit(ids, 8, async (id) => {
+    try {
+      return decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id);
+    } catch (e) {
+      throwIfAborted(signal);
+      if (!isCofferError(e, "CORRUPT") && !isCofferError(e, "NOT_FOUND")) throw e;
+      unreadable.push({ id, message: e.message });
+      return undefined;
+    }
+  });
+  const headers = read.filter((h) => h !== undefined);
   const cmp = (a: SnapshotHeader, b: SnapshotHeader) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : (a.checkpoint ?? Infinity) - (b.checkpoint ?? Infinity));
   headers.sort(cmp);
-  if (o.superseded) return headers;
+  if (o.superseded) return { snapshots: headers, unreadable };
   // The best of each run: a complete snapshot, else the highest checkpoint.
   const best = new Map<string, SnapshotHeader>();
   for (const h of headers) {
@@ -33,13 +57,13 @@ export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: {
   }
   // A checkpoint of an unfinished run stays: for a source that deletes what is
   // acknowledged, it may hold the only copy of the records it covers.
-  return headers.filter((h) => !h.run || best.get(toHex(h.run)) === h);
+  return { snapshots: headers.filter((h) => !h.run || best.get(toHex(h.run)) === h), unreadable };
 }
 
 /** Finds the snapshot whose ID starts with `prefix`, or the latest complete one when prefix is empty/"latest". */
 export async function resolveSnapshot(repo: Repository, prefix: string | undefined, signal?: AbortSignal): Promise<SnapshotHeader> {
   if (prefix === undefined || prefix === "" || prefix === "latest") {
-    const all = await listSnapshots(repo, signal);
+    const all = (await listSnapshots(repo, signal)).snapshots;
     const last = all.filter((h) => !isPartial(h)).at(-1);
     if (!last) {
       const partial = all.length > 0 ? ` (there are ${all.length} partial snapshots from interrupted backups: name one by its ID)` : "";

@@ -69,10 +69,18 @@ export class CofferError extends Error {
 
 /** Bytes read back from a store failed authentication or could not be decoded. */
 export class CorruptError extends CofferError {
+  /** What was wrong, without naming the object (the message names it). */
+  readonly detail: string;
   constructor(what: string, detail: string, data: Record<string, unknown> = {}) {
     super("CORRUPT", `${what}: ${detail}`, data);
     this.name = "CorruptError";
+    this.detail = detail;
   }
+}
+
+/** What was wrong with a damaged object, without its name when the error is a CorruptError (for messages that name it already). */
+export function corruptDetail(e: unknown): string {
+  return e instanceof CorruptError ? e.detail : (e as Error).message;
 }
 
 /** An object asked of a store does not exist. */

@@ -114,7 +114,7 @@ async function run(repo: Repository, imp: Importer, checkpoints?: CheckpointPoli
 }
 
 async function contentAt(repo: Repository, snapId: Uint8Array, path: string): Promise<Uint8Array | undefined> {
-  const header = (await listSnapshots(repo, undefined, { superseded: true })).find((h) => toHex(h.id) === toHex(snapId))!;
+  const header = (await listSnapshots(repo, undefined, { superseded: true })).snapshots.find((h) => toHex(h.id) === toHex(snapId))!;
   const e = await new TreeReader(repo).lookup(header.root, path);
   if (!e || e.info.kind !== "file" || e.error !== undefined) return undefined;
   const parts: Uint8Array[] = [];
@@ -175,7 +175,7 @@ describe("backup: NEEDACK and checkpoints", () => {
       checks.push(
         (async () => {
           const other = await reopen(store);
-          const visible = await listSnapshots(other);
+          const visible = (await listSnapshots(other)).snapshots;
           expect(visible.length).toBeGreaterThan(0);
           const latest = visible.at(-1)!;
           if (isPartial(latest)) seenPartial.push(p.pathname);
@@ -192,8 +192,8 @@ describe("backup: NEEDACK and checkpoints", () => {
     expect(imp.results.filter((r) => !r.error)).toHaveLength(records.length);
 
     // After the run, its checkpoints are superseded: only the final snapshot is listed.
-    const all = await listSnapshots(repo, undefined, { superseded: true });
-    const visible = await listSnapshots(repo);
+    const all = (await listSnapshots(repo, undefined, { superseded: true })).snapshots;
+    const visible = (await listSnapshots(repo)).snapshots;
     expect(all.filter(isPartial).length).toBeGreaterThan(0);
     expect(all.filter(isPartial).every((h) => toHex(h.run!) === toHex(header.run!))).toBe(true);
     expect(visible.map((h) => toHex(h.id))).toEqual([toHex(header.id)]);
@@ -213,7 +213,7 @@ describe("backup: NEEDACK and checkpoints", () => {
     await repo.close();
 
     const other = await reopen(store);
-    const visible = await listSnapshots(other);
+    const visible = (await listSnapshots(other)).snapshots;
     expect(visible).toHaveLength(1);
     expect(isPartial(visible[0]!)).toBe(true);
     for (const p of acked) {
@@ -234,7 +234,7 @@ describe("backup: NEEDACK and checkpoints", () => {
     const readAgain = records.filter((x) => x.content && !ackedFiles.includes(x.pathname)).reduce((n, x) => n + x.content!.byteLength, 0);
     expect(header.summary.readBytes).toBe(readAgain);
     // The interrupted run's checkpoint stays listed (it may hold the only copy of what it acked).
-    expect((await listSnapshots(again)).map((h) => toHex(h.id))).toEqual([toHex(visible[0]!.id), toHex(header.id)]);
+    expect((await listSnapshots(again)).snapshots.map((h) => toHex(h.id))).toEqual([toHex(visible[0]!.id), toHex(header.id)]);
     await again.close();
   });
 });
@@ -279,7 +279,7 @@ describe("backup: a failure while a checkpoint commits", () => {
 
     // The checkpoint that was committing is the one listed, and it holds exactly the acked files.
     const other = await reopen(store);
-    const [partial, ...more] = await listSnapshots(other);
+    const [partial, ...more] = (await listSnapshots(other)).snapshots;
     expect(more).toHaveLength(0);
     expect(isPartial(partial!)).toBe(true);
     const held: string[] = [];

@@ -62,8 +62,9 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       const base = importer.flags & LocationFlag.NEEDACK ? NEEDACK_CHECKPOINTS : DEFAULT_CHECKPOINTS;
       checkpoints = { intervalMs: interval, bytes: interval === 0 ? 0 : base.bytes };
     }
-    const adopted = await repo.adoptUnindexedPacks(ctx.signal);
-    if (adopted > 0 && !o.quiet && !o.json) ctx.stderr.write(`coffer: indexed ${adopted} packfiles left by an interrupted backup\n`);
+    const { adopted, missing } = await repo.reconcilePacks(ctx.signal);
+    if (adopted > 0 && !o.quiet && !o.json) ctx.stderr.write(`coffer: indexed ${adopted} packfiles no state delta named (left by an interrupted backup)\n`);
+    for (const hex of missing) ctx.stderr.write(`coffer: warning: packfile ${hex} is missing from the store: the blobs it held are stored again\n`);
     const { header } = await backup(repo, {
       importer,
       tags: o.tag ?? [],
@@ -76,8 +77,11 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       checkpoints,
       onEvent: (e) => {
         if (e.type === "error") ctx.stderr.write(`coffer: ${e.path}: ${e.message}\n`);
+        else if (e.type === "warning") ctx.stderr.write(`coffer: warning: ${e.path}: ${e.message}\n`);
       },
     });
+    // What this backup's own reads found damaged: later runs stop relying on it too.
+    await repo.recordDamage(ctx.signal);
     const s = header.summary;
     if (o.json) {
       ctx.stdout.write(`${JSON.stringify({ id: toHex(header.id), short: shortId(header.id), ...s, durationSeconds: Number(header.durationNs) / 1e9 })}\n`);

@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { listSnapshots, lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader, joinPath } from "../../snapshot/vfs.js";
 import type { Entry } from "../../snapshot/tree.js";
+import { toHex } from "../../util/hex.js";
 import { escapeName } from "../../util/names.js";
 import { type Context, withRepository } from "../context.js";
 import { bytes, entryJson, localTime, modeString, shortId, snapshotJson, source } from "../format.js";
@@ -12,20 +13,21 @@ export interface LsOptions {
   long?: boolean;
 }
 
-export async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<void> {
-  await withRepository(ctx, { readOnly: true }, async (repo) => {
+/** Lists snapshots, or a directory's entries; exits 3 when a snapshot's header cannot be read (each is named). */
+export async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<number> {
+  return withRepository(ctx, { readOnly: true }, async (repo) => {
     const out = ctx.stdout;
     if (target === undefined) {
-      const all = await listSnapshots(repo, ctx.signal);
-      if (o.json) {
-        out.write(`${JSON.stringify(all.map(snapshotJson))}\n`);
-        return;
+      const { snapshots: all, unreadable } = await listSnapshots(repo, ctx.signal);
+      if (o.json) out.write(`${JSON.stringify(all.map(snapshotJson))}\n`);
+      else {
+        for (const h of all) {
+          const tags = (h.tags.length ? `  [${h.tags.join(",")}]` : "") + (h.checkpoint !== undefined ? "  (partial: interrupted backup)" : "");
+          out.write(`${shortId(h.id)}  ${localTime(h.timeNs)}  ${h.hostname}  ${bytes(h.summary.bytes).padStart(10)}  ${source(h)}${tags}\n`);
+        }
       }
-      for (const h of all) {
-        const tags = (h.tags.length ? `  [${h.tags.join(",")}]` : "") + (h.checkpoint !== undefined ? "  (partial: interrupted backup)" : "");
-        out.write(`${shortId(h.id)}  ${localTime(h.timeNs)}  ${h.hostname}  ${bytes(h.summary.bytes).padStart(10)}  ${source(h)}${tags}\n`);
-      }
-      return;
+      for (const u of unreadable) ctx.stderr.write(`coffer: snapshot ${toHex(u.id)} cannot be read: ${u.message}\n`);
+      return unreadable.length > 0 ? 3 : 0;
     }
     const { snap, path: asTyped } = parseSnapPath(target);
     const header = await resolveSnapshot(repo, snap, ctx.signal);
@@ -47,14 +49,15 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
       for (const c of await reader.children(top, ctx.signal)) show(joinPath(path, c.name), c);
     }
     if (o.json) out.write(`${JSON.stringify(rows)}\n`);
+    return 0;
   });
 }
 
-export function lsCommand(ctx: () => Context): Command {
+export function lsCommand(ctx: () => Context, done: (code: number) => void): Command {
   return new Command("ls")
     .description("list snapshots, or the entries of SNAP[:PATH]")
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")
     .option("-R, --recursive", "list the whole subtree")
     .option("--json", "print JSON")
-    .action(async (target: string | undefined, o: LsOptions) => runLs(target, o, ctx()));
+    .action(async (target: string | undefined, o: LsOptions) => done(await runLs(target, o, ctx())));
 }
