@@ -20,7 +20,7 @@ import { corruptDetail, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { decodeHeader, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry } from "./tree.js";
-import { joinPath } from "./vfs.js";
+import { joinPath, listSnapshots } from "./vfs.js";
 
 export interface CheckProblem {
   /** Snapshot ID (hex) when the problem is within a snapshot. */
@@ -173,7 +173,9 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
     return p;
   };
 
-  const ids = o.snapshots ?? repo.snapshotIds();
+  // Snapshots replaced by `repair snapshots` whose removal record is missing are not checked (they are hidden).
+  const replaced = o.snapshots ? new Set<string>() : new Set((await listSnapshots(repo, signal)).replaced.map((h) => toHex(h.id)));
+  const ids = o.snapshots ?? repo.snapshotIds().filter((id) => !replaced.has(toHex(id)));
   /** Snapshots that headers list as existing when they were taken (see SnapshotHeader.prior), by ID, with the first lister. */
   const listed = new Map<string, string>();
   for (const id of ids) {
@@ -193,7 +195,7 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
     for (const [path, why] of await checkEntry(header.root, "/")) problems.push({ snapshot: sid, path, message: why });
   }
   for (const [gone, by] of listed) {
-    if (repo.index.snapshots.has(gone) || repo.index.removed.has(gone)) continue;
+    if (repo.index.snapshots.has(gone) || repo.index.removed.has(gone) || replaced.has(gone)) continue;
     problems.push({ message: `snapshot ${gone}, which existed when snapshot ${by.slice(0, 8)} was taken, is gone without a removal record (deleted or rolled back)` });
   }
   return { snapshots: ids.length, packs: packs.length, blobs, unreferencedPacks, problems };

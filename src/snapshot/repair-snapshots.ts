@@ -114,9 +114,10 @@ export async function repairSnapshots(repo: Repository, o: SnapshotRepairOptions
     return p;
   };
 
-  const { snapshots, unreadable } = await listSnapshots(repo, signal, { superseded: true });
+  const { snapshots, unreadable, replaced } = await listSnapshots(repo, signal, { superseded: true });
   const report: SnapshotRepairReport = { dryRun, snapshots: snapshots.length + unreadable.length, repaired: [], removed: [] };
-  const removals: RemovalRecord[] = [];
+  // A repair killed between storing a replacement and its commit: the replacement came back (adopted), its removal record did not.
+  const removals: RemovalRecord[] = replaced.map((h) => ({ snapshot: h.id, why: "replaced by a snapshot written by repair snapshots", timeMs: Date.now() }));
   for (const u of unreadable) {
     report.removed.push({ id: toHex(u.id), why: u.message });
     removals.push({ snapshot: u.id, why: `header lost (${u.message}); removed by repair`, timeMs: Date.now() });

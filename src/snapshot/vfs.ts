@@ -22,6 +22,12 @@ export interface SnapshotList {
   snapshots: SnapshotHeader[];
   /** Snapshots whose header failed: every command works around them and names them. */
   unreadable: UnreadableSnapshot[];
+  /**
+   * Snapshots that a snapshot written by `repair snapshots` replaces (its
+   * `repairOf`) but whose removal record is missing (that repair was killed
+   * before its commit): hidden as if removed.
+   */
+  replaced: SnapshotHeader[];
 }
 
 /**
@@ -43,10 +49,13 @@ export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: {
       return undefined;
     }
   });
-  const headers = read.filter((h) => h !== undefined);
+  const readable = read.filter((h): h is SnapshotHeader => h !== undefined);
+  const replacedIds = new Set(readable.flatMap((h) => (h.repairOf ? [toHex(h.repairOf.id)] : [])));
+  const replaced = readable.filter((h) => replacedIds.has(toHex(h.id)));
+  const headers = readable.filter((h) => !replacedIds.has(toHex(h.id)));
   const cmp = (a: SnapshotHeader, b: SnapshotHeader) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : (a.checkpoint ?? Infinity) - (b.checkpoint ?? Infinity));
   headers.sort(cmp);
-  if (o.superseded) return { snapshots: headers, unreadable };
+  if (o.superseded) return { snapshots: headers, unreadable, replaced };
   // The best of each run: a complete snapshot, else the highest checkpoint.
   const best = new Map<string, SnapshotHeader>();
   for (const h of headers) {
@@ -57,7 +66,7 @@ export async function listSnapshots(repo: Repository, signal?: AbortSignal, o: {
   }
   // A checkpoint of an unfinished run stays: for a source that deletes what is
   // acknowledged, it may hold the only copy of the records it covers.
-  return { snapshots: headers.filter((h) => !h.run || best.get(toHex(h.run)) === h), unreadable };
+  return { snapshots: headers.filter((h) => !h.run || best.get(toHex(h.run)) === h), unreadable, replaced };
 }
 
 /** Finds the snapshot whose ID starts with `prefix`, or the latest complete one when prefix is empty/"latest". */
