@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { coffer, type CofferResult, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson } from "../helpers/cli.js";
-import { fileChunks, flipByte, headerBlob, objectPath, snapshotOfFiles } from "../helpers/inspect.js";
+import { deltasNaming, fileChunks, flipByte, headerBlob, objectPath, snapshotOfFiles } from "../helpers/inspect.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
 const PASS = "damage-e2e";
@@ -252,5 +252,23 @@ describe("a flipped byte in a state delta", () => {
     // The backup indexed the delta's packfile again, under the same name: nothing is left to repair.
     const ok = await run(["at", repo, "check"]);
     expect(ok.stdout).toMatch(/checked 4 snapshots, .*no problems/);
+  });
+});
+
+describe("a snapshot deleted behind coffer's back", () => {
+  it("check names it as gone without a removal record, from the headers that saw it", async () => {
+    const { repo, keep, kept } = await twoSources();
+    const victim = await backup(repo, keep, "--tag", "victim");
+    const witness = await backup(repo, keep, "--tag", "witness");
+    await run(["at", repo, "check"]);
+    // What someone who can write the repository does: remove the header's packfile and the delta naming it.
+    const h = await headerBlob(repo, PASS, victim.short);
+    for (const d of await deltasNaming(repo, PASS, h.pack)) await fsp.rm(objectPath(repo, "states", d));
+    await fsp.rm(h.file);
+    const ls = parseJson<{ id: string }[]>(await run(["at", repo, "ls", "--json"])).map((s) => s.id);
+    expect(ls).toContain(kept.id);
+    expect(ls).not.toContain(victim.id);
+    const c = await run(["at", repo, "check"], EXIT.ERROR);
+    expect(c.stdout).toContain(`snapshot ${victim.id}, which existed when snapshot ${witness.short} was taken, is gone without a removal record`);
   });
 });

@@ -6,6 +6,7 @@
  */
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
+import { Resource } from "../../src/connectors/flags.js";
 import { FsStore } from "../../src/connectors/fs-store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
@@ -86,4 +87,15 @@ export async function snapshotOfFiles(dir: string): Promise<Map<string, string>>
   };
   await walk(dir);
   return out;
+}
+
+/** The state deltas (hex names) that name packfile `pack`. */
+export function deltasNaming(repo: string, passphrase: string, pack: string): Promise<string[]> {
+  return withInspection(repo, passphrase, async (r) => {
+    const out: string[] = [];
+    for await (const name of r.store.list(Resource.STATE)) {
+      if ((await r.readDelta(name)).packs.some((p) => toHex(p.mac) === pack)) out.push(toHex(name));
+    }
+    return out;
+  });
 }

@@ -4,7 +4,7 @@
  * and the in-memory Index checked against a simple model over random
  * sequences of packs (get/has/size/snapshots/ofType/blobsOfPack).
  */
-import { encode } from "@msgpack/msgpack";
+import { decode, encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BlobType } from "../../src/repository/codec.js";
@@ -259,5 +259,79 @@ describe("Index", () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe("Index: damage, drops and removals", () => {
+  const mac = (b: number) => new Uint8Array(32).fill(b);
+  const e = (type: BlobType, m: number, offset = 0, length = 10): BlobEntry => ({ type, mac: mac(m), offset, length, rawLength: length });
+  const packA = { mac: mac(100), entries: [e(BlobType.CHUNK, 1), e(BlobType.CHUNK, 2, 10), e(BlobType.SNAPSHOT, 9, 20)] };
+  const packB = { mac: mac(101), entries: [e(BlobType.CHUNK, 1, 0, 7)] };
+  const damageOf = (pack: Uint8Array, blobs: { type: BlobType; mac: Uint8Array }[] | null) => ({ pack, blobs, why: "flipped", timeMs: 1 });
+
+  it("a damaged location is never used; a copy elsewhere takes over, whatever the order deltas come in", () => {
+    const orders = [
+      (ix: Index) => (ix.addPack(packA), ix.addPack(packB), ix.markDamaged(damageOf(packA.mac, [{ type: BlobType.CHUNK, mac: mac(1) }]))),
+      (ix: Index) => (ix.markDamaged(damageOf(packA.mac, [{ type: BlobType.CHUNK, mac: mac(1) }])), ix.addPack(packB), ix.addPack(packA)),
+      (ix: Index) => (ix.addPack(packB), ix.markDamaged(damageOf(packA.mac, [{ type: BlobType.CHUNK, mac: mac(1) }])), ix.addPack(packA)),
+    ];
+    for (const apply of orders) {
+      const ix = new Index();
+      apply(ix);
+      expect(toHex(ix.get(BlobType.CHUNK, mac(1))!.pack)).toBe(toHex(mac(101)));
+      expect(ix.get(BlobType.CHUNK, mac(1))!.length).toBe(7);
+      expect(toHex(ix.get(BlobType.CHUNK, mac(2))!.pack)).toBe(toHex(mac(100)));
+      expect(ix.lostReason(BlobType.CHUNK, mac(1))).toBeUndefined();
+    }
+  });
+
+  it("a blob with no other copy becomes absent, with the reason; its snapshot stays listed; a later copy brings it back", () => {
+    for (const first of ["damage", "pack"] as const) {
+      const ix = new Index();
+      const damage = damageOf(packA.mac, null);
+      if (first === "damage") ix.markDamaged(damage);
+      ix.addPack(packA);
+      if (first === "pack") ix.markDamaged(damage);
+      expect(ix.has(BlobType.CHUNK, mac(2))).toBe(false);
+      expect(ix.lostReason(BlobType.CHUNK, mac(2))).toBe("flipped");
+      expect(ix.has(BlobType.SNAPSHOT, mac(9))).toBe(false);
+      expect([...ix.snapshots.keys()]).toEqual([toHex(mac(9))]);
+      expect(ix.isDamaged(toHex(mac(100)))).toBe(true);
+      expect(ix.givenUpIn(toHex(mac(100))).length).toBe(3);
+      ix.addPack({ mac: mac(102), entries: [e(BlobType.CHUNK, 2, 40)] });
+      expect(toHex(ix.get(BlobType.CHUNK, mac(2))!.pack)).toBe(toHex(mac(102)));
+      expect(ix.lostReason(BlobType.CHUNK, mac(2))).toBeUndefined();
+    }
+  });
+
+  it("a removed snapshot is hidden whether its removal comes before or after its header", () => {
+    for (const first of ["removal", "pack"] as const) {
+      const ix = new Index();
+      const removal = { snapshot: mac(9), why: "rm", timeMs: 2 };
+      if (first === "removal") ix.apply({ packs: [], damaged: [], dropped: [], removed: [removal] });
+      ix.addPack(packA);
+      if (first === "pack") ix.addRemoval(removal);
+      expect(ix.snapshots.size).toBe(0);
+      expect(ix.removed.get(toHex(mac(9)))?.why).toBe("rm");
+      expect(ix.has(BlobType.SNAPSHOT, mac(9))).toBe(true); // the blob stays until pruned
+    }
+  });
+
+  it("records survive an encode/decode round trip, and a delta of packfiles only stays version 1", () => {
+    const d = {
+      packs: [packA],
+      damaged: [damageOf(mac(100), [{ type: BlobType.TREE, mac: mac(3) }]), damageOf(mac(101), null)],
+      dropped: [{ pack: mac(101), why: "missing", timeMs: 3 }],
+      removed: [{ snapshot: mac(9), why: "rm", timeMs: 4 }],
+    };
+    const back = decodeDelta(encodeDelta(d), NAME);
+    expect(back.damaged.map((r) => [toHex(r.pack), r.blobs?.map((b) => [b.type, toHex(b.mac)]) ?? null, r.why, r.timeMs])).toEqual([
+      [toHex(mac(100)), [[BlobType.TREE, toHex(mac(3))]], "flipped", 1],
+      [toHex(mac(101)), null, "flipped", 1],
+    ]);
+    expect(back.dropped.map((r) => [toHex(r.pack), r.why, r.timeMs])).toEqual([[toHex(mac(101)), "missing", 3]]);
+    expect(back.removed.map((r) => [toHex(r.snapshot), r.why, r.timeMs])).toEqual([[toHex(mac(9)), "rm", 4]]);
+    expect((decode(encodeDelta(d)) as { v: number }).v).toBe(2);
+    expect((decode(encodeDelta({ packs: [packA] })) as { v: number }).v).toBe(1);
   });
 });
