@@ -164,9 +164,9 @@ export class Repository {
    * not drop), each read whole and verified: name, footer and index, all
    * authenticated. Those that do not verify come back as `failed`.
    */
-  async scanUnindexed(signal?: AbortSignal): Promise<{ verified: PackRecord[]; failed: { mac: Uint8Array; message: string }[] }> {
+  async scanUnindexed(signal?: AbortSignal, stored?: readonly Uint8Array[]): Promise<{ verified: PackRecord[]; failed: { mac: Uint8Array; message: string }[] }> {
     const orphans: Uint8Array[] = [];
-    for await (const m of this.store.list(Resource.PACKFILE, { signal })) {
+    for await (const m of stored ?? this.store.list(Resource.PACKFILE, { signal })) {
       const hex = toHex(m);
       if (!this.index.packs.has(hex) && !this.index.dropped.has(hex)) orphans.push(m);
     }
@@ -193,15 +193,16 @@ export class Repository {
    * are recorded as damaged, so their blobs are stored again.
    */
   async reconcilePacks(signal?: AbortSignal): Promise<PackReconciliation> {
-    const stored = new Set<string>();
-    for await (const m of this.store.list(Resource.PACKFILE, { signal })) stored.add(toHex(m));
+    const listed: Uint8Array[] = [];
+    for await (const m of this.store.list(Resource.PACKFILE, { signal })) listed.push(m);
+    const stored = new Set(listed.map(toHex));
     const missing: string[] = [];
     for (const [hex, mac] of this.index.packs) {
       if (stored.has(hex) || this.index.damaged.get(hex)?.keys === null) continue;
       missing.push(hex);
       this.noteDamage({ pack: mac, blobs: null, why: `packfile ${hex} is missing from the store`, timeMs: Date.now() });
     }
-    const { verified } = await this.scanUnindexed(signal);
+    const { verified } = await this.scanUnindexed(signal, listed);
     const adopt = [...this.recovered.splice(0), ...verified];
     for (const p of adopt) await this.writeDelta({ packs: [p] }, signal);
     await this.recordDamage(signal);

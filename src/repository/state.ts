@@ -183,7 +183,7 @@ export class Index {
       const cur = this.blobs.get(k);
       if (!cur || cur.pack === pack) {
         this.blobs.set(k, loc);
-        this.lost.delete(k);
+        if (this.lost.size > 0) this.lost.delete(k);
       } else {
         const more = this.extra.get(k) ?? [];
         if (!more.some((l) => l.pack === pack)) more.push(loc);

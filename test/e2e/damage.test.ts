@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { coffer, type CofferResult, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson } from "../helpers/cli.js";
-import { deltasNaming, fileChunks, flipByte, headerBlob, objectPath, snapshotOfFiles } from "../helpers/inspect.js";
+import { deltasNaming, fileChunks, flipByte, headerBlob, objectPath, snapshotOfFiles, treeBlob } from "../helpers/inspect.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
 const PASS = "damage-e2e";
@@ -208,6 +208,19 @@ describe("a flipped byte in one snapshot's header", () => {
     expect(parseJson<{ id: string }[]>(ls2).map((s) => s.id)).not.toContain(hurtSnap.id);
     expect(parseJson<{ id: string }[]>(ls2)).toHaveLength(3);
     await run(["at", repo, "check", "--read-data"]);
+  });
+});
+
+describe("a flipped byte in the parent snapshot's listing", () => {
+  it("backup warns, reads the files below it from the source, and its snapshot restores identical", async () => {
+    const { repo, hurt, hurtSnap } = await twoSources();
+    const t = await treeBlob(repo, PASS, hurtSnap.short, "/");
+    await flipByte(t.file, t.offset + (t.length >> 1));
+    const r = await run(["at", repo, "backup", "--json", hurt]);
+    expect(r.stderr).toMatch(/warning: \/: the parent snapshot's listing is unreadable \(.*authentication failed\): reading the files below it again/);
+    const b = parseJson<BackupJson>(r);
+    expect(b.readBytes).toBeGreaterThanOrEqual(3 * MiB);
+    await expectRestoresIdentical(repo, b.short, hurt);
   });
 });
 

@@ -99,3 +99,14 @@ export function deltasNaming(repo: string, passphrase: string, pack: string): Pr
     return out;
   });
 }
+
+/** Where the listing (tree blob) of directory `dir` of a snapshot is stored. */
+export function treeBlob(repo: string, passphrase: string, id: string, dir: string): Promise<StoredBlob> {
+  return withInspection(repo, passphrase, async (r) => {
+    const full = r.snapshotIds().find((s) => toHex(s).startsWith(id))!;
+    const h = decodeHeader(await r.getBlob(BlobType.SNAPSHOT, full), full);
+    const e = dir === "/" ? h.root : await new TreeReader(r).lookup(h.root, dir);
+    if (!e?.tree) throw new Error(`${dir}: not a directory in snapshot ${id}`);
+    return stored(repo, r, BlobType.TREE, e.tree);
+  });
+}
