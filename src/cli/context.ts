@@ -2,7 +2,8 @@
  * What every command needs: the repository location (`at`, then
  * COFFER_REPOSITORY, then ~/.coffer), its store, the passphrase (--keyfile,
  * COFFER_PASSPHRASE, or a prompt when there is a terminal; never a wait for
- * input without one), and cancellation on SIGINT/SIGTERM.
+ * input without one; bytes, see ./passphrase.ts), and cancellation on
+ * SIGINT/SIGTERM.
  */
 import { readFile } from "node:fs/promises";
 import { arch, availableParallelism, homedir, hostname, platform } from "node:os";
@@ -19,6 +20,7 @@ import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } f
 import type { Store } from "../connectors/store.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
+import { envPassphrase, keyfilePassphrase, PASSPHRASE_VAR } from "./passphrase.js";
 
 export interface GlobalOptions {
   at?: string | undefined;
@@ -110,29 +112,36 @@ function hasTty(): boolean {
   return Boolean(process.stdin.isTTY && process.stderr.isTTY);
 }
 
-/** The passphrase, or null when none can be had. `confirm` asks twice on a terminal (for create). */
-export async function getPassphrase(ctx: Context, confirm = false): Promise<string | null> {
+/**
+ * The passphrase as bytes, or null when none can be had: a keyfile's bytes
+ * less one trailing "\n" or "\r\n", COFFER_PASSPHRASE's bytes, or what is
+ * typed at the prompt, UTF-8 encoded. `confirm` asks twice on a terminal
+ * (for create).
+ */
+export async function getPassphrase(ctx: Context, confirm = false): Promise<Uint8Array | null> {
   if (ctx.globals.keyfile !== undefined) {
-    let text: string;
+    let bytes: Uint8Array;
     try {
-      text = await readFile(ctx.globals.keyfile, "utf8");
+      bytes = await readFile(ctx.globals.keyfile);
     } catch (e) {
       throw new CofferError("USAGE", `cannot read keyfile ${ctx.globals.keyfile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-    const p = text.replace(/\r?\n$/, "");
-    if (p === "") throw new CofferError("USAGE", `keyfile ${ctx.globals.keyfile} is empty`);
+    const p = keyfilePassphrase(bytes);
+    if (p.byteLength === 0) throw new CofferError("USAGE", `keyfile ${ctx.globals.keyfile} is empty`);
     return p;
   }
-  const env = ctx.env.COFFER_PASSPHRASE;
-  if (env !== undefined && env !== "") return env;
+  const env = envPassphrase(ctx.env[PASSPHRASE_VAR], ctx.env === process.env ? undefined : () => null);
+  if (env !== null) return env;
   if (!hasTty()) return null;
   const p = await promptHidden("repository passphrase: ");
   if (confirm) {
     const again = await promptHidden("repeat passphrase: ");
     if (again !== p) throw new CofferError("USAGE", "the passphrases do not match");
+    // The terminal's bytes were decoded as UTF-8: what was not UTF-8 became U+FFFD, and would weaken the passphrase.
+    if (p.includes("\uFFFD")) throw new CofferError("USAGE", "the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use --keyfile FILE for a passphrase of other bytes");
   }
   if (p === "") throw new CofferError("USAGE", "empty passphrase");
-  return p;
+  return new Uint8Array(Buffer.from(p, "utf8"));
 }
 
 /** Opens the repository at the context's location. */

@@ -28,7 +28,7 @@ export async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
 }
 
 async function createIn(store: Store, location: string, o: CreateOptions, ctx: Context): Promise<void> {
-  let passphrase: string | null = null;
+  let passphrase: Uint8Array | null = null;
   if (!o.plaintext) {
     passphrase = await getPassphrase(ctx, true);
     if (passphrase === null) {
