@@ -2,8 +2,8 @@
  * What every command needs: the repository location (`at`, then
  * COFFER_REPOSITORY, then ~/.coffer), its store, the passphrase (--keyfile,
  * COFFER_PASSPHRASE, or a prompt when there is a terminal; never a wait for
- * input without one; bytes, see ./passphrase.ts), and cancellation on
- * SIGINT/SIGTERM.
+ * input without one; bytes, see ./passphrase.ts), the repositories this
+ * client knows (./known.ts), and cancellation on SIGINT/SIGTERM.
  */
 import { readFile } from "node:fs/promises";
 import { arch, availableParallelism, homedir, hostname, platform } from "node:os";
@@ -18,8 +18,10 @@ import type { Registry } from "../connectors/registry.js";
 import type { PluginConnectorSpec } from "../connectors/plugin/connector.js";
 import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
 import type { Store } from "../connectors/store.js";
+import type { RepositoryConfig } from "../repository/config.js";
 import { Repository } from "../repository/repository.js";
-import { CofferError } from "../util/errors.js";
+import { CofferError, CorruptError, isCofferError } from "../util/errors.js";
+import { KnownRepositories, knownDir } from "./known.js";
 import { envPassphrase, keyfilePassphrase, PASSPHRASE_VAR } from "./passphrase.js";
 
 export interface GlobalOptions {
@@ -144,13 +146,59 @@ export async function getPassphrase(ctx: Context, confirm = false): Promise<Uint
   return new Uint8Array(Buffer.from(p, "utf8"));
 }
 
+/** Which source would give a passphrase without asking (a prompt is only ever shown for an encrypted repository). */
+export function passphraseGiven(ctx: Context): string | null {
+  if (ctx.globals.keyfile !== undefined) return `--keyfile ${ctx.globals.keyfile}`;
+  const env = ctx.env[PASSPHRASE_VAR];
+  return env !== undefined && env !== "" ? PASSPHRASE_VAR : null;
+}
+
+/** The record of repositories this client has seen (src/cli/known.ts), warnings on ctx.stderr. */
+export function knownRepositories(ctx: Context): KnownRepositories {
+  return new KnownRepositories(knownDir(ctx.env), (m) => ctx.stderr.write(`coffer: warning: ${m}\n`));
+}
+
+/**
+ * Refuses a configuration that says "plaintext" where this client expects an
+ * encrypted repository: one it saw encrypted (CORRUPT), or one it is given
+ * a passphrase for (USAGE). Either is what an encrypted repository whose
+ * configuration was rewritten by someone without the passphrase looks like;
+ * using it would write new data unencrypted.
+ */
+export async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
+  await known.check(config, location);
+  if (config.encryption !== null) return;
+  const given = passphraseGiven(ctx);
+  if (given !== null) {
+    throw new CofferError(
+      "USAGE",
+      `the repository configuration at ${location} says it is not encrypted, but a passphrase was given (${given}): coffer refuses, because an encrypted repository whose configuration was rewritten by someone without the passphrase looks exactly like this. If the repository is plaintext, run without a passphrase`,
+    );
+  }
+}
+
+/** A CORRUPT error of the configuration itself, with the location named. */
+function withLocation(e: unknown, location: string): unknown {
+  if (isCofferError(e, "CORRUPT") && typeof e.data.configDetail === "string") return new CorruptError(`repository configuration at ${location}`, e.data.configDetail, e.data);
+  return e;
+}
+
 /** Opens the repository at the context's location. */
 export async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
   const location = repositoryLocation(ctx);
   const store = await openStore(ctx, location, opts);
   try {
     if (!opts.readOnly) await assertWritable(store, location, ctx.signal);
-    return await Repository.open(store, { passphrase: () => getPassphrase(ctx), signal: ctx.signal });
+    const known = knownRepositories(ctx);
+    const repo = await Repository.open(store, {
+      passphrase: () => getPassphrase(ctx),
+      checkConfig: (config) => checkConfig(ctx, config, location, known),
+      signal: ctx.signal,
+    }).catch((e: unknown) => {
+      throw withLocation(e, location);
+    });
+    await known.record(repo.config, location);
+    return repo;
   } catch (e) {
     await store.close().catch(() => {});
     throw e;
