@@ -4,8 +4,8 @@
  * ignored unless `input` is given, FORCE_COLOR=0, and a minimal environment
  * (nothing inherited from the caller but PATH and a few locale variables,
  * so a stray COFFER_* variable can never leak into a test). XDG_CACHE_HOME
- * is a temporary directory of the test process (removed when it exits), so
- * the CLI's record of known repositories never lands in the real home.
+ * is a temporary directory of the vitest run (test/helpers/global-cache.ts),
+ * so the CLI's record of known repositories never lands in the real home.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -64,8 +64,12 @@ export interface CofferResult {
 }
 
 let cacheHome: string | undefined;
-/** This test process's XDG_CACHE_HOME (created on first use). */
+/**
+ * The XDG_CACHE_HOME of every CLI child: the run's (test/helpers/global-cache.ts),
+ * else one of this process, created on first use and removed when it exits.
+ */
 export function testCacheHome(): string {
+  cacheHome ??= process.env.COFFER_TEST_CACHE_HOME;
   if (cacheHome === undefined) {
     const dir = mkdtempSync(path.join(tmpdir(), "coffer-test-cache-"));
     cacheHome = dir;
