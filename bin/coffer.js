@@ -10,9 +10,10 @@ if (major < 24) {
 
 // Node flags and environment that coffer runs with (see src/cli/launch.ts).
 // V8 takes the flags only at start, so the launcher replaces itself (same
-// process, same PID) with a Node that has them.
-const { V8_FLAGS, launchEnv } = await import("../dist/cli/launch.js");
-if (!process.execArgv.includes(V8_FLAGS[0]) && typeof process.execve === "function") {
+// process, same PID) with a Node that has them, unless that would change
+// the bytes of a variable that is not valid UTF-8 (reexecKeepsEnvironment).
+const { V8_FLAGS, launchEnv, reexecKeepsEnvironment } = await import("../dist/cli/launch.js");
+if (!process.execArgv.includes(V8_FLAGS[0]) && typeof process.execve === "function" && reexecKeepsEnvironment(process.env)) {
   try {
     process.execve(process.execPath, [process.execPath, ...V8_FLAGS, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], launchEnv(process.env));
   } catch {

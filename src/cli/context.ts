@@ -2,7 +2,8 @@
  * What every command needs: the repository location (`at`, then
  * COFFER_REPOSITORY, then ~/.coffer), its store, the passphrase (--keyfile,
  * COFFER_PASSPHRASE, or a prompt when there is a terminal; never a wait for
- * input without one), and cancellation on SIGINT/SIGTERM.
+ * input without one; bytes, see ./passphrase.ts), the repositories this
+ * client knows (./known.ts), and cancellation on SIGINT/SIGTERM.
  */
 import { readFile } from "node:fs/promises";
 import { arch, availableParallelism, homedir, hostname, platform } from "node:os";
@@ -17,8 +18,11 @@ import type { Registry } from "../connectors/registry.js";
 import type { PluginConnectorSpec } from "../connectors/plugin/connector.js";
 import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
 import type { Store } from "../connectors/store.js";
+import type { RepositoryConfig } from "../repository/config.js";
 import { Repository } from "../repository/repository.js";
-import { CofferError } from "../util/errors.js";
+import { CofferError, CorruptError, isCofferError } from "../util/errors.js";
+import { KnownRepositories, knownDir } from "./known.js";
+import { envPassphrase, keyfilePassphrase, PASSPHRASE_VAR } from "./passphrase.js";
 
 export interface GlobalOptions {
   at?: string | undefined;
@@ -110,29 +114,73 @@ function hasTty(): boolean {
   return Boolean(process.stdin.isTTY && process.stderr.isTTY);
 }
 
-/** The passphrase, or null when none can be had. `confirm` asks twice on a terminal (for create). */
-export async function getPassphrase(ctx: Context, confirm = false): Promise<string | null> {
+/**
+ * The passphrase as bytes, or null when none can be had: a keyfile's bytes
+ * less one trailing "\n" or "\r\n", COFFER_PASSPHRASE's bytes, or what is
+ * typed at the prompt, UTF-8 encoded. `confirm` asks twice on a terminal
+ * (for create).
+ */
+export async function getPassphrase(ctx: Context, confirm = false): Promise<Uint8Array | null> {
   if (ctx.globals.keyfile !== undefined) {
-    let text: string;
+    let bytes: Uint8Array;
     try {
-      text = await readFile(ctx.globals.keyfile, "utf8");
+      bytes = await readFile(ctx.globals.keyfile);
     } catch (e) {
       throw new CofferError("USAGE", `cannot read keyfile ${ctx.globals.keyfile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-    const p = text.replace(/\r?\n$/, "");
-    if (p === "") throw new CofferError("USAGE", `keyfile ${ctx.globals.keyfile} is empty`);
+    const p = keyfilePassphrase(bytes);
+    if (p.byteLength === 0) throw new CofferError("USAGE", `keyfile ${ctx.globals.keyfile} is empty`);
     return p;
   }
-  const env = ctx.env.COFFER_PASSPHRASE;
-  if (env !== undefined && env !== "") return env;
+  const env = envPassphrase(ctx.env[PASSPHRASE_VAR], ctx.env === process.env ? undefined : () => null);
+  if (env !== null) return env;
   if (!hasTty()) return null;
   const p = await promptHidden("repository passphrase: ");
   if (confirm) {
     const again = await promptHidden("repeat passphrase: ");
     if (again !== p) throw new CofferError("USAGE", "the passphrases do not match");
+    // The terminal's bytes were decoded as UTF-8: what was not UTF-8 became U+FFFD, and would weaken the passphrase.
+    if (p.includes("\uFFFD")) throw new CofferError("USAGE", "the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use --keyfile FILE for a passphrase of other bytes");
   }
   if (p === "") throw new CofferError("USAGE", "empty passphrase");
-  return p;
+  return new Uint8Array(Buffer.from(p, "utf8"));
+}
+
+/** Which source would give a passphrase without asking (a prompt is only ever shown for an encrypted repository). */
+export function passphraseGiven(ctx: Context): string | null {
+  if (ctx.globals.keyfile !== undefined) return `--keyfile ${ctx.globals.keyfile}`;
+  const env = ctx.env[PASSPHRASE_VAR];
+  return env !== undefined && env !== "" ? PASSPHRASE_VAR : null;
+}
+
+/** The record of repositories this client has seen (src/cli/known.ts), warnings on ctx.stderr. */
+export function knownRepositories(ctx: Context): KnownRepositories {
+  return new KnownRepositories(knownDir(ctx.env), (m) => ctx.stderr.write(`coffer: warning: ${m}\n`));
+}
+
+/**
+ * Refuses a configuration that says "plaintext" where this client expects an
+ * encrypted repository: one it saw encrypted (CORRUPT), or one it is given
+ * a passphrase for (USAGE). Either is what an encrypted repository whose
+ * configuration was rewritten by someone without the passphrase looks like;
+ * using it would write new data unencrypted.
+ */
+export async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
+  await known.check(config, location);
+  if (config.encryption !== null) return;
+  const given = passphraseGiven(ctx);
+  if (given !== null) {
+    throw new CofferError(
+      "USAGE",
+      `the repository configuration at ${location} says it is not encrypted, but a passphrase was given (${given}): coffer refuses, because an encrypted repository whose configuration was rewritten by someone without the passphrase looks exactly like this. If the repository is plaintext, run without a passphrase`,
+    );
+  }
+}
+
+/** A CORRUPT error of the configuration itself, with the location named. */
+function withLocation(e: unknown, location: string): unknown {
+  if (isCofferError(e, "CORRUPT") && typeof e.data.configDetail === "string") return new CorruptError(`repository configuration at ${location}`, e.data.configDetail, e.data);
+  return e;
 }
 
 /** Opens the repository at the context's location. */
@@ -141,11 +189,17 @@ export async function openRepository(ctx: Context, opts: { readOnly?: boolean } 
   const store = await openStore(ctx, location, opts);
   try {
     if (!opts.readOnly) await assertWritable(store, location, ctx.signal);
-    return await Repository.open(store, {
+    const known = knownRepositories(ctx);
+    const repo = await Repository.open(store, {
       passphrase: () => getPassphrase(ctx),
+      checkConfig: (config) => checkConfig(ctx, config, location, known),
       signal: ctx.signal,
       onWarning: (m) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+    }).catch((e: unknown) => {
+      throw withLocation(e, location);
     });
+    await known.record(repo.config, location);
+    return repo;
   } catch (e) {
     await store.close().catch(() => {});
     throw e;

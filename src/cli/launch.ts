@@ -38,3 +38,17 @@ export function launchEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   if (t?.includes("glibc.malloc.mmap_threshold")) return env;
   return { ...env, GLIBC_TUNABLES: t ? `${t}:${MMAP_THRESHOLD}` : MMAP_THRESHOLD };
 }
+
+/**
+ * Whether re-executing with `env` passes every variable on unchanged. Node
+ * decodes the environment as UTF-8, a byte that is not part of valid UTF-8
+ * becoming U+FFFD, and hands the decoded strings to the new process: so a
+ * variable that holds U+FFFD may have had other bytes, which re-executing
+ * would lose. COFFER_PASSPHRASE's bytes are the passphrase (src/cli/passphrase.ts
+ * reads them back from /proc/self/environ), so the launcher then carries on
+ * without its flags rather than rewrite the environment.
+ */
+export function reexecKeepsEnvironment(env: NodeJS.ProcessEnv): boolean {
+  for (const [k, v] of Object.entries(env)) if (k.includes("\uFFFD") || v?.includes("\uFFFD")) return false;
+  return true;
+}

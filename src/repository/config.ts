@@ -1,22 +1,44 @@
 /**
  * The repository configuration blob, written once by `create` (Store.create)
  * and read by every open. Layout (docs/FORMAT.md, "Configuration"):
- *   "COFFERCF" | version u8 | msgpack body | SHA-256 of everything before
+ *   version 1: "COFFERCF" | 1 | msgpack body | SHA-256 of everything before
+ *   version 2: "COFFERCF" | 2 | msgpack body | MAC (32) | SHA-256 of everything before
  * The checksum tells corruption apart from a wrong passphrase: if it holds
  * but the wrapped master key does not authenticate, the passphrase is wrong.
+ * The version-2 MAC (HMAC-SHA256 of "COFFERCF" | 2 | body, keyed by a subkey
+ * of the master key) is checked by unlock() once the key is unwrapped: a
+ * field changed by someone without the passphrase (and the checksum fixed
+ * up) is then CORRUPT ("altered or damaged"), not silently used. Nothing
+ * authenticates a plaintext configuration: its key is public.
  */
-import { argon2, createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { argon2, createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
 import { decode, encode } from "@msgpack/msgpack";
 import { CofferError, CorruptError } from "../util/errors.js";
-import { type MacAlgorithm, plaintextMasterKey, randomKey } from "./crypto.js";
+import { configMacKey, type MacAlgorithm, plaintextMasterKey, randomKey } from "./crypto.js";
 import { type ChunkingParams, validateChunkingParams } from "./chunker.js";
 import type { Compression } from "./codec.js";
 
 const argon2P = promisify(argon2);
 
 export const CONFIG_MAGIC = "COFFERCF";
-export const FORMAT_VERSION = 1;
+/** The version new repositories get. */
+export const FORMAT_VERSION = 2;
+/** The versions this coffer reads (and writes into). */
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
+const MAC_BYTES = 32;
+
+/**
+ * A passphrase is bytes: exactly what argon2id is given. A string stands for
+ * its UTF-8 encoding (and must be well-formed: a lone surrogate has none).
+ */
+export type Passphrase = Uint8Array | string;
+
+export function passphraseBytes(p: Passphrase): Uint8Array {
+  if (typeof p !== "string") return p;
+  if (!p.isWellFormed()) throw new CofferError("USAGE", "the passphrase is not a well-formed string (it holds a lone UTF-16 surrogate)");
+  return new Uint8Array(Buffer.from(p, "utf8"));
+}
 
 export type { ChunkingParams };
 
@@ -45,6 +67,8 @@ export interface RepositoryConfig {
   compression: Compression;
   packSize: number;
   encryption: EncryptionConfig | null;
+  /** Version 2: HMAC-SHA256 of the encoded configuration under configMacKey(master key); null in version 1. */
+  configMac: Uint8Array | null;
 }
 
 export const DEFAULT_KDF = { memory: 64 * 1024, passes: 3, parallelism: 4 };
@@ -52,11 +76,12 @@ export const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
 /** Largest argon2id memory a configuration may ask for (16 GiB, in KiB). */
 export const MAX_KDF_MEMORY_KIB = 16 * 1024 * 1024;
 
-const WRAP_AAD = Buffer.from("coffer/v1/master-key");
+/** The associated data of the wrapped master key: per version, so a key wrapped for one cannot pass as the other. */
+const wrapAad = (version: number) => Buffer.from(`coffer/v${version}/master-key`, "ascii");
 
-async function kek(passphrase: string, kdf: KdfParams): Promise<Buffer> {
+async function kek(passphrase: Uint8Array, kdf: KdfParams): Promise<Buffer> {
   return argon2P("argon2id", {
-    message: Buffer.from(passphrase, "utf8"),
+    message: passphrase,
     nonce: kdf.salt,
     parallelism: kdf.parallelism,
     tagLength: 32,
@@ -71,15 +96,18 @@ export interface NewConfigOptions {
   compression: Compression;
   packSize?: number;
   /** null for a plaintext repository. */
-  passphrase: string | null;
+  passphrase: Passphrase | null;
   kdf?: { memory: number; passes: number; parallelism: number };
+  /** FORMAT_VERSION unless given: 1 only to test what older coffers wrote. */
+  version?: 1 | 2;
 }
 
 /** Builds a new configuration and returns it with the master key. */
 export async function newConfig(o: NewConfigOptions): Promise<{ config: RepositoryConfig; masterKey: Uint8Array }> {
   const id = randomKey(32);
+  const version = o.version ?? FORMAT_VERSION;
   const base = {
-    version: FORMAT_VERSION,
+    version,
     id,
     createdNs: BigInt(Date.now()) * 1_000_000n,
     chunking: o.chunking,
@@ -87,35 +115,93 @@ export async function newConfig(o: NewConfigOptions): Promise<{ config: Reposito
     compression: o.compression,
     packSize: o.packSize ?? DEFAULT_PACK_SIZE,
   };
-  if (o.passphrase === null) return { config: { ...base, encryption: null }, masterKey: plaintextMasterKey(id) };
+  if (o.passphrase === null) {
+    const masterKey = plaintextMasterKey(id);
+    return { config: sealConfig({ ...base, encryption: null, configMac: null }, masterKey), masterKey };
+  }
   const masterKey = randomKey(32);
   const kdf: KdfParams = { algorithm: "argon2id", ...(o.kdf ?? DEFAULT_KDF), salt: randomKey(16) };
   const iv = randomBytes(12);
-  const c = createCipheriv("aes-256-gcm", await kek(o.passphrase, kdf), iv);
-  c.setAAD(WRAP_AAD);
+  const c = createCipheriv("aes-256-gcm", await kek(passphraseBytes(o.passphrase), kdf), iv);
+  c.setAAD(wrapAad(version));
   const wrappedKey = new Uint8Array(Buffer.concat([iv, c.update(masterKey), c.final(), c.getAuthTag()]));
-  return { config: { ...base, encryption: { kdf, cipher: "aes-256-gcm", wrappedKey } }, masterKey };
+  return { config: sealConfig({ ...base, encryption: { kdf, cipher: "aes-256-gcm", wrappedKey }, configMac: null }, masterKey), masterKey };
 }
 
-/** Recovers the master key; throws WRONG_PASSPHRASE when the passphrase does not unwrap it. */
-export async function unlock(config: RepositoryConfig, passphrase: string | null): Promise<Uint8Array> {
-  const enc = config.encryption;
-  if (enc === null) return plaintextMasterKey(config.id);
-  if (passphrase === null) throw new CofferError("NO_PASSPHRASE", "the repository is encrypted: give a passphrase (--keyfile FILE, COFFER_PASSPHRASE, or a terminal prompt)");
-  const w = Buffer.from(enc.wrappedKey);
-  const d = createDecipheriv("aes-256-gcm", await kek(passphrase, enc.kdf), w.subarray(0, 12));
-  d.setAAD(WRAP_AAD);
+/** A configuration error of CORRUPT code; `data.configDetail` lets the CLI name the location. */
+function configCorrupt(detail: string): CorruptError {
+  return new CorruptError("repository configuration", detail, { configDetail: detail });
+}
+
+const ALTERED = "it was altered or damaged";
+
+/** The master key unwrapped with the associated data of `version`, or null if it does not authenticate. */
+function unwrap(kekBytes: Buffer, wrappedKey: Uint8Array, version: number): Uint8Array | null {
+  const w = Buffer.from(wrappedKey);
+  const d = createDecipheriv("aes-256-gcm", kekBytes, w.subarray(0, 12));
+  d.setAAD(wrapAad(version));
   d.setAuthTag(w.subarray(w.byteLength - 16));
   const key = d.update(w.subarray(12, w.byteLength - 16));
   try {
     d.final();
   } catch {
-    throw new CofferError("WRONG_PASSPHRASE", "wrong passphrase");
+    return null;
   }
   return new Uint8Array(key);
 }
 
-export function encodeConfig(c: RepositoryConfig): Uint8Array {
+/**
+ * Recovers the master key; throws WRONG_PASSPHRASE when the passphrase does
+ * not unwrap it, and CORRUPT when it does but the configuration is not the
+ * one the key was sealed with (version 2: its MAC does not match; either
+ * version: the key was wrapped for the other version).
+ */
+export async function unlock(config: RepositoryConfig, passphrase: Passphrase | null): Promise<Uint8Array> {
+  const enc = config.encryption;
+  let master: Uint8Array;
+  if (enc === null) master = plaintextMasterKey(config.id);
+  else {
+    if (passphrase === null) throw new CofferError("NO_PASSPHRASE", "the repository is encrypted: give a passphrase (--keyfile FILE, COFFER_PASSPHRASE, or a terminal prompt)");
+    const k = await kek(passphraseBytes(passphrase), enc.kdf);
+    const key = unwrap(k, enc.wrappedKey, config.version);
+    if (key === null) {
+      const other = config.version === 1 ? 2 : 1;
+      if (unwrap(k, enc.wrappedKey, other) !== null) {
+        throw configCorrupt(`${ALTERED} (it says format version ${config.version}, but its key was sealed for version ${other}; the passphrase is right)`);
+      }
+      throw new CofferError("WRONG_PASSPHRASE", "wrong passphrase");
+    }
+    master = key;
+  }
+  if (config.version >= 2) {
+    const want = configMacOf(SIGNED.get(config) ?? encodeHead(config), master);
+    const got = config.configMac;
+    if (got === null || got.byteLength !== MAC_BYTES || !timingSafeEqual(want, got)) {
+      throw configCorrupt(
+        enc === null
+          ? `${ALTERED} (its MAC does not match)`
+          : `${ALTERED} (its MAC does not match: the passphrase is right, but a field was changed by someone without it)`,
+      );
+    }
+  }
+  return master;
+}
+
+function configMacOf(head: Uint8Array, master: Uint8Array): Buffer {
+  return createHmac("sha256", configMacKey(master)).update(head).digest();
+}
+
+/** The configuration with its version-2 MAC computed under `master` (version 1 has none). */
+export function sealConfig(c: RepositoryConfig, master: Uint8Array): RepositoryConfig {
+  if (c.version < 2) return { ...c, configMac: null };
+  return { ...c, configMac: new Uint8Array(configMacOf(encodeHead({ ...c, configMac: null }), master)) };
+}
+
+/** The exact bytes a decoded version-2 configuration's MAC covers (unknown keys included). */
+const SIGNED = new WeakMap<RepositoryConfig, Uint8Array>();
+
+/** "COFFERCF" | version | msgpack body. */
+function encodeHead(c: RepositoryConfig): Buffer {
   const body = encode(
     {
       version: c.version,
@@ -133,21 +219,36 @@ export function encodeConfig(c: RepositoryConfig): Uint8Array {
     },
     { useBigInt64: true },
   );
-  const head = Buffer.concat([Buffer.from(CONFIG_MAGIC, "ascii"), Buffer.from([FORMAT_VERSION]), body]);
+  return Buffer.concat([Buffer.from(CONFIG_MAGIC, "ascii"), Buffer.from([c.version]), body]);
+}
+
+export function encodeConfig(c: RepositoryConfig): Uint8Array {
+  if (!READABLE_VERSIONS.includes(c.version)) throw new TypeError(`cannot encode configuration version ${c.version}`);
+  const parts = [encodeHead(c)];
+  if (c.version >= 2) {
+    if (c.configMac === null || c.configMac.byteLength !== MAC_BYTES) throw new TypeError("a version-2 configuration needs its MAC (sealConfig)");
+    parts.push(Buffer.from(c.configMac));
+  }
+  const head = Buffer.concat(parts);
   return new Uint8Array(Buffer.concat([head, createHash("sha256").update(head).digest()]));
 }
 
 export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const bad = (detail: string) => new CorruptError("repository configuration", detail);
+  const bad = configCorrupt;
   if (b.byteLength < 9 + 32 || b.toString("ascii", 0, 8) !== CONFIG_MAGIC) throw bad("not a coffer repository configuration");
   const head = b.subarray(0, b.byteLength - 32);
   if (!createHash("sha256").update(head).digest().equals(b.subarray(b.byteLength - 32))) throw bad("checksum mismatch (the file is damaged)");
   const version = b[8]!;
-  if (version !== FORMAT_VERSION) throw new CofferError("UNSUPPORTED", `repository format version ${version} is not supported (this coffer reads version ${FORMAT_VERSION})`);
+  if (!READABLE_VERSIONS.includes(version)) {
+    throw new CofferError("UNSUPPORTED", `repository format version ${version} is not supported (this coffer reads versions ${READABLE_VERSIONS.join(" and ")})`);
+  }
+  const macBytes = version >= 2 ? MAC_BYTES : 0;
+  if (head.byteLength < 9 + macBytes) throw bad("truncated");
+  const bodyEnd = head.byteLength - macBytes;
   let o: Record<string, unknown>;
   try {
-    o = decode(b.subarray(9, b.byteLength - 32), { useBigInt64: true }) as Record<string, unknown>;
+    o = decode(b.subarray(9, bodyEnd), { useBigInt64: true }) as Record<string, unknown>;
   } catch (e) {
     throw bad(`undecodable body (${(e as Error).message})`);
   }
@@ -186,7 +287,7 @@ export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
       throw bad("invalid key derivation parameters");
     }
   }
-  return {
+  const config: RepositoryConfig = {
     version,
     id: o.id,
     createdNs: o.created,
@@ -195,5 +296,8 @@ export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
     compression: o.compression,
     packSize: o.packSize as number,
     encryption: enc,
+    configMac: macBytes === 0 ? null : new Uint8Array(head.subarray(bodyEnd)),
   };
+  if (macBytes !== 0) SIGNED.set(config, new Uint8Array(b.subarray(0, bodyEnd)));
+  return config;
 }

@@ -106,6 +106,14 @@ export function deriveSubkeys(master: Uint8Array): Subkeys {
   return { mac: hkdf(master, "mac"), enc: hkdf(master, "enc"), tag: hkdf(master, "tag"), gear: hkdf(master, "gear") };
 }
 
+/**
+ * The key of a version-2 configuration's MAC (HMAC-SHA256, docs/FORMAT.md,
+ * "Configuration"): outside the `coffer/v1/` subkeys, so no other use shares it.
+ */
+export function configMacKey(master: Uint8Array): Uint8Array {
+  return new Uint8Array(hkdfSync("sha256", master, new Uint8Array(0), "coffer/v2/config", 32));
+}
+
 /** The master key of a plaintext repository: public, since it derives from the repository ID. */
 export function plaintextMasterKey(repositoryId: Uint8Array): Uint8Array {
   return new Uint8Array(hkdfSync("sha256", repositoryId, new Uint8Array(0), "coffer/v1/plaintext-master", 32));

@@ -12,7 +12,7 @@ import { giveBack, isLent, ownBytes } from "../util/ring.js";
 import { mapLimit } from "../util/concurrency.js";
 import { DEFAULT_CHUNKING } from "./chunker.js";
 import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } from "./codec.js";
-import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type RepositoryConfig, unlock } from "./config.js";
+import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type Passphrase, type RepositoryConfig, unlock } from "./config.js";
 import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
 import { PackWriter, readPack } from "./packfile.js";
@@ -20,7 +20,8 @@ import { StagedPack } from "./pack-sink.js";
 import { type BlobLocation, blobKey, type DamageRecord, decodeDelta, encodeDelta, Index, type PackRecord, type RemovalRecord, type StateDelta } from "./state.js";
 
 export interface CreateOptions {
-  passphrase: string | null;
+  /** Bytes (a string stands for its UTF-8); null for a plaintext repository. */
+  passphrase: Passphrase | null;
   mac?: MacAlgorithm;
   compression?: Compression;
   chunking?: ChunkingParams;
@@ -30,7 +31,13 @@ export interface CreateOptions {
 
 export interface OpenOptions {
   /** Called only when the repository is encrypted. */
-  passphrase: () => Promise<string | null>;
+  passphrase: () => Promise<Passphrase | null>;
+  /**
+   * Called with the decoded configuration before anything else is done with
+   * it (no passphrase asked yet): throws to refuse it (the CLI refuses a
+   * plaintext configuration where it expects an encrypted one).
+   */
+  checkConfig?: ((config: RepositoryConfig) => void | Promise<void>) | undefined;
   signal?: AbortSignal | undefined;
   /** Told of damage worked around while opening (a state delta that fails authentication). */
   onWarning?: ((message: string) => void) | undefined;
@@ -109,6 +116,7 @@ export class Repository {
 
   static async open(store: Store, o: OpenOptions): Promise<Repository> {
     const config = decodeConfig(await store.open({ signal: o.signal }));
+    await o.checkConfig?.(config);
     const master = await unlock(config, config.encryption === null ? null : await o.passphrase());
     const keys = deriveSubkeys(master);
     const mac = await Mac.create(config.mac, keys.mac);

@@ -446,8 +446,10 @@ describe("repository variants", () => {
     await fsp.mkdir(src);
     await fsp.writeFile(path.join(src, "lorem.txt"), compressibleText(300 * KiB));
     const repo = fresh("clear-repo");
-    await ok(["at", repo, "create", "--plaintext", "--compression", "none"]);
-    await backupJson(repo, src);
+    // no passphrase: one given for a plaintext repository is refused (docs/CLI.md, "Known repositories")
+    const noPass = { env: { COFFER_PASSPHRASE: undefined } };
+    await ok(["at", repo, "create", "--plaintext", "--compression", "none"], noPass);
+    await backupJson(repo, src, [], noPass);
     const marker = compressibleText(300 * KiB).subarray(150_000, 150_064);
     let found = false;
     for (const p of await packfiles(repo)) found ||= (await fsp.readFile(p.file)).includes(marker);

@@ -3,10 +3,13 @@
  * process of the Node that runs the tests (Node 24), with no TTY: stdin is
  * ignored unless `input` is given, FORCE_COLOR=0, and a minimal environment
  * (nothing inherited from the caller but PATH and a few locale variables,
- * so a stray COFFER_* variable can never leak into a test).
+ * so a stray COFFER_* variable can never leak into a test). XDG_CACHE_HOME
+ * is a temporary directory of the vitest run (test/helpers/global-cache.ts),
+ * so the CLI's record of known repositories never lands in the real home.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -60,9 +63,24 @@ export interface CofferResult {
   durationMs: number;
 }
 
+let cacheHome: string | undefined;
+/**
+ * The XDG_CACHE_HOME of every CLI child: the run's (test/helpers/global-cache.ts),
+ * else one of this process, created on first use and removed when it exits.
+ */
+export function testCacheHome(): string {
+  cacheHome ??= process.env.COFFER_TEST_CACHE_HOME;
+  if (cacheHome === undefined) {
+    const dir = mkdtempSync(path.join(tmpdir(), "coffer-test-cache-"));
+    cacheHome = dir;
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return cacheHome;
+}
+
 /** The environment every invocation starts from. */
 export function baseEnv(): Env {
-  const env: Env = { FORCE_COLOR: "0", NO_COLOR: "1", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", TZ: "UTC" };
+  const env: Env = { FORCE_COLOR: "0", NO_COLOR: "1", LANG: "C.UTF-8", LC_ALL: "C.UTF-8", TZ: "UTC", XDG_CACHE_HOME: testCacheHome() };
   for (const k of ["PATH", "HOME", "TMPDIR", "USER", "LOGNAME"]) {
     const v = process.env[k];
     if (v !== undefined) env[k] = v;

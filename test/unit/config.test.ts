@@ -2,11 +2,13 @@
  * Tests of the repository configuration (src/repository/config.ts): encode /
  * decode round trips, unlocking (right, wrong and missing passphrases,
  * plaintext repositories), the checksum that tells damage apart from a wrong
- * passphrase, format versions, and the wrapped-key layout of docs/FORMAT.md
- * re-derived with node:crypto. The KDF is kept tiny so tests stay fast.
+ * passphrase, format versions, the wrapped-key layout and the version-2 MAC
+ * of docs/FORMAT.md re-derived with node:crypto, alterations of a version-2
+ * configuration, and passphrases as bytes. The KDF is kept tiny so tests
+ * stay fast.
  */
-import { argon2Sync, createDecipheriv, createHash } from "node:crypto";
-import { encode } from "@msgpack/msgpack";
+import { argon2Sync, createDecipheriv, createHash, createHmac, hkdfSync } from "node:crypto";
+import { decode, encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -16,6 +18,8 @@ import {
   encodeConfig,
   FORMAT_VERSION,
   newConfig,
+  passphraseBytes,
+  sealConfig,
   unlock,
   type NewConfigOptions,
   type RepositoryConfig,
@@ -27,7 +31,7 @@ import { toHex } from "../../src/util/hex.js";
 const KDF = { memory: 8192, passes: 1, parallelism: 1 };
 const CHUNKING = { min: 512, avg: 1024, max: 4096 };
 
-function opts(passphrase: string | null, over: Partial<NewConfigOptions> = {}): NewConfigOptions {
+function opts(passphrase: string | Uint8Array | null, over: Partial<NewConfigOptions> = {}): NewConfigOptions {
   return { chunking: CHUNKING, mac: "blake3", compression: "zstd", passphrase, kdf: KDF, ...over };
 }
 
@@ -66,19 +70,40 @@ function plain(v: unknown): unknown {
   return v;
 }
 
-function craft(body: Uint8Array, version = FORMAT_VERSION): Uint8Array {
-  const head = Buffer.concat([Buffer.from(CONFIG_MAGIC, "ascii"), Buffer.from([version]), body]);
+/** A config file: magic | version | body | (version 2: `mac`, zeros unless given) | valid checksum. */
+function craft(body: Uint8Array, version = 1, mac: Uint8Array = new Uint8Array(32)): Uint8Array {
+  const head = Buffer.concat([Buffer.from(CONFIG_MAGIC, "ascii"), Buffer.from([version]), body, version >= 2 ? mac : new Uint8Array(0)]);
   return new Uint8Array(Buffer.concat([head, createHash("sha256").update(head).digest()]));
 }
 
-/** The msgpack body of an encoded config (between the version byte and the checksum). */
+/** The msgpack body of an encoded config (between the version byte and the MAC or checksum). */
 function bodyOf(bytes: Uint8Array): Uint8Array {
-  return bytes.subarray(9, bytes.byteLength - 32);
+  return bytes.subarray(9, bytes.byteLength - 32 - (bytes[8]! >= 2 ? 32 : 0));
+}
+
+/** The version-2 MAC of an encoded config. */
+function macOf(bytes: Uint8Array): Uint8Array {
+  return bytes.subarray(bytes.byteLength - 64, bytes.byteLength - 32);
+}
+
+/**
+ * What someone without the passphrase can do: decode the body, change it,
+ * and write it back under the same version byte and MAC with the checksum
+ * recomputed.
+ */
+function forge(bytes: Uint8Array, change: (body: Record<string, unknown>) => void, o: { version?: number } = {}): Uint8Array {
+  const body = decode(bodyOf(bytes), { useBigInt64: true }) as Record<string, unknown>;
+  change(body);
+  const version = o.version ?? bytes[8]!;
+  return craft(encode(body, { useBigInt64: true }), version, bytes[8]! >= 2 ? macOf(bytes) : new Uint8Array(32));
 }
 
 // Built once: argon2 even at 8 MiB costs a few ms per call.
 const encrypted = await newConfig(opts("correct horse battery staple"));
 const plaintext = await newConfig(opts(null, { mac: "hmac-sha256", compression: "none", packSize: 65536 }));
+// What coffer wrote before version 2 (the fixture test/fixtures/v1-repo is one).
+const encryptedV1 = await newConfig(opts("correct horse battery staple", { version: 1 }));
+const plaintextV1 = await newConfig(opts(null, { version: 1 }));
 
 describe("newConfig", () => {
   it("fills every field from the options", () => {
@@ -96,6 +121,11 @@ describe("newConfig", () => {
     expect(c.createdNs <= now && c.createdNs > now - 60_000_000_000n).toBe(true);
     expect(plaintext.config.encryption).toBeNull();
     expect(plaintext.config.packSize).toBe(65536);
+    expect(FORMAT_VERSION).toBe(2);
+    expect(c.configMac?.byteLength).toBe(32);
+    expect(plaintext.config.configMac?.byteLength).toBe(32);
+    expect(encryptedV1.config.version).toBe(1);
+    expect(encryptedV1.config.configMac).toBeNull();
   });
 
   it("gives each repository a fresh id, salt and master key", async () => {
@@ -105,31 +135,47 @@ describe("newConfig", () => {
     expect(toHex(again.config.encryption!.kdf.salt)).not.toBe(toHex(encrypted.config.encryption!.kdf.salt));
   });
 
-  it("wraps the master key as FORMAT.md says: iv | AES-256-GCM(argon2id(passphrase)) | tag, AD 'coffer/v1/master-key'", () => {
-    const enc = encrypted.config.encryption!;
-    const kek = argon2Sync("argon2id", {
-      message: Buffer.from("correct horse battery staple", "utf8"),
-      nonce: enc.kdf.salt,
-      parallelism: enc.kdf.parallelism,
-      tagLength: 32,
-      memory: enc.kdf.memory,
-      passes: enc.kdf.passes,
-    });
-    const w = Buffer.from(enc.wrappedKey);
-    const d = createDecipheriv("aes-256-gcm", kek, w.subarray(0, 12));
-    d.setAAD(Buffer.from("coffer/v1/master-key", "ascii"));
-    d.setAuthTag(w.subarray(44));
-    const key = Buffer.concat([d.update(w.subarray(12, 44)), d.final()]);
-    expect(toHex(key)).toBe(toHex(encrypted.masterKey));
+  it("wraps the master key as FORMAT.md says: iv | AES-256-GCM(argon2id(passphrase)) | tag, AD 'coffer/vN/master-key'", () => {
+    for (const [made, aad] of [
+      [encrypted, "coffer/v2/master-key"],
+      [encryptedV1, "coffer/v1/master-key"],
+    ] as const) {
+      const enc = made.config.encryption!;
+      const kek = argon2Sync("argon2id", {
+        message: Buffer.from("correct horse battery staple", "utf8"),
+        nonce: enc.kdf.salt,
+        parallelism: enc.kdf.parallelism,
+        tagLength: 32,
+        memory: enc.kdf.memory,
+        passes: enc.kdf.passes,
+      });
+      const w = Buffer.from(enc.wrappedKey);
+      const d = createDecipheriv("aes-256-gcm", kek, w.subarray(0, 12));
+      d.setAAD(Buffer.from(aad, "ascii"));
+      d.setAuthTag(w.subarray(44));
+      const key = Buffer.concat([d.update(w.subarray(12, 44)), d.final()]);
+      expect(toHex(key)).toBe(toHex(made.masterKey));
+    }
+  });
+
+  it("seals version 2 as FORMAT.md says: HMAC-SHA256(HKDF(master, 'coffer/v2/config'), magic | 2 | body) before the checksum", () => {
+    for (const made of [encrypted, plaintext]) {
+      const bytes = encodeConfig(made.config);
+      const key = Buffer.from(hkdfSync("sha256", made.masterKey, new Uint8Array(0), "coffer/v2/config", 32));
+      const mac = createHmac("sha256", key).update(bytes.subarray(0, bytes.byteLength - 64)).digest();
+      expect(toHex(macOf(bytes))).toBe(toHex(mac));
+      expect(toHex(made.config.configMac!)).toBe(toHex(mac));
+      expect(toHex(bytes.subarray(bytes.byteLength - 32))).toBe(createHash("sha256").update(bytes.subarray(0, bytes.byteLength - 32)).digest("hex"));
+    }
   });
 });
 
 describe("encodeConfig / decodeConfig", () => {
   it("round trips encrypted and plaintext configurations", () => {
-    for (const { config } of [encrypted, plaintext]) {
+    for (const { config } of [encrypted, plaintext, encryptedV1, plaintextV1]) {
       const bytes = encodeConfig(config);
       expect(Buffer.from(bytes.subarray(0, 8)).toString("ascii")).toBe(CONFIG_MAGIC);
-      expect(bytes[8]).toBe(FORMAT_VERSION);
+      expect(bytes[8]).toBe(config.version);
       const back = decodeConfig(bytes);
       expect(plain(back)).toEqual(plain(config));
       // and encodes to the same bytes again
@@ -149,6 +195,7 @@ describe("encodeConfig / decodeConfig", () => {
         fc.constantFrom("blake3" as const, "hmac-sha256" as const),
         fc.constantFrom("zstd" as const, "none" as const),
         fc.integer({ min: 1, max: 2 ** 31 }),
+        fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: null }),
         fc.option(
           // argon2id needs memory >= 8 KiB per lane
           fc.integer({ min: 1, max: 16 }).chain((parallelism) =>
@@ -162,9 +209,11 @@ describe("encodeConfig / decodeConfig", () => {
           ),
           { nil: null },
         ),
-        (id, createdNs, chunking, mac, compression, packSize, e) => {
+        (id, createdNs, chunking, mac, compression, packSize, configMac, e) => {
           const config: RepositoryConfig = {
-            version: FORMAT_VERSION,
+            // version 1 has no MAC, version 2 always one
+            version: configMac === null ? 1 : 2,
+            configMac,
             id,
             createdNs,
             chunking,
@@ -188,7 +237,7 @@ describe("encodeConfig / decodeConfig", () => {
   });
 
   it("a flipped byte anywhere is CORRUPT, never WRONG_PASSPHRASE (every offset, several masks)", async () => {
-    for (const { config } of [encrypted, plaintext]) {
+    for (const { config } of [encrypted, plaintext, encryptedV1]) {
       const bytes = encodeConfig(config);
       for (let i = 0; i < bytes.byteLength; i++) {
         for (const mask of [0x01, 0x80, 0xff]) {
@@ -224,9 +273,20 @@ describe("encodeConfig / decodeConfig", () => {
 
   it("an unknown version with a valid checksum is UNSUPPORTED", () => {
     const body = bodyOf(encodeConfig(encrypted.config));
-    for (const v of [0, 2, 255]) expectCode(errorOf(() => decodeConfig(craft(body, v))), "UNSUPPORTED");
-    // the same body under version 1 is fine
+    for (const v of [0, 3, 255]) expectCode(errorOf(() => decodeConfig(craft(body, v))), "UNSUPPORTED");
+    // the same body under version 1 and 2 decodes
     expect(decodeConfig(craft(body)).packSize).toBe(encrypted.config.packSize);
+    expect(decodeConfig(craft(body, 2)).packSize).toBe(encrypted.config.packSize);
+  });
+
+  it("a version-2 configuration too short to hold its MAC is CORRUPT", () => {
+    const head = Buffer.concat([Buffer.from(CONFIG_MAGIC, "ascii"), Buffer.from([2]), Buffer.alloc(10)]);
+    expectCorrupt(errorOf(() => decodeConfig(Buffer.concat([head, createHash("sha256").update(head).digest()]))));
+  });
+
+  it("a version-2 configuration without its MAC cannot be encoded", () => {
+    expect(errorOf(() => encodeConfig({ ...encrypted.config, configMac: null }))).toBeInstanceOf(TypeError);
+    expect(errorOf(() => encodeConfig({ ...encrypted.config, version: 3 }))).toBeInstanceOf(TypeError);
   });
 
   it("a well-formed checksum over a bad body is CORRUPT", () => {
@@ -260,10 +320,12 @@ describe("encodeConfig / decodeConfig", () => {
       { ...good, encryption: { kdf: { algorithm: "argon2id", salt: new Uint8Array(16) }, cipher: "chacha", wrappedKey: new Uint8Array(60) } },
       { ...good, encryption: { kdf: { algorithm: "argon2id", salt: "salt" }, cipher: "aes-256-gcm", wrappedKey: new Uint8Array(60) } },
     ];
-    // the reference body is accepted, so each rejection below is due to its one bad field
-    expect(decodeConfig(craft(encode(good, { useBigInt64: true }))).packSize).toBe(1024);
-    // (undefined fields are left out of the map: the key is missing, not nil)
-    for (const b of bodies) expectCorrupt(errorOf(() => decodeConfig(craft(encode(b, { useBigInt64: true, ignoreUndefined: true })))));
+    for (const version of [1, 2]) {
+      // the reference body is accepted, so each rejection below is due to its one bad field
+      expect(decodeConfig(craft(encode(good, { useBigInt64: true }), version)).packSize).toBe(1024);
+      // (undefined fields are left out of the map: the key is missing, not nil)
+      for (const b of bodies) expectCorrupt(errorOf(() => decodeConfig(craft(encode(b, { useBigInt64: true, ignoreUndefined: true }), version))));
+    }
     // not msgpack at all, and trailing garbage after the map
     expectCorrupt(errorOf(() => decodeConfig(craft(new Uint8Array([0xc1])))));
     expectCorrupt(errorOf(() => decodeConfig(craft(Buffer.concat([encode(good, { useBigInt64: true }), Buffer.from([0])])))));
@@ -398,5 +460,121 @@ describe("unlock", () => {
     c.encryption!.wrappedKey[20]! ^= 1;
     const back = decodeConfig(encodeConfig(c));
     expectCode(await rejectionOf(unlock(back, "correct horse battery staple")), "WRONG_PASSPHRASE");
+  });
+});
+
+describe("a version-2 configuration altered by someone without the passphrase", () => {
+  const PASS = "correct horse battery staple";
+  const bytes = encodeConfig(encrypted.config);
+
+  /** The detail CORRUPT errors of the configuration carry for the CLI (which names the location). */
+  function expectAltered(e: unknown): void {
+    expectCorrupt(e);
+    expect((e as CofferError).message).toMatch(/^repository configuration: it was altered or damaged/);
+    expect((e as CofferError).data.configDetail).toMatch(/^it was altered or damaged/);
+  }
+
+  const changes: [string, (b: Record<string, unknown>) => void][] = [
+    ["compression", (b) => (b.compression = "none")],
+    ["chunking", (b) => (b.chunking = { min: 512, avg: 2048, max: 4096 })],
+    ["packSize", (b) => (b.packSize = 4096)],
+    ["mac", (b) => (b.mac = "hmac-sha256")],
+    ["id", (b) => (b.id = new Uint8Array(32))],
+    ["created", (b) => (b.created = 1n)],
+    ["an added key", (b) => (b.extra = "x")],
+  ];
+
+  it("decodes (the checksum is fixed up) but unlock with the right passphrase is CORRUPT, naming it altered", async () => {
+    for (const [what, change] of changes) {
+      const forged = decodeConfig(forge(bytes, change));
+      expectAltered(await rejectionOf(unlock(forged, PASS)).then((e) => (e === undefined ? new Error(`${what}: unlocked`) : e)));
+      // and with a wrong passphrase it is what it always was
+      expectCode(await rejectionOf(unlock(forged, "not it")), "WRONG_PASSPHRASE");
+    }
+  });
+
+  it("a field changed in memory and encoded again with the old MAC is CORRUPT too", async () => {
+    const c: RepositoryConfig = { ...structuredClone(encrypted.config), packSize: 4096 };
+    expectAltered(await rejectionOf(unlock(decodeConfig(encodeConfig(c)), PASS)));
+    expectAltered(await rejectionOf(unlock(c, PASS)));
+  });
+
+  it("the MAC covers the exact bytes read: keys this coffer does not know are authenticated, and ignored", async () => {
+    // as a later coffer might write: an extra key, sealed with the key
+    const body = decode(bodyOf(bytes), { useBigInt64: true }) as Record<string, unknown>;
+    const head = Buffer.concat([Buffer.from(CONFIG_MAGIC, "ascii"), Buffer.from([2]), encode({ ...body, future: [1, 2, 3] }, { useBigInt64: true })]);
+    const key = Buffer.from(hkdfSync("sha256", encrypted.masterKey, new Uint8Array(0), "coffer/v2/config", 32));
+    const later = decodeConfig(craft(head.subarray(9), 2, createHmac("sha256", key).update(head).digest()));
+    expect(toHex(await unlock(later, PASS))).toBe(toHex(encrypted.masterKey));
+    // the same bytes with that key removed (and the MAC kept) are altered
+    const stripped = decodeConfig(forge(craft(head.subarray(9), 2, createHmac("sha256", key).update(head).digest()), (b) => delete b.future));
+    expectAltered(await rejectionOf(unlock(stripped, PASS)));
+  });
+
+  it("a flipped MAC byte is CORRUPT at unlock, never WRONG_PASSPHRASE", async () => {
+    const bad = new Uint8Array(bytes);
+    bad[bad.byteLength - 40]! ^= 1;
+    expectAltered(await rejectionOf(unlock(decodeConfig(craft(bodyOf(bad), 2, macOf(bad))), PASS)));
+  });
+
+  it("rewritten as version 1 (no MAC to check) it does not unlock: CORRUPT, its key was sealed for version 2", async () => {
+    for (const change of [(b: Record<string, unknown>) => (b.version = 1), (b: Record<string, unknown>) => ((b.version = 1), (b.compression = "none"))]) {
+      const down = decodeConfig(forge(bytes, change, { version: 1 }));
+      expect(down.version).toBe(1);
+      const e = await rejectionOf(unlock(down, PASS));
+      expectAltered(e);
+      expect((e as Error).message).toContain("sealed for version 2");
+      expectCode(await rejectionOf(unlock(down, "not it")), "WRONG_PASSPHRASE");
+    }
+    // and a version-1 configuration relabelled version 2 (with any MAC) neither
+    const up = decodeConfig(forge(encodeConfig(encryptedV1.config), () => {}, { version: 2 }));
+    expectAltered(await rejectionOf(unlock(up, PASS)));
+  });
+
+  it("a plaintext version-2 configuration is checked too, but its MAC key is public (accidents only)", async () => {
+    const pbytes = encodeConfig(plaintext.config);
+    expectAltered(await rejectionOf(unlock(decodeConfig(forge(pbytes, (b) => (b.packSize = 4096))), null)));
+    // anyone can re-seal it: the key derives from the repository ID
+    const resealed = sealConfig({ ...plaintext.config, packSize: 4096 }, plaintextMasterKey(plaintext.config.id));
+    expect(toHex(await unlock(decodeConfig(encodeConfig(resealed)), null))).toBe(toHex(plaintext.masterKey));
+    // and so can anyone turn an encrypted configuration into a plaintext one: what the CLI refuses (docs/CLI.md)
+    const downgraded = sealConfig({ ...encrypted.config, encryption: null }, plaintextMasterKey(encrypted.config.id));
+    expect(decodeConfig(encodeConfig(downgraded)).encryption).toBeNull();
+  });
+
+  it("version 1 authenticates none of its fields: a changed one unlocks (documented in FORMAT.md)", async () => {
+    const v1 = encodeConfig(encryptedV1.config);
+    const forged = decodeConfig(forge(v1, (b) => (b.compression = "none")));
+    expect(forged.compression).toBe("none");
+    expect(toHex(await unlock(forged, PASS))).toBe(toHex(encryptedV1.masterKey));
+  });
+});
+
+describe("passphrases are bytes", () => {
+  const a = Buffer.from("caf\xe9-secret-\xe0\xe8\xec", "latin1");
+  const b = Buffer.from("caf\xf1-secret-\xff\xfe\xfd", "latin1");
+
+  it("two byte strings that UTF-8 decoding would both turn into the same U+FFFD string are two passphrases", async () => {
+    expect(a.toString("utf8")).toBe(b.toString("utf8"));
+    for (const version of [1, 2] as const) {
+      const { config, masterKey } = await newConfig(opts(new Uint8Array(a), { version }));
+      const back = decodeConfig(encodeConfig(config));
+      expect(toHex(await unlock(back, new Uint8Array(a)))).toBe(toHex(masterKey));
+      expectCode(await rejectionOf(unlock(back, new Uint8Array(b))), "WRONG_PASSPHRASE");
+      expectCode(await rejectionOf(unlock(back, a.toString("utf8"))), "WRONG_PASSPHRASE");
+    }
+  });
+
+  it("a string is its UTF-8: a repository made with a string opens with its bytes and the other way round", async () => {
+    const { config, masterKey } = await newConfig(opts("pässwörd ✓"));
+    expect(toHex(await unlock(config, new Uint8Array(Buffer.from("pässwörd ✓", "utf8"))))).toBe(toHex(masterKey));
+    const v1 = await newConfig(opts(new Uint8Array(Buffer.from("fixture-v1")), { version: 1 }));
+    expect(toHex(await unlock(v1.config, "fixture-v1"))).toBe(toHex(v1.masterKey));
+  });
+
+  it("a string with a lone surrogate has no UTF-8: USAGE, not U+FFFD", async () => {
+    expectCode(errorOf(() => passphraseBytes("ab\ud800")), "USAGE");
+    expectCode(await rejectionOf(unlock(encrypted.config, "ab\udc00cd")), "USAGE");
+    expect(toHex(passphraseBytes("\u{1f510}"))).toBe("f09f9490");
   });
 });

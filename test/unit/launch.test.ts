@@ -1,10 +1,11 @@
 /**
  * The launcher's re-execution settings (src/cli/launch.ts): the malloc
  * threshold is added to the environment without dropping the user's other
- * glibc tunables, and a threshold the user chose is kept.
+ * glibc tunables, a threshold the user chose is kept, and no re-execution
+ * when it would rewrite a variable that was not valid UTF-8.
  */
 import { describe, expect, it } from "vitest";
-import { launchEnv, MMAP_THRESHOLD, V8_FLAGS } from "../../src/cli/launch.js";
+import { launchEnv, MMAP_THRESHOLD, reexecKeepsEnvironment, V8_FLAGS } from "../../src/cli/launch.js";
 import { Collector } from "../../src/util/gc.js";
 
 describe("launchEnv", () => {
@@ -23,6 +24,16 @@ describe("launchEnv", () => {
 
   it("starts with the flag the launcher checks to know it re-executed", () => {
     expect(V8_FLAGS[0]).toBe("--max-semi-space-size=4");
+  });
+});
+
+describe("reexecKeepsEnvironment", () => {
+  it("is false when a name or value holds U+FFFD (Node's decoding of bytes that were not UTF-8), else true", () => {
+    expect(reexecKeepsEnvironment({ A: "1", COFFER_PASSPHRASE: "pässwörd ✓" })).toBe(true);
+    expect(reexecKeepsEnvironment({})).toBe(true);
+    expect(reexecKeepsEnvironment({ COFFER_PASSPHRASE: "caf\ufffd-secret" })).toBe(false);
+    expect(reexecKeepsEnvironment({ OTHER: "\ufffd" })).toBe(false);
+    expect(reexecKeepsEnvironment({ "X\ufffd": "1" })).toBe(false);
   });
 });
 

@@ -5,7 +5,7 @@ import type { Store } from "../../connectors/store.js";
 import { Repository } from "../../repository/repository.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
-import { assertWritable, type Context, getPassphrase, openStore, repositoryLocation } from "../context.js";
+import { assertWritable, type Context, getPassphrase, knownRepositories, openStore, passphraseGiven, repositoryLocation } from "../context.js";
 
 export interface CreateOptions {
   plaintext?: boolean;
@@ -28,7 +28,8 @@ export async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
 }
 
 async function createIn(store: Store, location: string, o: CreateOptions, ctx: Context): Promise<void> {
-  let passphrase: string | null = null;
+  let passphrase: Uint8Array | null = null;
+  const given = o.plaintext ? passphraseGiven(ctx) : null;
   if (!o.plaintext) {
     passphrase = await getPassphrase(ctx, true);
     if (passphrase === null) {
@@ -46,6 +47,8 @@ async function createIn(store: Store, location: string, o: CreateOptions, ctx: C
       ? { kdf: { ...DEFAULT_KDF, ...(o.kdfMemory !== undefined ? { memory: o.kdfMemory * 1024 } : {}), ...(o.kdfPasses !== undefined ? { passes: o.kdfPasses } : {}) } }
       : {}),
   });
+  await knownRepositories(ctx).record(config, location);
+  if (given !== null) ctx.stderr.write(`coffer: warning: a passphrase is given (${given}) but the repository is plaintext: every other command refuses a passphrase for it\n`);
   if (o.json) ctx.stdout.write(`${JSON.stringify({ id: toHex(config.id), location, encrypted: config.encryption !== null })}\n`);
   else ctx.stdout.write(`created ${config.encryption ? "encrypted" : "plaintext"} repository ${toHex(config.id).slice(0, 8)} at ${location}\n`);
 }
@@ -58,7 +61,7 @@ const positiveInt = (name: string) => (v: string) => {
 export function createCommand(ctx: () => Context): Command {
   return new Command("create")
     .description("create a new repository")
-    .option("--plaintext", "do not encrypt (content is still authenticated)")
+    .option("--plaintext", "do not encrypt (integrity is checked against accidents only)")
     .addOption(new Option("--hashing <alg>", "chunk MAC").choices(["blake3", "sha256"]).default("blake3"))
     .addOption(new Option("--compression <alg>", "blob compression").choices(["zstd", "none"]).default("zstd"))
     .option("--kdf-memory <MiB>", `argon2id memory (default ${DEFAULT_KDF.memory / 1024})`, positiveInt("--kdf-memory"))
