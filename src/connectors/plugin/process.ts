@@ -331,11 +331,11 @@ export class PluginProcess {
 
 /**
  * For JavaScript plugins: preload the hook that resolves `coffer/sdk` to
- * this installation's SDK (src/pkg/sdk-resolve.ts), so that an installed
+ * this installation's SDK (sdk-resolve.ts beside this file), so that an installed
  * package needs to carry only its own code. Absent when running from
  * sources (tests), where plugins import the SDK by relative path.
  */
 function sdkPreload(): string[] {
-  const hook = new URL("../../pkg/sdk-resolve.js", import.meta.url);
+  const hook = new URL("./sdk-resolve.js", import.meta.url);
   return existsSync(fileURLToPath(hook)) ? ["--import", hook.href] : [];
 }

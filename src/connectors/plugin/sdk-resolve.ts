@@ -6,7 +6,7 @@
  */
 import { registerHooks } from "node:module";
 
-const SDK = new URL("../sdk/index.js", import.meta.url).href;
+const SDK = new URL("../../sdk/index.js", import.meta.url).href;
 
 registerHooks({
   resolve(specifier, context, next) {
