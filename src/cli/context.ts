@@ -19,6 +19,7 @@ import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } f
 import type { Store } from "../connectors/store.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError } from "../util/errors.js";
+import { say } from "./format.js";
 
 export interface GlobalOptions {
   at?: string | undefined;
@@ -69,7 +70,7 @@ export function connectorOptions(ctx: Context, o: Partial<ConnectorOptions> = {}
     maxConcurrency: availableParallelism() * 8,
     excludes: [],
     noXattr: false,
-    onWarning: (m: string) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+    onWarning: (m: string) => say(ctx.stderr, `coffer: warning: ${m}`),
     signal: ctx.signal,
     ...o,
   };

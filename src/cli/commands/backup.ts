@@ -9,7 +9,7 @@ import type { Importer } from "../../connectors/records.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
-import { bytes, shortId } from "../format.js";
+import { bytes, say, shortId, shown } from "../format.js";
 
 export interface BackupCmdOptions {
   tag?: string[];
@@ -63,7 +63,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       checkpoints = { intervalMs: interval, bytes: interval === 0 ? 0 : base.bytes };
     }
     const adopted = await repo.adoptUnindexedPacks(ctx.signal);
-    if (adopted > 0 && !o.quiet && !o.json) ctx.stderr.write(`coffer: indexed ${adopted} packfiles left by an interrupted backup\n`);
+    if (adopted > 0 && !o.quiet && !o.json) say(ctx.stderr, `coffer: indexed ${adopted} packfiles left by an interrupted backup`);
     const { header } = await backup(repo, {
       importer,
       tags: o.tag ?? [],
@@ -75,7 +75,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       force: o.force ?? false,
       checkpoints,
       onEvent: (e) => {
-        if (e.type === "error") ctx.stderr.write(`coffer: ${e.path}: ${e.message}\n`);
+        if (e.type === "error") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
       },
     });
     const s = header.summary;
@@ -83,10 +83,10 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       ctx.stdout.write(`${JSON.stringify({ id: toHex(header.id), short: shortId(header.id), ...s, durationSeconds: Number(header.durationNs) / 1e9 })}\n`);
     } else {
       if (!o.quiet) {
-        ctx.stderr.write(
+        say(
+          ctx.stderr,
           `${s.files} files, ${s.dirs} dirs, ${bytes(s.bytes)}; read ${bytes(s.readBytes)}, added ${bytes(s.newBytes)} in ${(Number(header.durationNs) / 1e9).toFixed(1)}s` +
-            (s.errors ? `; ${s.errors} errors` : "") +
-            "\n",
+            (s.errors ? `; ${s.errors} errors` : ""),
         );
       }
       ctx.stdout.write(`${shortId(header.id)}\n`);

@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { check } from "../../snapshot/check.js";
 import { resolveSnapshot } from "../../snapshot/vfs.js";
 import { type Context, withRepository } from "../context.js";
+import { say, shown } from "../format.js";
 
 export async function runCheck(snaps: string[], o: { fast?: boolean; json?: boolean }, ctx: Context): Promise<number> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
@@ -11,13 +12,14 @@ export async function runCheck(snaps: string[], o: { fast?: boolean; json?: bool
     if (o.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);
     else {
       for (const p of r.problems) {
-        const where = p.snapshot ? `snapshot ${p.snapshot.slice(0, 8)}${p.path ? `: ${p.path}` : ""}: ` : "";
-        ctx.stdout.write(`error: ${where}${p.message}\n`);
+        const where = p.snapshot ? `snapshot ${p.snapshot.slice(0, 8)}${p.path ? `: ${shown(p.path)}` : ""}: ` : "";
+        say(ctx.stdout, `error: ${where}${p.message}`);
       }
-      ctx.stdout.write(
+      say(
+        ctx.stdout,
         `checked ${r.snapshots} snapshots, ${r.packs} packfiles, ${r.blobs} blobs${o.fast ? " (fast: content not read)" : ""}: ` +
           `${r.problems.length ? `${r.problems.length} problems` : "no problems"}` +
-          `${r.unreferencedPacks ? `; ${r.unreferencedPacks} unreferenced packfiles (left by an interrupted backup)` : ""}\n`,
+          `${r.unreferencedPacks ? `; ${r.unreferencedPacks} unreferenced packfiles (left by an interrupted backup)` : ""}`,
       );
     }
     return r.problems.length ? 1 : 0;

@@ -2,9 +2,8 @@
 import { Command } from "commander";
 import { listSnapshots, lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader, joinPath } from "../../snapshot/vfs.js";
 import type { Entry } from "../../snapshot/tree.js";
-import { escapeName } from "../../util/names.js";
 import { type Context, withRepository } from "../context.js";
-import { bytes, entryJson, localTime, modeString, shortId, snapshotJson, source } from "../format.js";
+import { bytes, entryJson, localTime, modeString, say, shortId, shown, shownSource, snapshotJson } from "../format.js";
 
 export interface LsOptions {
   recursive?: boolean;
@@ -22,8 +21,8 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
         return;
       }
       for (const h of all) {
-        const tags = (h.tags.length ? `  [${h.tags.join(",")}]` : "") + (h.checkpoint !== undefined ? "  (partial: interrupted backup)" : "");
-        out.write(`${shortId(h.id)}  ${localTime(h.timeNs)}  ${h.hostname}  ${bytes(h.summary.bytes).padStart(10)}  ${source(h)}${tags}\n`);
+        const tags = (h.tags.length ? `  [${h.tags.map(shown).join(",")}]` : "") + (h.checkpoint !== undefined ? "  (partial: interrupted backup)" : "");
+        say(out, `${shortId(h.id)}  ${localTime(h.timeNs)}  ${shown(h.hostname)}  ${bytes(h.summary.bytes).padStart(10)}  ${shownSource(h)}${tags}`);
       }
       return;
     }
@@ -36,8 +35,8 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
       if (o.json) rows.push(entryJson(p, e));
       else {
         const owner = `${e.info.username ?? e.info.uid}/${e.info.groupname ?? e.info.gid}`;
-        const link = e.target !== undefined ? ` -> ${escapeName(e.target)}` : "";
-        out.write(`${modeString(e)} ${escapeName(owner).padEnd(15)} ${String(e.info.size).padStart(12)} ${localTime(e.info.mtimeNs)} ${escapeName(p)}${link}\n`);
+        const link = e.target !== undefined ? ` -> ${shown(e.target)}` : "";
+        say(out, `${modeString(e)} ${shown(owner).padEnd(15)} ${String(e.info.size).padStart(12)} ${localTime(e.info.mtimeNs)} ${shown(p)}${link}`);
       }
     };
     if (top.info.kind !== "dir") show(path, top);

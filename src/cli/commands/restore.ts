@@ -7,7 +7,7 @@ import { restore } from "../../snapshot/restore.js";
 import { parseSnapPath, resolveSnapshot } from "../../snapshot/vfs.js";
 import { CofferError } from "../../util/errors.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
-import { bytes, shortId } from "../format.js";
+import { bytes, say, shortId, shown } from "../format.js";
 
 export interface RestoreCmdOptions {
   to?: string;
@@ -38,13 +38,13 @@ async function restoreTo(exporter: Exporter, snap: string | undefined, path: str
     const r = await restore(repo, header, path, exporter, {
       signal: ctx.signal,
       onEvent: (e) => {
-        if (e.type === "error") ctx.stderr.write(`coffer: cannot restore ${e.path}: ${e.message}\n`);
-        else if (e.type === "skipped" && !o.quiet) ctx.stderr.write(`coffer: skipped ${e.path}: ${e.message}\n`);
+        if (e.type === "error") say(ctx.stderr, `coffer: cannot restore ${shown(e.path)}: ${e.message}`);
+        else if (e.type === "skipped" && !o.quiet) say(ctx.stderr, `coffer: skipped ${shown(e.path)}: ${e.message}`);
       },
     });
     if (o.json) ctx.stdout.write(`${JSON.stringify({ snapshot: shortId(header.id), to: dir, ...r, errors: r.errors.map(([p, m]) => ({ path: p, error: m })) })}\n`);
     else if (!o.quiet) {
-      ctx.stderr.write(`restored ${r.files} files, ${r.dirs} dirs, ${bytes(r.bytes)} from ${shortId(header.id)} to ${dir}${r.errors.length ? `; ${r.errors.length} errors` : ""}\n`);
+      say(ctx.stderr, `restored ${r.files} files, ${r.dirs} dirs, ${bytes(r.bytes)} from ${shortId(header.id)} to ${shown(dir)}${r.errors.length ? `; ${r.errors.length} errors` : ""}`);
     }
     return r.errors.length > 0 ? 3 : 0;
   });
