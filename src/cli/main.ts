@@ -24,7 +24,7 @@ Passphrase: --keyfile FILE, else $COFFER_PASSPHRASE, else a prompt on a terminal
 Exit codes:
   0    success
   1    error
-  2    usage error
+  2    usage error (also: no command given)
   3    finished, but some entries failed (they are named on stderr)
   10   no repository at the location
   11   repository locked by another process
@@ -139,7 +139,9 @@ function sayEach(text: string, write: (s: string) => void): void {
 
 function report(e: unknown, debug: boolean): number {
   if (e instanceof CommanderError) {
-    if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return ExitCode.OK;
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return ExitCode.OK;
+    // `coffer` (or `coffer pkg`) without a command: the help went to stderr, and that is a usage error.
+    if (e.code === "commander.help") return e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
     if (e.code === "commander.executeSubCommandAsync") return ExitCode.OK;
     // commander already printed its message.
     return ExitCode.USAGE;
