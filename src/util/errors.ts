@@ -20,6 +20,7 @@ export type ErrorCode =
   | "USAGE"
   | "NO_REPOSITORY"
   | "REPOSITORY_EXISTS"
+  | "NOT_EMPTY"
   | "LOCKED"
   | "WRONG_PASSPHRASE"
   | "NO_PASSPHRASE"
@@ -38,6 +39,7 @@ const EXIT_OF: Record<ErrorCode, ExitCode> = {
   USAGE: ExitCode.USAGE,
   NO_REPOSITORY: ExitCode.NO_REPOSITORY,
   REPOSITORY_EXISTS: ExitCode.ERROR,
+  NOT_EMPTY: ExitCode.ERROR,
   LOCKED: ExitCode.LOCKED,
   WRONG_PASSPHRASE: ExitCode.WRONG_PASSPHRASE,
   NO_PASSPHRASE: ExitCode.USAGE,
