@@ -147,9 +147,10 @@ export class Repository {
 
   // ---- locks ----
 
-  async acquire(kind: LockKind, command: string): Promise<void> {
+  /** `onWarning` hears of damaged locks removed on the way (locks.ts). */
+  async acquire(kind: LockKind, command: string, onWarning?: (m: string) => void): Promise<void> {
     if (this.lock) return;
-    this.lock = await acquireLock(this.store, this.codec, kind, command);
+    this.lock = await acquireLock(this.store, this.codec, kind, command, onWarning);
   }
 
   async releaseLock(): Promise<void> {

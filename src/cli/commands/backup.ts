@@ -56,7 +56,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
   // an importer may start scanning while the repository opens.
   await importer.ping();
   return withRepository(ctx, {}, async (repo) => {
-    await repo.acquire("shared", "backup");
+    await repo.acquire("shared", "backup", (m) => say(ctx.stderr, `coffer: warning: ${m}`));
     let checkpoints: CheckpointPolicy | undefined;
     if (interval !== undefined) {
       const base = importer.flags & LocationFlag.NEEDACK ? NEEDACK_CHECKPOINTS : DEFAULT_CHECKPOINTS;
