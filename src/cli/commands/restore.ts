@@ -4,7 +4,7 @@ import { Command } from "commander";
 import { parseOptions } from "../../connectors/params.js";
 import type { Exporter } from "../../connectors/records.js";
 import { restore } from "../../snapshot/restore.js";
-import { parseSnapPath, resolveSnapshot } from "../../snapshot/vfs.js";
+import { lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader } from "../../snapshot/vfs.js";
 import { CofferError } from "../../util/errors.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
 import { bytes, say, shortId, shown } from "../format.js";
@@ -30,6 +30,8 @@ async function restoreTo(exporter: Exporter, snap: string | undefined, path: str
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const header = await resolveSnapshot(repo, snap, ctx.signal);
     const dir = exporter.root;
+    // A path that is not there fails before anything is created (ping() makes the directory).
+    await lookupOrThrow(new TreeReader(repo), header, path, ctx.signal);
     if (exporter.type === "fs") {
       const st = await lstat(dir).catch(() => null);
       if (st && !st.isDirectory()) throw new CofferError("USAGE", `cannot restore into ${dir}: it exists and is not a directory`);
