@@ -21,6 +21,7 @@ export type ErrorCode =
   | "NO_REPOSITORY"
   | "REPOSITORY_EXISTS"
   | "NOT_EMPTY"
+  | "EXISTS"
   | "LOCKED"
   | "WRONG_PASSPHRASE"
   | "NO_PASSPHRASE"
@@ -40,6 +41,7 @@ const EXIT_OF: Record<ErrorCode, ExitCode> = {
   NO_REPOSITORY: ExitCode.NO_REPOSITORY,
   REPOSITORY_EXISTS: ExitCode.ERROR,
   NOT_EMPTY: ExitCode.ERROR,
+  EXISTS: ExitCode.ERROR,
   LOCKED: ExitCode.LOCKED,
   WRONG_PASSPHRASE: ExitCode.WRONG_PASSPHRASE,
   NO_PASSPHRASE: ExitCode.USAGE,

@@ -14,11 +14,12 @@ export interface RestoreCmdOptions {
   json?: boolean;
   quiet?: boolean;
   option?: string[];
+  force?: boolean;
 }
 
 export async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<number> {
   const { snap, path } = parseSnapPath(target);
-  const exporter = await ctx.registry.make("exporter", o.to ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx));
+  const exporter = await ctx.registry.make("exporter", o.to ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
   try {
     return await restoreTo(exporter, snap, path, o, ctx);
   } finally {
@@ -29,9 +30,9 @@ export async function runRestore(target: string | undefined, o: RestoreCmdOption
 async function restoreTo(exporter: Exporter, snap: string | undefined, path: string, o: RestoreCmdOptions, ctx: Context): Promise<number> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const header = await resolveSnapshot(repo, snap, ctx.signal);
-    const dir = exporter.root;
     // A path that is not there fails before anything is created (ping() makes the directory).
     await lookupOrThrow(new TreeReader(repo), header, path, ctx.signal);
+    const dir = exporter.root;
     if (exporter.type === "fs") {
       const st = await lstat(dir).catch(() => null);
       if (st && !st.isDirectory()) throw new CofferError("USAGE", `cannot restore into ${dir}: it exists and is not a directory`);
@@ -58,6 +59,7 @@ export function restoreCommand(ctx: () => Context, done: (code: number) => void)
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")
     .option("--to <location>", "where to restore: a directory (default: the current one), or PROTO:... (fs:, stdout:, tar:FILE, tar+gz:FILE, an installed plugin)")
     .option("-o, --option <key=value>", "configure the exporter (repeatable)", (v: string, p: string[] | undefined) => [...(p ?? []), v])
+    .option("--force", "replace the archive FILE of tar:FILE (tar+gz:FILE) if it exists")
     .option("-q, --quiet", "print nothing but errors")
     .option("--json", "print a JSON summary")
     .action(async (target: string | undefined, o: RestoreCmdOptions) => done(await runRestore(target, o, ctx())));
