@@ -20,7 +20,7 @@ import { hostname } from "node:os";
 import { decode, encode } from "@msgpack/msgpack";
 import { Resource } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
-import { CofferError, isCofferError } from "../util/errors.js";
+import { CofferError, isCofferError, repositoryWriteError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { BlobType, type Codec } from "./codec.js";
 import { randomKey } from "./crypto.js";
@@ -154,7 +154,9 @@ export async function acquireLock(store: Store, codec: Codec, kind: LockKind, co
   if (before.length > 0) throw new CofferError("LOCKED", `repository is locked: ${describe(before[0]!)}`, { lock: toHex(before[0]!.name) });
   const name = randomKey(32);
   const info: LockInfo = { kind, host: hostname(), pid: process.pid, timeMs: Date.now(), command };
-  await writeLock(store, codec, name, info);
+  await writeLock(store, codec, name, info).catch((e: unknown) => {
+    throw repositoryWriteError(e, store.root);
+  });
   const lock = new Lock(store, codec, name, info);
   // Another process may have locked between our list and our put: look again.
   const after = conflicts(await readLocks(store, codec), name);

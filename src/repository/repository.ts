@@ -6,7 +6,7 @@
  */
 import { Resource, StoreMode } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
-import { CofferError, CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
+import { CofferError, CorruptError, isCofferError, repositoryWriteError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { giveBack, isLent, ownBytes } from "../util/ring.js";
 import { mapLimit } from "../util/concurrency.js";
@@ -151,6 +151,15 @@ export class Repository {
   async acquire(kind: LockKind, command: string, onWarning?: (m: string) => void): Promise<void> {
     if (this.lock) return;
     this.lock = await acquireLock(this.store, this.codec, kind, command, onWarning);
+  }
+
+  /**
+   * What a failed write to the store becomes: REPOSITORY_WRITE, naming the
+   * repository (`repository full: ...` for ENOSPC), which stops a backup at
+   * once instead of failing each entry after it as if it were unreadable.
+   */
+  private writeFailed(e: unknown): unknown {
+    return repositoryWriteError(e, this.store.root);
   }
 
   async releaseLock(): Promise<void> {
@@ -313,8 +322,9 @@ export class Repository {
       await sink.drain(UNWRITTEN_MAX / 2);
     } catch (e) {
       // The blobs of this packfile are lost: no later write may rely on them.
-      this.uploadError ??= e;
-      throw e;
+      const f = this.writeFailed(e);
+      this.uploadError ??= f;
+      throw f;
     }
   }
 
@@ -346,10 +356,11 @@ export class Repository {
     } catch (e) {
       // The blobs of this packfile are lost but still marked pending: no
       // later write may rely on them.
-      this.uploadError ??= e;
+      const f = this.writeFailed(e);
+      this.uploadError ??= f;
       await w.sink?.abort();
       settle();
-      throw e;
+      throw f;
     }
     const job = (async () => {
       try {
@@ -366,7 +377,7 @@ export class Repository {
       this.written.packs++;
       this.written.packBytes += sealed.size;
     })().catch((e: unknown) => {
-      this.uploadError ??= e;
+      this.uploadError ??= this.writeFailed(e);
     });
     const tracked = job.finally(() => {
       this.uploads.delete(tracked);
@@ -393,7 +404,9 @@ export class Repository {
     await this.putBlob(BT.SNAPSHOT, header, id, signal);
     await this.flush(signal);
     // Stores that buffer (a single-file archive) make it durable now.
-    await this.store.sync?.({ signal });
+    await this.store.sync?.({ signal }).catch((e: unknown) => {
+      throw this.writeFailed(e);
+    });
   }
 
   async close(): Promise<void> {
