@@ -11,7 +11,7 @@ import { toHex } from "../util/hex.js";
 import { giveBack, isLent, ownBytes } from "../util/ring.js";
 import { mapLimit } from "../util/concurrency.js";
 import { DEFAULT_CHUNKING } from "./chunker.js";
-import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } from "./codec.js";
+import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression, inPackfile } from "./codec.js";
 import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type RepositoryConfig, unlock } from "./config.js";
 import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
@@ -191,7 +191,11 @@ export class Repository {
       }
       throw e;
     }
-    return this.codec.decode(type, mac, bytes);
+    try {
+      return await this.codec.decode(type, mac, bytes);
+    } catch (e) {
+      throw inPackfile(e, loc.pack);
+    }
   }
 
   /** Runs of tree blobs read at once, most recent last (see readTree). */
