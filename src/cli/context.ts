@@ -21,6 +21,7 @@ import type { Store } from "../connectors/store.js";
 import type { RepositoryConfig } from "../repository/config.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError, CorruptError, isCofferError } from "../util/errors.js";
+import { say } from "./format.js";
 import { KnownRepositories, knownDir } from "./known.js";
 import { envPassphrase, keyfilePassphrase, PASSPHRASE_VAR } from "./passphrase.js";
 
@@ -73,7 +74,7 @@ export function connectorOptions(ctx: Context, o: Partial<ConnectorOptions> = {}
     maxConcurrency: availableParallelism() * 8,
     excludes: [],
     noXattr: false,
-    onWarning: (m: string) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+    onWarning: (m: string) => say(ctx.stderr, `coffer: warning: ${m}`),
     signal: ctx.signal,
     ...o,
   };
@@ -194,7 +195,7 @@ export async function openRepository(ctx: Context, opts: { readOnly?: boolean } 
       passphrase: () => getPassphrase(ctx),
       checkConfig: (config) => checkConfig(ctx, config, location, known),
       signal: ctx.signal,
-      onWarning: (m) => ctx.stderr.write(`coffer: warning: ${m}\n`),
+      onWarning: (m) => say(ctx.stderr, `coffer: warning: ${m}`),
     }).catch((e: unknown) => {
       throw withLocation(e, location);
     });

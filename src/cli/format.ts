@@ -1,8 +1,24 @@
 /** Human-readable output helpers. */
-import { isRawName, lossyName, nameToBytes } from "../util/names.js";
+import { escapeControls, escapeName, isRawName, lossyName, nameToBytes } from "../util/names.js";
 import type { SnapshotHeader } from "../snapshot/header.js";
 import type { Entry } from "../snapshot/tree.js";
 import { toHex } from "../util/hex.js";
+
+/**
+ * Writes one line for a person to read (a message, a warning, a listing
+ * row; never JSON or file content). Every such line goes through here:
+ * whatever it holds is made safe for a terminal by escapeControls() (a
+ * name quoted in a message cannot move the cursor, change colours or start
+ * a line that looks like another message). Where a line shows a name on its
+ * own (a path, a host, a tag), the caller gives it as escapeName() shows it
+ * (GNU `ls -b`'s form, `\\` for a backslash), which this leaves as it is.
+ */
+export function say(out: { write(s: string): unknown }, text: string): void {
+  out.write(`${escapeControls(text)}\n`);
+}
+
+/** A name (path, host, user, tag, location) as a human line shows it. */
+export const shown = escapeName;
 
 export function shortId(id: Uint8Array): string {
   return toHex(id).slice(0, 8);
@@ -27,6 +43,11 @@ export function localTime(ns: bigint): string {
   const d = new Date(Number(ns / 1_000_000n));
   const p = (n: number) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+/** The snapshot's source as `ls` and `info` show it (the JSON field is source()). */
+export function shownSource(h: SnapshotHeader): string {
+  return h.importer.type === "fs" ? shown(h.importer.root) : `${h.importer.type}:${shown(h.importer.root)}`;
 }
 
 export function source(h: SnapshotHeader): string {

@@ -16,6 +16,7 @@ import { restoreCommand } from "./commands/restore.js";
 import { type Context, type GlobalOptions, loadRegistry } from "./context.js";
 import { pkgCommand } from "./commands/pkg.js";
 import { repairCommand } from "./commands/repair.js";
+import { say } from "./format.js";
 
 export const EXIT_HELP = `
 Repository: \`at LOCATION\` before the command, else $COFFER_REPOSITORY, else ~/.coffer.
@@ -24,7 +25,7 @@ Passphrase: --keyfile FILE, else $COFFER_PASSPHRASE, else a prompt on a terminal
 Exit codes:
   0    success
   1    error
-  2    usage error
+  2    usage error (also: no command given)
   3    finished, but some entries failed (they are named on stderr)
   10   no repository at the location
   11   repository locked by another process
@@ -41,6 +42,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: number) => void
     .option("--debug", "print stack traces on errors")
     .addHelpText("after", EXIT_HELP)
     .showHelpAfterError(false)
+    .configureOutput({ outputError: sayEach })
     .exitOverride();
   const done = (code: number) => setExit(code);
   for (const c of [
@@ -55,11 +57,18 @@ export function buildProgram(ctx: () => Context, setExit: (code: number) => void
     connectorsCommand(ctx),
     pkgCommand(ctx),
   ]) {
-    c.exitOverride();
-    c.addHelpText("after", EXIT_HELP);
+    configure(c);
     program.addCommand(c);
   }
   return program;
+}
+
+/** Errors thrown, not exits, and commander's messages made safe, down to `pkg create`. */
+function configure(c: Command): void {
+  c.exitOverride();
+  c.configureOutput({ outputError: sayEach });
+  c.addHelpText("after", EXIT_HELP);
+  for (const sub of c.commands) configure(sub);
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -71,7 +80,7 @@ export async function main(argv: string[]): Promise<void> {
   if (args[i] === "at") {
     at = args[i + 1];
     if (at === undefined || at === "") {
-      process.stderr.write("coffer: `at` needs a LOCATION\n");
+      say(process.stderr, "coffer: `at` needs a LOCATION");
       process.exit(ExitCode.USAGE);
     }
     args.splice(i, 2);
@@ -97,7 +106,7 @@ export async function main(argv: string[]): Promise<void> {
 
   let exitCode: number = ExitCode.OK;
   let globals: GlobalOptions = {};
-  const registry = await loadRegistry(process.env, (m) => process.stderr.write(`coffer: warning: ${m}\n`));
+  const registry = await loadRegistry(process.env, (m) => say(process.stderr, `coffer: warning: ${m}`));
   const ctx = (): Context => ({
     globals: { ...globals, at },
     signal: controller.signal,
@@ -115,7 +124,7 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     // After Ctrl-C, whatever failed failed because of it.
     if (controller.signal.aborted && !(e instanceof CommanderError)) {
-      process.stderr.write("coffer: interrupted\n");
+      say(process.stderr, "coffer: interrupted");
       exitCode = ExitCode.INTERRUPTED;
     } else exitCode = report(e, Boolean(globals.debug || args.includes("--debug")));
   }
@@ -125,20 +134,27 @@ export async function main(argv: string[]): Promise<void> {
   process.exit(exitCode);
 }
 
+/** commander's error messages (which may quote what was typed), each line made safe like every other human line. */
+function sayEach(text: string, write: (s: string) => void): void {
+  for (const line of text.replace(/\n$/, "").split("\n")) say({ write }, line);
+}
+
 function report(e: unknown, debug: boolean): number {
   if (e instanceof CommanderError) {
-    if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return ExitCode.OK;
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return ExitCode.OK;
+    // `coffer` (or `coffer pkg`) without a command: the help went to stderr, and that is a usage error.
+    if (e.code === "commander.help") return e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
     if (e.code === "commander.executeSubCommandAsync") return ExitCode.OK;
     // commander already printed its message.
     return ExitCode.USAGE;
   }
   if (e instanceof CofferError) {
-    process.stderr.write(`coffer: ${e.message}\n`);
+    say(process.stderr, `coffer: ${e.message}`);
     if (debug && e.stack) process.stderr.write(`${e.stack}\n`);
     return e.exitCode;
   }
   const err = e as NodeJS.ErrnoException;
-  process.stderr.write(`coffer: ${err?.message ?? String(e)}\n`);
+  say(process.stderr, `coffer: ${err?.message ?? String(e)}`);
   if (debug && err?.stack) process.stderr.write(`${err.stack}\n`);
   return ExitCode.ERROR;
 }

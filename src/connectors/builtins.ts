@@ -121,7 +121,7 @@ export function registerBuiltins(r: Registry): Registry {
       description: `${what} written atomically: ${proto}:FILE, or ${proto}:- for stdout`,
       params: [],
       provider: "builtin",
-      make: async (loc, _cfg, o) => new (await import("./tar/exporter.js")).TarExporter(localPath(loc, o.cwd), { gzip, stdout: o.stdout, onWarning: o.onWarning }),
+      make: async (loc, _cfg, o) => new (await import("./tar/exporter.js")).TarExporter(localPath(loc, o.cwd), { gzip, stdout: o.stdout, onWarning: o.onWarning, overwrite: o.overwrite === true }),
     });
   }
   return r;

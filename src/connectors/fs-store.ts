@@ -18,7 +18,7 @@ import { closeSync, constants as fsConstants, openSync, promises as fsp, write a
 import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as path from "node:path";
-import { abortError, CofferError, CorruptError, NotFoundError, throwIfAborted } from "../util/errors.js";
+import { abortError, CofferError, CorruptError, isCofferError, NotFoundError, throwIfAborted } from "../util/errors.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { copyInto } from "../util/ring.js";
 import { LocationFlag, Resource, resourceName, StoreMode } from "./flags.js";
@@ -81,8 +81,12 @@ export class FsStore implements Store {
     throwIfAborted(signal);
     this.#checkWritable("create");
     const configPath = path.join(this.root, CONFIG);
-    const createdRoot = await this.#io("mkdir", this.root, signal, () => fsp.mkdir(this.root, { recursive: true }));
+    const createdRoot = await this.#io("mkdir", this.root, signal, () => fsp.mkdir(this.root, { recursive: true })).catch((e: unknown) => {
+      if (isCofferError(e) && (e.data.errno === "EEXIST" || e.data.errno === "ENOTDIR")) throw new CofferError("IO", `cannot create a repository at ${this.root}: it exists and is not a directory`, { path: this.root, errno: e.data.errno });
+      throw e;
+    });
     if (await exists(configPath, signal)) throw this.#exists();
+    if (createdRoot === undefined) await this.#checkEmpty(signal);
     for (const dir of [TMP, ...Object.values(RESOURCE_DIR).map((r) => r.dir)]) {
       const p = path.join(this.root, dir);
       await this.#io("mkdir", p, signal, () => fsp.mkdir(p, { recursive: true }));
@@ -400,6 +404,28 @@ export class FsStore implements Store {
     if (this.#readOnly) {
       throw new CofferError("READ_ONLY", `[fs] ${this.root} is read-only: ${op} refused`, { root: this.root });
     }
+  }
+
+  /**
+   * Refuses a directory that holds anything but the empty directories of
+   * the layout (which a create that failed before writing CONFIG leaves):
+   * another repository's packfiles without its CONFIG, or anyone's files.
+   */
+  async #checkEmpty(signal?: AbortSignal): Promise<void> {
+    const layout = new Set([TMP, ...Object.values(RESOURCE_DIR).map((r) => r.dir)]);
+    const found: string[] = [];
+    for (const e of await this.#readdir(this.root, signal)) {
+      if (e.isDirectory() && layout.has(e.name)) {
+        const inside = await fsp.readdir(path.join(this.root, e.name), { recursive: true }).catch(() => ["?"]);
+        if (inside.length === 0) continue;
+        found.push(`${e.name}/ (${inside.length} entries)`);
+      } else found.push(e.isDirectory() ? `${e.name}/` : e.name);
+    }
+    if (found.length === 0) return;
+    const shown = found.sort().slice(0, 3).join(", ") + (found.length > 3 ? `, and ${found.length - 3} more` : "");
+    throw new CofferError("NOT_EMPTY", `cannot create a repository at ${this.root}: the directory is not empty (it holds ${shown}); give an empty or new directory`, {
+      root: this.root,
+    });
   }
 
   #exists(): CofferError {

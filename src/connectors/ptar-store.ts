@@ -167,7 +167,7 @@ export class PtarStore implements Store {
     });
     if (existing !== undefined && !(existing.isFile() && existing.size === 0)) {
       if (existing.isDirectory()) throw new CofferError("IO", `[ptar] ${this.root} is a directory`, { path: this.root });
-      throw this.#exists();
+      throw await this.#inTheWay(existing.isFile());
     }
     throwIfAborted(signal);
     const tmp = this.#tempName();
@@ -182,7 +182,7 @@ export class PtarStore implements Store {
         const code = errno(e);
         if (code === "EEXIST") {
           const st = await fsp.lstat(this.root).catch(() => undefined);
-          if (!(st?.isFile() && st.size === 0)) throw this.#exists();
+          if (!(st?.isFile() && st.size === 0)) throw await this.#inTheWay(st?.isFile() ?? false);
         } else if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV"].includes(code ?? "")) {
           throw e;
         }
@@ -759,6 +759,20 @@ export class PtarStore implements Store {
     if (this.#readOnly) {
       throw new CofferError("READ_ONLY", `[ptar] ${this.root} is read-only: ${op} refused`, { root: this.root });
     }
+  }
+
+  /** Why create() refuses what is at the path: an archive (REPOSITORY_EXISTS), or anything else that is not an empty file (NOT_EMPTY). */
+  async #inTheWay(isFile: boolean): Promise<CofferError> {
+    if (isFile) {
+      const head = Buffer.alloc(HEADER_MAGIC.byteLength);
+      const fh = await fsp.open(this.root, "r").catch(() => undefined);
+      const n = fh ? await fh.read(head, 0, head.byteLength, 0).then((r) => r.bytesRead, () => 0) : 0;
+      await fh?.close().catch(() => undefined);
+      if (n === head.byteLength && head.equals(HEADER_MAGIC)) return this.#exists();
+    }
+    return new CofferError("NOT_EMPTY", `cannot create a repository at ${this.root}: the file exists and is not empty (and is not a coffer archive); give a new or empty file`, {
+      root: this.root,
+    });
   }
 
   #exists(): CofferError {

@@ -144,6 +144,8 @@ export interface ConnectorOptions {
   stdout?: NodeJS.WritableStream | undefined;
   /** The command's cancellation (Ctrl-C): connectors holding processes or connections end them. */
   signal?: AbortSignal | undefined;
+  /** `restore --force`: an exporter writing one file (tar:FILE) may replace a file already there; without it, it refuses to. */
+  overwrite?: boolean | undefined;
 }
 
 /**

@@ -7,7 +7,7 @@
  * network.
  */
 import { createHash } from "node:crypto";
-import { lstat, readdir, readFile, rm } from "node:fs/promises";
+import { lstat, readdir, readFile, realpath, rm } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
 import { Resource } from "../connectors/flags.js";
@@ -32,25 +32,41 @@ export interface PackageIndex {
   files: PackageFile[];
 }
 
-/** Every file a manifest needs (executables and extra files; directories taken whole), relative to `root`. */
+/**
+ * Every file a manifest needs (executables and extra files; directories
+ * taken whole), relative to `root`, each with the real path it is read
+ * from. Every path must resolve inside `root` whatever its components are
+ * (a component that is a symlink out of it, `etcdir -> /etc`, is refused
+ * naming the path); a file named directly may not be a symlink at all.
+ */
 async function collect(root: string, manifest: Manifest, file: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
+  const realRoot = await realpath(root);
+  /** The real path of `abs` (a manifest's `rel`), refused unless it is inside the manifest's directory. */
+  const inside = async (abs: string, rel: string, field: string): Promise<string> => {
+    const real = await realpath(abs);
+    if (real !== realRoot && !real.startsWith(realRoot.endsWith(sep) ? realRoot : realRoot + sep)) {
+      throw new CofferError("USAGE", `${file}: ${field}: ${rel} resolves to ${real}, outside the manifest's directory ${realRoot}; packages hold only files inside it`);
+    }
+    return real;
+  };
   const add = async (rel: string, field: string) => {
     const abs = resolve(root, rel);
     const st = await lstat(abs).catch(() => null);
     if (!st) throw new CofferError("USAGE", `${file}: ${field}: ${rel} does not exist (relative to ${root})`);
     if (st.isSymbolicLink()) throw new CofferError("USAGE", `${file}: ${field}: ${rel} is a symbolic link; packages hold regular files only`);
+    const real = await inside(abs, rel, field);
     if (st.isDirectory()) {
-      for (const e of await readdir(abs, { recursive: true, withFileTypes: true })) {
+      for (const e of await readdir(real, { recursive: true, withFileTypes: true })) {
         if (e.isDirectory()) continue;
-        const p = relative(root, join(e.parentPath, e.name)).split(sep).join("/");
+        const p = `${rel.replace(/\/+$/, "")}/${relative(real, join(e.parentPath, e.name)).split(sep).join("/")}`;
         if (!e.isFile()) throw new CofferError("USAGE", `${file}: ${field}: ${p} is not a regular file`);
-        out.set(p, join(e.parentPath, e.name));
+        out.set(p, await inside(join(e.parentPath, e.name), p, field));
       }
       return;
     }
     if (!st.isFile()) throw new CofferError("USAGE", `${file}: ${field}: ${rel} is not a regular file`);
-    out.set(rel, abs);
+    out.set(rel, real);
   };
   for (const [i, c] of manifest.connectors.entries()) {
     await add(c.executable, `connectors[${i}].executable`);

@@ -298,15 +298,21 @@ export class Codec {
     return inflate(type, mac, o, zstdDecompressSync); // also gives any error its usual form
   }
 
-  /** Authenticate and decrypt, leaving decompression to the caller; the decrypted payload goes into `alloc(size)` when given and it gives a buffer. */
+  /**
+   * Authenticate and decrypt, leaving decompression to the caller; the
+   * decrypted payload goes into `alloc(size)` when given and it gives a
+   * buffer. The header is authenticated with the rest (it is in the AAD):
+   * a header this version cannot read is bytes that fail authentication
+   * (another blob's, a packfile swapped for another), reported as such.
+   */
   open(type: BlobType, mac: Uint8Array, blob: Uint8Array, alloc?: Allocate): Opened {
-    if (blob.byteLength < this.overhead) throw corrupt(type, mac, "truncated");
+    if (blob.byteLength < this.overhead) throw corrupt(type, mac, `authentication failed (truncated: ${blob.byteLength} bytes)`);
     const buf = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
-    if (buf[0] !== VERSION) throw corrupt(type, mac, `unknown blob version ${buf[0]}`);
+    if (buf[0] !== VERSION) throw corrupt(type, mac, `authentication failed (bad header: unknown blob version ${buf[0]})`);
     const flags = buf[1]!;
-    if ((flags & ~FLAG_ZSTD) !== 0) throw corrupt(type, mac, `unknown blob flags ${flags}`);
+    if ((flags & ~FLAG_ZSTD) !== 0) throw corrupt(type, mac, `authentication failed (bad header: unknown blob flags ${flags})`);
     const rawLength = buf.readUInt32LE(2);
-    if (rawLength > MAX_RAW_BLOB) throw corrupt(type, mac, `raw length ${rawLength} too large`);
+    if (rawLength > MAX_RAW_BLOB) throw corrupt(type, mac, `authentication failed (bad header: raw length ${rawLength} too large)`);
     const aad = associated(buf.subarray(0, HEADER), type, mac);
     if (this.opts.encrypted) {
       const salt = buf.subarray(HEADER, HEADER + SALT);
@@ -420,4 +426,11 @@ function blobKey(enc: KeyObject, salt: Uint8Array): KeyObject {
 
 function corrupt(type: BlobType, mac: Uint8Array, detail: string): CorruptError {
   return new CorruptError(`${blobTypeName(type)} blob ${toHex(mac).slice(0, 16)}`, detail, { type, mac: toHex(mac) });
+}
+
+/** A blob's CorruptError (from decode) as read from packfile `pack`: the same, the packfile named first. */
+export function inPackfile(e: unknown, pack: Uint8Array | string): unknown {
+  if (!(e instanceof CorruptError) || e.data.pack !== undefined) return e;
+  const hex = typeof pack === "string" ? pack : toHex(pack);
+  return new CorruptError(`packfile ${hex}`, e.message, { ...e.data, pack: hex });
 }

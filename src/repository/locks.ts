@@ -5,12 +5,22 @@
  * refreshed every REFRESH_MS; one not refreshed for STALE_MS, or held by a
  * dead process on this host, is stale and ignored (and removed by the next
  * exclusive locker).
+ *
+ * A lock that cannot be read (damaged: it does not authenticate or decode)
+ * says nothing of its holder, so it counts as exclusive while it may still
+ * be live: until the object is STALE_MS old by its modification time (a
+ * live holder rewrites its lock every REFRESH_MS, and puts are atomic, so
+ * an old unreadable lock has no live holder). Then any locker ignores it,
+ * removes it and warns. A store that cannot tell an object's age (only
+ * stores with local files can: Store.localPath) keeps it blocking; the
+ * LOCKED message names it so that it can be removed by hand.
  */
+import { lstat } from "node:fs/promises";
 import { hostname } from "node:os";
 import { decode, encode } from "@msgpack/msgpack";
 import { Resource } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
-import { CofferError, isCofferError } from "../util/errors.js";
+import { CofferError, isCofferError, repositoryWriteError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { BlobType, type Codec } from "./codec.js";
 import { randomKey } from "./crypto.js";
@@ -78,10 +88,23 @@ export function isStale(l: LockInfo, now = Date.now()): boolean {
   return l.host === hostname() && l.pid !== process.pid && !pidAlive(l.pid);
 }
 
-export async function readLocks(store: Store, codec: Codec): Promise<{ name: Uint8Array; info: LockInfo | null }[]> {
-  const out: { name: Uint8Array; info: LockInfo | null }[] = [];
+export interface LockEntry {
+  name: Uint8Array;
+  /** null: the lock cannot be read (see `damage`). */
+  info: LockInfo | null;
+  /** Why an unreadable lock cannot be read. */
+  damage?: string;
+  /** Where an unreadable lock is: its file, or `lock ID`. */
+  where?: string;
+  /** An unreadable lock's modification time (ms), where the store can tell. */
+  mtimeMs?: number | undefined;
+}
+
+export async function readLocks(store: Store, codec: Codec): Promise<LockEntry[]> {
+  const out: LockEntry[] = [];
   for await (const name of store.list(Resource.LOCK)) {
     let info: LockInfo | null = null;
+    let damage = "not a lock record";
     try {
       const o = decode(await codec.decode(BlobType.LOCK, name, await store.get(Resource.LOCK, name))) as Record<string, unknown>;
       if ((o.kind === "shared" || o.kind === "exclusive") && typeof o.host === "string" && typeof o.pid === "number" && typeof o.time === "number") {
@@ -89,36 +112,64 @@ export async function readLocks(store: Store, codec: Codec): Promise<{ name: Uin
       }
     } catch (e) {
       if (isCofferError(e, "NOT_FOUND")) continue; // released meanwhile
+      damage = (e as Error).message ?? String(e);
     }
-    out.push({ name, info });
+    if (info !== null) out.push({ name, info });
+    else {
+      const file = store.localPath?.(Resource.LOCK, name);
+      const mtimeMs = file === undefined ? undefined : await lstat(file).then((st) => st.mtimeMs, () => undefined);
+      out.push({ name, info, damage, where: file ?? `lock ${toHex(name)}`, mtimeMs });
+    }
   }
   return out;
 }
 
-function describe(l: LockInfo | null): string {
-  if (l === null) return "an unreadable lock";
-  return `${l.kind} lock held by ${l.command || "coffer"} (pid ${l.pid} on ${l.host}, refreshed ${new Date(l.timeMs).toISOString()})`;
+/** Whether an unreadable lock is old enough to have no live holder (see the top of this file). */
+function isStaleUnreadable(l: LockEntry, now = Date.now()): boolean {
+  return l.info === null && l.mtimeMs !== undefined && now - l.mtimeMs > STALE_MS;
 }
 
-/** Takes a lock or throws LOCKED naming the holder. */
-export async function acquireLock(store: Store, codec: Codec, kind: LockKind, command: string): Promise<Lock> {
-  const conflicts = (locks: { name: Uint8Array; info: LockInfo | null }[], self?: Uint8Array) =>
+function describe(l: LockEntry): string {
+  const i = l.info;
+  if (i === null) {
+    const age =
+      l.mtimeMs !== undefined
+        ? `modified ${new Date(l.mtimeMs).toISOString()}; ignored and removed once ${STALE_MS / 60_000} minutes old`
+        : "the store cannot tell its age: remove it if no coffer process is using the repository";
+    return `an unreadable lock ${l.where} (${l.damage}; ${age})`;
+  }
+  return `${i.kind} lock held by ${i.command || "coffer"} (pid ${i.pid} on ${i.host}, refreshed ${new Date(i.timeMs).toISOString()})`;
+}
+
+/** Takes a lock or throws LOCKED naming the holder; `onWarning` hears of unreadable stale locks removed. */
+export async function acquireLock(store: Store, codec: Codec, kind: LockKind, command: string, onWarning?: (m: string) => void): Promise<Lock> {
+  const conflicts = (locks: LockEntry[], self?: Uint8Array) =>
     locks.filter((l) => {
       if (self && toHex(l.name) === toHex(self)) return false;
-      if (l.info !== null && isStale(l.info)) return false;
+      if (l.info !== null ? isStale(l.info) : isStaleUnreadable(l)) return false;
       return kind === "exclusive" || l.info === null || l.info.kind === "exclusive";
     });
-  const before = conflicts(await readLocks(store, codec));
-  if (before.length > 0) throw new CofferError("LOCKED", `repository is locked: ${describe(before[0]!.info)}`);
+  const seen = await readLocks(store, codec);
+  const before = conflicts(seen);
+  if (before.length > 0) throw new CofferError("LOCKED", `repository is locked: ${describe(before[0]!)}`, { lock: toHex(before[0]!.name) });
   const name = randomKey(32);
   const info: LockInfo = { kind, host: hostname(), pid: process.pid, timeMs: Date.now(), command };
-  await writeLock(store, codec, name, info);
+  await writeLock(store, codec, name, info).catch((e: unknown) => {
+    throw repositoryWriteError(e, store.root);
+  });
   const lock = new Lock(store, codec, name, info);
   // Another process may have locked between our list and our put: look again.
   const after = conflicts(await readLocks(store, codec), name);
   if (after.length > 0) {
     await lock.release();
-    throw new CofferError("LOCKED", `repository is locked: ${describe(after[0]!.info)}`);
+    throw new CofferError("LOCKED", `repository is locked: ${describe(after[0]!)}`, { lock: toHex(after[0]!.name) });
+  }
+  // Damage, not a holder: whoever locks next removes it.
+  for (const l of seen.filter((x) => isStaleUnreadable(x))) {
+    await store.delete(Resource.LOCK, l.name).then(
+      () => onWarning?.(`removed an unreadable lock ${l.where} (${l.damage}), last modified ${new Date(l.mtimeMs!).toISOString()}`),
+      () => onWarning?.(`ignored an unreadable lock ${l.where} (${l.damage}), last modified ${new Date(l.mtimeMs!).toISOString()}: it could not be removed`),
+    );
   }
   if (kind === "exclusive") {
     for (const l of await readLocks(store, codec)) {

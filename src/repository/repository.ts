@@ -6,12 +6,12 @@
  */
 import { Resource, StoreMode } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
-import { CofferError, CorruptError, corruptDetail, isCofferError, throwIfAborted } from "../util/errors.js";
+import { CofferError, CorruptError, corruptDetail, isCofferError, repositoryWriteError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { giveBack, isLent, ownBytes } from "../util/ring.js";
 import { mapLimit } from "../util/concurrency.js";
 import { DEFAULT_CHUNKING } from "./chunker.js";
-import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression } from "./codec.js";
+import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression, inPackfile } from "./codec.js";
 import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type Passphrase, type RepositoryConfig, unlock } from "./config.js";
 import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
@@ -258,9 +258,19 @@ export class Repository {
 
   // ---- locks ----
 
-  async acquire(kind: LockKind, command: string): Promise<void> {
+  /** `onWarning` hears of damaged locks removed on the way (locks.ts). */
+  async acquire(kind: LockKind, command: string, onWarning?: (m: string) => void): Promise<void> {
     if (this.lock) return;
-    this.lock = await acquireLock(this.store, this.codec, kind, command);
+    this.lock = await acquireLock(this.store, this.codec, kind, command, onWarning);
+  }
+
+  /**
+   * What a failed write to the store becomes: REPOSITORY_WRITE, naming the
+   * repository (`repository full: ...` for ENOSPC), which stops a backup at
+   * once instead of failing each entry after it as if it were unreadable.
+   */
+  private writeFailed(e: unknown): unknown {
+    return repositoryWriteError(e, this.store.root);
   }
 
   async releaseLock(): Promise<void> {
@@ -303,7 +313,7 @@ export class Repository {
     } catch (e) {
       if (!isCofferError(e, "CORRUPT")) throw e;
       this.noteDamage({ pack: loc.pack, blobs: [{ type, mac }], why: `${what}: ${corruptDetail(e)}`, timeMs: Date.now() });
-      throw new CorruptError(what, corruptDetail(e), { type, mac: toHex(mac), pack: toHex(loc.pack) });
+      throw inPackfile(e, loc.pack);
     }
   }
 
@@ -435,8 +445,9 @@ export class Repository {
       await sink.drain(UNWRITTEN_MAX / 2);
     } catch (e) {
       // The blobs of this packfile are lost: no later write may rely on them.
-      this.uploadError ??= e;
-      throw e;
+      const f = this.writeFailed(e);
+      this.uploadError ??= f;
+      throw f;
     }
   }
 
@@ -468,10 +479,11 @@ export class Repository {
     } catch (e) {
       // The blobs of this packfile are lost but still marked pending: no
       // later write may rely on them.
-      this.uploadError ??= e;
+      const f = this.writeFailed(e);
+      this.uploadError ??= f;
       await w.sink?.abort();
       settle();
-      throw e;
+      throw f;
     }
     const job = (async () => {
       try {
@@ -489,7 +501,7 @@ export class Repository {
       this.written.packs++;
       this.written.packBytes += sealed.size;
     })().catch((e: unknown) => {
-      this.uploadError ??= e;
+      this.uploadError ??= this.writeFailed(e);
     });
     const tracked = job.finally(() => {
       this.uploads.delete(tracked);
@@ -518,7 +530,9 @@ export class Repository {
     await this.putBlob(BT.SNAPSHOT, header, id, signal);
     await this.flush(signal);
     // Stores that buffer (a single-file archive) make it durable now.
-    await this.store.sync?.({ signal });
+    await this.store.sync?.({ signal }).catch((e: unknown) => {
+      throw this.writeFailed(e);
+    });
   }
 
   private takeCommitRecords(): Partial<StateDelta> {

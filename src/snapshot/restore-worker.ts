@@ -7,7 +7,8 @@
  */
 import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
-import { BlobType, Codec, type DecodeScratch } from "../repository/codec.js";
+import { basename } from "node:path";
+import { BlobType, Codec, type DecodeScratch, inPackfile } from "../repository/codec.js";
 import { pieces } from "./holes.js";
 import { collectAfter } from "./workers.js";
 import { fsPath } from "../util/names.js";
@@ -81,7 +82,12 @@ function restoreFile(job: FileJob): void {
     let dataEnd = 0;
     for (const c of job.chunks) {
       const blob = readRange(packFd(c.pack), c.offset, c.length, `chunk at ${offset}`);
-      const raw = codec.decodeSync(BlobType.CHUNK, c.mac, blob, scratch);
+      let raw: Uint8Array;
+      try {
+        raw = codec.decodeSync(BlobType.CHUNK, c.mac, blob, scratch);
+      } catch (e) {
+        throw inPackfile(e, basename(c.pack)); // the packfile's file is named by its ID
+      }
       if (raw.byteLength !== c.rawLength) throw new Error(`chunk at ${offset} has ${raw.byteLength} bytes, expected ${c.rawLength}`);
       for (const p of pieces(raw, offset)) {
         if (p.data) {

@@ -20,6 +20,9 @@ export type ErrorCode =
   | "USAGE"
   | "NO_REPOSITORY"
   | "REPOSITORY_EXISTS"
+  | "NOT_EMPTY"
+  | "EXISTS"
+  | "REPOSITORY_WRITE"
   | "LOCKED"
   | "WRONG_PASSPHRASE"
   | "NO_PASSPHRASE"
@@ -38,6 +41,9 @@ const EXIT_OF: Record<ErrorCode, ExitCode> = {
   USAGE: ExitCode.USAGE,
   NO_REPOSITORY: ExitCode.NO_REPOSITORY,
   REPOSITORY_EXISTS: ExitCode.ERROR,
+  NOT_EMPTY: ExitCode.ERROR,
+  EXISTS: ExitCode.ERROR,
+  REPOSITORY_WRITE: ExitCode.ERROR,
   LOCKED: ExitCode.LOCKED,
   WRONG_PASSPHRASE: ExitCode.WRONG_PASSPHRASE,
   NO_PASSPHRASE: ExitCode.USAGE,
@@ -103,4 +109,41 @@ export function abortError(signal?: AbortSignal): CofferError {
 
 export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw abortError(signal);
+}
+
+/** Why a write to a store failed, by errno: what the user is told first. */
+const WRITE_FAILURES: Record<string, [string, string]> = {
+  ENOSPC: ["repository full", "no space left on device"],
+  EDQUOT: ["repository full", "disk quota exceeded"],
+  EFBIG: ["repository full", "file too large"],
+  EROFS: ["repository not writable", "read-only file system"],
+  EIO: ["repository not writable", "input/output error"],
+};
+
+function errnoOf(e: unknown): string | undefined {
+  for (let x: unknown = e, depth = 0; x !== null && typeof x === "object" && depth < 4; x = (x as { cause?: unknown }).cause, depth++) {
+    const data = x instanceof CofferError ? x.data.errno : undefined;
+    if (typeof data === "string") return data;
+    const code = (x as { code?: unknown }).code;
+    if (typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+/**
+ * A failure to write to the repository's store (`location`), as the one
+ * error that stops the command: REPOSITORY_WRITE, naming the location and,
+ * for ENOSPC, EDQUOT, EFBIG, EROFS and EIO, what it means (`repository
+ * full: ...`). Not a source's read error: nothing about the entry being
+ * backed up. CofferErrors other than IO (an interrupt, LOCKED, READ_ONLY,
+ * one already classified) and programming errors pass through.
+ */
+export function repositoryWriteError(e: unknown, location: string): unknown {
+  if (e instanceof CofferError && e.code !== "IO") return e;
+  if (e instanceof TypeError || e instanceof RangeError) return e;
+  const errno = errnoOf(e);
+  const why = errno !== undefined ? WRITE_FAILURES[errno] : undefined;
+  const detail = e instanceof Error ? e.message : String(e);
+  const message = why !== undefined ? `${why[0]}: cannot write to ${location} (${errno}: ${why[1]})` : `cannot write to the repository at ${location}: ${detail}`;
+  return new CofferError("REPOSITORY_WRITE", message, { location, ...(errno !== undefined ? { errno } : {}), detail }, { cause: e });
 }

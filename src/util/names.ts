@@ -113,10 +113,28 @@ const BACKSLASH = 0x5c;
 export function escapeName(s: string): string {
   // eslint-disable-next-line no-control-regex
   if (s.isWellFormed() && !/[\\\u0000-\u001f\u007f-\u009f]/.test(s)) return s;
+  return escapeUnsafe(s, true);
+}
+
+/**
+ * Text for a terminal (a message, which may quote names): each control
+ * character (C0 including newline and tab, DEL, C1) and each byte that is
+ * not valid UTF-8 as `\ooo`, as escapeName() shows them; backslashes and
+ * everything else as they are, so a name escapeName() already escaped in
+ * the text stays as it is. Every human line coffer prints passes through
+ * it (src/cli/format.ts, humanLine).
+ */
+export function escapeControls(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (s.isWellFormed() && !/[\u0000-\u001f\u007f-\u009f]/.test(s)) return s;
+  return escapeUnsafe(s, false);
+}
+
+function escapeUnsafe(s: string, backslash: boolean): string {
   let out = "";
   for (const ch of s) {
     const cp = ch.codePointAt(0) as number;
-    if (cp === BACKSLASH) out += "\\\\";
+    if (cp === BACKSLASH && backslash) out += "\\\\";
     else if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) out += octalBytes(Buffer.from(ch, "utf8"));
     else if (cp >= 0xdc80 && cp <= 0xdcff) out += octal(cp - ESCAPE_BASE);
     else if (cp >= 0xd800 && cp <= 0xdfff) out += "\\357\\277\\275"; // a stray surrogate: U+FFFD's bytes, as nameToBytes writes it

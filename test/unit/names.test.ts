@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { compareNames, escapeName, fsPath, isRawName, lossyName, nameFromBytes, nameToBytes, unescapeName } from "../../src/util/names.js";
+import { compareNames, escapeControls, escapeName, fsPath, isRawName, lossyName, nameFromBytes, nameToBytes, unescapeName } from "../../src/util/names.js";
 
 const bytes = fc.uint8Array({ maxLength: 64 });
 /** Byte strings rich in the interesting cases: ASCII, backslashes, controls, partial and valid multi-byte sequences. */
@@ -50,6 +50,18 @@ describe("names as bytes", () => {
       // Nothing a terminal acts on is left in the display form.
       // eslint-disable-next-line no-control-regex
       expect(escapeName(n)).not.toMatch(/[\u0000-\u001f\u007f-\u009f\ud800-\udfff]/u); // u: lone surrogates only
+    }));
+  });
+
+  it("escapeControls makes a message safe without touching its backslashes (an escaped name in it stays as it is)", () => {
+    expect(escapeControls("coffer: /a\x1b[31m\nb: cannot read")).toBe("coffer: /a\\033[31m\\012b: cannot read");
+    expect(escapeControls("bad\udcffname and lat\\351")).toBe("bad\\377name and lat\\351");
+    expect(escapeControls("plain text, café")).toBe("plain text, café");
+    fc.assert(fc.property(fc.oneof(bytes, nameBytes), (b) => {
+      const n = nameFromBytes(b);
+      // eslint-disable-next-line no-control-regex
+      expect(escapeControls(n)).not.toMatch(/[\u0000-\u001f\u007f-\u009f\ud800-\udfff]/u);
+      expect(escapeControls(escapeName(n))).toBe(escapeName(n));
     }));
   });
 

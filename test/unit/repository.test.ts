@@ -425,7 +425,7 @@ describe("putBlob / flush / getBlob", () => {
     const { store, repo } = await fresh(false);
     let packs = 0;
     store.failPut = (r) => r === Resource.PACKFILE && ++packs === 2;
-    expectCode(await putAndFlush(repo, 12), "IO");
+    expectCode(await putAndFlush(repo, 12), "REPOSITORY_WRITE"); // a store write failure names the repository (util/errors.ts)
     await checkWriteOrder(store, repo);
     // whatever a fresh open sees is fully readable
     const r2 = await reopen(store);
@@ -544,7 +544,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
   it("a failed staged write fails the writes after it, stores nothing naming that packfile, and leaves no temp file", async () => {
     const { root, store, repo } = await fsRepo();
     store.failAt = 3;
-    expectCode(await putAndFlush(repo, 30), "IO");
+    expectCode(await putAndFlush(repo, 30), "REPOSITORY_WRITE");
     await repo.close();
     expect(tmpFiles(root)).toEqual([]);
     // what a fresh open sees is whole and readable
@@ -584,7 +584,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
       expect(given.length).toBe(lent); // every one lent, once
       expect(new Set(given).size).toBe(lent);
       if (failAt) {
-        expectCode(err, "IO");
+        expectCode(err, "REPOSITORY_WRITE");
         continue;
       }
       expect(err).toBeUndefined();
@@ -704,7 +704,7 @@ describe("commitSnapshot", () => {
     failing = puts(store, Resource.PACKFILE, "start")[0] ?? "";
     named();
     expect(failing).not.toBe("");
-    expectCode(await commit, "IO");
+    expectCode(await commit, "REPOSITORY_WRITE");
     const r2 = await reopen(store);
     expect(r2.snapshotIds()).toEqual([]);
     expect(r2.has(BlobType.TREE, treeMac)).toBe(false);
@@ -717,7 +717,7 @@ describe("commitSnapshot", () => {
     await repo.flush();
     store.failPut = (r) => r === Resource.PACKFILE;
     const id = randomKey();
-    expectCode(await rejectionOf(repo.commitSnapshot(id, prng(15, 100))), "IO");
+    expectCode(await rejectionOf(repo.commitSnapshot(id, prng(15, 100))), "REPOSITORY_WRITE");
     const r2 = await reopen(store);
     expect(r2.snapshotIds()).toEqual([]);
     expect(r2.index.size).toBe(1);

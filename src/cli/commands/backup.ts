@@ -9,7 +9,7 @@ import type { Importer } from "../../connectors/records.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
-import { bytes, shortId } from "../format.js";
+import { bytes, say, shortId, shown } from "../format.js";
 
 export interface BackupCmdOptions {
   tag?: string[];
@@ -56,15 +56,15 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
   // an importer may start scanning while the repository opens.
   await importer.ping();
   return withRepository(ctx, {}, async (repo) => {
-    await repo.acquire("shared", "backup");
+    await repo.acquire("shared", "backup", (m) => say(ctx.stderr, `coffer: warning: ${m}`));
     let checkpoints: CheckpointPolicy | undefined;
     if (interval !== undefined) {
       const base = importer.flags & LocationFlag.NEEDACK ? NEEDACK_CHECKPOINTS : DEFAULT_CHECKPOINTS;
       checkpoints = { intervalMs: interval, bytes: interval === 0 ? 0 : base.bytes };
     }
     const { adopted, missing } = await repo.reconcilePacks(ctx.signal);
-    if (adopted > 0 && !o.quiet && !o.json) ctx.stderr.write(`coffer: indexed ${adopted} packfiles no state delta named (left by an interrupted backup)\n`);
-    for (const hex of missing) ctx.stderr.write(`coffer: warning: packfile ${hex} is missing from the store: the blobs it held are stored again\n`);
+    if (adopted > 0 && !o.quiet && !o.json) say(ctx.stderr, `coffer: indexed ${adopted} packfiles no state delta named (left by an interrupted backup)`);
+    for (const hex of missing) say(ctx.stderr, `coffer: warning: packfile ${hex} is missing from the store: the blobs it held are stored again`);
     const { header } = await backup(repo, {
       importer,
       tags: o.tag ?? [],
@@ -76,8 +76,8 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       force: o.force ?? false,
       checkpoints,
       onEvent: (e) => {
-        if (e.type === "error") ctx.stderr.write(`coffer: ${e.path}: ${e.message}\n`);
-        else if (e.type === "warning") ctx.stderr.write(`coffer: warning: ${e.path}: ${e.message}\n`);
+        if (e.type === "error") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
+        else if (e.type === "warning") say(ctx.stderr, `coffer: warning: ${shown(e.path)}: ${e.message}`);
       },
     });
     // What this backup's own reads found damaged: later runs stop relying on it too.
@@ -87,10 +87,10 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       ctx.stdout.write(`${JSON.stringify({ id: toHex(header.id), short: shortId(header.id), ...s, durationSeconds: Number(header.durationNs) / 1e9 })}\n`);
     } else {
       if (!o.quiet) {
-        ctx.stderr.write(
+        say(
+          ctx.stderr,
           `${s.files} files, ${s.dirs} dirs, ${bytes(s.bytes)}; read ${bytes(s.readBytes)}, added ${bytes(s.newBytes)} in ${(Number(header.durationNs) / 1e9).toFixed(1)}s` +
-            (s.errors ? `; ${s.errors} errors` : "") +
-            "\n",
+            (s.errors ? `; ${s.errors} errors` : ""),
         );
       }
       ctx.stdout.write(`${shortId(header.id)}\n`);

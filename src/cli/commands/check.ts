@@ -5,6 +5,7 @@ import { check } from "../../snapshot/check.js";
 import { resolveSnapshot } from "../../snapshot/vfs.js";
 import { isCofferError } from "../../util/errors.js";
 import { type Context, withRepository } from "../context.js";
+import { say, shown } from "../format.js";
 
 export interface CheckCmdOptions {
   fast?: boolean;
@@ -45,17 +46,18 @@ export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context
     if (o.json) ctx.stdout.write(`${JSON.stringify({ ...r, recorded })}\n`);
     else {
       for (const p of r.problems) {
-        const where = p.snapshot ? `snapshot ${p.snapshot.slice(0, 8)}${p.path ? `: ${p.path}` : ""}: ` : "";
-        ctx.stdout.write(`error: ${where}${p.message}\n`);
+        const where = p.snapshot ? `snapshot ${p.snapshot.slice(0, 8)}${p.path ? `: ${shown(p.path)}` : ""}: ` : "";
+        say(ctx.stdout, `error: ${where}${p.message}`);
       }
-      ctx.stdout.write(
+      say(
+        ctx.stdout,
         `checked ${r.snapshots} snapshots, ${r.packs} packfiles, ${r.blobs} blobs${fast ? " (fast: content not read)" : ""}: ` +
           `${r.problems.length ? `${r.problems.length} problems` : "no problems"}` +
-          `${r.unreferencedPacks ? `; ${r.unreferencedPacks} unreferenced packfiles (left by an interrupted backup, or dropped by \`repair index\`)` : ""}\n`,
+          `${r.unreferencedPacks ? `; ${r.unreferencedPacks} unreferenced packfiles (left by an interrupted backup, or dropped by \`repair index\`)` : ""}`,
       );
-      if (recorded > 0) ctx.stdout.write(`recorded the damage in the state: backups store the damaged blobs again; \`coffer repair index\` and \`coffer repair snapshots\` repair the rest\n`);
+      if (recorded > 0) say(ctx.stdout, "recorded the damage in the state: backups store the damaged blobs again; `coffer repair index` and `coffer repair snapshots` repair the rest");
     }
-    if (notRecorded !== undefined) ctx.stderr.write(`coffer: warning: the damage found was not recorded in the state: ${notRecorded}\n`);
+    if (notRecorded !== undefined) say(ctx.stderr, `coffer: warning: the damage found was not recorded in the state: ${notRecorded}`);
     return r.problems.length ? 1 : 0;
   });
 }

@@ -4,6 +4,7 @@ import { LocationFlag } from "../../connectors/flags.js";
 import { describeParams } from "../../connectors/params.js";
 import type { ConnectorKind } from "../../connectors/registry.js";
 import type { Context } from "../context.js";
+import { say } from "../format.js";
 
 export function flagNames(flags: number): string[] {
   return Object.entries(LocationFlag)
@@ -26,11 +27,11 @@ export function runConnectors(o: { json?: boolean }, ctx: Context): void {
     return;
   }
   for (const [kind, title] of KINDS) {
-    ctx.stdout.write(`${title}:\n`);
+    say(ctx.stdout, `${title}:`);
     for (const d of ctx.registry.list(kind)) {
       const flags = flagNames(d.flags);
-      ctx.stdout.write(`  ${d.protocols.map((p) => `${p}:`).join(" ")}  ${d.description}${flags.length ? ` [${flags.join(",")}]` : ""}${d.provider !== "builtin" ? ` (${d.provider})` : ""}\n`);
-      for (const line of describeParams(d.params)) ctx.stdout.write(`      -o ${line}\n`);
+      say(ctx.stdout, `  ${d.protocols.map((p) => `${p}:`).join(" ")}  ${d.description}${flags.length ? ` [${flags.join(",")}]` : ""}${d.provider !== "builtin" ? ` (${d.provider})` : ""}`);
+      for (const line of describeParams(d.params)) say(ctx.stdout, `      -o ${line}`);
     }
   }
 }

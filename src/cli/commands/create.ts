@@ -6,6 +6,7 @@ import { Repository } from "../../repository/repository.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { assertWritable, type Context, getPassphrase, knownRepositories, openStore, passphraseGiven, repositoryLocation } from "../context.js";
+import { say, shown } from "../format.js";
 
 export interface CreateOptions {
   plaintext?: boolean;
@@ -50,7 +51,7 @@ async function createIn(store: Store, location: string, o: CreateOptions, ctx: C
   await knownRepositories(ctx).record(config, location);
   if (given !== null) ctx.stderr.write(`coffer: warning: a passphrase is given (${given}) but the repository is plaintext: every other command refuses a passphrase for it\n`);
   if (o.json) ctx.stdout.write(`${JSON.stringify({ id: toHex(config.id), location, encrypted: config.encryption !== null })}\n`);
-  else ctx.stdout.write(`created ${config.encryption ? "encrypted" : "plaintext"} repository ${toHex(config.id).slice(0, 8)} at ${location}\n`);
+  else say(ctx.stdout, `created ${config.encryption ? "encrypted" : "plaintext"} repository ${toHex(config.id).slice(0, 8)} at ${shown(location)}`);
 }
 
 const positiveInt = (name: string) => (v: string) => {

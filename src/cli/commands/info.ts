@@ -3,11 +3,11 @@ import { Command } from "commander";
 import { resolveSnapshot } from "../../snapshot/vfs.js";
 import { toHex } from "../../util/hex.js";
 import { type Context, repositoryLocation, withRepository } from "../context.js";
-import { bytes, isoTime, snapshotJson, source } from "../format.js";
+import { bytes, isoTime, say, shown, shownSource, snapshotJson } from "../format.js";
 
 export async function runInfo(snap: string | undefined, o: { json?: boolean }, ctx: Context): Promise<void> {
   await withRepository(ctx, { readOnly: true }, async (repo) => {
-    const w = (s: string) => ctx.stdout.write(`${s}\n`);
+    const w = (s: string) => say(ctx.stdout, s);
     if (snap === undefined) {
       const c = repo.config;
       const size = await repo.store.size();
@@ -26,8 +26,8 @@ export async function runInfo(snap: string | undefined, o: { json?: boolean }, c
         blobs: repo.index.size,
         size,
       };
-      if (o.json) return w(JSON.stringify(info));
-      w(`repository   ${info.location}`);
+      if (o.json) return void ctx.stdout.write(`${JSON.stringify(info)}\n`);
+      w(`repository   ${shown(info.location)}`);
       w(`id           ${info.id}`);
       w(`format       version ${info.version}, created ${info.created}`);
       w(`encryption   ${info.encryption}`);
@@ -41,13 +41,13 @@ export async function runInfo(snap: string | undefined, o: { json?: boolean }, c
     }
     const h = await resolveSnapshot(repo, snap, ctx.signal);
     const j = snapshotJson(h);
-    if (o.json) return w(JSON.stringify(j));
+    if (o.json) return void ctx.stdout.write(`${JSON.stringify(j)}\n`);
     const s = h.summary;
     w(`snapshot     ${toHex(h.id)}`);
     w(`time         ${isoTime(h.timeNs)} (took ${(Number(h.durationNs) / 1e9).toFixed(2)}s)`);
-    w(`host         ${h.hostname} (${h.os}/${h.arch}), user ${h.username}`);
-    w(`source       ${source(h)} (importer ${h.importer.type}, origin ${h.importer.origin})`);
-    w(`tags         ${h.tags.join(", ") || "-"}`);
+    w(`host         ${shown(h.hostname)} (${h.os}/${h.arch}), user ${shown(h.username)}`);
+    w(`source       ${shownSource(h)} (importer ${h.importer.type}, origin ${shown(h.importer.origin)})`);
+    w(`tags         ${h.tags.map(shown).join(", ") || "-"}`);
     if (h.parent) w(`parent       ${toHex(h.parent).slice(0, 8)}`);
     if (h.checkpoint !== undefined) w(`partial      checkpoint ${h.checkpoint} of a backup (run ${toHex(h.run!).slice(0, 8)}): holds what was stored before it stopped`);
     w(`contents     ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${s.others} others, ${bytes(s.bytes)}`);

@@ -3,9 +3,8 @@ import { Command } from "commander";
 import { listSnapshots, lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader, joinPath } from "../../snapshot/vfs.js";
 import type { Entry } from "../../snapshot/tree.js";
 import { toHex } from "../../util/hex.js";
-import { escapeName } from "../../util/names.js";
 import { type Context, withRepository } from "../context.js";
-import { bytes, entryJson, localTime, modeString, shortId, snapshotJson, source } from "../format.js";
+import { bytes, entryJson, localTime, modeString, say, shortId, shown, shownSource, snapshotJson } from "../format.js";
 
 export interface LsOptions {
   recursive?: boolean;
@@ -22,11 +21,11 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
       if (o.json) out.write(`${JSON.stringify(all.map(snapshotJson))}\n`);
       else {
         for (const h of all) {
-          const tags = (h.tags.length ? `  [${h.tags.join(",")}]` : "") + (h.checkpoint !== undefined ? "  (partial: interrupted backup)" : "");
-          out.write(`${shortId(h.id)}  ${localTime(h.timeNs)}  ${h.hostname}  ${bytes(h.summary.bytes).padStart(10)}  ${source(h)}${tags}\n`);
+          const tags = (h.tags.length ? `  [${h.tags.map(shown).join(",")}]` : "") + (h.checkpoint !== undefined ? "  (partial: interrupted backup)" : "");
+          say(out, `${shortId(h.id)}  ${localTime(h.timeNs)}  ${shown(h.hostname)}  ${bytes(h.summary.bytes).padStart(10)}  ${shownSource(h)}${tags}`);
         }
       }
-      for (const u of unreadable) ctx.stderr.write(`coffer: snapshot ${toHex(u.id)} cannot be read: ${u.message}\n`);
+      for (const u of unreadable) say(ctx.stderr, `coffer: snapshot ${toHex(u.id)} cannot be read: ${u.message}`);
       return unreadable.length > 0 ? 3 : 0;
     }
     const { snap, path: asTyped } = parseSnapPath(target);
@@ -38,8 +37,8 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
       if (o.json) rows.push(entryJson(p, e));
       else {
         const owner = `${e.info.username ?? e.info.uid}/${e.info.groupname ?? e.info.gid}`;
-        const link = e.target !== undefined ? ` -> ${escapeName(e.target)}` : "";
-        out.write(`${modeString(e)} ${escapeName(owner).padEnd(15)} ${String(e.info.size).padStart(12)} ${localTime(e.info.mtimeNs)} ${escapeName(p)}${link}\n`);
+        const link = e.target !== undefined ? ` -> ${shown(e.target)}` : "";
+        say(out, `${modeString(e)} ${shown(owner).padEnd(15)} ${String(e.info.size).padStart(12)} ${localTime(e.info.mtimeNs)} ${shown(p)}${link}`);
       }
     };
     if (top.info.kind !== "dir") show(path, top);

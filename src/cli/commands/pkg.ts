@@ -5,6 +5,7 @@ import { addPackage, listInstalled, pluginsDir, removePackage } from "../../pkg/
 import type { Manifest } from "../../pkg/manifest.js";
 import { CofferError } from "../../util/errors.js";
 import type { Context } from "../context.js";
+import { say } from "../format.js";
 
 function manifestJson(m: Manifest, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -22,13 +23,13 @@ function manifestJson(m: Manifest, extra: Record<string, unknown> = {}): Record<
 }
 
 function showManifest(m: Manifest, out: NodeJS.WritableStream, where: string): void {
-  out.write(`${m.name} ${m.version}${m.displayName ? ` (${m.displayName})` : ""}\n`);
-  if (m.description) out.write(`  ${m.description}\n`);
-  out.write(`  api ${m.apiVersion}${m.license ? `, license ${m.license}` : ""}${m.homepage ? `, ${m.homepage}` : ""}\n`);
-  out.write(`  ${where}\n`);
+  say(out, `${m.name} ${m.version}${m.displayName ? ` (${m.displayName})` : ""}`);
+  if (m.description) say(out, `  ${m.description}`);
+  say(out, `  api ${m.apiVersion}${m.license ? `, license ${m.license}` : ""}${m.homepage ? `, ${m.homepage}` : ""}`);
+  say(out, `  ${where}`);
   for (const c of m.connectors) {
-    out.write(`  ${c.type}: ${c.protocols.map((p) => `${p}:`).join(" ")}${c.locationFlags.length ? ` [${c.locationFlags.join(",")}]` : ""} -> ${c.executable}${c.args.length ? ` ${c.args.join(" ")}` : ""}\n`);
-    for (const line of describeParams(c.parameters)) out.write(`      -o ${line}\n`);
+    say(out, `  ${c.type}: ${c.protocols.map((p) => `${p}:`).join(" ")}${c.locationFlags.length ? ` [${c.locationFlags.join(",")}]` : ""} -> ${c.executable}${c.args.length ? ` ${c.args.join(" ")}` : ""}`);
+    for (const line of describeParams(c.parameters)) say(out, `      -o ${line}`);
   }
 }
 
@@ -45,7 +46,7 @@ export function pkgCommand(ctx: () => Context): Command {
       const { createPackage } = await import("../../pkg/package.js");
       const { path, index } = await createPackage(manifest, o.out ?? process.cwd());
       if (o.json) c.stdout.write(`${JSON.stringify({ path, name: index.manifest.name, version: index.manifest.version, files: index.files.length })}\n`);
-      else c.stdout.write(`${path}\n`);
+      else say(c.stdout, path);
     });
   pkg
     .command("add")
@@ -55,7 +56,7 @@ export function pkgCommand(ctx: () => Context): Command {
     .action(async (file: string, o: { force?: boolean }) => {
       const c = ctx();
       const r = await addPackage(file, pluginsDir(c.env), c.registry, o);
-      c.stdout.write(`installed ${r.manifest.name} ${r.manifest.version} in ${r.dir}${r.replaced.length ? ` (replacing ${r.replaced.join(", ")})` : ""}\n`);
+      say(c.stdout, `installed ${r.manifest.name} ${r.manifest.version} in ${r.dir}${r.replaced.length ? ` (replacing ${r.replaced.join(", ")})` : ""}`);
     });
   pkg
     .command("rm")
@@ -64,7 +65,7 @@ export function pkgCommand(ctx: () => Context): Command {
     .action(async (name: string) => {
       const c = ctx();
       await removePackage(pluginsDir(c.env), name);
-      c.stdout.write(`removed ${name}\n`);
+      say(c.stdout, `removed ${name}`);
     });
   pkg
     .command("ls")
@@ -72,14 +73,14 @@ export function pkgCommand(ctx: () => Context): Command {
     .option("--json", "print JSON")
     .action(async (o: { json?: boolean }) => {
       const c = ctx();
-      const all = await listInstalled(pluginsDir(c.env), (m) => c.stderr.write(`coffer: warning: ${m}\n`));
+      const all = await listInstalled(pluginsDir(c.env), (m) => say(c.stderr, `coffer: warning: ${m}`));
       if (o.json) {
         c.stdout.write(`${JSON.stringify(all.map((p) => manifestJson(p.manifest, { dir: p.dir })))}\n`);
         return;
       }
       for (const p of all) {
         const protos = p.manifest.connectors.map((x) => `${x.type} ${x.protocols.map((q) => `${q}:`).join(" ")}`).join("; ");
-        c.stdout.write(`${p.manifest.name}  ${p.manifest.version}  ${protos}\n`);
+        say(c.stdout, `${p.manifest.name}  ${p.manifest.version}  ${protos}`);
       }
     });
   pkg

@@ -8,8 +8,8 @@
 import { Command } from "commander";
 import { describeIndexRepair, repairIndex } from "../../repository/repair-index.js";
 import { repairSnapshots, type SnapshotRepairReport } from "../../snapshot/repair-snapshots.js";
-import { escapeName } from "../../util/names.js";
 import { type Context, withRepository } from "../context.js";
+import { say, shown } from "../format.js";
 
 export interface RepairCmdOptions {
   dryRun?: boolean;
@@ -21,7 +21,7 @@ export async function runRepairIndex(o: RepairCmdOptions, ctx: Context): Promise
     if (!o.dryRun) await repo.acquire("exclusive", "repair index");
     const r = await repairIndex(repo, { dryRun: o.dryRun ?? false, signal: ctx.signal });
     if (o.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);
-    else for (const line of describeIndexRepair(r)) ctx.stdout.write(`${line}\n`);
+    else for (const line of describeIndexRepair(r)) say(ctx.stdout, line);
     return 0;
   });
 }
@@ -31,7 +31,7 @@ export async function runRepairSnapshots(o: RepairCmdOptions, ctx: Context): Pro
     if (!o.dryRun) await repo.acquire("shared", "repair snapshots");
     const r = await repairSnapshots(repo, { dryRun: o.dryRun ?? false, signal: ctx.signal });
     if (o.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);
-    else for (const line of describeSnapshotRepair(r)) ctx.stdout.write(`${line}\n`);
+    else for (const line of describeSnapshotRepair(r)) say(ctx.stdout, line);
     return 0;
   });
 }
@@ -41,7 +41,7 @@ function describeSnapshotRepair(r: SnapshotRepairReport): string[] {
   const lines: string[] = [];
   for (const s of r.repaired) {
     lines.push(`snapshot ${s.from.slice(0, 8)}: ${s.entries.length} entries ${would}marked damaged; ${r.dryRun ? "would be replaced" : `replaced by ${s.to!.slice(0, 8)}`}`);
-    for (const e of s.entries) lines.push(`  ${escapeName(e.path)}: ${e.why}`);
+    for (const e of s.entries) lines.push(`  ${shown(e.path)}: ${e.why}`);
   }
   for (const s of r.removed) lines.push(`snapshot ${s.id.slice(0, 8)}: header lost (${s.why}); ${would}removed`);
   const intact = r.snapshots - r.repaired.length - r.removed.length;

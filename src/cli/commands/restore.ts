@@ -4,21 +4,22 @@ import { Command } from "commander";
 import { parseOptions } from "../../connectors/params.js";
 import type { Exporter } from "../../connectors/records.js";
 import { restore } from "../../snapshot/restore.js";
-import { parseSnapPath, resolveSnapshot } from "../../snapshot/vfs.js";
+import { lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader } from "../../snapshot/vfs.js";
 import { CofferError } from "../../util/errors.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
-import { bytes, shortId } from "../format.js";
+import { bytes, say, shortId, shown } from "../format.js";
 
 export interface RestoreCmdOptions {
   to?: string;
   json?: boolean;
   quiet?: boolean;
   option?: string[];
+  force?: boolean;
 }
 
 export async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<number> {
   const { snap, path } = parseSnapPath(target);
-  const exporter = await ctx.registry.make("exporter", o.to ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx));
+  const exporter = await ctx.registry.make("exporter", o.to ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
   try {
     return await restoreTo(exporter, snap, path, o, ctx);
   } finally {
@@ -29,6 +30,8 @@ export async function runRestore(target: string | undefined, o: RestoreCmdOption
 async function restoreTo(exporter: Exporter, snap: string | undefined, path: string, o: RestoreCmdOptions, ctx: Context): Promise<number> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const header = await resolveSnapshot(repo, snap, ctx.signal);
+    // A path that is not there fails before anything is created (ping() makes the directory).
+    await lookupOrThrow(new TreeReader(repo), header, path, ctx.signal);
     const dir = exporter.root;
     if (exporter.type === "fs") {
       const st = await lstat(dir).catch(() => null);
@@ -38,13 +41,13 @@ async function restoreTo(exporter: Exporter, snap: string | undefined, path: str
     const r = await restore(repo, header, path, exporter, {
       signal: ctx.signal,
       onEvent: (e) => {
-        if (e.type === "error") ctx.stderr.write(`coffer: cannot restore ${e.path}: ${e.message}\n`);
-        else if (e.type === "skipped" && !o.quiet) ctx.stderr.write(`coffer: skipped ${e.path}: ${e.message}\n`);
+        if (e.type === "error") say(ctx.stderr, `coffer: cannot restore ${shown(e.path)}: ${e.message}`);
+        else if (e.type === "skipped" && !o.quiet) say(ctx.stderr, `coffer: skipped ${shown(e.path)}: ${e.message}`);
       },
     });
     if (o.json) ctx.stdout.write(`${JSON.stringify({ snapshot: shortId(header.id), to: dir, ...r, errors: r.errors.map(([p, m]) => ({ path: p, error: m })) })}\n`);
     else if (!o.quiet) {
-      ctx.stderr.write(`restored ${r.files} files, ${r.dirs} dirs, ${bytes(r.bytes)} from ${shortId(header.id)} to ${dir}${r.errors.length ? `; ${r.errors.length} errors` : ""}\n`);
+      say(ctx.stderr, `restored ${r.files} files, ${r.dirs} dirs, ${bytes(r.bytes)} from ${shortId(header.id)} to ${shown(dir)}${r.errors.length ? `; ${r.errors.length} errors` : ""}`);
     }
     return r.errors.length > 0 ? 3 : 0;
   });
@@ -56,6 +59,7 @@ export function restoreCommand(ctx: () => Context, done: (code: number) => void)
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")
     .option("--to <location>", "where to restore: a directory (default: the current one), or PROTO:... (fs:, stdout:, tar:FILE, tar+gz:FILE, an installed plugin)")
     .option("-o, --option <key=value>", "configure the exporter (repeatable)", (v: string, p: string[] | undefined) => [...(p ?? []), v])
+    .option("--force", "replace the archive FILE of tar:FILE (tar+gz:FILE) if it exists")
     .option("-q, --quiet", "print nothing but errors")
     .option("--json", "print a JSON summary")
     .action(async (target: string | undefined, o: RestoreCmdOptions) => done(await runRestore(target, o, ctx())));

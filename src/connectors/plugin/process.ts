@@ -47,6 +47,7 @@ import { extname, join } from "node:path";
 import { createInterface } from "node:readline";
 import * as grpc from "@grpc/grpc-js";
 import { CofferError } from "../../util/errors.js";
+import { escapeControls } from "../../util/names.js";
 import { MAX_MESSAGE } from "./wire.js";
 
 export interface PluginSpec {
@@ -186,7 +187,7 @@ export class PluginProcess {
     );
     child.stdin!.on("error", () => {}); // EPIPE once the plugin is gone: the exit tells the story
     child.stdout!.on("error", () => {});
-    const onStderr = spec.onStderr ?? ((line: string) => process.stderr.write(`[plugin ${this.name}] ${line}\n`));
+    const onStderr = spec.onStderr ?? ((line: string) => process.stderr.write(`${escapeControls(`[plugin ${this.name}] ${line}`)}\n`));
     createInterface({ input: child.stderr!, crlfDelay: Infinity }).on("line", (line) => {
       this.stderrTail.push(line);
       if (this.stderrTail.length > STDERR_TAIL) this.stderrTail.shift();

@@ -27,12 +27,15 @@
  * Writing a file is atomic: the archive is written to a temporary file in
  * the same directory, renamed over the final name in finish() after an
  * fsync (and the directory is synced); close() without a successful
- * finish() removes the temporary file.
+ * finish() removes the temporary file. A file already at the final name is
+ * refused (by ping(), and again when the archive is put in place, with
+ * link(2), which does not replace) unless `overwrite` is set: then the
+ * rename replaces it, atomically.
  */
 
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { access, open, rename, stat, unlink } from "node:fs/promises";
+import { access, link, lstat, open, rename, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -53,6 +56,8 @@ export interface TarExporterOptions {
   /** What "-" writes to (default: process.stdout); it is not ended. */
   stdout?: NodeJS.WritableStream | undefined;
   onWarning?: ((msg: string) => void) | undefined;
+  /** Replace a file already at the path (restore --force); default: refuse it. */
+  overwrite?: boolean | undefined;
 }
 
 /** Largest value of a 7-digit octal header field (uid, gid, devmajor, devminor): above it, pax records. */
@@ -126,6 +131,38 @@ export class TarExporter implements Exporter {
     } catch (e) {
       throw new CofferError("IO", `cannot write ${this.path}: ${errorText(e)}`, { path: this.path }, { cause: e });
     }
+    if (!this.opts.overwrite && (await this.taken())) throw this.existsError();
+  }
+
+  /** Whether something (a file, a symlink, anything) is at the path. */
+  private async taken(): Promise<boolean> {
+    return lstat(this.path!).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") return false;
+        throw new CofferError("IO", `cannot write ${this.path}: ${errorText(e)}`, { path: this.path }, { cause: e });
+      },
+    );
+  }
+
+  private existsError(): CofferError {
+    return new CofferError("EXISTS", `${this.path} exists: not replaced (give --force to replace it)`, { path: this.path });
+  }
+
+  /** Puts the finished temporary file in place: a rename, which replaces, with `overwrite`; else a link, which does not. */
+  private async install(tmp: string, path: string): Promise<void> {
+    if (this.opts.overwrite) return rename(tmp, path);
+    try {
+      await link(tmp, path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") throw this.existsError();
+      if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV"].includes(code ?? "")) throw e;
+      // No hard links here: a check, then the rename.
+      if (await this.taken()) throw this.existsError();
+      return rename(tmp, path);
+    }
+    await unlink(tmp);
   }
 
   export(record: ExportRecord, opts: ImportOptions = {}): Promise<ExportResult> {
@@ -148,7 +185,7 @@ export class TarExporter implements Exporter {
         await out.fh.sync();
         await out.fh.close();
         out.fh = undefined;
-        await rename(out.tmp, this.path);
+        await this.install(out.tmp, this.path);
         out.tmp = undefined;
         await syncDir(dirname(this.path));
       }
