@@ -1,4 +1,7 @@
-/** Kloset location flags (WIRE.md): the same bit values on the plugin wire. */
+/**
+ * Kloset location flags (docs/WIRE.md, "Location flags"): the same bit
+ * values on the plugin wire.
+ */
 export const LocationFlag = {
   LOCALFS: 1,
   FILE: 2,
@@ -8,7 +11,7 @@ export const LocationFlag = {
   EXPORTXATTR: 32,
 } as const;
 
-/** Store resources (WIRE.md StorageResource). */
+/** Store resources (docs/WIRE.md, "Store": StorageResource). */
 export const Resource = {
   PACKFILE: 1,
   STATE: 2,
@@ -27,5 +30,5 @@ export function resourceName(r: Resource): string {
   }
 }
 
-/** Store capabilities (WIRE.md ModeResponse). */
+/** Store capabilities (docs/WIRE.md, "Store": ModeResponse). */
 export const StoreMode = { WRITE: 2, READ: 4 } as const;

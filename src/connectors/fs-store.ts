@@ -624,12 +624,10 @@ async function writeAll(handle: FileHandle, data: Uint8Array, p: string, signal?
  * repository gives it for packfiles filled from a large file's rings. Their
  * bytes would otherwise be copied into the page cache and written back by
  * the packfile's fsync while the file is still being read from the same
- * disk: on this project's VM a direct read of 1 GiB ran at 995 MB/s beside
- * direct writes of another GiB, 563 MB/s beside buffered ones fsynced every
- * 32 MiB. A 2 GiB file, half random, alternated: 6.45-7.36 -> 6.17-6.28 s,
- * ~0.6 s less CPU. Not for every packfile: the staging buffer costs 4 MiB
- * and parts wait for the disk rather than the page cache, which a first
- * backup of /usr/share (peak RSS 231-233 -> 242-256 MiB) cannot spare.
+ * disk, and that write-back slows the file's reads (docs/PERFORMANCE.md).
+ * Not for every packfile: the staging buffer costs 4 MiB and parts wait for
+ * the disk rather than the page cache, which raised the peak RSS of a
+ * first backup of many small files.
  */
 const DIRECT_FLAG = fsConstants.O_DIRECT ?? 0;
 /** Bytes staged per direct write. */

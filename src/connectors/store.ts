@@ -1,5 +1,6 @@
 /**
- * The Store contract (DESIGN.md, Connector contract; Kloset's storage.Store).
+ * The Store contract (Kloset's storage.Store; its place among the layers:
+ * docs/ARCHITECTURE.md, "Layers"; over the plugin wire: docs/WIRE.md, "Store").
  * A store keeps opaque objects of three resources, each named by a 32-byte
  * MAC, plus one configuration blob written by create() and read by open().
  * It knows nothing of encryption or formats: the repository layer

@@ -1,5 +1,5 @@
 /**
- * Plugin manifests (YAML, the fields Plakar reads; WIRE.md "Manifest"):
+ * Plugin manifests (YAML, the fields Plakar reads; docs/WIRE.md, "Manifest"):
  * name, display_name, description, version, api_version, license,
  * homepage, tags, connectors[{type, protocols, location_flags, executable,
  * args, extra_files}], plus coffer's `parameters` per connector (the

@@ -37,8 +37,7 @@ class FrameCompressor {
 
   constructor(level: number) {
     // Output in 512 KiB pieces, not zlib's default 16 KiB: a callback and a
-    // copy per piece made the main thread the bottleneck of large files
-    // (1 GiB file, warm: 5.7 -> 4.1 s).
+    // copy per piece made the main thread the bottleneck of large files.
     this.z = createZstdCompress({ chunkSize: FRAME_OUTPUT_CHUNK, params: { [zc.ZSTD_c_compressionLevel]: level } });
     this.z.on("data", (d: Buffer) => this.out.push(d));
     this.z.on("error", (e: Error) => {
@@ -205,8 +204,7 @@ export class Codec {
    * 1/128 of its size. Compressible content pays for no probe: only a blob
    * after an incompressible one is probed. What a probe can miss: a blob
    * whose compressible part lies between the slices, stored uncompressed.
-   * What it spares on the benchmark's 2 GiB file, half random: compressing
-   * 1 GiB of random bytes, ~2.3 s of CPU (449 MiB/s a core).
+   * What it spares: compressing such content whole (docs/PERFORMANCE.md).
    */
   private worthCompressing(raw: Uint8Array): boolean {
     if (raw.byteLength < PROBE_FROM || !this.lastLargeRaw) return true;
@@ -381,9 +379,8 @@ type Opened = { flags: number; rawLength: number; payload: Uint8Array };
 /**
  * Decompression into one output buffer of the blob's known raw size: zlib's
  * default 16 KiB output chunks cost a JS round trip each and a final
- * concatenation (measured: 1 MiB blobs 895 -> 1155 MiB/s, 12 KiB blobs
- * 132 -> 227 MiB/s). The size is authenticated (the header is in the AAD),
- * and maxOutputLength still refuses more.
+ * concatenation (docs/PERFORMANCE.md). The size is authenticated (the
+ * header is in the AAD), and maxOutputLength still refuses more.
  */
 function inflateOptions(rawLength: number): object {
   return { maxOutputLength: Math.max(rawLength, 1), chunkSize: Math.max(rawLength, MIN_ZLIB_CHUNK) };
@@ -417,8 +414,8 @@ function associated(header: Uint8Array, type: BlobType, mac: Uint8Array): Buffer
 
 /**
  * The blob's AES key, as a KeyObject: createCipheriv() imports a Buffer key
- * anew on every call, which costs more than the KeyObject (measured per 4 KiB
- * blob: 17 us sealed with a Buffer key, 8 us with a KeyObject).
+ * anew on every call, which made sealing a small blob about twice as slow
+ * (docs/PERFORMANCE.md).
  */
 function blobKey(enc: KeyObject, salt: Uint8Array): KeyObject {
   return createSecretKey(createHmac("sha256", enc).update(salt).digest());

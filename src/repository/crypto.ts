@@ -20,9 +20,9 @@ interface NativeBlake3 {
 let native: NativeBlake3 | null | undefined;
 /**
  * The native BLAKE3, or null where its package has no build for this
- * platform (then hash-wasm's, the same function): ~4.4 GB/s against
- * ~0.6 GB/s on the benchmark machine, for the chunk MACs and the packfile
- * names of every backup.
+ * platform (then hash-wasm's, the same function, several times slower),
+ * for the chunk MACs and the packfile names of every backup
+ * (docs/PERFORMANCE.md).
  */
 export function nativeBlake3(): NativeBlake3 | null {
   if (native === undefined) {

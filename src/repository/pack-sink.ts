@@ -15,8 +15,8 @@ import { giveBack, isLent } from "../util/ring.js";
 /**
  * Bytes handed to the store in one write (writev of the parts): at least
  * MIN_WRITE until the packfile is finished, at most WRITE_BATCH. A write per
- * few blobs (8,500 for /usr/share) cost this thread ~0.1 ms each, 0.9 s of
- * a first backup; 1 MiB writes held ~20 MiB more at the peak.
+ * few blobs cost this thread too much in all; a minimum of 1 MiB held more
+ * memory at the peak (docs/PERFORMANCE.md).
  */
 const MIN_WRITE = 256 << 10;
 const WRITE_BATCH = 4 << 20;
@@ -25,9 +25,8 @@ const WRITE_BATCH = 4 << 20;
  * go back to their ring). The parts are mostly blobs
  * encoded by the chunk workers, in their malloc arenas; their wrappers on
  * this thread often live long enough to be promoted, and V8 then frees them
- * only at its next full collection, tens of MiB later. Measured: peak RSS of
- * a first backup of /usr/share 252-266 -> 233-243 MiB, of a 2 GiB file
- * 227 -> 199 MiB; time unchanged within noise (32 collections a GiB).
+ * only at its next full collection, tens of MiB later. Collecting here
+ * lowers peak RSS at no measurable cost in time (docs/PERFORMANCE.md).
  */
 const collector = new Collector(32 << 20, "major");
 

@@ -327,8 +327,8 @@ export class Repository {
    * codec does that, blob by blob). Walking a snapshot reads its trees one
    * after another, and they were written together, children before their
    * directory: one read fetches the run of trees stored contiguously around
-   * `loc` (mostly before it) and serves the next ones from memory. One read
-   * per tree had cost a no-change backup of /usr/share 3,200 reads.
+   * `loc` (mostly before it) and serves the next ones from memory: one read
+   * per tree had made a no-change backup wait on thousands of them.
    */
   private readTree(loc: BlobLocation, signal?: AbortSignal): Promise<Uint8Array> {
     const slice = (run: { offset: number }, b: Uint8Array) => b.subarray(loc.offset - run.offset, loc.offset - run.offset + loc.length);

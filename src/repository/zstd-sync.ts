@@ -2,10 +2,9 @@
  * Synchronous zstd with a context kept across calls, for the hot paths of
  * worker threads (one blob per call). Node's zstdCompressSync() and
  * zstdDecompressSync() build a stream and a native zstd context on every
- * call: ~20 us, more than compressing or decompressing a 2 KiB blob
- * (measured, per blob: compress 100 B 24 -> 2.7 us, 8 KiB 43 -> 22 us;
- * decompress 100 B 21 -> 1.5 us, 8 KiB 31 -> 8.7 us). Node has no public
- * synchronous API that keeps a context, so this drives one zlib stream's
+ * call, which costs more than compressing or decompressing a small blob
+ * (docs/PERFORMANCE.md). Node has no public synchronous API that keeps a
+ * context, so this drives one zlib stream's
  * native handle with the call zlib's own synchronous path makes
  * (`handle.writeSync`, results in `_writeState`), one whole frame per call
  * (ZSTD_e_end), which leaves the context ready for the next frame.

@@ -2,7 +2,7 @@
  * Plugin entry points, the counterparts of go-kloset-sdk's
  * EntrypointImporter/Exporter/Storage: a plugin executable's top-level code
  * calls one with its arguments and a definition, and the process then serves
- * the connector over gRPC on stdin/stdout (WIRE.md) until the host closes
+ * the connector over gRPC on stdin/stdout (docs/WIRE.md) until the host closes
  * the connection:
  *
  *   import { entrypointImporter } from "coffer/sdk";

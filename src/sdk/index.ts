@@ -1,6 +1,6 @@
 /**
  * coffer's plugin SDK (`coffer/sdk`): write an importer, exporter or store
- * as a plugin executable that coffer and Plakar can both run (WIRE.md), and
+ * as a plugin executable that coffer and Plakar can both run (docs/WIRE.md), and
  * test it with the conformance kits.
  *
  * - entrypointImporter / entrypointExporter / entrypointStorage serve a

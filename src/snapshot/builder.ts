@@ -132,9 +132,9 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const links = new Map<string, Promise<ChunkRef[] | undefined>>();
   const written0 = { ...repo.written };
   // In memory when there is a parent: such a backup waits on this thread's
-  // walk, and sqlite's inserts and ordered scan cost it ~6 us an entry. A
-  // first backup waits on reading and compressing instead, and keeps the
-  // ~20 MiB (/usr/share) for the rest of its peak.
+  // walk, which sqlite's inserts and ordered scan slow down. A first backup
+  // waits on reading and compressing instead, and keeps that memory for the
+  // rest of its peak (docs/PERFORMANCE.md).
   const cache = new ScanCache(undefined, parent ? SCAN_CACHE_MEMORY : 0);
   const needAck = (imp.flags & LocationFlag.NEEDACK) !== 0;
   // One answer per record; an importer that does not read them does not keep them.
@@ -594,10 +594,9 @@ async function buildTrees(repo: Repository, cache: ScanCache, signal?: AbortSign
   const stack: Frame[] = [];
   let root: Entry | undefined;
   // A tree's name is its MAC, known before it is stored: its parent does not
-  // wait for the store, and several trees are stored at once (one at a time,
-  // the trees of /usr/share took 1.3 s after the last file was read). Entries
-  // other than directories go into their tree as the bytes the scan cache
-  // holds (the same bytes: decoding and encoding each again cost ~0.25 s).
+  // wait for the store, and several trees are stored at once. Entries other
+  // than directories go into their tree as the bytes the scan cache holds
+  // (the same bytes, without decoding and encoding each again).
   const window: Promise<unknown>[] = [];
   const close = async () => {
     const f = stack.pop()!;

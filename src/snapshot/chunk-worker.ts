@@ -43,11 +43,10 @@ const ENOUGH = Math.min(chunker.max, 2 * chunker.avg);
  * credit (CREDIT_LIMIT in chunk-pool.ts) and the packfile's unwritten bytes
  * (UNWRITTEN_MAX in repository.ts); beyond that, buffers are allocated.
  * A ring's memory stays resident once touched (three rings, 48 MiB, while
- * one file is read): worth it for a file of GiBs (2 GiB file: ~2 s less
- * CPU, mostly page faults), not for one of tens of MiB, which is why the
- * rings are for large files only and let go once idle (measured on
- * /usr/share, where a 76 MB file is read last: peak RSS +15-30 MiB with its
- * chunks lent, time unchanged).
+ * one file is read): worth it for a file of GiBs, which it spares most of
+ * its page faults, not for one of tens of MiB, whose peak RSS it only
+ * raises; so the rings are for large files only and let go once idle
+ * (docs/PERFORMANCE.md).
  */
 const RING_SIZE = 16 << 20;
 const LEND_FROM = 128 << 10;
@@ -272,10 +271,9 @@ function sendChunk(id: number, chunk: Uint8Array, raw: boolean, lend = false): v
  * always in flight on the libuv pool while this thread cuts, MACs and
  * encodes what it has. A large file (by the walk's size) is read with
  * O_DIRECT where the file system allows it: the page cache's copy costs
- * more than the rest of the reading (measured on this project's 2-core VM:
- * reading a 2 GiB file cold, 3-4 s of system time buffered, 0.15 s direct),
- * and a backup's large files are read once and would only push other data
- * out of the cache. Direct reads need the buffer, the length and the file
+ * more than the rest of the reading (docs/PERFORMANCE.md), and a backup's
+ * large files are read once and would only push other data out of the
+ * cache. Direct reads need the buffer, the length and the file
  * offset aligned: reads go at `end`, kept at a multiple of BLOCK from an
  * aligned offset of `buf` found once (alignedBase); any EINVAL falls back
  * to buffered reads from the same offset.

@@ -18,9 +18,8 @@ import { nameFromBytes, nameToBytes } from "../util/names.js";
 const BATCH = 2000;
 /**
  * Bytes of entries held in memory before they move to disk (packed bytes,
- * keys and bookkeeping; /usr/share's 53,000 entries take ~13 MiB). In memory
- * a no-change backup of it is ~0.25 s faster: sqlite's inserts and ordered
- * scan had cost ~6 us an entry.
+ * keys and bookkeeping). In memory, a backup's main thread is spared
+ * sqlite's inserts and ordered scan (docs/PERFORMANCE.md).
  */
 export const SCAN_CACHE_MEMORY = 48 << 20;
 

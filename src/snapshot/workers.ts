@@ -4,8 +4,7 @@
  * often, which frees the (external) buffers of chunks a worker is done with
  * promptly; a worker keeps almost nothing alive (chunk bytes live outside
  * the V8 heap), so a small old generation only stops its heap from growing
- * needlessly (measured: restore of /usr/share with 4 workers peaks at
- * 485 MiB instead of 720 MiB).
+ * needlessly (docs/PERFORMANCE.md, "Other measurements").
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";

@@ -1,5 +1,6 @@
 /**
- * Errors with a stable `code` and an exit code (DESIGN.md, Exit codes).
+ * Errors with a stable `code` and an exit code (docs/CLI.md, "Exit codes";
+ * the mapping: docs/ARCHITECTURE.md, "Errors and exit codes").
  * Only src/cli/main.ts maps errors to a process exit status; every other
  * layer throws these. Tests assert on `code`, never on message text.
  */

@@ -4,9 +4,9 @@
  * blobs) in a ring of shared memory, and the thread that receives them gives
  * each one back once done with its bytes. A buffer of a large chunk's size
  * from malloc is a fresh mapping, faulted in page by page and unmapped when
- * freed (the launcher keeps glibc's mmap threshold at 128 KiB); on a 2 GiB
- * file that was ~2 s of CPU in page faults and the forced collections that
- * free them.
+ * freed (the launcher keeps glibc's mmap threshold at 128 KiB); on a large
+ * file those page faults, and the forced collections that free the
+ * buffers, were a large share of the CPU (docs/PERFORMANCE.md).
  *
  * The ring never waits: when the bytes do not fit (the receiver holds too
  * much of it), the writer allocates a buffer of its own instead. Giving back is in
@@ -183,13 +183,12 @@ export function ownBytes(view: Uint8Array): Uint8Array {
 
 /**
  * Copies `src` into `dst` at `at` (which must have room; the two must not
- * overlap); gives the number of bytes copied. TypedArray#set and Buffer#copy go through V8's relaxed
- * memmove when either side is shared memory (the rings), and it copies
- * byte by byte unless both sides are word-aligned alike, which chunks cut
- * anywhere in a read buffer seldom are: 1.8 GB/s on this project's VM,
- * where Buffer#fill with a value of exactly the range's length (one memcpy
- * in Node's C++) copies 11.7 GB/s. The 2 GiB file's raw chunks and sealed
- * blobs went through it: 13% of the CPU while its random half was read.
+ * overlap); gives the number of bytes copied. TypedArray#set and
+ * Buffer#copy go through V8's relaxed memmove when either side is shared
+ * memory (the rings), and it copies byte by byte unless both sides are
+ * word-aligned alike, which chunks cut anywhere in a read buffer seldom
+ * are; Buffer#fill with a value of exactly the range's length is one
+ * memcpy in Node's C++, several times faster (docs/PERFORMANCE.md).
  */
 export function copyInto(dst: Buffer, at: number, src: Uint8Array): number {
   const n = src.byteLength;

@@ -3,7 +3,7 @@
  * (dist/plugins/plugfs/*.js, built by `npm run build`) and a fixture plugin
  * are started as processes and driven by a host client written here directly
  * on @grpc/grpc-js and the .proto files (not through src/connectors/plugin
- * or wire.ts): the .proto files and WIRE.md are the contract.
+ * or wire.ts): the .proto files and docs/WIRE.md are the contract.
  *
  * grpc-js clients cannot dial a custom stream, so each plugin's stdin/stdout
  * is bridged to a unix socket the client dials.
@@ -26,7 +26,7 @@ const DIST = path.join(ROOT, "dist");
 const PLUGFS = (name: string) => path.join(DIST, "plugins", "plugfs", `${name}.js`);
 const MiB = 1 << 20;
 
-// The Go os.FileMode bits of WIRE.md.
+// The Go os.FileMode bits of docs/WIRE.md, "File modes".
 const GO_DIR = 2 ** 31;
 const GO_SYMLINK = 2 ** 27;
 const GO_NAMED_PIPE = 2 ** 25;

@@ -4,7 +4,7 @@
  * dedup, flush, reads in a freshly opened repository, the write order of
  * docs/FORMAT.md (packfile before the state delta naming it; the snapshot's
  * pack last) checked with a recording store wrapper, snapshot visibility,
- * damage detection, and shared/exclusive/stale/unreadable locks.
+ * damage detection, and shared, exclusive, stale and unreadable locks.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";

@@ -125,8 +125,8 @@ export class FsExporter implements Exporter {
     // parent, and a default ACL set before the children were made would
     // have been inherited by them.
     // Synchronous calls: four per directory, each a few microseconds on a
-    // local disk, where a libuv round trip each made this the last 0.5 s of
-    // a restore of /usr/share (3,216 directories).
+    // local disk, where a libuv round trip each made this the tail of a
+    // restore (docs/PERFORMANCE.md).
     const dirs = this.dirs.splice(0).sort((a, b) => b.depth - a.depth);
     for (const d of dirs) {
       throwIfAborted(opts.signal);

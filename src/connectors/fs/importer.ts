@@ -81,8 +81,8 @@ export class FsImporter implements Importer {
    * Extended attributes are read with each entry, so they come on its
    * record (never as records of their own), or, with `lazyXattrs`, when
    * the caller asks: a no-change backup then lists no attributes of an
-   * unchanged file (inline, that was ~0.4 s of /usr/share's 53,000 entries
-   * on the main thread).
+   * unchanged file (listing them inline cost the main thread time for every
+   * entry: docs/PERFORMANCE.md).
    */
   async *import(opts: ImportOptions = {}): AsyncGenerator<ImportRecord> {
     const signal = opts.signal;
@@ -123,7 +123,7 @@ export class FsImporter implements Importer {
       let st: BigIntStats;
       try {
         // Metadata calls are synchronous: on a local disk they take microseconds,
-        // less than a round trip through the libuv pool (measured: 3x faster walk).
+        // less than a round trip through the libuv pool.
         st = lstatSync(fsPath(abs), { bigint: true });
       } catch (e) {
         yield errorRecord(pathname, entry, e);

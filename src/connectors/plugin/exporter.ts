@@ -1,5 +1,5 @@
 /**
- * An exporter plugin as an ordinary Exporter (WIRE.md, Exporter).
+ * An exporter plugin as an ordinary Exporter (docs/WIRE.md, "Exporter").
  *
  * All export() calls share one Export bidi call, opened by the first one;
  * their messages are sent one record at a time, in call order: the record

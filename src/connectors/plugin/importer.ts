@@ -1,5 +1,5 @@
 /**
- * An importer plugin as an ordinary Importer (WIRE.md, Importer).
+ * An importer plugin as an ordinary Importer (docs/WIRE.md, "Importer").
  *
  * import() is one Import bidi call. Each ImportResponse.record becomes an
  * ImportRecord once checked (pathname normalised and '/'-rooted, a sane

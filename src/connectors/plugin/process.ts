@@ -1,6 +1,6 @@
 /**
  * A plugin process and the one gRPC connection it serves on its stdin and
- * stdout (WIRE.md, Transport). The host is the gRPC client.
+ * stdout (docs/WIRE.md, "Transport"). The host is the gRPC client.
  *
  * Transport: grpc-js's client cannot be handed a connection (it dials its
  * target itself; the only hook, the channel credentials' secure connector,
@@ -35,7 +35,7 @@
  * go too) on close() when Close and EOF did not end it within EXIT_GRACE_MS,
  * on its spec's AbortSignal, and on the host's 'exit'; if the host dies
  * harder than that, the plugin's stdin reaches EOF, which ends a
- * well-behaved plugin (WIRE.md).
+ * well-behaved plugin (docs/WIRE.md, "Lifetime").
  */
 import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";

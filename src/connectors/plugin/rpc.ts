@@ -1,6 +1,7 @@
 /**
  * Calls on a plugin's connection, and what their failures become: every
- * failure is a CofferError naming the plugin and the call (WIRE.md, Errors).
+ * failure is a CofferError naming the plugin and the call (docs/WIRE.md,
+ * "Errors and status codes").
  *
  * - our AbortSignal fired, or CANCELLED: INTERRUPTED;
  * - the connection broke (UNAVAILABLE, or any failure once the process is

@@ -1,8 +1,8 @@
 /**
- * A store plugin as an ordinary Store (WIRE.md, Store). Every method is its
- * RPC; content moves in chunks of at most MAX_CHUNK bytes. Put is a client
- * stream whose first message carries only mac and type (Go's SDK reads the
- * content from the messages after it), Get a server stream.
+ * A store plugin as an ordinary Store (docs/WIRE.md, "Store"). Every method
+ * is its RPC; content moves in chunks of at most MAX_CHUNK bytes. Put is a
+ * client stream whose first message carries only mac and type (Go's SDK
+ * reads the content from the messages after it), Get a server stream.
  *
  * Statuses, as the Store contract wants them: NOT_FOUND -> NotFoundError
  * (Open: NO_REPOSITORY, as is FAILED_PRECONDITION), ALREADY_EXISTS on

@@ -1,5 +1,5 @@
 /**
- * The Kloset plugin wire (WIRE.md; proto/*.proto): loading the service
+ * The Kloset plugin wire (docs/WIRE.md; proto/*.proto): loading the service
  * definitions, and converting coffer's records to and from the wire's
  * messages. Shared by the host (src/connectors/plugin) and the SDK
  * (src/sdk), so that both ends agree by construction on the conversions,

@@ -1,12 +1,12 @@
 /**
- * The Exporter service (WIRE.md, proto package `plakar.exporter`) over a
- * coffer Exporter. Export reads the request stream in order: a record, then
- * (hasReader) chunk messages ended by an empty chunk. Each record goes to
- * exporter.export() with a content() that yields those chunks as pieces; the
- * chunks the exporter did not read are skipped before the next record. One
- * Result answers each record, in order; a record the exporter failed on is
- * a Result with an error, not a stream error. When the host closes its
- * side, finish() runs, then the response stream ends.
+ * The Exporter service (docs/WIRE.md, "Exporter"; proto package
+ * `plakar.exporter`) over a coffer Exporter. Export reads the request stream
+ * in order: a record, then (hasReader) chunk messages ended by an empty
+ * chunk. Each record goes to exporter.export() with a content() that yields
+ * those chunks as pieces; the chunks the exporter did not read are skipped
+ * before the next record. One Result answers each record, in order; a record
+ * the exporter failed on is a Result with an error, not a stream error. When
+ * the host closes its side, finish() runs, then the response stream ends.
  *
  * Extended attributes travel as records of their own (isXattr, the value as
  * content) and reach the exporter as the `xattrs` of their entry's record:

@@ -1,6 +1,6 @@
 /**
- * The Importer service (WIRE.md, proto package `importer`) over a coffer
- * Importer, as go-kloset-sdk serves a Kloset importer:
+ * The Importer service (docs/WIRE.md, "Importer"; proto package `importer`)
+ * over a coffer Importer, as go-kloset-sdk serves a Kloset importer:
  * - Import streams the connector's records (hasReader for regular files with
  *   content), each extended attribute as its own record after its entry's
  *   (isXattr, the value as content, as Kloset's fs importer does), then

@@ -1,8 +1,8 @@
 /**
- * A plugin's stdout is the wire (WIRE.md, Transport): one HTTP/2 connection
- * rides on stdin+stdout, and one stray byte on stdout breaks it. So before
- * anything else the entry points send everything user code prints to
- * stderr, and keep a private way to the real stdout for the wire:
+ * A plugin's stdout is the wire (docs/WIRE.md, "Transport"): one HTTP/2
+ * connection rides on stdin+stdout, and one stray byte on stdout breaks it.
+ * So before anything else the entry points send everything user code prints
+ * to stderr, and keep a private way to the real stdout for the wire:
  * - the global console's methods are replaced by those of a Console on
  *   stderr (console.log, info, debug, dir, table, count, time...);
  * - process.stdout.write is replaced by a function writing to stderr, so

@@ -1,13 +1,13 @@
 /**
- * The Store service (WIRE.md, proto package `store`) over a coffer Store:
- * each rpc maps to the Store method of the same name. Put takes the MAC and
- * resource from its first message (and that message's chunk, if any, as the
- * first bytes); Get honours the optional range and streams the object in
- * chunks of at most MAX_CHUNK; List answers every MAC in one message.
- * Errors: see toRpcError (NotFoundError and NO_REPOSITORY -> NOT_FOUND,
- * REPOSITORY_EXISTS -> ALREADY_EXISTS, READ_ONLY -> PERMISSION_DENIED,
- * INTERRUPTED -> CANCELLED); a Get range past the end (CORRUPT) is
- * OUT_OF_RANGE; the details are the error's message.
+ * The Store service (docs/WIRE.md, "Store"; proto package `store`) over a
+ * coffer Store: each rpc maps to the Store method of the same name. Put
+ * takes the MAC and resource from its first message (and that message's
+ * chunk, if any, as the first bytes); Get honours the optional range and
+ * streams the object in chunks of at most MAX_CHUNK; List answers every MAC
+ * in one message. Errors: see toRpcError (NotFoundError and NO_REPOSITORY ->
+ * NOT_FOUND, REPOSITORY_EXISTS -> ALREADY_EXISTS, READ_ONLY ->
+ * PERMISSION_DENIED, INTERRUPTED -> CANCELLED); a Get range past the end
+ * (CORRUPT) is OUT_OF_RANGE; the details are the error's message.
  */
 import { status } from "@grpc/grpc-js";
 import type { sendUnaryData, ServerReadableStream, ServerWritableStream, UntypedServiceImplementation } from "@grpc/grpc-js";
