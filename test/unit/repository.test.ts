@@ -3,8 +3,9 @@
  * MemoryStore, and of locks (src/repository/locks.ts): create/open, blob
  * dedup, flush, reads in a freshly opened repository, the write order of
  * docs/FORMAT.md (packfile before the state delta naming it; the snapshot's
- * pack last) checked with a recording store wrapper, snapshot visibility,
- * damage detection, and shared, exclusive, stale and unreadable locks.
+ * pack last) checked with the fault kit's recording store
+ * (test/helpers/faults.ts), snapshot visibility,
+ * damage detection, and shared/exclusive/stale/unreadable locks.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
@@ -16,7 +17,7 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { Resource } from "../../src/connectors/flags.js";
 import { MemoryStore } from "../../src/connectors/memory-store.js";
-import type { CallOptions, Mac as StoreMac, Range, StagedPut, StageOptions, Store } from "../../src/connectors/store.js";
+import type { Store } from "../../src/connectors/store.js";
 import { FsStore } from "../../src/connectors/fs-store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { randomKey } from "../../src/repository/crypto.js";
@@ -27,6 +28,7 @@ import { decodeDelta } from "../../src/repository/state.js";
 import { CofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { lend } from "../../src/util/ring.js";
+import { delayed, type DelayedStore, failing, type FailingStore, gate, recording, type RecordingStore } from "../helpers/faults.js";
 import { prng } from "../helpers/prng.js";
 
 const KDF = { memory: 8192, passes: 1, parallelism: 1 };
@@ -57,54 +59,25 @@ function expectCode(e: unknown, code: string): void {
   expect((e as CofferError).code).toBe(code);
 }
 
-type LogEntry = { op: "start" | "done"; resource: Resource; mac: string };
+/**
+ * The store of these tests: a MemoryStore under the fault kit
+ * (test/helpers/faults.ts), outermost first: every call logged, puts held
+ * while `hold.wait` says so, calls failed by `fail.rule`.
+ */
+type TestStore = RecordingStore & { mem: MemoryStore; hold: DelayedStore; fail: FailingStore };
 
-/** A Store that delegates to a MemoryStore and records the order of puts; puts can be delayed, gated or failed. */
-class RecordingStore implements Store {
-  readonly origin = "memory";
-  readonly type = "memory";
-  readonly root = "recording";
-  readonly flags = 0;
-  readonly log: LogEntry[] = [];
-  /** Awaited before each put is handed to the inner store. */
-  beforePut: ((resource: Resource, mac: string) => Promise<void>) | null = null;
-  /** Return true to make a put fail (after beforePut). */
-  failPut: ((resource: Resource, mac: string) => boolean) | null = null;
-  constructor(readonly inner: MemoryStore) {}
-  create(config: Uint8Array, opts?: CallOptions) {
-    return this.inner.create(config, opts);
-  }
-  open(opts?: CallOptions) {
-    return this.inner.open(opts);
-  }
-  ping(opts?: CallOptions) {
-    return this.inner.ping(opts);
-  }
-  mode(opts?: CallOptions) {
-    return this.inner.mode(opts);
-  }
-  size(opts?: CallOptions) {
-    return this.inner.size(opts);
-  }
-  list(resource: Resource, opts?: CallOptions) {
-    return this.inner.list(resource, opts);
-  }
-  async put(resource: Resource, mac: StoreMac, data: Uint8Array | AsyncIterable<Uint8Array>, opts?: CallOptions): Promise<number> {
-    const m = toHex(mac);
-    this.log.push({ op: "start", resource, mac: m });
-    if (this.beforePut) await this.beforePut(resource, m);
-    if (this.failPut?.(resource, m)) throw new CofferError("IO", "injected put failure");
-    const n = await this.inner.put(resource, mac, data, opts);
-    this.log.push({ op: "done", resource, mac: m });
-    return n;
-  }
-  get(resource: Resource, mac: StoreMac, range?: Range, opts?: CallOptions) {
-    return this.inner.get(resource, mac, range, opts);
-  }
-  delete(resource: Resource, mac: StoreMac, opts?: CallOptions) {
-    return this.inner.delete(resource, mac, opts);
-  }
-  async close() {}
+function testStore(): TestStore {
+  const mem = new MemoryStore();
+  const fail = failing(mem, { times: 0 });
+  const hold = delayed(fail, undefined, { op: "put" });
+  return Object.assign(recording(hold), { mem, hold, fail });
+}
+
+type PutEntry = { op: "start" | "done"; resource: Resource; mac: string };
+
+/** The puts logged, started and done, in order. */
+function putLog(store: TestStore): PutEntry[] {
+  return store.log.flatMap((l) => (l.op === "put" && l.phase !== "failed" ? [{ op: l.phase, resource: l.resource!, mac: l.mac! }] : []));
 }
 
 /**
@@ -125,8 +98,8 @@ function createOpts(encrypted: boolean, over: Partial<CreateOptions> = {}): Crea
   return { passphrase: encrypted ? PASS : null, packSize: PACK, kdf: KDF, ...over };
 }
 
-async function fresh(encrypted = true, over: Partial<CreateOptions> = {}): Promise<{ store: RecordingStore; repo: Repository }> {
-  const store = new RecordingStore(new MemoryStore());
+async function fresh(encrypted = true, over: Partial<CreateOptions> = {}): Promise<{ store: TestStore; repo: Repository }> {
+  const store = testStore();
   await Repository.create(store, createOpts(encrypted, over));
   return { store, repo: await open(store) };
 }
@@ -136,27 +109,28 @@ function open(store: Store, passphrase: string | null = PASS): Promise<Repositor
 }
 
 /** A second, independent Repository on the same stored bytes. */
-function reopen(store: RecordingStore): Promise<Repository> {
-  return open(new MemoryStore({ backing: store.inner.backing }));
+function reopen(store: TestStore): Promise<Repository> {
+  return open(new MemoryStore({ backing: store.mem.backing }));
 }
 
-function objects(store: RecordingStore, r: Resource): Map<string, Uint8Array> {
-  return store.inner.backing.objects.get(r) ?? new Map();
+function objects(store: TestStore, r: Resource): Map<string, Uint8Array> {
+  return store.mem.backing.objects.get(r) ?? new Map();
 }
 
-function puts(store: RecordingStore, r: Resource, op: "start" | "done" = "done"): string[] {
-  return store.log.filter((l) => l.op === op && l.resource === r).map((l) => l.mac);
+function puts(store: TestStore, r: Resource, op: "start" | "done" = "done"): string[] {
+  return putLog(store).filter((l) => l.op === op && l.resource === r).map((l) => l.mac);
 }
 
 /** Checks FORMAT.md's rule on the log: each state delta's put starts after every packfile it names is stored. */
-async function checkWriteOrder(store: RecordingStore, repo: Repository): Promise<void> {
-  for (const [i, l] of store.log.entries()) {
+async function checkWriteOrder(store: TestStore, repo: Repository): Promise<void> {
+  const log = putLog(store);
+  for (const [i, l] of log.entries()) {
     if (l.op !== "start" || l.resource !== Resource.STATE) continue;
     const stored = objects(store, Resource.STATE).get(l.mac);
     if (!stored) continue; // failed put
     const raw = await repo.codec.decode(BlobType.STATE, new Uint8Array(Buffer.from(l.mac, "hex")), stored);
     for (const p of decodeDelta(raw, new Uint8Array(32)).packs) {
-      const packDone = store.log.findIndex((x) => x.op === "done" && x.resource === Resource.PACKFILE && x.mac === toHex(p.mac));
+      const packDone = log.findIndex((x) => x.op === "done" && x.resource === Resource.PACKFILE && x.mac === toHex(p.mac));
       expect(packDone).toBeGreaterThanOrEqual(0);
       expect(packDone).toBeLessThan(i);
     }
@@ -215,10 +189,10 @@ describe("putBlob / flush / getBlob", () => {
     const [[name, bytes]] = [...objects(store, Resource.PACKFILE)] as [[string, Uint8Array]];
     expect(await readPack(bytes, new Uint8Array(Buffer.from(name, "hex")), repo.codec, repo.mac)).toHaveLength(1);
     // after flush (now in the index): still deduplicated, and a flush writes nothing more
-    const before = store.log.length;
+    const before = putLog(store).length;
     expect((await repo.putBlob(BlobType.CHUNK, data)).added).toBe(false);
     await repo.flush();
-    expect(store.log.length).toBe(before);
+    expect(putLog(store).length).toBe(before);
     // and across a fresh open
     const r2 = await reopen(store);
     expect((await r2.putBlob(BlobType.CHUNK, data)).added).toBe(false);
@@ -266,10 +240,10 @@ describe("putBlob / flush / getBlob", () => {
     const { store, repo } = await fresh(true);
     await repo.putBlob(BlobType.CHUNK, prng(3, 1000));
     await repo.putBlob(BlobType.TREE, prng(4, 1000));
-    expect(store.log).toEqual([]);
+    expect(putLog(store)).toEqual([]);
     expect((await reopen(store)).index.size).toBe(0);
     await repo.flush();
-    expect(store.log.map((l) => `${l.op}:${l.resource}`)).toEqual([
+    expect(putLog(store).map((l) => `${l.op}:${l.resource}`)).toEqual([
       `start:${Resource.PACKFILE}`,
       `done:${Resource.PACKFILE}`,
       `start:${Resource.STATE}`,
@@ -290,7 +264,7 @@ describe("putBlob / flush / getBlob", () => {
         }),
         async (encrypted, mac, compression, specs) => {
           const { store, repo } = await fresh(encrypted, { mac, compression });
-          store.beforePut = () => new Promise((r) => setTimeout(r, Math.random() * 3)); // shuffle completion order
+          store.hold.wait = () => new Promise((r) => setTimeout(r, Math.random() * 3)); // shuffle completion order
           const want = new Map<string, { type: BlobType; mac: Uint8Array; data: Uint8Array }>();
           for (const s of specs) {
             const data = s.zeros ? new Uint8Array(s.len) : prng(s.seed, s.len);
@@ -326,7 +300,7 @@ describe("putBlob / flush / getBlob", () => {
     const { mac } = await repo.putBlob(BlobType.CHUNK, prng(5, 100));
     await repo.flush();
     const r2 = await reopen(store);
-    for (const name of [...objects(store, Resource.PACKFILE).keys()]) await store.inner.delete(Resource.PACKFILE, new Uint8Array(Buffer.from(name, "hex")));
+    for (const name of [...objects(store, Resource.PACKFILE).keys()]) await store.mem.delete(Resource.PACKFILE, new Uint8Array(Buffer.from(name, "hex")));
     expectCode(await rejectionOf(r2.getBlob(BlobType.CHUNK, mac)), "NOT_FOUND");
   });
 
@@ -367,7 +341,7 @@ describe("putBlob / flush / getBlob", () => {
     }
     await repo.flush();
     const reads = () => {
-      const r = new MemoryStore({ backing: store.inner.backing });
+      const r = new MemoryStore({ backing: store.mem.backing });
       const get = vi.spyOn(r, "get");
       return { r, count: () => get.mock.calls.filter(([res]) => res === Resource.PACKFILE).length };
     };
@@ -423,9 +397,8 @@ describe("putBlob / flush / getBlob", () => {
 
   it("a failed packfile upload never leaves a state delta naming it, and flush rejects", async () => {
     const { store, repo } = await fresh(false);
-    let packs = 0;
-    store.failPut = (r) => r === Resource.PACKFILE && ++packs === 2;
-    expectCode(await putAndFlush(repo, 12), "REPOSITORY_WRITE"); // a store write failure names the repository (util/errors.ts)
+    store.fail.rule = { op: "put", resource: Resource.PACKFILE, nth: 2 };
+    expectCode(await putAndFlush(repo, 12), "REPOSITORY_WRITE");
     await checkWriteOrder(store, repo);
     // whatever a fresh open sees is fully readable
     const r2 = await reopen(store);
@@ -451,41 +424,33 @@ describe("putBlob / flush / getBlob", () => {
 });
 
 describe("packfiles staged as they fill (a store with stage(): FsStore)", () => {
-  class FlakyFsStore extends FsStore {
-    writes = 0;
-    /** Bytes of staged writes that completed. */
-    written = 0;
-    /** The staged write (counted over all packfiles) that fails. */
-    failAt = 0;
-    /** The direct hint of each staged object, in order. */
-    hints: (boolean | undefined)[] = [];
-    override async stage(resource: Resource, opts?: StageOptions): Promise<StagedPut> {
-      this.hints.push(opts?.direct);
-      const s = await super.stage(resource, opts);
-      return {
-        write: async (parts) => {
-          if (++this.writes === this.failAt) throw new CofferError("IO", "injected staged write failure");
-          await s.write(parts);
-          this.written += parts.reduce((n, p) => n + p.byteLength, 0);
-        },
-        commit: (mac, o) => s.commit(mac, o),
-        abort: () => s.abort(),
-      };
-    }
-  }
+  /** An FsStore under the fault kit: every call logged, staged writes failed by `fail.rule`. */
+  type StagedStore = RecordingStore & { fail: FailingStore };
+  const stagedStore = (root: string): StagedStore => {
+    const fail = failing(new FsStore(root), { times: 0 });
+    return Object.assign(recording(fail), { fail });
+  };
+  /** Staged writes made (failed ones too). */
+  const writes = (s: StagedStore) => s.entries({ op: "write" }).length;
+  /** Bytes of the staged writes that completed. */
+  const written = (s: StagedStore) => s.entries({ op: "write" }, "done").reduce((n, l) => n + l.bytes!, 0);
+  /** The direct hint of each staged object, in order. */
+  const hints = (s: StagedStore) => s.entries({ op: "stage" }).map((l) => l.direct);
+  /** The staged write (counted over all packfiles from now on) that fails; 0: none. */
+  const failWrite = (s: StagedStore, nth: number) => (s.fail.rule = nth > 0 ? { op: "write", nth } : { times: 0 });
   const roots: string[] = [];
   afterAll(() => {
     for (const r of roots) rmSync(r, { recursive: true, force: true });
   });
-  async function fsRepo(packSize = PACK): Promise<{ root: string; store: FlakyFsStore; repo: Repository }> {
+  async function fsRepo(packSize = PACK): Promise<{ root: string; store: StagedStore; repo: Repository }> {
     const root = mkdtempSync(join(tmpdir(), "coffer-staged-"));
     roots.push(root);
-    const store = new FlakyFsStore(root);
+    const store = stagedStore(root);
     await Repository.create(store, createOpts(true, { packSize }));
     return { root, store, repo: await open(store) };
   }
   const tmpFiles = (root: string) => readdirSync(join(root, "tmp"));
-  const root = (store: FsStore) => store.root;
+  const root = (store: Store) => store.root;
   const packNames = (root: string) => readdirSync(join(root, "packfiles"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
 
   it("a packfile that starts with a blob lent from a ring (a large file's) is staged with the direct hint, others without", async () => {
@@ -499,7 +464,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
     expect(await repo.addEncoded(BlobType.CHUNK, m, raw.byteLength, lentCopy(repo.codec.encodeSync(BlobType.CHUNK, m, raw), () => back++))).toBe(true);
     await repo.putBlob(BlobType.CHUNK, prng(63, 50_000)); // in the same packfile
     await repo.flush();
-    expect(store.hints).toEqual([false, true]);
+    expect(hints(store)).toEqual([false, true]);
     expect(back).toBe(1);
     const r2 = await open(store);
     expect(Buffer.from(await r2.getBlob(BlobType.CHUNK, m)).equals(raw)).toBe(true);
@@ -516,11 +481,11 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
     const tmpSize = () => statSync(join(root, "tmp", tmpFiles(root)[0]!)).size;
     const total = blobs.reduce((n, b) => n + b.byteLength, 0);
     // less than 256 KiB waits to be written
-    while (store.written <= total - (256 << 10)) await new Promise((r) => setTimeout(r, 10)); // until it happens (the test's timeout bounds it)
-    expect(store.written).toBeGreaterThan(total - (256 << 10));
+    while (written(store) <= total - (256 << 10)) await new Promise((r) => setTimeout(r, 10)); // until it happens (the test's timeout bounds it)
+    expect(written(store)).toBeGreaterThan(total - (256 << 10));
     expect(tmpFiles(root)).toHaveLength(1);
-    expect(tmpSize()).toBeGreaterThanOrEqual(store.written);
-    expect(store.writes).toBeLessThanOrEqual(12); // not a write per blob (75)
+    expect(tmpSize()).toBeGreaterThanOrEqual(written(store));
+    expect(writes(store)).toBeLessThanOrEqual(12); // not a write per blob (75)
     expect(packNames(root)).toEqual([]);
     // 6 MiB more: past the packfile size, a second packfile
     const more = Array.from({ length: 150 }, (_, i) => prng(100 + i, 40_000 + i));
@@ -543,7 +508,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
 
   it("a failed staged write fails the writes after it, stores nothing naming that packfile, and leaves no temp file", async () => {
     const { root, store, repo } = await fsRepo();
-    store.failAt = 3;
+    failWrite(store, 3);
     expectCode(await putAndFlush(repo, 30), "REPOSITORY_WRITE");
     await repo.close();
     expect(tmpFiles(root)).toEqual([]);
@@ -557,7 +522,7 @@ describe("packfiles staged as they fill (a store with stage(): FsStore)", () => 
   it("lent encoded blobs are given back only once written (their bytes may then be reused), at once when not needed, and when a write fails", async () => {
     for (const failAt of [0, 2]) {
       const { store, repo } = await fsRepo(2 << 20);
-      store.failAt = failAt;
+      failWrite(store, failAt);
       const raws = Array.from({ length: 40 }, (_, i) => prng(300 + i, 90_000 + i));
       const backs: number[] = [];
       const macs: Uint8Array[] = [];
@@ -638,25 +603,18 @@ describe("commitSnapshot", () => {
     const header = prng(12, 700);
 
     // hold back every state put until released
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let waiting!: () => void;
-    const reached = new Promise<void>((r) => (waiting = r));
-    store.beforePut = async (r) => {
-      if (r === Resource.STATE) {
-        waiting();
-        await gate;
-      }
-    };
+    const states = gate();
+    store.hold.wait = states;
+    store.hold.options = { op: "put", resource: Resource.STATE };
     let resolved = false;
     const p = repo.commitSnapshot(id, header).then(() => (resolved = true));
-    await reached;
+    await states.reached;
     for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r)); // turns for a wrong commit to resolve in (no delay)
     expect(resolved).toBe(false);
     let r2 = await reopen(store);
     expect(r2.snapshotIds().map(toHex)).not.toContain(toHex(id));
     expect(r2.has(BlobType.SNAPSHOT, id)).toBe(false);
-    release();
+    states.open();
     await p;
     expect(resolved).toBe(true);
     r2 = await reopen(store);
@@ -667,17 +625,18 @@ describe("commitSnapshot", () => {
 
   it("the snapshot's packfile is written after every earlier packfile and state delta; its state is the last write", async () => {
     const { store, repo } = await fresh(false);
-    store.beforePut = () => new Promise((r) => setTimeout(r, Math.random() * 5));
+    store.hold.wait = () => new Promise((r) => setTimeout(r, Math.random() * 5));
     for (let i = 0; i < 10; i++) await repo.putBlob(BlobType.CHUNK, prng(200 + i, 25_000)); // several packs, some in flight
     const id = randomKey();
     await repo.commitSnapshot(id, prng(13, 100));
     const r2 = await reopen(store);
     const snapPack = toHex(r2.locate(BlobType.SNAPSHOT, id).pack);
-    const start = store.log.findIndex((l) => l.op === "start" && l.resource === Resource.PACKFILE && l.mac === snapPack);
-    const otherStatesDone = store.log.flatMap((l, i) => (l.op === "done" && l.resource === Resource.STATE ? [i] : []));
+    const log = putLog(store);
+    const start = log.findIndex((l) => l.op === "start" && l.resource === Resource.PACKFILE && l.mac === snapPack);
+    const otherStatesDone = log.flatMap((l, i) => (l.op === "done" && l.resource === Resource.STATE ? [i] : []));
     expect(otherStatesDone.length).toBeGreaterThan(1);
     for (const i of otherStatesDone.slice(0, -1)) expect(i).toBeLessThan(start);
-    const last = store.log.at(-1)!;
+    const last = log.at(-1)!;
     expect(last.op === "done" && last.resource === Resource.STATE).toBe(true);
     await checkWriteOrder(store, repo);
     for (const [mac] of r2.index.ofType(BlobType.CHUNK)) await r2.getBlob(BlobType.CHUNK, mac);
@@ -691,19 +650,18 @@ describe("commitSnapshot", () => {
     const treeMac = (await repo.putBlob(BlobType.TREE, tree)).mac;
     // The first packfile upload is held until the test has named it as the one to fail (a gate, not a delay).
     let first = true;
-    let named!: () => void;
-    const isNamed = new Promise<void>((res) => (named = res));
-    store.beforePut = (r) => (r === Resource.PACKFILE && first ? ((first = false), isNamed) : Promise.resolve());
-    store.failPut = (r, m) => r === Resource.PACKFILE && m === failing;
-    let failing = "";
+    const named = gate();
+    store.hold.wait = (c) => (c.resource === Resource.PACKFILE && first ? ((first = false), named.wait(c)) : undefined);
+    store.fail.rule = { op: "put", resource: Resource.PACKFILE, when: (c) => c.mac === failingMac, times: Infinity };
+    let failingMac = "";
     const id = randomKey();
     const commit = rejectionOf(repo.commitSnapshot(id, prng(17, 100)));
     // Synchronously, before the header's encoding resolves: a full pack with the tree in it.
     const filler = repo.addEncoded(BlobType.CHUNK, randomKey(), PACK, prng(18, PACK));
     await filler;
-    failing = puts(store, Resource.PACKFILE, "start")[0] ?? "";
-    named();
-    expect(failing).not.toBe("");
+    failingMac = puts(store, Resource.PACKFILE, "start")[0] ?? "";
+    named.open();
+    expect(failingMac).not.toBe("");
     expectCode(await commit, "REPOSITORY_WRITE");
     const r2 = await reopen(store);
     expect(r2.snapshotIds()).toEqual([]);
@@ -715,7 +673,7 @@ describe("commitSnapshot", () => {
     const { store, repo } = await fresh(true);
     await repo.putBlob(BlobType.TREE, prng(14, 100));
     await repo.flush();
-    store.failPut = (r) => r === Resource.PACKFILE;
+    store.fail.rule = { op: "put", resource: Resource.PACKFILE, times: Infinity };
     const id = randomKey();
     expectCode(await rejectionOf(repo.commitSnapshot(id, prng(15, 100))), "REPOSITORY_WRITE");
     const r2 = await reopen(store);
