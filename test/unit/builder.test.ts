@@ -2,8 +2,9 @@
  * The snapshot builder against scripted importers on a memory store: the
  * result stream (one answer per record), NEEDACK acknowledgements released
  * only by committed checkpoints, checkpoints superseded by the final
- * snapshot, resuming from a checkpoint, STREAM sources imported once, and
- * hard links given by linkTarget.
+ * snapshot, resuming from a checkpoint, STREAM sources imported once,
+ * hard links given by linkTarget, and stores that fail or lag behind
+ * (test/helpers/faults.ts).
  */
 import { describe, expect, it } from "vitest";
 import { LocationFlag, Resource } from "../../src/connectors/flags.js";
@@ -16,6 +17,9 @@ import { fileBytes } from "../../src/snapshot/restore.js";
 import { listSnapshots, resolveSnapshot, TreeReader } from "../../src/snapshot/vfs.js";
 import { CofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
+import { BlobType } from "../../src/repository/codec.js";
+import { check } from "../../src/snapshot/check.js";
+import { eventuallyConsistent, failing, recording } from "../helpers/faults.js";
 import { prng } from "../helpers/prng.js";
 
 const KDF = { memory: 8192, passes: 1, parallelism: 1 };
@@ -377,5 +381,60 @@ describe("backup: a source unchanged since the parent snapshot", () => {
     expect(Buffer.from((await contentAt(repo, third.id, "/d/f007"))!).equals(prng(7, 3001))).toBe(true);
     expect(Buffer.from((await contentAt(repo, third.id, "/d/f008"))!).equals(records.find((r) => r.pathname === "/d/f008")!.content!)).toBe(true);
     await repo.close();
+  });
+});
+
+describe("backup: a store that fails or lags (the fault kit, test/helpers/faults.ts)", () => {
+  it("parent listings whose reads fail (IO) are worked around: the files are read again, with a warning, and nothing new is stored", async () => {
+    const mem = new MemoryStore();
+    const { repo } = await makeRepo(mem);
+    const records = plan(12, 5000);
+    const first = (await run(repo, new ScriptedImporter(0, records))).header;
+    await repo.close();
+    // Every packfile read fails but the one of the first snapshot's header: its trees cannot be read.
+    const headerPack = toHex((await reopen(mem)).locate(BlobType.SNAPSHOT, first.id).pack);
+    const store = recording(failing(mem, { op: "get", resource: Resource.PACKFILE, when: (c) => c.mac !== headerPack, times: Infinity }));
+    const again = await Repository.open(store, { passphrase: async () => null });
+    const warnings: string[] = [];
+    const { header, parent } = await backup(again, {
+      importer: new ScriptedImporter(0, records),
+      hostname: "h", username: "u", os: "linux", arch: "x64", workers: 0,
+      onEvent: (e) => e.type === "warning" && warnings.push(`${e.path}: ${e.message}`),
+    });
+    expect(parent && toHex(parent.id)).toBe(toHex(first.id));
+    expect(store.entries({ op: "get" }, "failed").length).toBeGreaterThan(0);
+    expect(warnings.join("\n")).toMatch(/listing is unreadable/);
+    expect(header.summary.readBytes).toBe(first.summary.readBytes);
+    expect(header.summary.newBlobs).toBe(0); // the chunks and trees were all there
+    expect(toHex(header.root.tree!)).toBe(toHex(first.root.tree!));
+    await again.close();
+    const other = await reopen(mem);
+    for (const r of records.filter((x) => x.content)) expect(Buffer.from((await contentAt(other, header.id, r.pathname))!).equals(r.content!)).toBe(true);
+  });
+
+  it("a repository opened while listings lag behind the last backup (eventual consistency) still backs up whole", async () => {
+    const mem = new MemoryStore();
+    const ec = eventuallyConsistent(mem, { seed: 5 });
+    await Repository.create(ec, { passphrase: null, packSize: 256 * 1024, kdf: KDF });
+    const records = plan(12, 30_000);
+    const r1 = await Repository.open(ec, { passphrase: async () => null });
+    const first = (await run(r1, new ScriptedImporter(0, records))).header;
+    await r1.close();
+    // Not settled: a new open lists none of the state deltas just stored, so sees no snapshot and no blob.
+    const r2 = await Repository.open(ec, { passphrase: async () => null });
+    expect(r2.snapshotIds()).toEqual([]);
+    const changed = records.map((r) => (r.pathname === "/d/f003" ? { ...r, content: prng(3, 777) } : r));
+    const { header, parent } = await run(r2, new ScriptedImporter(0, changed));
+    expect(parent).toBeUndefined();
+    expect(header.summary.readBytes).toBeGreaterThan(first.summary.readBytes - 30_000);
+    await r2.close();
+    ec.settle();
+    const r3 = await Repository.open(ec, { passphrase: async () => null });
+    expect((await listSnapshots(r3)).snapshots.map((h) => toHex(h.id))).toEqual([toHex(first.id), toHex(header.id)]);
+    for (const [snap, recs] of [[first, records], [header, changed]] as const) {
+      for (const r of recs.filter((x) => x.content)) expect(Buffer.from((await contentAt(r3, snap.id, r.pathname))!).equals(r.content!)).toBe(true);
+    }
+    expect((await check(r3)).problems).toEqual([]);
+    await r3.close();
   });
 });

@@ -1,0 +1,116 @@
+/**
+ * restore() (src/snapshot/restore.ts) in process, from a memory store under
+ * the fault kit (test/helpers/faults.ts), to a temporary directory: every
+ * read goes through the store (the decorators have no localPath(), so no
+ * worker reads packfiles behind them), a chunk whose reads fail fails its
+ * file only, and a packfile gone from the store fails exactly the files
+ * with content in it.
+ */
+import { promises as fsp } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Resource } from "../../src/connectors/flags.js";
+import { FsExporter } from "../../src/connectors/fs/exporter.js";
+import { FsImporter } from "../../src/connectors/fs/importer.js";
+import { MemoryStore } from "../../src/connectors/memory-store.js";
+import type { Store } from "../../src/connectors/store.js";
+import { BlobType } from "../../src/repository/codec.js";
+import { Repository } from "../../src/repository/repository.js";
+import { backup } from "../../src/snapshot/builder.js";
+import type { SnapshotHeader } from "../../src/snapshot/header.js";
+import { restore } from "../../src/snapshot/restore.js";
+import { TreeReader } from "../../src/snapshot/vfs.js";
+import { toHex } from "../../src/util/hex.js";
+import { failing, faults, recording } from "../helpers/faults.js";
+import { compareTrees, writeSeededFile } from "../helpers/tree.js";
+
+const KDF = { memory: 8192, passes: 1, parallelism: 1 };
+let base: string;
+let src: string;
+let mem: MemoryStore;
+let snap: SnapshotHeader;
+let n = 0;
+const FILES = ["a.bin", "b.bin", "sub/c.bin", "sub/deeper/d.txt"];
+
+beforeAll(async () => {
+  base = await fsp.mkdtemp(path.join(tmpdir(), "coffer-restore-"));
+  src = path.join(base, "src");
+  await fsp.mkdir(path.join(src, "sub", "deeper"), { recursive: true });
+  for (const [i, f] of FILES.entries()) await writeSeededFile(path.join(src, f), `restore-${i}`, 40_000 + i * 20_000);
+  mem = new MemoryStore();
+  // Small packfiles: the files' chunks land in different ones.
+  await Repository.create(mem, { passphrase: null, packSize: 50_000, kdf: KDF });
+  const repo = await open(mem);
+  snap = (await backup(repo, { importer: new FsImporter(src), hostname: "h", username: "u", os: "linux", arch: "x64", workers: 0 })).header;
+  await repo.close();
+});
+
+afterAll(async () => {
+  await fsp.rm(base, { recursive: true, force: true });
+});
+
+function open(store: Store): Promise<Repository> {
+  return Repository.open(store, { passphrase: async () => null });
+}
+
+/** Restores the snapshot from `store` to a new directory. */
+async function restoreFrom(store: Store): Promise<{ out: string; errors: [string, string][] }> {
+  const repo = await open(store);
+  const out = path.join(base, `out-${++n}`);
+  const exporter = new FsExporter(out);
+  try {
+    const r = await restore(repo, snap, "/", exporter, { workers: 2 });
+    return { out, errors: r.errors };
+  } finally {
+    await exporter.close();
+    await repo.close();
+  }
+}
+
+/** Where the first chunk of `file` is stored. */
+async function firstChunk(file: string): Promise<{ pack: string; offset: number }> {
+  const repo = await open(mem);
+  const e = await new TreeReader(repo).lookup(snap.root, `/${file}`);
+  const loc = repo.locate(BlobType.CHUNK, e!.chunks![0]!.mac);
+  return { pack: toHex(loc.pack), offset: loc.offset };
+}
+
+describe("restore through the fault kit", () => {
+  it("reads every packfile through the store, and restores identical", async () => {
+    const store = recording(mem);
+    const { out, errors } = await restoreFrom(store);
+    expect(errors).toEqual([]);
+    expect(await compareTrees(src, out, { rootMeta: false })).toEqual([]);
+    const packs = store.entries({ op: "get", resource: Resource.PACKFILE }, "done");
+    expect(packs.length).toBeGreaterThanOrEqual(FILES.length);
+    expect(packs.every((l) => l.range !== undefined)).toBe(true); // ranged reads, not whole packfiles
+    expect(store.entries({}, "failed")).toEqual([]);
+  });
+
+  it("a chunk whose reads fail (IO) fails its file only; the others restore identical", async () => {
+    const { pack, offset } = await firstChunk("sub/c.bin");
+    const store = failing(mem, { op: "get", when: (c) => c.mac === pack && c.range?.offset === offset, times: Infinity, error: faults.io });
+    const { out, errors } = await restoreFrom(store);
+    expect(store.failed.length).toBeGreaterThan(0);
+    expect(errors.map(([p]) => p)).toEqual(["/sub/c.bin"]);
+    expect(errors[0]![1]).toMatch(/EIO/);
+    expect(await compareTrees(src, out, { rootMeta: false, ignore: (rel) => rel === "sub/c.bin" })).toEqual([]);
+  });
+
+  it("a packfile gone from the store (NOT_FOUND) fails exactly the files with content in it", async () => {
+    const { pack } = await firstChunk("b.bin");
+    const repo = await open(mem);
+    const reader = new TreeReader(repo);
+    const inPack: string[] = [];
+    for await (const { path: p, entry } of reader.walk(snap.root, "/")) {
+      if (entry.chunks?.some((c) => toHex(repo.locate(BlobType.CHUNK, c.mac).pack) === pack)) inPack.push(p);
+    }
+    await repo.close();
+    expect(inPack).toContain("/b.bin");
+    const store = failing(mem, { op: "get", when: (c) => c.mac === pack, times: Infinity, error: faults.notFound });
+    const { errors } = await restoreFrom(store);
+    expect(errors.map(([p]) => p).sort()).toEqual(inPack.sort());
+    for (const [, why] of errors) expect(why).toMatch(/missing/);
+  });
+});
