@@ -134,6 +134,11 @@ export const MAX_RAW_BLOB = 256 * 1024 * 1024;
  * before its output buffer is allocated.
  */
 const ZSTD_MAX_RATIO = 32768;
+/**
+ * Largest encoded blob: a raw blob of MAX_RAW_BLOB bytes, or its zstd frame
+ * (at most 1/256 larger: ZSTD_COMPRESSBOUND), with header, nonce and tag.
+ */
+export const MAX_ENCODED_BLOB = MAX_RAW_BLOB + (MAX_RAW_BLOB >>> 8) + 64;
 
 export type Compression = "zstd" | "none";
 

@@ -17,11 +17,12 @@
  */
 import { lstat } from "node:fs/promises";
 import { hostname } from "node:os";
-import { decode, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { Resource } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
-import { CofferError, isCofferError, repositoryWriteError } from "../util/errors.js";
+import { CofferError, CorruptError, isCofferError, repositoryWriteError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { BlobType, type Codec } from "./codec.js";
 import { randomKey } from "./crypto.js";
 
@@ -106,8 +107,9 @@ export async function readLocks(store: Store, codec: Codec): Promise<LockEntry[]
     let info: LockInfo | null = null;
     let damage = "not a lock record";
     try {
-      const o = decode(await codec.decode(BlobType.LOCK, name, await store.get(Resource.LOCK, name))) as Record<string, unknown>;
-      if ((o.kind === "shared" || o.kind === "exclusive") && typeof o.host === "string" && typeof o.pid === "number" && typeof o.time === "number") {
+      const raw = await codec.decode(BlobType.LOCK, name, await store.get(Resource.LOCK, name));
+      const o = decodeBounded(raw, (why) => new CorruptError(`lock blob ${toHex(name).slice(0, 16)}`, `undecodable (${why})`)) as Record<string, unknown> | null;
+      if (typeof o === "object" && o !== null && (o.kind === "shared" || o.kind === "exclusive") && typeof o.host === "string" && typeof o.pid === "number" && typeof o.time === "number") {
         info = { kind: o.kind, host: o.host, pid: o.pid, timeMs: o.time, command: String(o.command ?? "") };
       }
     } catch (e) {

@@ -4,9 +4,10 @@
  * An entry is a map with short keys; a file entry carries its chunk list,
  * a directory entry the MAC of its own TREE blob.
  */
-import { decode, Encoder, encode } from "@msgpack/msgpack";
+import { Encoder, encode } from "@msgpack/msgpack";
 import type { EntryKind, FileInfo, Xattr } from "../connectors/records.js";
 import { CorruptError } from "../util/errors.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { nameFromBytes, nameToBytes } from "../util/names.js";
 
 export const TREE_VERSION = 1;
@@ -121,13 +122,7 @@ export function isTreeDir(e: Entry): boolean {
 
 /** decodeEntry() of packEntry() bytes. */
 export function unpackEntry(packed: Uint8Array, what: string): Entry {
-  let o: unknown;
-  try {
-    o = decode(packed, { useBigInt64: true });
-  } catch (e) {
-    throw new CorruptError(what, `undecodable entry (${(e as Error).message})`);
-  }
-  return decodeEntry(o, what);
+  return decodeEntry(decodeBounded(packed, (why) => new CorruptError(what, `undecodable entry (${why})`), { useBigInt64: true }), what);
 }
 
 /**
@@ -180,12 +175,7 @@ export function encodeTreeOf(packed: readonly Uint8Array[]): Uint8Array {
 const TREE_PREFIX = Uint8Array.of(0x82, 0xa1, 0x76, TREE_VERSION, 0xa1, 0x65);
 
 export function decodeTree(raw: Uint8Array, what: string): Entry[] {
-  let o: unknown;
-  try {
-    o = decode(raw, { useBigInt64: true });
-  } catch (e) {
-    throw new CorruptError(what, `undecodable tree (${(e as Error).message})`);
-  }
+  const o = decodeBounded(raw, (why) => new CorruptError(what, `undecodable tree (${why})`), { useBigInt64: true });
   const t = o as { v?: unknown; e?: unknown };
   if (typeof o !== "object" || o === null || t.v !== TREE_VERSION || !Array.isArray(t.e)) throw new CorruptError(what, "bad tree structure");
   return t.e.map((x) => decodeEntry(x, what));

@@ -14,6 +14,7 @@
  * runs a fraction of them (`weight`).
  */
 import { getHeapStatistics } from "node:v8";
+import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { expect } from "vitest";
 import { CofferError, CorruptError, type ErrorCode } from "../../src/util/errors.js";
@@ -190,6 +191,11 @@ export const arbMsgpackValue: fc.Arbitrary<unknown> = fc.letrec<{ value: unknown
     fc.dictionary(fc.constantFrom("v", "e", "n", "k", "s", "ch", "T", "x", "id", "packs", "damaged", "kind", "z"), tie("value"), { maxKeys: 4 }),
   ),
 })).value;
+
+/** msgpack of any value arbMsgpackValue or mutateValue gives (bigints as int64/uint64). */
+export function encodeValue(v: unknown): Uint8Array {
+  return encode(v, { useBigInt64: true });
+}
 
 /** A change to a decoded msgpack value: a node (by its index in a walk) replaced, deleted from its parent, or given a new key. */
 export interface ValueMutation {
