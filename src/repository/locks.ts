@@ -101,6 +101,20 @@ export interface LockEntry {
   mtimeMs?: number | undefined;
 }
 
+/**
+ * The holder a decoded lock record names, or null when it is not a lock
+ * record: a pid of 0 or less would name a process group to kill(2), and a
+ * time that is not an integer would never go stale.
+ */
+function lockInfoOf(o: unknown): LockInfo | null {
+  if (typeof o !== "object" || o === null) return null;
+  const r = o as Record<string, unknown>;
+  if (r.kind !== "shared" && r.kind !== "exclusive") return null;
+  if (typeof r.host !== "string" || typeof r.pid !== "number" || !Number.isSafeInteger(r.pid) || r.pid <= 0) return null;
+  if (typeof r.time !== "number" || !Number.isSafeInteger(r.time)) return null;
+  return { kind: r.kind, host: r.host, pid: r.pid, timeMs: r.time, command: String(r.command ?? "") };
+}
+
 export async function readLocks(store: Store, codec: Codec): Promise<LockEntry[]> {
   const out: LockEntry[] = [];
   for await (const name of store.list(Resource.LOCK)) {
@@ -108,10 +122,7 @@ export async function readLocks(store: Store, codec: Codec): Promise<LockEntry[]
     let damage = "not a lock record";
     try {
       const raw = await codec.decode(BlobType.LOCK, name, await store.get(Resource.LOCK, name));
-      const o = decodeBounded(raw, (why) => new CorruptError(`lock blob ${toHex(name).slice(0, 16)}`, `undecodable (${why})`)) as Record<string, unknown> | null;
-      if (typeof o === "object" && o !== null && (o.kind === "shared" || o.kind === "exclusive") && typeof o.host === "string" && typeof o.pid === "number" && typeof o.time === "number") {
-        info = { kind: o.kind, host: o.host, pid: o.pid, timeMs: o.time, command: String(o.command ?? "") };
-      }
+      info = lockInfoOf(decodeBounded(raw, (why) => new CorruptError(`lock blob ${toHex(name).slice(0, 16)}`, `undecodable (${why})`)));
     } catch (e) {
       if (isCofferError(e, "NOT_FOUND")) continue; // released meanwhile
       damage = (e as Error).message ?? String(e);

@@ -7,8 +7,11 @@
  */
 import { createCipheriv, createHmac } from "node:crypto";
 import { zstdCompressSync } from "node:zlib";
+import { MemoryStore } from "../../src/connectors/memory-store.js";
 import { Codec, type Compression } from "../../src/repository/codec.js";
-import { deriveSubkeys, type Subkeys } from "../../src/repository/crypto.js";
+import { encodeConfig, type RepositoryConfig, sealConfig } from "../../src/repository/config.js";
+import { deriveSubkeys, plaintextMasterKey, type Subkeys } from "../../src/repository/crypto.js";
+import { Repository } from "../../src/repository/repository.js";
 
 export interface Envelope {
   /** The byte after the version (bit 0: zstd). */
@@ -62,4 +65,22 @@ export function envelopeOf(raw: Uint8Array, compression: Compression, nonce?: Ui
 export function fixedKeys(seed = 7, o: { encrypted?: boolean; compression?: Compression } = {}): { keys: Subkeys; codec: Codec } {
   const keys = deriveSubkeys(new Uint8Array(32).fill(seed));
   return { keys, codec: new Codec({ keys, encrypted: o.encrypted ?? false, compression: o.compression ?? "zstd" }) };
+}
+
+/** A plaintext version-2 configuration with a fixed ID (so fixed keys), and its master key. */
+export function fixedConfig(idByte = 3): { config: RepositoryConfig; master: Uint8Array } {
+  const id = new Uint8Array(32).fill(idByte);
+  const master = plaintextMasterKey(id);
+  const config = sealConfig(
+    { version: 2, id, createdNs: 0n, chunking: { min: 512, avg: 1024, max: 4096 }, mac: "blake3", compression: "zstd", packSize: 1 << 20, encryption: null, configMac: null },
+    master,
+  );
+  return { config, master };
+}
+
+/** An empty repository on a MemoryStore, with fixedConfig()'s keys: what readDelta() and readLocks() read from. */
+export async function fixedRepository(): Promise<{ store: MemoryStore; repo: Repository }> {
+  const store = new MemoryStore();
+  await store.create(encodeConfig(fixedConfig().config));
+  return { store, repo: await Repository.open(store, { passphrase: async () => null }) };
 }
