@@ -97,7 +97,8 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
   if (!Array.isArray(o.tags) || !o.tags.every((t) => typeof t === "string")) throw bad("tags");
   const s = o.summary as Record<string, unknown> | undefined;
   const keys: (keyof Summary)[] = ["files", "dirs", "symlinks", "others", "bytes", "errors", "readBytes", "newBlobs", "newBytes"];
-  if (!s || !keys.every((k) => typeof s[k] === "number")) throw bad("summary");
+  const isCount = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+  if (!s || !keys.every((k) => isCount(s[k]))) throw bad("summary");
   const t = (v: unknown) => (typeof v === "bigint" ? v : typeof v === "number" && Number.isSafeInteger(v) ? BigInt(v) : undefined);
   const timeNs = t(o.time);
   const durationNs = t(o.duration);
@@ -117,11 +118,11 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
     summary: s as unknown as Summary,
   };
   if (o.parent !== undefined) {
-    if (!(o.parent instanceof Uint8Array)) throw bad("parent");
+    if (!(o.parent instanceof Uint8Array) || o.parent.byteLength !== 32) throw bad("parent");
     h.parent = o.parent;
   }
   if (o.errors !== undefined) {
-    if (!(o.errors instanceof Uint8Array)) throw bad("errors");
+    if (!(o.errors instanceof Uint8Array) || o.errors.byteLength !== 32) throw bad("errors");
     h.errors = o.errors;
   }
   if (o.run !== undefined) {

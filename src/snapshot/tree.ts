@@ -6,6 +6,7 @@
  */
 import { Encoder, encode } from "@msgpack/msgpack";
 import type { EntryKind, FileInfo, Xattr } from "../connectors/records.js";
+import { MAX_RAW_BLOB } from "../repository/codec.js";
 import { CorruptError } from "../util/errors.js";
 import { decodeBounded } from "../util/msgpack.js";
 import { nameFromBytes, nameToBytes } from "../util/names.js";
@@ -62,7 +63,16 @@ export function encodeEntry(e: Entry): Record<string, unknown> {
 }
 
 const big = (v: unknown): bigint | undefined => (typeof v === "bigint" ? v : typeof v === "number" && Number.isInteger(v) ? BigInt(v) : undefined);
-const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) ? v : typeof v === "bigint" ? Number(v) : undefined);
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** An integer field: msgpack gives those of 2^32 and more as bigint (decoded with useBigInt64); beyond 2^53 it is no number. */
+const num = (v: unknown): number | undefined =>
+  typeof v === "number" ? (Number.isSafeInteger(v) ? v : undefined) : typeof v === "bigint" && v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : undefined;
+/** A length: a file's size, or a chunk's (at most what a blob can hold). */
+const len = (v: unknown, max = Number.MAX_SAFE_INTEGER): number | undefined => {
+  const n = num(v);
+  return n !== undefined && n >= 0 && n <= max ? n : undefined;
+};
 const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
 /** A name field: str, or bin holding bytes that are not valid UTF-8. */
 const name = (v: unknown): string | undefined => (typeof v === "string" ? v : v instanceof Uint8Array ? nameFromBytes(v) : undefined);
@@ -75,7 +85,7 @@ export function decodeEntry(o: unknown, what: string): Entry {
   if (entryName === undefined) throw bad("name");
   const kind = KINDS[num(m.k) ?? -1];
   if (!kind) throw bad("kind");
-  const size = num(m.s), mode = num(m.m), mtimeNs = big(m.t), dev = big(m.d), ino = big(m.i), uid = num(m.u), gid = num(m.g), nlink = num(m.l);
+  const size = len(m.s), mode = num(m.m), mtimeNs = big(m.t), dev = big(m.d), ino = big(m.i), uid = num(m.u), gid = num(m.g), nlink = num(m.l);
   if (size === undefined || mode === undefined || mtimeNs === undefined || dev === undefined || ino === undefined || uid === undefined || gid === undefined || nlink === undefined) {
     throw bad("stat");
   }
@@ -99,8 +109,9 @@ export function decodeEntry(o: unknown, what: string): Entry {
   if (m.ch !== undefined) {
     if (!Array.isArray(m.ch)) throw bad("chunks");
     e.chunks = m.ch.map((c: unknown) => {
-      if (!Array.isArray(c) || !(c[0] instanceof Uint8Array) || c[0].byteLength !== 32 || num(c[1]) === undefined) throw bad("chunks");
-      return { mac: c[0], length: num(c[1])! };
+      const length = Array.isArray(c) ? len(c[1], MAX_RAW_BLOB) : undefined;
+      if (!Array.isArray(c) || !(c[0] instanceof Uint8Array) || c[0].byteLength !== 32 || length === undefined) throw bad("chunks");
+      return { mac: c[0], length };
     });
   }
   if (m.T !== undefined) {
