@@ -251,7 +251,7 @@ export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw bad("body is not a map");
   const ch = o.chunking as ChunkingParams | undefined;
   const enc = o.encryption as (EncryptionConfig & { kdf: KdfParams }) | null | undefined;
-  const okNum = (n: unknown) => typeof n === "number" && Number.isInteger(n) && n > 0;
+  const okNum = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n) && n > 0;
   if (
     !(o.id instanceof Uint8Array) || o.id.byteLength !== 32 ||
     !ch || !okNum(ch.min) || !okNum(ch.avg) || !okNum(ch.max) ||

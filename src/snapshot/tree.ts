@@ -62,7 +62,8 @@ export function encodeEntry(e: Entry): Record<string, unknown> {
   return o;
 }
 
-const big = (v: unknown): bigint | undefined => (typeof v === "bigint" ? v : typeof v === "number" && Number.isInteger(v) ? BigInt(v) : undefined);
+/** A 64-bit field: int64 or uint64 (bigint), or a smaller integer; a float beyond 2^53 is none (nor could it be written back). */
+const big = (v: unknown): bigint | undefined => (typeof v === "bigint" ? v : typeof v === "number" && Number.isSafeInteger(v) ? BigInt(v) : undefined);
 const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /** An integer field: msgpack gives those of 2^32 and more as bigint (decoded with useBigInt64); beyond 2^53 it is no number. */

@@ -101,6 +101,12 @@ function expectUsable(c: RepositoryConfig): void {
   }
 }
 
+/** The plaintext version-1 body with another packSize. */
+function packSize(n: number): Uint8Array {
+  const body = decode(parts(VALID["plaintext v1"]!).body, { useBigInt64: true }) as Record<string, unknown>;
+  return encodeValue({ ...body, packSize: n });
+}
+
 const cheapKdf = (k: KdfParams) => k.memory <= 1024 && k.passes <= 4 && k.parallelism <= 4;
 
 describe("the checksum", () => {
@@ -140,7 +146,13 @@ describe("after the checksum: a forged configuration", () => {
       arbMutations.map((ms) => mutateAll(body, ms)),
       fc.constantFrom(...MSGPACK_FORGERIES),
     );
-  const arbForged = arbValid.chain((which) => {
+  interface Forged {
+    which: string;
+    version: number;
+    body: Uint8Array;
+    mac: Uint8Array;
+  }
+  const arbForged: fc.Arbitrary<Forged> = arbValid.chain((which) => {
     const p = parts(VALID[which]!);
     return fc.record({
       which: fc.constant(which),
@@ -170,7 +182,12 @@ describe("after the checksum: a forged configuration", () => {
           expect(equalBytes(u.value, c.encryption === null ? plaintextMasterKey(c.id) : MASTER)).toBe(true);
         } else valueOrFailure(u, ["CORRUPT", "WRONG_PASSPHRASE"]);
       }),
-      fuzzParams(),
+      fuzzParams<[Forged]>({
+        examples: [
+          // Regression (found by `npm run fuzz`): a packSize of 2^53 as a float64 passed as an integer.
+          [{ which: "plaintext v1", version: 1, body: packSize(2 ** 53), mac: new Uint8Array(0) }],
+        ],
+      }),
     );
   });
 });

@@ -63,6 +63,8 @@ describe("a tree after authentication (decodeTree)", () => {
           [withSize(-1n)],
           [encodeValue({ v: 1, e: [{ n: "f", k: 0, s: 1, m: 0, t: 0n, d: 1n, i: 1n, u: 0, g: 0, l: 1, ch: [[new Uint8Array(32), -5]] }] })],
           [encodeValue({ v: 1, e: [{ n: "f", k: 0, s: 1, m: 0, t: 0n, d: 1n, i: 1n, u: 0, g: 0, l: 1, ch: [[new Uint8Array(32), 2 ** 40]] }] })],
+          // Regression (found by `npm run fuzz`): an mtime as a float64 of -1e30 decoded to a bigint beyond int64, which encodeTree() cannot write back.
+          [encodeValue({ v: 1, e: [{ n: "f", k: 0, s: 1, m: 0, t: -1e30, d: 1n, i: 1n, u: 0, g: 0, l: 1 }] })],
         ],
       }),
     );
