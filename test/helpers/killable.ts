@@ -15,7 +15,7 @@ import { copyFileSync, promises as fsp, symlinkSync } from "node:fs";
 import * as path from "node:path";
 import { expect } from "vitest";
 import { Resource, resourceName } from "../../src/connectors/flags.js";
-import type { MemoryBacking } from "../../src/connectors/memory-store.js";
+import type { MemoryBacking } from "../../src/connectors/memory/store.js";
 import { coffer, type CofferResult, describeRun, type Env, expectExit, expectNoStackTrace, PROJECT_ROOT } from "./cli.js";
 
 /** Installs the `killable` package under `base` (HOME, data and temporary directories there); returns the environment of CLI runs that use it. */

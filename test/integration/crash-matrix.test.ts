@@ -30,14 +30,14 @@
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { Writable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { buildProgram } from "../../src/cli/main.js";
+import { buildProgram } from "../../src/cli/program.js";
 import type { Context } from "../../src/cli/context.js";
 import { builtinRegistry } from "../../src/connectors/builtins.js";
 import { FsExporter } from "../../src/connectors/fs/exporter.js";
-import { FsStore } from "../../src/connectors/fs-store.js";
-import { type MemoryBacking, MemoryStore } from "../../src/connectors/memory-store.js";
+import { FsStore } from "../../src/connectors/fs/store.js";
+import { type MemoryBacking, MemoryStore } from "../../src/connectors/memory/store.js";
 import type { Store } from "../../src/connectors/store.js";
 import { Resource, resourceName } from "../../src/connectors/flags.js";
 import { BlobType } from "../../src/repository/codec.js";
@@ -46,8 +46,8 @@ import { Repository } from "../../src/repository/repository.js";
 import { blobKey } from "../../src/repository/state.js";
 import { check, type CheckProblem } from "../../src/snapshot/check.js";
 import { isPartial, type SnapshotHeader } from "../../src/snapshot/header.js";
-import { restore } from "../../src/snapshot/restore.js";
-import { listSnapshots } from "../../src/snapshot/vfs.js";
+import { restore } from "../../src/snapshot/restore/restore.js";
+import { listSnapshots } from "../../src/snapshot/snapshots.js";
 import { isCofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { coffer, FAST_KDF } from "../helpers/cli.js";
@@ -97,17 +97,19 @@ async function cli(store: () => Store, argv: string[]): Promise<Outcome> {
   cellStores.set(id, store);
   const out = { stdout: "", stderr: "" };
   const sink = (k: "stdout" | "stderr") => new Writable({ write: (c, _e, cb) => ((out[k] += String(c)), cb()) });
+  const streams = { stdout: sink("stdout"), stderr: sink("stderr") };
   const ctx = (): Context => ({
     globals: { at: `cell:${id}` },
     signal: new AbortController().signal,
-    stdout: sink("stdout"),
-    stderr: sink("stderr"),
+    ...streams,
+    stdin: Readable.from([]),
+    cwd: base,
     env: { COFFER_PASSPHRASE: PASS, HOME: base, XDG_CACHE_HOME: path.join(base, "cache") },
     registry,
   });
   let code = 0;
   try {
-    await buildProgram(ctx, (c) => (code = c)).parseAsync(argv, { from: "user" });
+    await buildProgram(ctx, (c) => (code = c), streams).parseAsync(argv, { from: "user" });
     return { code, ...out };
   } catch (error) {
     return { error, ...out };
