@@ -16,7 +16,7 @@ import { markdownTable, median } from "./report.ts";
 // The built code (npm run build first), loaded by URL so that type-checking needs no dist/.
 const dist = (p: string) => import(new URL(`../dist/${p}`, import.meta.url).href);
 const { Resource } = (await dist("connectors/flags.js")) as typeof import("../src/connectors/flags.ts");
-const { FsStore } = (await dist("connectors/fs-store.js")) as typeof import("../src/connectors/fs-store.ts");
+const { FsStore } = (await dist("connectors/fs/store.js")) as typeof import("../src/connectors/fs/store.ts");
 const { PluginStore } = (await dist("connectors/plugin/store.js")) as typeof import("../src/connectors/plugin/store.ts");
 
 const args = process.argv.slice(2);

@@ -7,7 +7,7 @@
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { Resource } from "../../src/connectors/flags.js";
-import { FsStore } from "../../src/connectors/fs-store.js";
+import { FsStore } from "../../src/connectors/fs/store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
 import { decodeHeader } from "../../src/snapshot/header.js";

@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resource } from "../../src/connectors/flags.js";
 import { FsImporter } from "../../src/connectors/fs/importer.js";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { CallOptions, Mac } from "../../src/connectors/store.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup, type BackupEvent } from "../../src/snapshot/builder.js";

@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { LocationFlag, Resource } from "../../src/connectors/flags.js";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup, type CheckpointPolicy } from "../../src/snapshot/builder.js";
