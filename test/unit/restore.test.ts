@@ -17,7 +17,7 @@ import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { Store } from "../../src/connectors/store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
-import { backup } from "../../src/snapshot/builder.js";
+import { backup } from "../../src/snapshot/backup/backup.js";
 import type { SnapshotHeader } from "../../src/snapshot/header.js";
 import { restore } from "../../src/snapshot/restore.js";
 import { TreeReader } from "../../src/snapshot/vfs.js";

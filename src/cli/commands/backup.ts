@@ -4,7 +4,8 @@ import { arch, hostname, platform, userInfo } from "node:os";
 import { Command } from "commander";
 import { LocationFlag } from "../../connectors/flags.js";
 import { numericValue, parseOptions } from "../../connectors/params.js";
-import { backup, type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from "../../snapshot/builder.js";
+import { backup } from "../../snapshot/backup/backup.js";
+import { type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from "../../snapshot/backup/checkpointer.js";
 import type { Importer } from "../../connectors/records.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
@@ -76,7 +77,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       force: o.force ?? false,
       checkpoints,
       onEvent: (e) => {
-        if (e.type === "error") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
+        if (e.type === "failed" || e.type === "xattr-failed") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
         else if (e.type === "warning") say(ctx.stderr, `coffer: warning: ${shown(e.path)}: ${e.message}`);
       },
     });

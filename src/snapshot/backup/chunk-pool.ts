@@ -9,13 +9,13 @@
  */
 import { availableParallelism } from "node:os";
 import type { Worker } from "node:worker_threads";
-import type { ChunkingParams } from "../repository/chunker.js";
-import type { Compression } from "../repository/codec.js";
-import type { MacAlgorithm, Subkeys } from "../repository/crypto.js";
-import type { Repository } from "../repository/repository.js";
-import { CofferError } from "../util/errors.js";
-import { giveBack, lend, RingReceiver } from "../util/ring.js";
-import { startWorkers, workerScript } from "./workers.js";
+import type { ChunkingParams } from "../../repository/chunker.js";
+import type { Compression } from "../../repository/codec.js";
+import type { MacAlgorithm, Subkeys } from "../../repository/crypto.js";
+import type { Repository } from "../../repository/repository.js";
+import { CofferError } from "../../util/errors.js";
+import { giveBack, lend, RingReceiver } from "../../util/ring.js";
+import { startWorkers, workerScript } from "../workers.js";
 
 export interface PoolInit {
   keys: Subkeys;
@@ -114,7 +114,7 @@ export class ChunkPool {
 
   /** Starts `n` workers, or returns null when the compiled worker script is not there (e.g. running from TypeScript sources). */
   static async start(repo: Repository, n = Math.max(1, availableParallelism())): Promise<ChunkPool | null> {
-    const url = workerScript("chunk-worker.js");
+    const url = workerScript("backup/chunk-worker.js");
     if (!url) return null;
     const credits = Array.from({ length: n }, () => new SharedArrayBuffer(4));
     const rings = Array.from({ length: n }, () => ({ raw: new SharedArrayBuffer(4), sealed: new SharedArrayBuffer(4) }));

@@ -14,14 +14,14 @@
  */
 import { closeSync, constants, fstatSync, openSync, read, readSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
-import { makeChunker, findCut } from "../repository/chunker.js";
-import { type Allocate, BlobType, Codec } from "../repository/codec.js";
-import { Mac } from "../repository/crypto.js";
+import { makeChunker, findCut } from "../../repository/chunker.js";
+import { type Allocate, BlobType, Codec } from "../../repository/codec.js";
+import { Mac } from "../../repository/crypto.js";
 import type { PoolInit, ToMain, ToWorker } from "./chunk-pool.js";
-import { copyInto, RingWriter } from "../util/ring.js";
-import { collectAfter } from "./workers.js";
-import { fsPath } from "../util/names.js";
-import { probeDirectOffset } from "../util/direct-io.js";
+import { copyInto, RingWriter } from "../../util/ring.js";
+import { collectAfter } from "../workers.js";
+import { fsPath } from "../../util/names.js";
+import { probeDirectOffset } from "../../util/direct-io.js";
 
 const init = workerData as PoolInit;
 const chunker = makeChunker(init.chunking, init.keys.gear);

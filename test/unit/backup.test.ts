@@ -1,17 +1,18 @@
 /**
- * The snapshot builder against scripted importers on a memory store: the
- * result stream (one answer per record), NEEDACK acknowledgements released
- * only by committed checkpoints, checkpoints superseded by the final
- * snapshot, resuming from a checkpoint, STREAM sources imported once,
- * hard links given by linkTarget, and stores that fail or lag behind
- * (test/helpers/faults.ts).
+ * backup() (src/snapshot/backup/backup.ts) against scripted importers on a
+ * memory store: the result stream (one answer per record), NEEDACK
+ * acknowledgements released only by committed checkpoints, checkpoints
+ * superseded by the final snapshot, resuming from a checkpoint, STREAM
+ * sources imported once, hard links given by linkTarget, and stores that
+ * fail or lag behind (test/helpers/faults.ts).
  */
 import { describe, expect, it } from "vitest";
 import { LocationFlag, Resource } from "../../src/connectors/flags.js";
 import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { Repository } from "../../src/repository/repository.js";
-import { backup, type CheckpointPolicy } from "../../src/snapshot/builder.js";
+import { backup } from "../../src/snapshot/backup/backup.js";
+import type { CheckpointPolicy } from "../../src/snapshot/backup/checkpointer.js";
 import { isPartial } from "../../src/snapshot/header.js";
 import { fileBytes } from "../../src/snapshot/restore.js";
 import { listSnapshots, resolveSnapshot, TreeReader } from "../../src/snapshot/vfs.js";

@@ -12,8 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { decode } from "@msgpack/msgpack";
-import { decodeEntry, type Entry, isTreeDir, packEntryView } from "./tree.js";
-import { nameFromBytes, nameToBytes } from "../util/names.js";
+import { decodeEntry, type Entry, isTreeDir, packEntryView } from "../tree.js";
+import { nameFromBytes, nameToBytes } from "../../util/names.js";
 
 const BATCH = 2000;
 /**

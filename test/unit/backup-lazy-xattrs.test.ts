@@ -1,5 +1,5 @@
 /**
- * Lazy extended attributes (ImportOptions.lazyXattrs): the builder reads an
+ * Lazy extended attributes (ImportOptions.lazyXattrs): the backup reads an
  * entry's attributes only when it cannot take its parent's, i.e. unless the
  * file is unchanged, ctime included (setting an attribute changes ctime).
  */
@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { ImportOptions, Importer, ImportRecord, Xattr } from "../../src/connectors/records.js";
 import { Repository } from "../../src/repository/repository.js";
-import { backup } from "../../src/snapshot/builder.js";
+import { backup } from "../../src/snapshot/backup/backup.js";
 import { TreeReader } from "../../src/snapshot/vfs.js";
 
 interface File {
