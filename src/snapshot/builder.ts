@@ -20,7 +20,8 @@ import { encodeHeader, PRIOR_SNAPSHOTS, type SnapshotHeader, type Summary } from
 import { ChunkPool } from "./chunk-pool.js";
 import { SCAN_CACHE_MEMORY, ScanCache } from "./scancache.js";
 import { type ChunkRef, compareNames, type Entry, encodeTree, encodeTreeOf, packEntry, unpackEntry } from "./tree.js";
-import { listSnapshots, TreeReader } from "./vfs.js";
+import { listSnapshots } from "./snapshots.js";
+import { TreeReader } from "./tree-reader.js";
 import { toHex } from "../util/hex.js";
 
 export interface BackupEvent {

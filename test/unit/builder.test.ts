@@ -13,8 +13,9 @@ import type { FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } fr
 import { Repository } from "../../src/repository/repository.js";
 import { backup, type CheckpointPolicy } from "../../src/snapshot/builder.js";
 import { isPartial } from "../../src/snapshot/header.js";
-import { fileBytes } from "../../src/snapshot/restore.js";
-import { listSnapshots, resolveSnapshot, TreeReader } from "../../src/snapshot/vfs.js";
+import { fileBytes } from "../../src/snapshot/restore/content.js";
+import { listSnapshots, resolveSnapshot } from "../../src/snapshot/snapshots.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { CofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { BlobType } from "../../src/repository/codec.js";

@@ -1,5 +1,5 @@
 /**
- * restore() (src/snapshot/restore.ts) in process, from a memory store under
+ * restore() (src/snapshot/restore/restore.ts) in process, from a memory store under
  * the fault kit (test/helpers/faults.ts), to a temporary directory: every
  * read goes through the store (the decorators have no localPath(), so no
  * worker reads packfiles behind them), a chunk whose reads fail fails its
@@ -19,8 +19,8 @@ import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup } from "../../src/snapshot/builder.js";
 import type { SnapshotHeader } from "../../src/snapshot/header.js";
-import { restore } from "../../src/snapshot/restore.js";
-import { TreeReader } from "../../src/snapshot/vfs.js";
+import { restore } from "../../src/snapshot/restore/restore.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { toHex } from "../../src/util/hex.js";
 import { failing, faults, recording } from "../helpers/faults.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
