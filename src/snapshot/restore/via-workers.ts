@@ -32,8 +32,8 @@ export async function writeByPool(pool: RestorePool, repo: Repository, exporter:
   return { done: written.done.then((error) => error && { message: error.message, error }) };
 }
 
-/** Where each chunk of `e` lies in the store's local packfiles. */
-function chunkJobs(repo: Repository, e: Entry): ChunkJob[] {
+/** Where each chunk of `e` lies in the store's local packfiles (the store must have localPath()). */
+export function chunkJobs(repo: Repository, e: Entry): ChunkJob[] {
   // The MACs are views into their decoded tree: posted as they are, each
   // would take the whole tree's buffer along. One buffer per file instead.
   const refs = e.chunks ?? [];
