@@ -8,7 +8,7 @@ import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { ImportOptions, Importer, ImportRecord, Xattr } from "../../src/connectors/records.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup } from "../../src/snapshot/backup/backup.js";
-import { TreeReader } from "../../src/snapshot/vfs.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 
 interface File {
   name: string;

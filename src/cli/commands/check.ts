@@ -2,10 +2,11 @@
 import { Command } from "commander";
 import type { Repository } from "../../repository/repository.js";
 import { check } from "../../snapshot/check.js";
-import { resolveSnapshot } from "../../snapshot/vfs.js";
+import { resolveSnapshot } from "../../snapshot/snapshots.js";
 import { isCofferError } from "../../util/errors.js";
 import { type Context, withRepository } from "../context.js";
 import { say, shown } from "../format.js";
+import { parseSnapshotSelector } from "../snapshot-target.js";
 
 export interface CheckCmdOptions {
   fast?: boolean;
@@ -29,8 +30,9 @@ async function withCheckable<T>(ctx: Context, fn: (repo: Repository, writable: b
 
 export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<number> {
   const fast = (o.fast ?? false) && !o.readData;
+  const selectors = snaps.map(parseSnapshotSelector);
   return withCheckable(ctx, async (repo, writable) => {
-    const ids = snaps.length ? await Promise.all(snaps.map(async (s) => (await resolveSnapshot(repo, s, ctx.signal)).id)) : undefined;
+    const ids = selectors.length ? await Promise.all(selectors.map(async (s) => (await resolveSnapshot(repo, s, ctx.signal)).id)) : undefined;
     const r = await check(repo, { fast, signal: ctx.signal, ...(ids ? { snapshots: ids } : {}) });
     let recorded = 0;
     let notRecorded: string | undefined;
@@ -43,7 +45,8 @@ export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context
         notRecorded = e.message;
       }
     }
-    if (o.json) ctx.stdout.write(`${JSON.stringify({ ...r, recorded })}\n`);
+    // Problems as text: the errors behind them are for callers of check(), not part of the JSON report.
+    if (o.json) ctx.stdout.write(`${JSON.stringify({ ...r, problems: r.problems.map(({ error: _error, ...p }) => p), recorded })}\n`);
     else {
       for (const p of r.problems) {
         const where = p.snapshot ? `snapshot ${p.snapshot.slice(0, 8)}${p.path ? `: ${shown(p.path)}` : ""}: ` : "";

@@ -1,10 +1,12 @@
 /** `coffer ls`: list snapshots, or the entries of a directory in a snapshot. */
 import { Command } from "commander";
-import { listSnapshots, lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader, joinPath } from "../../snapshot/vfs.js";
+import { listSnapshots, resolveSnapshot } from "../../snapshot/snapshots.js";
+import { joinPath, lookupOrThrow, TreeReader } from "../../snapshot/tree-reader.js";
 import type { Entry } from "../../snapshot/tree.js";
 import { toHex } from "../../util/hex.js";
 import { type Context, withRepository } from "../context.js";
 import { bytes, entryJson, localTime, modeString, say, shortId, shown, shownSource, snapshotJson } from "../format.js";
+import { parseSnapshotTarget } from "../snapshot-target.js";
 
 export interface LsOptions {
   recursive?: boolean;
@@ -28,8 +30,8 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
       for (const u of unreadable) say(ctx.stderr, `coffer: snapshot ${toHex(u.id)} cannot be read: ${u.message}`);
       return unreadable.length > 0 ? 3 : 0;
     }
-    const { snap, path: asTyped } = parseSnapPath(target);
-    const header = await resolveSnapshot(repo, snap, ctx.signal);
+    const { snapshot, path: asTyped } = parseSnapshotTarget(target);
+    const header = await resolveSnapshot(repo, snapshot, ctx.signal);
     const reader = new TreeReader(repo);
     const { entry: top, path } = await lookupOrThrow(reader, header, asTyped, ctx.signal);
     const rows: Record<string, unknown>[] = [];
