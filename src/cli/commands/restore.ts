@@ -7,6 +7,7 @@ import { restore } from "../../snapshot/restore.js";
 import { lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader } from "../../snapshot/vfs.js";
 import { CofferError } from "../../util/errors.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
 
 export interface RestoreCmdOptions {
@@ -17,9 +18,9 @@ export interface RestoreCmdOptions {
   force?: boolean;
 }
 
-export async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<number> {
+export async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<ExitCode> {
   const { snap, path } = parseSnapPath(target);
-  const exporter = await ctx.registry.make("exporter", o.to ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
+  const exporter = await ctx.registry.make("exporter", o.to ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
   try {
     return await restoreTo(exporter, snap, path, o, ctx);
   } finally {
@@ -27,7 +28,7 @@ export async function runRestore(target: string | undefined, o: RestoreCmdOption
   }
 }
 
-async function restoreTo(exporter: Exporter, snap: string | undefined, path: string, o: RestoreCmdOptions, ctx: Context): Promise<number> {
+async function restoreTo(exporter: Exporter, snap: string | undefined, path: string, o: RestoreCmdOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const header = await resolveSnapshot(repo, snap, ctx.signal);
     // A path that is not there fails before anything is created (ping() makes the directory).
@@ -49,11 +50,11 @@ async function restoreTo(exporter: Exporter, snap: string | undefined, path: str
     else if (!o.quiet) {
       say(ctx.stderr, `restored ${r.files} files, ${r.dirs} dirs, ${bytes(r.bytes)} from ${shortId(header.id)} to ${shown(dir)}${r.errors.length ? `; ${r.errors.length} errors` : ""}`);
     }
-    return r.errors.length > 0 ? 3 : 0;
+    return r.errors.length > 0 ? ExitCode.PARTIAL : ExitCode.OK;
   });
 }
 
-export function restoreCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function restoreCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("restore")
     .description("restore SNAP[:PATH] (default: the latest snapshot) into a directory")
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")
