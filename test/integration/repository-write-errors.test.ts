@@ -16,6 +16,7 @@ import { Resource } from "../../src/connectors/flags.js";
 import { FsImporter } from "../../src/connectors/fs/importer.js";
 import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { CallOptions, Mac } from "../../src/connectors/store.js";
+import { exitCodeOf } from "../../src/cli/exit-codes.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup } from "../../src/snapshot/backup/backup.js";
 import type { BackupEvent } from "../../src/snapshot/backup/events.js";
@@ -96,7 +97,7 @@ describe("a repository write that fails stops the backup, named as such", () => 
         expect(result).toBeInstanceOf(CofferError);
         const e = result as CofferError;
         expect(e.code).toBe("REPOSITORY_WRITE");
-        expect(e.exitCode).toBe(1);
+        expect(exitCodeOf(e.code)).toBe(1);
         expect(e.message).toBe(`${headline}: cannot write to /srv/full-repo (${errno}: ${strerror})`);
         expect(events.filter((x) => x.type === "failed" || x.type === "xattr-failed"), "no entry is reported as unreadable").toEqual([]);
         expect(store.failures).toBeGreaterThan(0);

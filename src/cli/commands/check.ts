@@ -5,6 +5,7 @@ import { check } from "../../snapshot/check.js";
 import { resolveSnapshot } from "../../snapshot/snapshots.js";
 import { isCofferError } from "../../util/errors.js";
 import { type Context, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { say, shown } from "../format.js";
 import { parseSnapshotSelector } from "../snapshot-target.js";
 
@@ -28,7 +29,7 @@ async function withCheckable<T>(ctx: Context, fn: (repo: Repository, writable: b
   }
 }
 
-export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<number> {
+export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<ExitCode> {
   const fast = (o.fast ?? false) && !o.readData;
   const selectors = snaps.map(parseSnapshotSelector);
   return withCheckable(ctx, async (repo, writable) => {
@@ -61,11 +62,11 @@ export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context
       if (recorded > 0) say(ctx.stdout, "recorded the damage in the state: backups store the damaged blobs again; `coffer repair index` and `coffer repair snapshots` repair the rest");
     }
     if (notRecorded !== undefined) say(ctx.stderr, `coffer: warning: the damage found was not recorded in the state: ${notRecorded}`);
-    return r.problems.length ? 1 : 0;
+    return r.problems.length ? ExitCode.ERROR : ExitCode.OK;
   });
 }
 
-export function checkCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function checkCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("check")
     .description("verify that snapshots are complete and, without --fast, that every blob is intact")
     .argument("[snap...]", "snapshots to check (default: all)")
