@@ -4,11 +4,11 @@
  * file is unchanged, ctime included (setting an attribute changes ctime).
  */
 import { describe, expect, it } from "vitest";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { ImportOptions, Importer, ImportRecord, Xattr } from "../../src/connectors/records.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup } from "../../src/snapshot/backup/backup.js";
-import { TreeReader } from "../../src/snapshot/vfs.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 
 interface File {
   name: string;

@@ -8,15 +8,16 @@
  */
 import { describe, expect, it } from "vitest";
 import { LocationFlag, Resource } from "../../src/connectors/flags.js";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup } from "../../src/snapshot/backup/backup.js";
 import type { CheckpointPolicy } from "../../src/snapshot/backup/checkpointer.js";
 import type { BackupEvent } from "../../src/snapshot/backup/events.js";
 import { isPartial } from "../../src/snapshot/header.js";
-import { fileBytes } from "../../src/snapshot/restore.js";
-import { listSnapshots, resolveSnapshot, TreeReader } from "../../src/snapshot/vfs.js";
+import { fileBytes } from "../../src/snapshot/restore/content.js";
+import { listSnapshots, resolveSnapshot } from "../../src/snapshot/snapshots.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { CofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { BlobType } from "../../src/repository/codec.js";

@@ -15,7 +15,7 @@ import type { EntryKind, FileInfo } from "../../src/connectors/records.js";
 import { decodeHeader, encodeHeader, HEADER_VERSION, type SnapshotHeader } from "../../src/snapshot/header.js";
 import { pathKey, SCAN_CACHE_MEMORY, ScanCache } from "../../src/snapshot/backup/scancache.js";
 import type { Repository } from "../../src/repository/repository.js";
-import { TreeReader } from "../../src/snapshot/vfs.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { compareNames, decodeEntry, decodeTree, encodeEntry, encodeTree, encodeTreeOf, type Entry, packEntry, TREE_VERSION, unpackEntry } from "../../src/snapshot/tree.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 
@@ -579,7 +579,7 @@ describe.each(scanCacheModes)("ScanCache order (%s)", (_mode, budget) => {
   });
 });
 
-describe("TreeReader.walk (src/snapshot/vfs.ts)", () => {
+describe("TreeReader.walk (src/snapshot/tree-reader.ts)", () => {
   const entry = (name: string, kind: EntryKind, tree?: Uint8Array): Entry => ({
     name,
     info: { name, kind, size: 0, mode: kind === "dir" ? 0o755 : 0o644, mtimeNs: 1n, dev: 1n, ino: 2n, uid: 0, gid: 0, nlink: 1 },

@@ -9,7 +9,8 @@ import { type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from 
 import type { Importer } from "../../connectors/records.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
-import { connectorOptions, type Context, withRepository } from "../context.js";
+import { connectorOptions, type Context, userPath, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
 
 export interface BackupCmdOptions {
@@ -25,7 +26,7 @@ export interface BackupCmdOptions {
 }
 
 export interface BackupOutcome {
-  exitCode: 0 | 3;
+  exitCode: ExitCode;
 }
 
 export async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
@@ -33,7 +34,7 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
   for (const f of o.excludeFile ?? []) {
     let text: string;
     try {
-      text = await readFile(f, "utf8");
+      text = await readFile(userPath(ctx, f), "utf8");
     } catch (e) {
       throw new CofferError("USAGE", `cannot read exclude file ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
@@ -44,7 +45,7 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
     interval = numericValue("duration", o.checkpointInterval);
     if (!Number.isFinite(interval)) throw new CofferError("USAGE", `--checkpoint-interval must be a duration such as 30s or 5m, not ${JSON.stringify(o.checkpointInterval)}`);
   }
-  const importer = await ctx.registry.make("importer", path ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx, { excludes, noXattr: !o.xattr }));
+  const importer = await ctx.registry.make("importer", path ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { excludes, noXattr: !o.xattr }));
   try {
     return await backupFrom(importer, o, interval, ctx);
   } finally {
@@ -96,7 +97,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       }
       ctx.stdout.write(`${shortId(header.id)}\n`);
     }
-    return { exitCode: s.errors > 0 ? 3 : 0 };
+    return { exitCode: s.errors > 0 ? ExitCode.PARTIAL : ExitCode.OK };
   });
 }
 
@@ -110,7 +111,7 @@ function safeUser(): string {
 
 const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 
-export function backupCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function backupCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("backup")
     .description("back up LOCATION (default: the current directory) as a new snapshot")
     .argument("[location]", "what to back up: a directory, or PROTO:... (fs:, stdin:NAME, tar:FILE, tar+gz:FILE, an installed plugin)")

@@ -21,6 +21,7 @@ import type { PoolInit, ToMain, ToWorker } from "./chunk-pool.js";
 import { copyInto, RingWriter } from "../../util/ring.js";
 import { collectAfter } from "../workers.js";
 import { fsPath } from "../../util/names.js";
+import { probeDirectOffset } from "../../util/direct-io.js";
 
 const init = workerData as PoolInit;
 const chunker = makeChunker(init.chunking, init.keys.gear);
@@ -137,23 +138,9 @@ function reopenBuffered(fd: number, path: string): number {
 
 /**
  * Offset of `buf` from which direct reads are aligned: undefined until a
- * direct read was tried, null when none was. JavaScript cannot see a
- * buffer's address, so offsets are tried in turn with a BLOCK read at the
- * start of the file (EINVAL: misaligned).
+ * direct read was tried, null when none was (found by probeDirectOffset).
  */
 let alignedBase: number | null | undefined;
-
-function probeAlignment(fd: number): number | null {
-  for (let at = 0; at < BLOCK; at += 16) {
-    try {
-      readSync(fd, buf, at, BLOCK, 0);
-      return at;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EINVAL") return null;
-    }
-  }
-  return null;
-}
 
 /** Files up to this size (as the walk saw it) are read whole, and ahead when the disk is slow. */
 const WHOLE_MAX = 1 << 20;
@@ -290,7 +277,7 @@ async function readFile(id: number, path: string, walkSize: number): Promise<voi
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new Error("no longer a regular file");
-    if (direct && alignedBase === undefined && st.size >= BLOCK) alignedBase = probeAlignment(fd);
+    if (direct && alignedBase === undefined && st.size >= BLOCK) alignedBase = probeDirectOffset(fd, buf, "read");
     if (direct && (alignedBase === null || alignedBase === undefined)) {
       fd = reopenBuffered(fd, path);
       direct = false;

@@ -12,7 +12,8 @@ import { isCofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { PRIOR_SNAPSHOTS, type SnapshotHeader } from "../header.js";
 import type { ChunkRef, Entry } from "../tree.js";
-import { listSnapshots, TreeReader } from "../vfs.js";
+import { listSnapshots } from "../snapshots.js";
+import { TreeReader } from "../tree-reader.js";
 
 /**
  * The snapshots a backup starts from: the latest one of the same source (its

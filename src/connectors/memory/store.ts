@@ -5,10 +5,11 @@
  * read-only instances refuse writes. Several instances can share one
  * MemoryBacking, e.g. a writer and a read-only view of the same repository.
  */
-import { CofferError, CorruptError, NotFoundError, throwIfAborted } from "../util/errors.js";
-import { fromHex, toHex } from "../util/hex.js";
-import { Resource, resourceName, StoreMode } from "./flags.js";
-import type { CallOptions, Mac, Range, Store } from "./store.js";
+import { NotFoundError, throwIfAborted } from "../../util/errors.js";
+import { fromHex } from "../../util/hex.js";
+import { type Resource, resourceName, StoreMode } from "../flags.js";
+import { checkRange, checkResource, collectPut, macHex, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists } from "../store-checks.js";
+import type { CallOptions, Mac, Range, Store } from "../store.js";
 
 /** What a MemoryStore keeps; pass the same object to several stores to share it. */
 export interface MemoryBacking {
@@ -26,7 +27,6 @@ export interface MemoryStoreOptions {
   name?: string | undefined;
 }
 
-const MAC_BYTES = 32;
 let counter = 0;
 
 export class MemoryStore implements Store {
@@ -55,16 +55,14 @@ export class MemoryStore implements Store {
   async create(config: Uint8Array, opts: CallOptions = {}): Promise<void> {
     throwIfAborted(opts.signal);
     this.#checkWritable("create");
-    if (this.backing.config !== undefined) {
-      throw new CofferError("REPOSITORY_EXISTS", `a repository already exists at ${this.root}`, { root: this.root });
-    }
+    if (this.backing.config !== undefined) throw repositoryExists(this.root);
     this.backing.config = copy(config);
   }
 
   async open(opts: CallOptions = {}): Promise<Uint8Array> {
     throwIfAborted(opts.signal);
     const config = this.backing.config;
-    if (config === undefined) throw new CofferError("NO_REPOSITORY", `no repository at ${this.root}`, { root: this.root });
+    if (config === undefined) throw noRepository(this.root);
     return copy(config);
   }
 
@@ -104,26 +102,9 @@ export class MemoryStore implements Store {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("put");
-    const key = macKey(mac);
+    const key = macHex(mac);
     const objects = this.#objects(resource);
-    let stored: Uint8Array;
-    if (data instanceof Uint8Array) {
-      stored = copy(data);
-    } else {
-      const pieces: Uint8Array[] = [];
-      let size = 0;
-      for await (const piece of data) {
-        throwIfAborted(signal);
-        pieces.push(copy(piece)); // producers may reuse their buffers
-        size += piece.byteLength;
-      }
-      stored = new Uint8Array(size);
-      let at = 0;
-      for (const piece of pieces) {
-        stored.set(piece, at);
-        at += piece.byteLength;
-      }
-    }
+    const stored = await collectPut(data, signal);
     throwIfAborted(signal);
     objects.set(key, stored);
     return stored.byteLength;
@@ -132,26 +113,19 @@ export class MemoryStore implements Store {
   async get(resource: Resource, mac: Mac, range?: Range, opts: CallOptions = {}): Promise<Uint8Array> {
     throwIfAborted(opts.signal);
     if (range !== undefined) checkRange(range);
-    const key = macKey(mac);
+    const key = macHex(mac);
     const what = `${resourceName(resource)} ${key}`;
     const data = this.#objects(resource).get(key);
     if (data === undefined) throw new NotFoundError(what, { resource, mac: key });
     if (range === undefined) return copy(data);
-    const end = range.offset + range.length;
-    if (end > data.byteLength) {
-      throw new CorruptError(what, `range ${range.offset}+${range.length} past the end (${data.byteLength} bytes)`, {
-        resource,
-        mac: key,
-        size: data.byteLength,
-      });
-    }
-    return data.slice(range.offset, end); // data is a plain Uint8Array: slice copies
+    const { offset, length } = rangeWithin(range, data.byteLength, what, { resource, mac: key });
+    return data.slice(offset, offset + length); // data is a plain Uint8Array: slice copies
   }
 
   async delete(resource: Resource, mac: Mac, opts: CallOptions = {}): Promise<void> {
     throwIfAborted(opts.signal);
     this.#checkWritable("delete");
-    const key = macKey(mac);
+    const key = macHex(mac);
     if (!this.#objects(resource).delete(key)) {
       throw new NotFoundError(`${resourceName(resource)} ${key}`, { resource, mac: key });
     }
@@ -160,13 +134,11 @@ export class MemoryStore implements Store {
   async close(): Promise<void> {}
 
   #checkWritable(op: string): void {
-    if (this.#readOnly) {
-      throw new CofferError("READ_ONLY", `[memory] ${this.root} is read-only: ${op} refused`, { root: this.root });
-    }
+    refuseIfReadOnly(this.#readOnly, "memory", this.root, op);
   }
 
   #objects(resource: Resource): Map<string, Uint8Array> {
-    if (!Object.values(Resource).includes(resource)) throw new TypeError(`unknown store resource ${String(resource)}`);
+    checkResource(resource);
     let objects = this.backing.objects.get(resource);
     if (objects === undefined) {
       objects = new Map();
@@ -179,18 +151,4 @@ export class MemoryStore implements Store {
 /** A fresh plain Uint8Array (Buffer#slice would share memory). */
 function copy(b: Uint8Array): Uint8Array {
   return new Uint8Array(b);
-}
-
-function macKey(mac: Mac): string {
-  if (!(mac instanceof Uint8Array) || mac.byteLength !== MAC_BYTES) {
-    throw new TypeError(`a store MAC is ${MAC_BYTES} bytes`);
-  }
-  return toHex(mac);
-}
-
-function checkRange(range: Range): void {
-  const ok = (n: number) => Number.isSafeInteger(n) && n >= 0;
-  if (!ok(range.offset) || !ok(range.length)) {
-    throw new RangeError(`invalid range ${range.offset}+${range.length}`);
-  }
 }

@@ -2,11 +2,11 @@
  * Hole detection for sparse restores: a chunk is split into data and zero
  * pieces on HOLE_BLOCK boundaries of the file.
  */
-import type { ContentPiece } from "../connectors/records.js";
+import type { ContentPiece } from "../../connectors/records.js";
 
 let zeros = Buffer.alloc(0);
 
-export function isZero(b: Uint8Array): boolean {
+function isZero(b: Uint8Array): boolean {
   if (zeros.byteLength < b.byteLength) zeros = Buffer.alloc(Math.max(b.byteLength, 1 << 20));
   return Buffer.compare(b, zeros.subarray(0, b.byteLength)) === 0;
 }

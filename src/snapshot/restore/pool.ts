@@ -1,6 +1,6 @@
 /**
  * The main-thread side of the restore's worker threads: regular files
- * whose chunks sit in a local store are written by restore-worker.ts with
+ * whose chunks sit in a local store are written by worker.ts with
  * synchronous I/O, in batches, while the main thread walks the tree and
  * creates directories, links and special files. Restore falls back to the
  * exporter's own path when the store is not local or the worker script is
@@ -8,49 +8,17 @@
  */
 import { availableParallelism } from "node:os";
 import type { Worker } from "node:worker_threads";
-import type { Compression } from "../repository/codec.js";
-import type { Subkeys } from "../repository/crypto.js";
-import type { Repository } from "../repository/repository.js";
-import { CofferError } from "../util/errors.js";
-import { startWorkers, workerScript } from "./workers.js";
-
-export interface RestoreInit {
-  keys: Subkeys;
-  encrypted: boolean;
-  compression: Compression;
-}
-
-export interface ChunkJob {
-  /** Local path of the packfile. */
-  pack: string;
-  offset: number;
-  length: number;
-  rawLength: number;
-  mac: Uint8Array;
-}
-
-export interface FileJob {
-  id: number;
-  path: string;
-  size: number;
-  mode: number;
-  /** mtime in seconds (fractional). */
-  mtime: number;
-  owner: [number, number] | null;
-  chunks: ChunkJob[];
-}
-
-export interface RestoreToMain {
-  id: number;
-  error?: string;
-}
+import type { Repository } from "../../repository/repository.js";
+import { CofferError } from "../../util/errors.js";
+import { fromWorkerError, startWorkers, workerScript } from "../workers.js";
+import type { FileJob, FileResult, RestoreInit } from "./protocol.js";
 
 interface Slot {
   worker: Worker;
   batch: FileJob[];
   batchBytes: number;
   inFlight: number;
-  waiting: Map<number, (error: string | undefined) => void>;
+  waiting: Map<number, (error: Error | undefined) => void>;
 }
 
 /** A batch is sent when it holds this many files or bytes. */
@@ -68,14 +36,17 @@ export class RestorePool {
 
   private constructor(private readonly slots: Slot[]) {}
 
-  static async start(repo: Repository, n = Math.max(2, availableParallelism())): Promise<RestorePool | null> {
-    const url = workerScript("restore-worker.js");
-    if (!url || !repo.store.localPath) return null;
+  /**
+   * `n` workers for `repo`, or null when its store keeps no local files or
+   * there is no worker `script` (by default the compiled worker.js).
+   */
+  static async start(repo: Repository, n = Math.max(2, availableParallelism()), script = workerScript("restore/worker.js")): Promise<RestorePool | null> {
+    if (!script || !repo.store.localPath) return null;
     const init: RestoreInit = { keys: repo.keys, encrypted: repo.config.encryption !== null, compression: repo.config.compression };
     const slots: Slot[] = [];
     const pool = new RestorePool(slots);
-    const workers = await startWorkers<RestoreToMain[]>(
-      url,
+    const workers = await startWorkers<FileResult[]>(
+      script,
       n,
       () => init,
       (i, out) => pool.onResults(slots[i]!, out),
@@ -86,20 +57,20 @@ export class RestorePool {
   }
 
   private fail(e: Error): void {
-    this.broken ??= new CofferError("IO", `restore worker failed: ${e.message}`);
+    this.broken ??= new CofferError("IO", `restore worker failed: ${e.message}`, {}, { cause: e });
     for (const s of this.slots) {
-      for (const done of s.waiting.values()) done(this.broken.message);
+      for (const done of s.waiting.values()) done(this.broken);
       s.waiting.clear();
     }
     for (const f of this.slotFree.splice(0)) f();
   }
 
-  private onResults(slot: Slot, out: RestoreToMain[]): void {
+  private onResults(slot: Slot, out: FileResult[]): void {
     slot.inFlight--;
     for (const r of out) {
       const done = slot.waiting.get(r.id);
       slot.waiting.delete(r.id);
-      done?.(r.error);
+      done?.(r.error && fromWorkerError(r.error));
     }
     this.slotFree.shift()?.();
   }
@@ -116,9 +87,10 @@ export class RestorePool {
   /**
    * Queues a file once a worker can take it (waiting while every worker is
    * busy, which holds the caller's walk back). `done` settles with the
-   * file's error text, or undefined once it is written.
+   * file's error (a CorruptError for damaged content, as the worker threw
+   * it), or undefined once it is written.
    */
-  async write(job: Omit<FileJob, "id">): Promise<{ done: Promise<string | undefined> }> {
+  async write(job: Omit<FileJob, "id">): Promise<{ done: Promise<Error | undefined> }> {
     if (this.broken) throw this.broken;
     let slot = this.slots[this.next]!;
     if (slot.batch.length === 0) {
@@ -132,7 +104,7 @@ export class RestorePool {
       this.next = this.slots.indexOf(slot);
     }
     const id = this.nextId++;
-    const done = new Promise<string | undefined>((resolve) => slot.waiting.set(id, resolve));
+    const done = new Promise<Error | undefined>((resolve) => slot.waiting.set(id, resolve));
     slot.batch.push({ ...job, id });
     slot.batchBytes += job.size;
     if (slot.batch.length >= BATCH_FILES || slot.batchBytes >= BATCH_BYTES) {
