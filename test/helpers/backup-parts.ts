@@ -3,7 +3,7 @@
  * wires them, on a memory store, for tests that drive one part directly;
  * records and importers made from lists.
  */
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { EntryKind, FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import type { Store } from "../../src/connectors/store.js";
 import { makeChunker } from "../../src/repository/chunker.js";

@@ -13,7 +13,8 @@ import {
   NEEDACK_FILE_STORE_CHECKPOINTS,
 } from "../../src/snapshot/backup/checkpointer.js";
 import { isPartial } from "../../src/snapshot/header.js";
-import { listSnapshots, TreeReader } from "../../src/snapshot/vfs.js";
+import { listSnapshots } from "../../src/snapshot/snapshots.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { CofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { dirRecord, fileRecord, makeParts, makeRepo, type Parts, settle } from "../helpers/backup-parts.js";

@@ -10,7 +10,8 @@ import { BlobType } from "../../src/repository/codec.js";
 import { ScanCache } from "../../src/snapshot/backup/scancache.js";
 import { buildTrees } from "../../src/snapshot/backup/tree-saver.js";
 import type { Entry } from "../../src/snapshot/tree.js";
-import { listSnapshots, TreeReader } from "../../src/snapshot/vfs.js";
+import { listSnapshots } from "../../src/snapshot/snapshots.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { toHex } from "../../src/util/hex.js";
 import { dirRecord, info, makeParts, makeRepo, snapshotOf } from "../helpers/backup-parts.js";
 
