@@ -13,6 +13,7 @@ import type { FileInfo, ImportOptions, Importer, ImportRecord, ImportResult } fr
 import { Repository } from "../../src/repository/repository.js";
 import { backup } from "../../src/snapshot/backup/backup.js";
 import type { CheckpointPolicy } from "../../src/snapshot/backup/checkpointer.js";
+import type { BackupEvent } from "../../src/snapshot/backup/events.js";
 import { isPartial } from "../../src/snapshot/header.js";
 import { fileBytes } from "../../src/snapshot/restore/content.js";
 import { listSnapshots, resolveSnapshot } from "../../src/snapshot/snapshots.js";
@@ -438,5 +439,36 @@ describe("backup: a store that fails or lags (the fault kit, test/helpers/faults
     }
     expect((await check(r3)).problems).toEqual([]);
     await r3.close();
+  });
+});
+
+describe("backup: events", () => {
+  it("reports each entry once (stored, then unchanged on the next run), failures with their message, and the summary last", async () => {
+    const { repo } = await makeRepo();
+    const records = plan(6, 2000);
+    records.push({ pathname: "/bad", kind: "file", error: "permission denied" });
+    for (const round of [1, 2]) {
+      const events: BackupEvent[] = [];
+      const { header } = await backup(repo, {
+        importer: new ScriptedImporter(0, records),
+        hostname: "h", username: "u", os: "linux", arch: "x64", workers: 0,
+        onEvent: (e) => events.push(e),
+      });
+      const entryEvents = events.filter((e) => e.type === "stored" || e.type === "unchanged" || e.type === "failed");
+      expect(entryEvents.map((e) => e.path).sort()).toEqual(records.map((r) => r.pathname).sort());
+      const files = entryEvents.filter((e) => e.path.startsWith("/d/f"));
+      expect(files.every((e) => e.type === (round === 1 ? "stored" : "unchanged")), `round ${round}`).toBe(true);
+      expect(entryEvents.find((e) => e.path === "/bad")).toMatchObject({ type: "failed", message: "permission denied" });
+      // The counters only grow, and end at the summary's figures.
+      for (let i = 1; i < entryEvents.length; i++) expect(entryEvents[i]!.entries).toBe(entryEvents[i - 1]!.entries + 1);
+      const last = entryEvents.at(-1)!;
+      const s = header.summary;
+      expect(last).toMatchObject({ entries: s.files + s.dirs, files: s.files, bytes: s.bytes, readBytes: s.readBytes, errors: 1 });
+      // Added so far: the chunks; the trees and the header come after the last entry.
+      expect(last.addedBytes).toBe(round === 1 ? s.readBytes : 0);
+      expect(last.addedBytes).toBeLessThanOrEqual(s.newBytes);
+      expect(events.at(-1)).toEqual({ type: "summary", id: toHex(header.id), parent: header.parent && toHex(header.parent), summary: s, durationNs: header.durationNs });
+    }
+    await repo.close();
   });
 });
