@@ -6,10 +6,12 @@
  * and the sweep of temp files a crashed writer left.
  */
 import { constants as fsConstants, promises as fsp } from "node:fs";
+import type { Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
 import { mapLimit } from "../util/concurrency.js";
 import { abortError, CofferError, throwIfAborted } from "../util/errors.js";
+import { noRepository } from "./store-checks.js";
 
 /** Temp files older than this belong to a writer that died: the next writer removes them. */
 export const STALE_TEMP_MS = 60 * 60 * 1000;
@@ -105,6 +107,17 @@ export class LocalIo {
       const { bytesRead } = await this.run("read", p, signal, () => fh.read(out, done, want, at));
       if (bytesRead === 0) throw short(at);
       done += bytesRead;
+    }
+  }
+
+  /** stat() of a store's root for ping(): NO_REPOSITORY when there is nothing there. */
+  async statRoot(root: string, signal?: AbortSignal): Promise<Stats> {
+    try {
+      return await fsp.stat(root);
+    } catch (e) {
+      const code = errno(e);
+      if (code === "ENOENT" || code === "ENOTDIR") throw noRepository(root);
+      throw this.error(e, "stat", root, signal);
     }
   }
 

@@ -3,11 +3,12 @@
  * one place: resource, MAC and range arguments (programming errors, thrown
  * as TypeError or RangeError), the range past an object's end (CORRUPT),
  * a read-only store's refusal, and the errors of create() and open(). Also
- * reading a put's data whole, for the stores that must hold it.
+ * reading a put's data whole, for the stores that must hold it, and
+ * yielding a listing's MACs.
  */
 import { abortError, CofferError, CorruptError, throwIfAborted } from "../util/errors.js";
-import { toHex } from "../util/hex.js";
-import { Resource } from "./flags.js";
+import { fromHex, toHex } from "../util/hex.js";
+import { Resource, StoreMode } from "./flags.js";
 import type { Mac, Range } from "./store.js";
 
 /** Bytes of a store MAC. */
@@ -46,6 +47,19 @@ export function rangeWithin(range: Range | undefined, size: number, what: string
     throw new CorruptError(what, `range ${offset}+${length} past the end (${size} bytes)`, { ...data, size });
   }
   return { offset, length };
+}
+
+/** The MACs of `names` (lower-case hex) for list(), checking for an abort before each. */
+export async function* macsOf(names: readonly string[], signal?: AbortSignal): AsyncIterable<Mac> {
+  for (const name of names) {
+    throwIfAborted(signal);
+    yield fromHex(name);
+  }
+}
+
+/** What mode() gives: READ, and WRITE unless the store was opened read-only. */
+export function storeMode(readOnly: boolean): number {
+  return readOnly ? StoreMode.READ : StoreMode.READ | StoreMode.WRITE;
 }
 
 /** READ_ONLY before a write (`op`) to a store opened read-only; `tag` names the store type. */

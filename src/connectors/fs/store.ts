@@ -14,9 +14,9 @@ import * as path from "node:path";
 import { mapLimit } from "../../util/concurrency.js";
 import { abortError, CofferError, CorruptError, isCofferError, NotFoundError, throwIfAborted } from "../../util/errors.js";
 import { fromHex, toHex } from "../../util/hex.js";
-import { LocationFlag, Resource, resourceName, StoreMode } from "../flags.js";
+import { LocationFlag, Resource, resourceName } from "../flags.js";
 import { errno, linkUnsupported, LocalIo, sweepStaleTemps } from "../local-io.js";
-import { checkRange, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists } from "../store-checks.js";
+import { checkRange, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, StagedPut, StageOptions, Store } from "../store.js";
 import { DirectWrites } from "./direct-writer.js";
 import { DirSyncer } from "./dir-syncer.js";
@@ -106,21 +106,14 @@ export class FsStore implements Store {
   async ping(opts: CallOptions = {}): Promise<void> {
     const { signal } = opts;
     throwIfAborted(signal);
-    let isDir: boolean;
-    try {
-      isDir = (await fsp.stat(this.root)).isDirectory();
-    } catch (e) {
-      const code = errno(e);
-      if (code === "ENOENT" || code === "ENOTDIR") throw noRepository(this.root);
-      throw io.error(e, "stat", this.root, signal);
-    }
-    if (!isDir) throw new CofferError("IO", `${this.root}: not a directory`, { path: this.root });
+    const st = await io.statRoot(this.root, signal);
+    if (!st.isDirectory()) throw new CofferError("IO", `${this.root}: not a directory`, { path: this.root });
     throwIfAborted(signal);
   }
 
   async mode(opts: CallOptions = {}): Promise<number> {
     throwIfAborted(opts.signal);
-    return this.#readOnly ? StoreMode.READ : StoreMode.READ | StoreMode.WRITE;
+    return storeMode(this.#readOnly);
   }
 
   /** Bytes of CONFIG and every object (temp files not counted). One stat per object: not cheap on huge stores. */
@@ -152,12 +145,7 @@ export class FsStore implements Store {
     }
   }
 
-  async put(
-    resource: Resource,
-    mac: Mac,
-    data: Uint8Array | AsyncIterable<Uint8Array>,
-    opts: CallOptions = {},
-  ): Promise<number> {
+  async put(resource: Resource, mac: Mac, data: Uint8Array | AsyncIterable<Uint8Array>, opts: CallOptions = {}): Promise<number> {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("put");

@@ -6,9 +6,8 @@
  * MemoryBacking, e.g. a writer and a read-only view of the same repository.
  */
 import { NotFoundError, throwIfAborted } from "../../util/errors.js";
-import { fromHex } from "../../util/hex.js";
-import { type Resource, resourceName, StoreMode } from "../flags.js";
-import { checkRange, checkResource, collectPut, macHex, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists } from "../store-checks.js";
+import { type Resource, resourceName } from "../flags.js";
+import { checkRange, checkResource, collectPut, macHex, macsOf, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, Store } from "../store.js";
 
 /** What a MemoryStore keeps; pass the same object to several stores to share it. */
@@ -72,7 +71,7 @@ export class MemoryStore implements Store {
 
   async mode(opts: CallOptions = {}): Promise<number> {
     throwIfAborted(opts.signal);
-    return this.#readOnly ? StoreMode.READ : StoreMode.READ | StoreMode.WRITE;
+    return storeMode(this.#readOnly);
   }
 
   async size(opts: CallOptions = {}): Promise<number> {
@@ -86,19 +85,11 @@ export class MemoryStore implements Store {
 
   async *list(resource: Resource, opts: CallOptions = {}): AsyncIterable<Mac> {
     throwIfAborted(opts.signal);
-    const names = [...this.#objects(resource).keys()]; // a snapshot: puts during the walk don't disturb it
-    for (const name of names) {
-      throwIfAborted(opts.signal);
-      yield fromHex(name);
-    }
+    // A snapshot: puts during the walk don't disturb it.
+    yield* macsOf([...this.#objects(resource).keys()], opts.signal);
   }
 
-  async put(
-    resource: Resource,
-    mac: Mac,
-    data: Uint8Array | AsyncIterable<Uint8Array>,
-    opts: CallOptions = {},
-  ): Promise<number> {
+  async put(resource: Resource, mac: Mac, data: Uint8Array | AsyncIterable<Uint8Array>, opts: CallOptions = {}): Promise<number> {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("put");

@@ -29,10 +29,9 @@ import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as path from "node:path";
 import { abortError, CofferError, CorruptError, NotFoundError, throwIfAborted } from "../../util/errors.js";
-import { fromHex } from "../../util/hex.js";
-import { LocationFlag, Resource, resourceName, StoreMode } from "../flags.js";
+import { LocationFlag, Resource, resourceName } from "../flags.js";
 import { errno, linkUnsupported, sweepStaleTemps } from "../local-io.js";
-import { checkRange, checkResource, collectPut, macHex, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists } from "../store-checks.js";
+import { checkRange, checkResource, collectPut, macHex, macsOf, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, Store } from "../store.js";
 import { Handle, io, openArchive, readArchive, writeTail } from "./archive-file.js";
 import { lockCommit } from "./commit-lock.js";
@@ -165,21 +164,14 @@ export class PtarStore implements Store {
   async ping(opts: CallOptions = {}): Promise<void> {
     const { signal } = opts;
     throwIfAborted(signal);
-    let st;
-    try {
-      st = await fsp.stat(this.root);
-    } catch (e) {
-      const code = errno(e);
-      if (code === "ENOENT" || code === "ENOTDIR") throw noRepository(this.root);
-      throw io.error(e, "stat", this.root, signal);
-    }
+    const st = await io.statRoot(this.root, signal);
     if (!st.isFile()) throw new CofferError("IO", `[ptar] ${this.root}: not a file`, { path: this.root });
     throwIfAborted(signal);
   }
 
   async mode(opts: CallOptions = {}): Promise<number> {
     throwIfAborted(opts.signal);
-    return this.#readOnly ? StoreMode.READ : StoreMode.READ | StoreMode.WRITE;
+    return storeMode(this.#readOnly);
   }
 
   /**
@@ -211,18 +203,10 @@ export class PtarStore implements Store {
       names = [];
       for (const key of view.index.keys()) if (key[0] === prefix) names.push(key.slice(1)); // a snapshot
     }
-    for (const name of names) {
-      throwIfAborted(signal);
-      yield fromHex(name);
-    }
+    yield* macsOf(names, signal);
   }
 
-  async put(
-    resource: Resource,
-    mac: Mac,
-    data: Uint8Array | AsyncIterable<Uint8Array>,
-    opts: CallOptions = {},
-  ): Promise<number> {
+  async put(resource: Resource, mac: Mac, data: Uint8Array | AsyncIterable<Uint8Array>, opts: CallOptions = {}): Promise<number> {
     const { signal } = opts;
     throwIfAborted(signal);
     this.#checkWritable("put");
