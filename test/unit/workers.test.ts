@@ -1,13 +1,14 @@
 /**
- * Errors across worker threads (src/snapshot/workers.ts): what a worker
- * posts (toWorkerError) survives structured cloning, as postMessage does
- * it, and comes back (fromWorkerError) as the same class with its code,
- * detail and data; an error thrown out of a worker reaches startWorkers'
- * onFail as its class again.
+ * Errors across worker threads (src/snapshot/worker-errors.ts): what a
+ * worker posts (toWorkerError) survives structured cloning, as postMessage
+ * does it, and comes back (fromWorkerError) as the same class with its
+ * code, detail and data; an error thrown out of a worker reaches
+ * startWorkers' onFail (src/snapshot/workers.ts) as its class again.
  */
 import { openSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { fromWorkerError, startWorkers, toWorkerError } from "../../src/snapshot/workers.js";
+import { fromWorkerError, toWorkerError } from "../../src/snapshot/worker-errors.js";
+import { startWorkers } from "../../src/snapshot/workers.js";
 import { CofferError, CorruptError, NotFoundError } from "../../src/util/errors.js";
 
 /** What the main thread makes of `e` posted by a worker. */

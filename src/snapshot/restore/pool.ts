@@ -10,7 +10,8 @@ import { availableParallelism } from "node:os";
 import type { Worker } from "node:worker_threads";
 import type { Repository } from "../../repository/repository.js";
 import { CofferError } from "../../util/errors.js";
-import { fromWorkerError, startWorkers, workerScript } from "../workers.js";
+import { fromWorkerError } from "../worker-errors.js";
+import { startWorkers, workerScript } from "../workers.js";
 import type { FileJob, FileResult, RestoreInit } from "./protocol.js";
 
 interface Slot {

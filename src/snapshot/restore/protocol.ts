@@ -5,7 +5,7 @@
  */
 import type { Compression } from "../../repository/codec.js";
 import type { Subkeys } from "../../repository/crypto.js";
-import type { WorkerError } from "../workers.js";
+import type { WorkerError } from "../worker-errors.js";
 
 /** A worker's workerData: what it needs to decode chunks. */
 export interface RestoreInit {

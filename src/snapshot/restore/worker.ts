@@ -2,11 +2,11 @@
  * A restore worker thread (started by pool.ts): writes the files of each
  * batch it is sent with a FileWriter and answers with one result per
  * file, errors in the form that keeps their code and data across
- * postMessage (workers.ts).
+ * postMessage (worker-errors.ts).
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { Codec } from "../../repository/codec.js";
-import { toWorkerError } from "../workers.js";
+import { toWorkerError } from "../worker-errors.js";
 import { FileWriter } from "./file-writer.js";
 import type { FileJob, FileResult, RestoreInit } from "./protocol.js";
 
