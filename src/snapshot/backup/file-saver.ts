@@ -10,6 +10,7 @@ import type { ImportRecord } from "../../connectors/records.js";
 import { chunkStream, type ChunkerConfig } from "../../repository/chunker.js";
 import { BlobType } from "../../repository/codec.js";
 import type { Repository } from "../../repository/repository.js";
+import { InFlight } from "../../util/concurrency.js";
 import { throwIfAborted } from "../../util/errors.js";
 import { giveBack } from "../../util/ring.js";
 import type { ChunkRef } from "../tree.js";
@@ -99,58 +100,44 @@ export class FileSaver {
   /** Reads `r` through its open(), chunking and MACing here and storing the new chunks. */
   private async readStream(r: ImportRecord): Promise<ChunkRef[]> {
     const chunks: ChunkRef[] = [];
-    const window: Promise<unknown>[] = [];
+    const puts = new InFlight(CHUNKS_IN_FLIGHT);
     const source = await r.open!();
-    try {
-      for await (const chunk of chunkStream(source, this.chunker)) {
-        throwIfAborted(this.signal);
-        const mac = this.repo.mac.mac(chunk);
-        chunks.push({ mac, length: chunk.byteLength });
-        this.tally.summary.readBytes += chunk.byteLength;
-        if (!this.repo.has(BlobType.CHUNK, mac)) {
-          window.push(this.repo.putBlob(BlobType.CHUNK, chunk, mac, this.writeSignal));
-          if (window.length >= CHUNKS_IN_FLIGHT) await window.shift();
-        }
-      }
-      await Promise.all(window);
-    } catch (e) {
-      for (const p of window) p.catch(() => {}); // failed with us; nobody else waits for them
-      throw e;
+    for await (const chunk of chunkStream(source, this.chunker)) {
+      throwIfAborted(this.signal);
+      const mac = this.repo.mac.mac(chunk);
+      chunks.push({ mac, length: chunk.byteLength });
+      this.tally.summary.readBytes += chunk.byteLength;
+      if (!this.repo.has(BlobType.CHUNK, mac)) await puts.add(this.repo.putBlob(BlobType.CHUNK, chunk, mac, this.writeSignal));
     }
+    await puts.drain();
     return chunks;
   }
 
   /** A local file read, chunked and (for all but large files) encoded by the worker threads. */
   private async readLocal(pool: ChunkPool, path: string, size: number): Promise<ChunkRef[]> {
     const chunks: ChunkRef[] = [];
-    const window: Promise<unknown>[] = [];
+    const puts = new InFlight(RAW_IN_FLIGHT);
     const { repo, signal, writeSignal } = this;
-    try {
-      // c.data may be lent (util/ring.ts): given back here, or by what it is passed to.
-      await pool.readFile(path, size, async (c) => {
-        if (signal.aborted) giveBack(c.data);
-        throwIfAborted(signal);
-        chunks.push({ mac: c.mac, length: c.length });
-        this.tally.summary.readBytes += c.length;
-        if (!c.raw) {
-          await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.data, writeSignal);
-        } else if (!repo.has(BlobType.CHUNK, c.mac)) {
-          // Encoded by a worker that is not reading a large file, else here
-          // (zstd on the libuv pool); several at once.
-          const encoding = pool.encode(c.mac, c.data);
-          window.push(
-            encoding
-              ? encoding.then((data) => repo.addEncoded(BlobType.CHUNK, c.mac, c.length, data, writeSignal))
-              : repo.putBlob(BlobType.CHUNK, c.data, c.mac, writeSignal).finally(() => giveBack(c.data)),
-          );
-          if (window.length >= RAW_IN_FLIGHT) await window.shift();
-        } else giveBack(c.data);
-      });
-      await Promise.all(window);
-    } catch (e) {
-      for (const p of window) p.catch(() => {}); // failed with us; nobody else waits for them
-      throw e;
-    }
+    // c.data may be lent (util/ring.ts): given back here, or by what it is passed to.
+    await pool.readFile(path, size, async (c) => {
+      if (signal.aborted) giveBack(c.data);
+      throwIfAborted(signal);
+      chunks.push({ mac: c.mac, length: c.length });
+      this.tally.summary.readBytes += c.length;
+      if (!c.raw) {
+        await repo.addEncoded(BlobType.CHUNK, c.mac, c.length, c.data, writeSignal);
+      } else if (!repo.has(BlobType.CHUNK, c.mac)) {
+        // Encoded by a worker that is not reading a large file, else here
+        // (zstd on the libuv pool); several at once.
+        const encoding = pool.encode(c.mac, c.data);
+        await puts.add(
+          encoding
+            ? encoding.then((data) => repo.addEncoded(BlobType.CHUNK, c.mac, c.length, data, writeSignal))
+            : repo.putBlob(BlobType.CHUNK, c.data, c.mac, writeSignal).finally(() => giveBack(c.data)),
+        );
+      } else giveBack(c.data);
+    });
+    await puts.drain();
     return chunks;
   }
 }

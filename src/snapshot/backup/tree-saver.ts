@@ -7,6 +7,7 @@ import { encode } from "@msgpack/msgpack";
 import { BlobType } from "../../repository/codec.js";
 import { randomKey } from "../../repository/crypto.js";
 import type { Repository } from "../../repository/repository.js";
+import { InFlight } from "../../util/concurrency.js";
 import { encodeHeader, type SnapshotHeader } from "../header.js";
 import { compareNames, type Entry, encodeTree, encodeTreeOf, packEntry, unpackEntry } from "../tree.js";
 import type { ScanCache } from "./scancache.js";
@@ -118,7 +119,7 @@ export async function buildTrees(repo: Repository, cache: ScanCache, signal?: Ab
   // wait for the store, and several trees are stored at once. Entries other
   // than directories go into their tree as the bytes the scan cache holds
   // (the same bytes, without decoding and encoding each again).
-  const window: Promise<unknown>[] = [];
+  const puts = new InFlight(TREES_IN_FLIGHT);
   const close = async () => {
     const f = stack.pop()!;
     // The scan gives children in byte order of their names, the tree's order
@@ -132,8 +133,7 @@ export async function buildTrees(repo: Repository, cache: ScanCache, signal?: Ab
     }
     const raw = encodeTreeOf(kids.map((c) => c.packed));
     const mac = repo.mac.mac(raw);
-    window.push(repo.putBlob(BlobType.TREE, raw, mac, signal));
-    if (window.length >= TREES_IN_FLIGHT) await window.shift();
+    await puts.add(repo.putBlob(BlobType.TREE, raw, mac, signal));
     f.entry.tree = mac;
     const up = stack.at(-1);
     if (up) up.children.push({ name: f.entry.name, packed: packEntry(f.entry) });
@@ -154,12 +154,7 @@ export async function buildTrees(repo: Repository, cache: ScanCache, signal?: Ab
     while (stack.length > 0) await close();
     return root ?? { ...syntheticDir(""), tree: (await repo.putBlob(BlobType.TREE, encodeTree([]), undefined, signal)).mac };
   };
-  try {
-    const top = await walk();
-    await Promise.all(window);
-    return top;
-  } catch (e) {
-    for (const p of window) p.catch(() => {}); // failed with us
-    throw e;
-  }
+  const top = await walk();
+  await puts.drain();
+  return top;
 }
