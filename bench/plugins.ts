@@ -11,11 +11,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { arch, cpus, hostname, platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Store } from "../src/connectors/store.ts";
+import { markdownTable, median } from "./report.ts";
 
 // The built code (npm run build first), loaded by URL so that type-checking needs no dist/.
 const dist = (p: string) => import(new URL(`../dist/${p}`, import.meta.url).href);
 const { Resource } = (await dist("connectors/flags.js")) as typeof import("../src/connectors/flags.ts");
-const { FsStore } = (await dist("connectors/fs-store.js")) as typeof import("../src/connectors/fs-store.ts");
+const { FsStore } = (await dist("connectors/fs/store.js")) as typeof import("../src/connectors/fs/store.ts");
 const { PluginStore } = (await dist("connectors/plugin/store.js")) as typeof import("../src/connectors/plugin/store.ts");
 
 const args = process.argv.slice(2);
@@ -43,7 +44,6 @@ async function run(store: Store): Promise<Timed> {
   return { put: mib / ((t1 - t0) / 1000), get: mib / ((t2 - t1) / 1000) };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const rows: { name: string; put: number[]; get: number[] }[] = [
   { name: "FsStore in process", put: [], get: [] },
   { name: "plugfs plugin over gRPC (stdio)", put: [], get: [] },
@@ -65,5 +65,5 @@ for (let round = 0; round < 3; round++) {
   }
 }
 console.log(`${count * 32} MiB as ${count} x 32 MiB objects, median of 3; ${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), Node ${process.version}`);
-console.log("| store | put MiB/s | get MiB/s |\n|---|---:|---:|");
-for (const r of rows) console.log(`| ${r.name} | ${median(r.put).toFixed(0)} | ${median(r.get).toFixed(0)} |`);
+const cell = (xs: number[]): string => median(xs)?.toFixed(0) ?? "—";
+console.log(markdownTable(["store", "put MiB/s", "get MiB/s"], ["left", "right", "right"], rows.map((r) => [r.name, cell(r.put), cell(r.get)])).join("\n"));

@@ -3,7 +3,9 @@
  * COFFER_REPOSITORY, then ~/.coffer), its store, the passphrase (--keyfile,
  * COFFER_PASSPHRASE, or a prompt when there is a terminal; never a wait for
  * input without one; bytes, see ./passphrase.ts), the repositories this
- * client knows (./known.ts), and cancellation on SIGINT/SIGTERM.
+ * client knows (./known.ts), and cancellation on SIGINT/SIGTERM. Streams,
+ * environment and working directory are the run's (CliIo), never the
+ * process's, so that runs sharing one process (the tests') stay apart.
  */
 import { readFile } from "node:fs/promises";
 import { arch, availableParallelism, homedir, hostname, platform } from "node:os";
@@ -25,6 +27,24 @@ import { say } from "./format.js";
 import { KnownRepositories, knownDir } from "./known.js";
 import { envPassphrase, keyfilePassphrase, PASSPHRASE_VAR } from "./passphrase.js";
 
+/** What a run of the CLI is given: its streams, environment, directory and cancellation (src/cli/main.ts gives the process's). */
+export interface CliIo {
+  stdin: NodeJS.ReadableStream;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+  /** The directory relative paths are taken from. */
+  cwd: string;
+  /** Aborted when the run is interrupted (SIGINT/SIGTERM). */
+  signal: AbortSignal;
+  /**
+   * The bytes of `env` as the process received it (./passphrase.ts), where
+   * `env` is the process's own; without it a COFFER_PASSPHRASE that is not
+   * valid UTF-8 is refused.
+   */
+  environ?: (() => Uint8Array | null) | undefined;
+}
+
 export interface GlobalOptions {
   at?: string | undefined;
   keyfile?: string | undefined;
@@ -33,35 +53,52 @@ export interface GlobalOptions {
   storeOpt?: string[] | undefined;
 }
 
-export interface Context {
+export interface Context extends CliIo {
   globals: GlobalOptions;
-  signal: AbortSignal;
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-  env: NodeJS.ProcessEnv;
   /** The connectors: built-ins and installed plugins. */
   registry: Registry;
 }
 
-/** How installed plugins start: the host adapters (src/connectors/plugin). */
-// Loaded when a plugin is used: gRPC costs every other command nothing.
-export const PLUGIN_STARTERS: PluginStarters = {
-  importer: async (spec, proto, config, opts) => (await import("../connectors/plugin/importer.js")).PluginImporter.start(runSpec(spec, opts), proto, config, opts),
-  exporter: async (spec, proto, config, opts) => (await import("../connectors/plugin/exporter.js")).PluginExporter.start(runSpec(spec, opts), proto, config, opts),
-  storage: async (spec, proto, config, opts) => (await import("../connectors/plugin/store.js")).PluginStore.start(runSpec(spec, opts), proto, config, opts),
-};
+type RunStreams = Pick<CliIo, "env" | "stderr">;
 
-/** A plugin ends with the command (Ctrl-C); $COFFER_PLUGIN_TIMEOUT_MS sets the deadline of its calls (default 60 s). */
-function runSpec(spec: PluginSpec, opts: ConnectorOptions): PluginConnectorSpec {
-  const t = Number(process.env.COFFER_PLUGIN_TIMEOUT_MS);
-  return { ...spec, signal: opts.signal, ...(Number.isSafeInteger(t) && t > 0 ? { timeoutMs: t } : {}) };
+/** How installed plugins start: the host adapters (src/connectors/plugin), with the run's environment and stderr. */
+// Loaded when a plugin is used: gRPC costs every other command nothing.
+export function pluginStarters(io: RunStreams): PluginStarters {
+  return {
+    importer: async (spec, proto, config, opts) => (await import("../connectors/plugin/importer.js")).PluginImporter.start(runSpec(spec, opts, io), proto, config, opts),
+    exporter: async (spec, proto, config, opts) => (await import("../connectors/plugin/exporter.js")).PluginExporter.start(runSpec(spec, opts, io), proto, config, opts),
+    storage: async (spec, proto, config, opts) => (await import("../connectors/plugin/store.js")).PluginStore.start(runSpec(spec, opts, io), proto, config, opts),
+  };
+}
+
+/**
+ * A plugin ends with the command (Ctrl-C), sees the run's environment, and
+ * its stderr lines go to the run's stderr prefixed with its name;
+ * $COFFER_PLUGIN_TIMEOUT_MS sets the deadline of its calls (default 60 s).
+ */
+function runSpec(spec: PluginSpec, opts: ConnectorOptions, io: RunStreams): PluginConnectorSpec {
+  const t = Number(io.env.COFFER_PLUGIN_TIMEOUT_MS);
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(io.env)) if (v !== undefined) env[k] = v;
+  return {
+    ...spec,
+    env,
+    signal: opts.signal,
+    onStderr: (line) => say(io.stderr, `[plugin ${spec.name}] ${line}`),
+    ...(Number.isSafeInteger(t) && t > 0 ? { timeoutMs: t } : {}),
+  };
 }
 
 /** The registry of a CLI run: the built-ins and the installed plugins (found at every start). */
-export async function loadRegistry(env: NodeJS.ProcessEnv, onWarning: (m: string) => void): Promise<Registry> {
+export async function loadRegistry(io: RunStreams, onWarning: (m: string) => void): Promise<Registry> {
   const r = builtinRegistry();
-  await registerInstalled(r, pluginsDir(env), PLUGIN_STARTERS, onWarning);
+  await registerInstalled(r, pluginsDir(io.env), pluginStarters(io), onWarning);
   return r;
+}
+
+/** A path the user gave (a file, a directory), as found from the run's directory. */
+export function userPath(ctx: Pick<CliIo, "cwd">, p: string): string {
+  return resolve(ctx.cwd, p);
 }
 
 /** What connectors are told about this run (Kloset's Options). */
@@ -70,18 +107,25 @@ export function connectorOptions(ctx: Context, o: Partial<ConnectorOptions> = {}
     hostname: hostname(),
     os: platform(),
     arch: arch(),
-    cwd: process.cwd(),
+    cwd: ctx.cwd,
     maxConcurrency: availableParallelism() * 8,
     excludes: [],
     noXattr: false,
     onWarning: (m: string) => say(ctx.stderr, `coffer: warning: ${m}`),
     signal: ctx.signal,
+    stdin: ctx.stdin,
+    stdout: ctx.stdout,
     ...o,
   };
 }
 
 export function repositoryLocation(ctx: Context): string {
-  return ctx.globals.at ?? ctx.env.COFFER_REPOSITORY ?? resolve(homedir(), ".coffer");
+  return ctx.globals.at ?? ctx.env.COFFER_REPOSITORY ?? resolve(homeDir(ctx.env), ".coffer");
+}
+
+/** $HOME of the run, else the user's home directory. */
+function homeDir(env: NodeJS.ProcessEnv): string {
+  return env.HOME !== undefined && env.HOME !== "" ? env.HOME : homedir();
 }
 
 /** The store at a repository location (`fs:`, a path, `x.ptar`, any registered protocol), its options validated. */
@@ -96,10 +140,10 @@ export async function assertWritable(store: Store, location: string, signal?: Ab
   if ((mode & StoreMode.WRITE) === 0) throw new CofferError("READ_ONLY", `the repository at ${location} is read-only`);
 }
 
-async function promptHidden(question: string): Promise<string> {
+async function promptHidden(ctx: Context, question: string): Promise<string> {
   const muted = new Writable({ write: (_c, _e, cb) => cb() });
-  process.stderr.write(question);
-  const rl = createInterface({ input: process.stdin, output: muted, terminal: true });
+  ctx.stderr.write(question);
+  const rl = createInterface({ input: ctx.stdin, output: muted, terminal: true });
   try {
     return await new Promise<string>((res, rej) => {
       rl.once("line", res);
@@ -107,12 +151,14 @@ async function promptHidden(question: string): Promise<string> {
     });
   } finally {
     rl.close();
-    process.stderr.write("\n");
+    ctx.stderr.write("\n");
   }
 }
 
-function hasTty(): boolean {
-  return Boolean(process.stdin.isTTY && process.stderr.isTTY);
+/** A prompt is shown only with a terminal on both stdin and stderr. */
+function hasTty(ctx: Context): boolean {
+  const tty = (s: object) => (s as { isTTY?: boolean }).isTTY === true;
+  return tty(ctx.stdin) && tty(ctx.stderr);
 }
 
 /**
@@ -125,7 +171,7 @@ export async function getPassphrase(ctx: Context, confirm = false): Promise<Uint
   if (ctx.globals.keyfile !== undefined) {
     let bytes: Uint8Array;
     try {
-      bytes = await readFile(ctx.globals.keyfile);
+      bytes = await readFile(userPath(ctx, ctx.globals.keyfile));
     } catch (e) {
       throw new CofferError("USAGE", `cannot read keyfile ${ctx.globals.keyfile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
@@ -133,12 +179,12 @@ export async function getPassphrase(ctx: Context, confirm = false): Promise<Uint
     if (p.byteLength === 0) throw new CofferError("USAGE", `keyfile ${ctx.globals.keyfile} is empty`);
     return p;
   }
-  const env = envPassphrase(ctx.env[PASSPHRASE_VAR], ctx.env === process.env ? undefined : () => null);
+  const env = envPassphrase(ctx.env[PASSPHRASE_VAR], ctx.environ ?? (() => null));
   if (env !== null) return env;
-  if (!hasTty()) return null;
-  const p = await promptHidden("repository passphrase: ");
+  if (!hasTty(ctx)) return null;
+  const p = await promptHidden(ctx, "repository passphrase: ");
   if (confirm) {
-    const again = await promptHidden("repeat passphrase: ");
+    const again = await promptHidden(ctx, "repeat passphrase: ");
     if (again !== p) throw new CofferError("USAGE", "the passphrases do not match");
     // The terminal's bytes were decoded as UTF-8: what was not UTF-8 became U+FFFD, and would weaken the passphrase.
     if (p.includes("\uFFFD")) throw new CofferError("USAGE", "the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use --keyfile FILE for a passphrase of other bytes");
@@ -156,7 +202,7 @@ export function passphraseGiven(ctx: Context): string | null {
 
 /** The record of repositories this client has seen (src/cli/known.ts), warnings on ctx.stderr. */
 export function knownRepositories(ctx: Context): KnownRepositories {
-  return new KnownRepositories(knownDir(ctx.env), (m) => ctx.stderr.write(`coffer: warning: ${m}\n`));
+  return new KnownRepositories(knownDir(ctx.env), (m) => ctx.stderr.write(`coffer: warning: ${m}\n`), ctx.cwd);
 }
 
 /**

@@ -40,7 +40,7 @@ export function knownDir(env: NodeJS.ProcessEnv): string {
 }
 
 /** A location as recorded: a path of the fs or ptar store made absolute, anything else as given. */
-export function locationKey(location: string, cwd = process.cwd()): string {
+export function locationKey(location: string, cwd: string): string {
   try {
     const loc = parseLocation(location, { forStore: true });
     if (loc.proto === "fs" || loc.proto === "ptar") return `${loc.proto}:${localPath(loc, cwd)}`;
@@ -77,6 +77,8 @@ export class KnownRepositories {
     /** $XDG_CACHE_HOME/coffer (knownDir). */
     readonly dir: string,
     private readonly warn: (message: string) => void,
+    /** The directory relative locations were given from. */
+    private readonly cwd: string,
   ) {}
 
   idFile(id: Uint8Array): string {
@@ -84,7 +86,7 @@ export class KnownRepositories {
   }
 
   locationFile(location: string): string {
-    return join(this.dir, "locations", `${createHash("sha256").update(locationKey(location), "utf8").digest("hex")}.json`);
+    return join(this.dir, "locations", `${createHash("sha256").update(locationKey(location, this.cwd), "utf8").digest("hex")}.json`);
   }
 
   private async read(file: string, withLocation: boolean, expect: (s: Seen) => boolean): Promise<Seen | null> {
@@ -108,7 +110,7 @@ export class KnownRepositories {
   private async seen(config: RepositoryConfig, location: string): Promise<{ byId: Seen | null; byLocation: Seen | null }> {
     const id = toHex(config.id);
     if (this.last !== null && this.last.id === id && this.last.location === location) return this.last;
-    const key = locationKey(location);
+    const key = locationKey(location, this.cwd);
     const [byId, byLocation] = await Promise.all([
       this.read(this.idFile(config.id), false, (s) => s.id === id),
       this.read(this.locationFile(location), true, (s) => s.location === key),
@@ -155,7 +157,7 @@ export class KnownRepositories {
     const id = toHex(config.id);
     const encrypted = config.encryption !== null;
     const idRecord = { v: 1, id, encrypted: encrypted || byId?.encrypted === true, version: Math.max(config.version, byId?.version ?? 0) };
-    const locRecord = { v: 1, location: locationKey(location), id, encrypted, version: config.version };
+    const locRecord = { v: 1, location: locationKey(location, this.cwd), id, encrypted, version: config.version };
     const same = (s: Seen | null, r: Seen) => s !== null && s.id === r.id && s.encrypted === r.encrypted && s.version === r.version;
     if (!same(byId, idRecord)) await this.write(this.idFile(config.id), idRecord);
     if (!same(byLocation, locRecord)) await this.write(this.locationFile(location), locRecord);

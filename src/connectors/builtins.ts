@@ -8,9 +8,9 @@
 import { LocationFlag } from "./flags.js";
 import { FsExporter } from "./fs/exporter.js";
 import { FsImporter } from "./fs/importer.js";
-import { FsStore } from "./fs-store.js";
+import { FsStore } from "./fs/store.js";
 import { localPath } from "./location.js";
-import { type MemoryBacking, MemoryStore } from "./memory-store.js";
+import { type MemoryBacking, MemoryStore } from "./memory/store.js";
 import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
@@ -68,7 +68,7 @@ export function registerBuiltins(r: Registry): Registry {
     description: "a repository in one file (written atomically at the end of each command)",
     params: [],
     provider: "builtin",
-    make: async (loc, _cfg, o) => new (await import("./ptar-store.js")).PtarStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
+    make: async (loc, _cfg, o) => new (await import("./ptar/store.js")).PtarStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
   });
   r.register({
     kind: "storage",

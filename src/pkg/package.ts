@@ -11,7 +11,7 @@ import { lstat, readdir, readFile, realpath, rm } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
 import { Resource } from "../connectors/flags.js";
-import { PtarStore } from "../connectors/ptar-store.js";
+import { PtarStore } from "../connectors/ptar/store.js";
 import { CofferError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { checkPackagePath, type Manifest, parseManifest } from "./manifest.js";

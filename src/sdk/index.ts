@@ -42,7 +42,7 @@ export { compareNames, escapeName, fsPath, isRawName, nameFromBytes, nameToBytes
 // coffer's own connectors, as building blocks for plugins (the plugfs examples wrap them).
 export { FsExporter } from "../connectors/fs/exporter.js";
 export { FsImporter } from "../connectors/fs/importer.js";
-export { FsStore } from "../connectors/fs-store.js";
-export { MemoryStore } from "../connectors/memory-store.js";
+export { FsStore } from "../connectors/fs/store.js";
+export { MemoryStore } from "../connectors/memory/store.js";
 
 export * from "./kits/index.js";

@@ -16,17 +16,29 @@ import { readPack } from "../repository/packfile.js";
 import type { Repository } from "../repository/repository.js";
 import { blobKey, keyMac, keyType } from "../repository/state.js";
 import { mapLimit } from "../util/concurrency.js";
-import { corruptDetail, throwIfAborted } from "../util/errors.js";
+import { CofferError, CorruptError, corruptDetail, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { decodeHeader, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry } from "./tree.js";
-import { joinPath, listSnapshots } from "./vfs.js";
+import { listSnapshots } from "./snapshots.js";
+import { joinPath } from "./tree-reader.js";
 
 export interface CheckProblem {
   /** Snapshot ID (hex) when the problem is within a snapshot. */
   snapshot?: string;
   path?: string;
   message: string;
+  /**
+   * The error behind the problem when a read failed: damaged bytes are a
+   * CorruptError (code CORRUPT; `detail`, and in `data` the blob's type and
+   * MAC and the packfile where known), a missing object a NotFoundError.
+   */
+  error?: CofferError;
+}
+
+/** `e` as the `error` of a problem: CofferErrors only (anything else is named by the message alone). */
+function cause(e: unknown): { error?: CofferError } {
+  return e instanceof CofferError ? { error: e } : {};
 }
 
 export interface CheckOptions {
@@ -83,7 +95,7 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
         try {
           entries = await readPack(bytes, mac, repo.codec, repo.mac);
         } catch (e) {
-          problems.push({ message: `packfile ${hex}: ${corruptDetail(e)}` });
+          problems.push({ message: `packfile ${hex}: ${corruptDetail(e)}`, ...cause(e) });
           markPackDamaged(repo, mac, damaged, `packfile ${hex.slice(0, 12)} is damaged`);
           // Still try each blob the state knows about, to find which ones survive.
           entries = null;
@@ -103,15 +115,19 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
           blobs++;
           const type = k.charCodeAt(0) as BlobType;
           const bmac = new Uint8Array(Buffer.from(k.slice(1), "latin1"));
+          const corrupt = (detail: string) =>
+            new CorruptError(`${blobTypeName(type)} blob ${toHex(bmac).slice(0, 12)} in packfile ${hex.slice(0, 12)}`, detail, { type, mac: toHex(bmac), pack: hex });
           try {
-            if (loc.offset + loc.length > bytes.byteLength) throw new Error("beyond the end of its packfile");
+            if (loc.offset + loc.length > bytes.byteLength) throw corrupt("beyond the end of its packfile");
             const raw = await repo.codec.decode(type, bmac, bytes.subarray(loc.offset, loc.offset + loc.length));
-            if (type !== BlobType.SNAPSHOT && Buffer.compare(repo.mac.mac(raw), bmac) !== 0) throw new Error("content does not match its MAC");
+            if (type !== BlobType.SNAPSHOT && Buffer.compare(repo.mac.mac(raw), bmac) !== 0) throw corrupt("content does not match its MAC");
             damaged.delete(k);
           } catch (e) {
-            const why = `${blobTypeName(type)} blob ${toHex(bmac).slice(0, 12)} in packfile ${hex.slice(0, 12)}: ${corruptDetail(e)}`;
+            // The codec's CorruptError names the blob only: the same detail, with its packfile.
+            const error = corrupt(corruptDetail(e));
+            const why = error.message;
             damaged.set(k, why);
-            problems.push({ message: why });
+            problems.push({ message: why, error });
             bad.push({ type, mac: bmac });
             whyBad.push(why);
           }
@@ -125,7 +141,7 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
   for (const hex of missingPacks) markPackDamaged(repo, repo.index.packs.get(hex)!, damaged, `packfile ${hex.slice(0, 12)} is missing`);
 
   // Walk the snapshots, memoising each tree's findings by its MAC.
-  const memo = new Map<string, Promise<[string, string][]>>();
+  const memo = new Map<string, Promise<Finding[]>>();
   const usable = (type: BlobType, mac: Uint8Array): string | undefined => {
     const k = blobKey(type, mac);
     const d = damaged.get(k);
@@ -135,8 +151,8 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
     if (!repo.index.has(type, mac)) return `${blobTypeName(type)} blob ${toHex(mac).slice(0, 12)} is not in the repository`;
     return undefined;
   };
-  const checkEntry = async (e: Entry, path: string): Promise<[string, string][]> => {
-    const out: [string, string][] = [];
+  const checkEntry = async (e: Entry, path: string): Promise<Finding[]> => {
+    const out: Finding[] = [];
     if (e.chunks) {
       for (const c of e.chunks) {
         const why = usable(BlobType.CHUNK, c.mac);
@@ -147,11 +163,11 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
       }
     }
     if (e.tree) {
-      for (const [p, why] of await checkTree(e.tree)) out.push([path === "/" ? p : path + p, why]);
+      for (const [p, why, error] of await checkTree(e.tree)) out.push([path === "/" ? p : path + p, why, error]);
     }
     return out;
   };
-  const checkTree = (mac: Uint8Array): Promise<[string, string][]> => {
+  const checkTree = (mac: Uint8Array): Promise<Finding[]> => {
     const k = toHex(mac);
     let p = memo.get(k);
     if (!p) {
@@ -162,9 +178,9 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
         try {
           children = decodeTree(await repo.getBlob(BlobType.TREE, mac, signal), `tree ${k.slice(0, 12)}`);
         } catch (e) {
-          return [["/", `directory unreadable: ${(e as Error).message}`]];
+          return [["/", `directory unreadable: ${(e as Error).message}`, cause(e).error]];
         }
-        const out: [string, string][] = [];
+        const out: Finding[] = [];
         for (const c of children) out.push(...(await checkEntry(c, joinPath("/", c.name))));
         return out;
       })();
@@ -182,17 +198,20 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
     throwIfAborted(signal);
     const sid = toHex(id);
     o.onProgress?.(`snapshot ${sid.slice(0, 8)}`);
+    const why = usable(BlobType.SNAPSHOT, id);
+    if (why) {
+      problems.push({ snapshot: sid, message: `header unreadable: ${why}` });
+      continue;
+    }
     let header: SnapshotHeader;
     try {
-      const why = usable(BlobType.SNAPSHOT, id);
-      if (why) throw new Error(why);
       header = decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id);
     } catch (e) {
-      problems.push({ snapshot: sid, message: `header unreadable: ${(e as Error).message}` });
+      problems.push({ snapshot: sid, message: `header unreadable: ${(e as Error).message}`, ...cause(e) });
       continue;
     }
     for (const p of header.prior ?? []) if (!listed.has(toHex(p))) listed.set(toHex(p), sid);
-    for (const [path, why] of await checkEntry(header.root, "/")) problems.push({ snapshot: sid, path, message: why });
+    for (const [path, why, error] of await checkEntry(header.root, "/")) problems.push({ snapshot: sid, path, message: why, ...(error ? { error } : {}) });
   }
   for (const [gone, by] of listed) {
     if (repo.index.snapshots.has(gone) || repo.index.removed.has(gone) || replaced.has(gone)) continue;
@@ -200,6 +219,9 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
   }
   return { snapshots: ids.length, packs: packs.length, blobs, unreferencedPacks, problems };
 }
+
+/** A path below a tree, what is wrong there, and the error behind it when a read failed. */
+type Finding = [path: string, message: string, error?: CofferError | undefined];
 
 function* stateBlobsOf(repo: Repository, pack: Uint8Array): Iterable<[string, { offset: number; length: number }]> {
   yield* repo.index.blobsOfPack(pack);

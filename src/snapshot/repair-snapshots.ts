@@ -18,7 +18,8 @@ import { toHex } from "../util/hex.js";
 import { decodeBounded } from "../util/msgpack.js";
 import { encodeHeader, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry, encodeTree } from "./tree.js";
-import { joinPath, listSnapshots } from "./vfs.js";
+import { listSnapshots } from "./snapshots.js";
+import { joinPath } from "./tree-reader.js";
 
 export interface DamagedEntry {
   path: string;

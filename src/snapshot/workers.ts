@@ -1,15 +1,18 @@
 /**
- * Starting the backup and restore worker threads (chunk-pool.ts,
- * restore-pool.ts). Heap limits: a small young generation makes V8 collect
- * often, which frees the (external) buffers of chunks a worker is done with
- * promptly; a worker keeps almost nothing alive (chunk bytes live outside
- * the V8 heap), so a small old generation only stops its heap from growing
- * needlessly (docs/PERFORMANCE.md, "Other measurements").
+ * Starting the backup and restore worker threads (backup/chunk-pool.ts,
+ * restore/pool.ts) and forced collections inside them; their errors cross
+ * postMessage as worker-errors.ts has them. Heap limits: a small young
+ * generation makes V8 collect often, which frees the (external) buffers of
+ * chunks a worker is done with promptly; a worker keeps almost nothing
+ * alive (chunk bytes live outside the V8 heap), so a small old generation
+ * only stops its heap from growing needlessly (docs/PERFORMANCE.md, "Other
+ * measurements").
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { Collector } from "../util/gc.js";
+import { fromWorkerError, toWorkerError } from "./worker-errors.js";
 
 export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 };
 
@@ -26,7 +29,7 @@ export function collectAfter(bytes: number): void {
 }
 const collector = new Collector(32 << 20, "minor");
 
-/** The compiled worker script next to this module, or null (e.g. when running from TypeScript sources). */
+/** The compiled worker script at `name` below this module's folder, or null (e.g. when running from TypeScript sources). */
 export function workerScript(name: string): URL | null {
   const url = new URL(`./${name}`, import.meta.url);
   return url.protocol === "file:" && existsSync(fileURLToPath(url)) ? url : null;
@@ -35,7 +38,8 @@ export function workerScript(name: string): URL | null {
 /**
  * Starts `n` workers and waits for each one's first message (it is ready);
  * if one fails to start, all are terminated. Then each worker's messages go
- * to `onMessage`, and an error or abnormal exit to `onFail`.
+ * to `onMessage`, and an error or abnormal exit to `onFail` (an error thrown
+ * out of a worker as its class again: see fromWorkerError).
  */
 export async function startWorkers<M>(
   url: URL,
@@ -64,7 +68,7 @@ export async function startWorkers<M>(
   }
   workers.forEach((w, i) => {
     w.on("message", (m: M) => onMessage(i, m));
-    w.on("error", onFail);
+    w.on("error", (e) => onFail(fromWorkerError(toWorkerError(e))));
     w.on("exit", (code) => {
       if (code !== 0) onFail(new Error(`worker exited with code ${code}`));
     });

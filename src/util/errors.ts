@@ -1,21 +1,8 @@
 /**
- * Errors with a stable `code` and an exit code (docs/CLI.md, "Exit codes";
- * the mapping: docs/ARCHITECTURE.md, "Errors and exit codes").
- * Only src/cli/main.ts maps errors to a process exit status; every other
- * layer throws these. Tests assert on `code`, never on message text.
+ * Errors with a stable `code`: every layer throws these, and tests assert on
+ * `code`, never on message text. Which exit code each code ends a command
+ * with is the CLI's business (src/cli/exit-codes.ts).
  */
-
-export const ExitCode = {
-  OK: 0,
-  ERROR: 1,
-  USAGE: 2,
-  PARTIAL: 3,
-  NO_REPOSITORY: 10,
-  LOCKED: 11,
-  WRONG_PASSPHRASE: 12,
-  INTERRUPTED: 130,
-} as const;
-export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
 export type ErrorCode =
   | "USAGE"
@@ -38,28 +25,6 @@ export type ErrorCode =
   | "INTERRUPTED"
   | "IO";
 
-const EXIT_OF: Record<ErrorCode, ExitCode> = {
-  USAGE: ExitCode.USAGE,
-  NO_REPOSITORY: ExitCode.NO_REPOSITORY,
-  REPOSITORY_EXISTS: ExitCode.ERROR,
-  NOT_EMPTY: ExitCode.ERROR,
-  EXISTS: ExitCode.ERROR,
-  REPOSITORY_WRITE: ExitCode.ERROR,
-  LOCKED: ExitCode.LOCKED,
-  WRONG_PASSPHRASE: ExitCode.WRONG_PASSPHRASE,
-  NO_PASSPHRASE: ExitCode.USAGE,
-  CORRUPT: ExitCode.ERROR,
-  NOT_FOUND: ExitCode.ERROR,
-  READ_ONLY: ExitCode.ERROR,
-  UNSUPPORTED: ExitCode.ERROR,
-  SNAPSHOT_NOT_FOUND: ExitCode.ERROR,
-  SNAPSHOT_AMBIGUOUS: ExitCode.USAGE,
-  PATH_NOT_FOUND: ExitCode.ERROR,
-  UNSAFE_PATH: ExitCode.ERROR,
-  INTERRUPTED: ExitCode.INTERRUPTED,
-  IO: ExitCode.ERROR,
-};
-
 export class CofferError extends Error {
   readonly code: ErrorCode;
   readonly data: Readonly<Record<string, unknown>>;
@@ -68,9 +33,6 @@ export class CofferError extends Error {
     this.name = "CofferError";
     this.code = code;
     this.data = data;
-  }
-  get exitCode(): ExitCode {
-    return EXIT_OF[this.code];
   }
 }
 

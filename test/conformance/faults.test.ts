@@ -9,8 +9,8 @@
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { FsStore } from "../../src/connectors/fs-store.js";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { FsStore } from "../../src/connectors/fs/store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { Store } from "../../src/connectors/store.js";
 import { cutShort, delayed, eventuallyConsistent, failing, gate, recording } from "../helpers/faults.js";
 import { storeConformance } from "./store.js";

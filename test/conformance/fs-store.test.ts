@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Resource } from "../../src/connectors/flags.js";
-import { FsStore } from "../../src/connectors/fs-store.js";
+import { FsStore } from "../../src/connectors/fs/store.js";
 import { LocationFlag } from "../../src/connectors/flags.js";
 import { toHex } from "../../src/util/hex.js";
 import { storeConformance } from "./store.js";

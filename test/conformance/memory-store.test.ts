@@ -1,5 +1,5 @@
 /** Runs the Store conformance suite against the in-memory store. */
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import { storeConformance } from "./store.js";
 
 storeConformance("memory", async () => {

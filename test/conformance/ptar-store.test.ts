@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { LocationFlag, Resource, StoreMode } from "../../src/connectors/flags.js";
 import type { Store } from "../../src/connectors/store.js";
-import { PtarStore } from "../../src/connectors/ptar-store.js";
+import { PtarStore } from "../../src/connectors/ptar/store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
 import { equalBytes, toHex } from "../../src/util/hex.js";

@@ -7,11 +7,12 @@ import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { lacks } from "../helpers/prerequisites.js";
 import { compareTrees, copyTree, makeAwkwardTree, setMtimeNs, setXattr, touchAt, walkTree } from "../helpers/tree.js";
 
 const isRoot = process.getuid?.() === 0;
 
-describe.skipIf(!isRoot)("compareTrees", () => {
+describe.skipIf(lacks(isRoot, "root"))("compareTrees", () => {
   let base: string;
   let src: string;
 

@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CofferResult, coffer, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson } from "../helpers/cli.js";
+import { type CofferResult, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 import { prng } from "../helpers/prng.js";
 import { compareTrees, makeAwkwardTree, walkTree } from "../helpers/tree.js";
 
@@ -33,7 +34,7 @@ function env(extra: Env = {}): Env {
 }
 
 async function run(args: string[], o: { input?: Buffer | string; code?: number } = {}): Promise<CofferResult> {
-  const r = await coffer(args, { env: env(), cwd: base, ...(o.input !== undefined ? { input: o.input } : {}) });
+  const r = await cofferInProcess(args, { env: env(), cwd: base, ...(o.input !== undefined ? { input: o.input } : {}) });
   expectNoStackTrace(r);
   return expectExit(r, o.code ?? EXIT.OK);
 }

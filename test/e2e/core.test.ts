@@ -1,8 +1,10 @@
 /**
- * End-to-end tests of the BUILT coffer CLI (run `npm run build` first):
- * every step is a real `node bin/coffer.js ...` process on temporary
- * directories, with no TTY and FORCE_COLOR=0. Needs root (the awkward tree
- * chowns to other users; one test drops to `nobody` with setpriv).
+ * End-to-end tests of the BUILT coffer CLI (run `npm run build` first) on
+ * temporary directories, with no TTY and FORCE_COLOR=0: most steps run its
+ * run() in this process (test/helpers/in-process.ts); those only a process
+ * shows (exit statuses, stdin, signals, the launcher's flags, another user)
+ * run `node bin/coffer.js ...`. Needs root (the awkward tree chowns to
+ * other users; one test drops to `nobody` with setpriv).
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -28,6 +30,8 @@ import {
   type RunningCoffer,
   startCoffer,
 } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
+import { lacks } from "../helpers/prerequisites.js";
 import { stageCli, type StagedCli } from "../helpers/stage.js";
 import { escapeName } from "../../src/util/names.js";
 import {
@@ -71,22 +75,26 @@ function env(extra: Env = {}): Env {
 
 interface RunOpts {
   env?: Env;
+  /** Run the built binary in a process of its own (implied by `prefix` and `runtime`): for what only a process shows. */
+  binary?: boolean;
   prefix?: string[];
   timeoutMs?: number;
   input?: string;
   runtime?: StagedCli;
 }
 
-/** Runs the CLI; every run must be free of stack traces. */
+/** Runs the CLI, in this process unless the run needs its own; every run must be free of stack traces. */
 async function run(args: string[], o: RunOpts = {}): Promise<CofferResult> {
-  const r = await coffer(args, {
+  const common = {
     env: env(o.env),
     cwd: base,
-    ...(o.prefix !== undefined ? { prefix: o.prefix } : {}),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
     ...(o.input !== undefined ? { input: o.input } : {}),
-    ...(o.runtime !== undefined ? { runtime: o.runtime } : {}),
-  });
+  };
+  const r =
+    o.binary || o.prefix !== undefined || o.runtime !== undefined
+      ? await coffer(args, { ...common, ...(o.prefix !== undefined ? { prefix: o.prefix } : {}), ...(o.runtime !== undefined ? { runtime: o.runtime } : {}) })
+      : await cofferInProcess(args, common);
   expectNoStackTrace(r);
   return r;
 }
@@ -476,7 +484,7 @@ describe("repository resolution, passphrases and exit codes", () => {
   });
 
   it("a wrong passphrase exits 12", async () => {
-    const wrong = { env: { COFFER_PASSPHRASE: "not the passphrase" } };
+    const wrong = { env: { COFFER_PASSPHRASE: "not the passphrase" }, binary: true };
     for (const args of [["ls"], ["backup", src], ["restore", "--to", fresh("wrong")], ["info"]]) {
       const r = await run(["at", repo, ...args], wrong);
       expectExit(r, EXIT.WRONG_PASSPHRASE);
@@ -485,7 +493,8 @@ describe("repository resolution, passphrases and exit codes", () => {
   });
 
   it("no passphrase and no TTY: exits 2 promptly with a message (never waits for input)", async () => {
-    const none = { env: { COFFER_PASSPHRASE: undefined }, timeoutMs: 20_000 };
+    // The binary: what its real stdin (/dev/null, an empty pipe) does.
+    const none = { env: { COFFER_PASSPHRASE: undefined }, timeoutMs: 20_000, binary: true };
     for (const args of [["at", repo, "ls"], ["at", repo, "backup", src], ["at", fresh("nopass-create"), "create", ...FAST_KDF]]) {
       const r = await run(args, none);
       expect(r.timedOut, describeRun(r)).toBe(false);
@@ -549,14 +558,16 @@ describe("repository resolution, passphrases and exit codes", () => {
   });
 
   it("--help lists the exit codes; unknown commands and options exit 2", async () => {
-    const h = await ok(["--help"]);
+    // The binary: these are the process's exit statuses.
+    const binary = { binary: true };
+    const h = await ok(["--help"], binary);
     const text = h.stdout + h.stderr;
     for (const code of [0, 1, 2, 3, 10, 11, 12, 130]) {
       expect(text.split("\n").some((l) => new RegExp(`(^|\\s)${code}(\\s|$|:|\\))`).test(l)), `exit code ${code} in --help:\n${text}`).toBe(true);
     }
     expect(text).toMatch(/exit/i);
     for (const args of [["frobnicate"], ["at", repo, "frobnicate"], ["at", repo, "ls", "--no-such-option"]]) {
-      const r = await run(args);
+      const r = await run(args, binary);
       expectExit(r, EXIT.USAGE);
       expect(r.stderr.trim(), describeRun(r)).not.toBe("");
     }
@@ -659,7 +670,7 @@ describe("excludes", () => {
 
 // --------------------------------------------------------------------------
 
-describe.skipIf(!hasSetpriv)("an unreadable entry (backup run as nobody)", () => {
+describe.skipIf(lacks(hasSetpriv, "setpriv (util-linux)"))("an unreadable entry (backup run as nobody)", () => {
   it("exits 3 naming the path, records it, and the rest restores", async () => {
     const work = fresh("nobody");
     const src = path.join(work, "src");

@@ -16,7 +16,8 @@ import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { coffer, type CofferResult, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson } from "../helpers/cli.js";
+import { type CofferResult, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 import { deltasNaming, fileChunks, flipByte, headerBlob, objectPath, snapshotOfFiles, treeBlob } from "../helpers/inspect.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
@@ -38,7 +39,7 @@ afterAll(async () => {
 });
 
 async function run(args: string[], ...codes: number[]): Promise<CofferResult> {
-  const r = await coffer(args, { env: env(), cwd: base });
+  const r = await cofferInProcess(args, { env: env(), cwd: base });
   expectNoStackTrace(r);
   return expectExit(r, ...(codes.length ? codes : [EXIT.OK]));
 }

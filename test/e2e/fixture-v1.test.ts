@@ -9,7 +9,8 @@ import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { coffer, describeRun, EXIT, expectExit, expectNoStackTrace, lines, PROJECT_ROOT } from "../helpers/cli.js";
+import { describeRun, EXIT, expectExit, expectNoStackTrace, lines, PROJECT_ROOT } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 
 const FIXTURE = path.join(PROJECT_ROOT, "test", "fixtures", "v1-repo");
 const env = { COFFER_PASSPHRASE: "fixture-v1" };
@@ -29,10 +30,10 @@ afterAll(async () => {
 
 describe("a v1 repository from before this format change", () => {
   it("lists its snapshot and the snapshot's tree", async () => {
-    const r = expectExit(await coffer(["at", repo, "ls"], { env }), EXIT.OK);
+    const r = expectExit(await cofferInProcess(["at", repo, "ls"], { env }), EXIT.OK);
     expect(lines(r.stdout)).toHaveLength(1);
     expect(r.stdout).toMatch(/^0b4c81d0 .*\/tmp\/fx\/src\s+\[v1\]$/m);
-    const tree = expectExit(await coffer(["at", repo, "ls", "-R", "0b4c81d0"], { env }), EXIT.OK);
+    const tree = expectExit(await cofferInProcess(["at", repo, "ls", "-R", "0b4c81d0"], { env }), EXIT.OK);
     for (const name of ["hello.txt", "empty.bin", "hardlink.txt", "link", "empty", "sub", "numbers.txt", "random.bin"]) {
       expect(tree.stdout, describeRun(tree)).toContain(name);
     }
@@ -40,7 +41,7 @@ describe("a v1 repository from before this format change", () => {
 
   it("restores every entry as it was backed up", async () => {
     const to = path.join(base, "restored");
-    expectExit(await coffer(["at", repo, "restore", "--to", to, "0b4c81d0"], { env }), EXIT.OK);
+    expectExit(await cofferInProcess(["at", repo, "restore", "--to", to, "0b4c81d0"], { env }), EXIT.OK);
     expect(await sha256(path.join(to, "hello.txt"))).toBe("586622c26589b6060f50857879c985babdbc1087f1baa735037fffb50c14720a");
     expect(await sha256(path.join(to, "sub/numbers.txt"))).toBe("f6351f5ead9a700e34275480b3856ea738122a7c57bdeb744a631251c069587a");
     expect(await sha256(path.join(to, "sub/random.bin"))).toBe("1fd3a746f09bb8b1df337fe7c3d919528743673dee191c0defe7b37908d12e1e");
@@ -57,13 +58,13 @@ describe("a v1 repository from before this format change", () => {
   });
 
   it("checks clean, reading every blob", async () => {
-    const r = await coffer(["at", repo, "check"], { env });
+    const r = await cofferInProcess(["at", repo, "check"], { env });
     expectNoStackTrace(r);
     expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
   });
 
   it("writes one file's content with cat", async () => {
-    const r = expectExit(await coffer(["at", repo, "cat", "0b4c81d0:/hello.txt"], { env }), EXIT.OK);
+    const r = expectExit(await cofferInProcess(["at", repo, "cat", "0b4c81d0:/hello.txt"], { env }), EXIT.OK);
     expect(r.stdout).toBe("hello v1\n");
   });
 });

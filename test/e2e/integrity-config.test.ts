@@ -43,6 +43,7 @@ import {
   parseJson,
   PROJECT_ROOT,
 } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 
 const PASS = "integrity test passphrase";
 const SECRET = "TOP SECRET: the launch codes are 0000";
@@ -70,8 +71,10 @@ interface RunOpts {
   /** XDG_CACHE_HOME of the run (where the record of known repositories lives). */
   cache: string;
   keyfile?: string;
-  /** COFFER_PASSPHRASE as these raw bytes (through a shell, see rawEnvPrefix). */
+  /** COFFER_PASSPHRASE as these raw bytes (through a shell, see rawEnvPrefix; the binary). */
   rawPassphrase?: Buffer;
+  /** Run the built binary, whose environment is its process's (bytes that are not UTF-8 read back from /proc). */
+  binary?: boolean;
 }
 
 /** A POSIX sh `printf` format that writes exactly `bytes` (each as an octal escape). */
@@ -92,11 +95,11 @@ function rawEnvPrefix(): string[] {
 async function run(args: string[], o: RunOpts): Promise<CofferResult> {
   const env: Env = { COFFER_PASSPHRASE: undefined, XDG_CACHE_HOME: o.cache, ...o.env };
   if (o.rawPassphrase !== undefined) env.COFFER_TEST_PASSPHRASE_PRINTF = printfFormat(o.rawPassphrase);
-  const r = await coffer([...(o.keyfile !== undefined ? ["--keyfile", o.keyfile] : []), ...args], {
-    env,
-    cwd: base,
-    ...(o.rawPassphrase !== undefined ? { prefix: rawEnvPrefix() } : {}),
-  });
+  const argv = [...(o.keyfile !== undefined ? ["--keyfile", o.keyfile] : []), ...args];
+  const r =
+    o.binary || o.rawPassphrase !== undefined
+      ? await coffer(argv, { env, cwd: base, ...(o.rawPassphrase !== undefined ? { prefix: rawEnvPrefix() } : {}) })
+      : await cofferInProcess(argv, { env, cwd: base });
   expectNoStackTrace(r);
   return r;
 }
@@ -351,7 +354,7 @@ describe("passphrases are bytes", () => {
     expectExit(await run(["at", repo, "ls"], { cache, keyfile: b }), EXIT.WRONG_PASSPHRASE);
     expectExit(await run(["at", repo, "ls"], { cache, rawPassphrase: PASS_B }), EXIT.WRONG_PASSPHRASE);
     // the string Node decodes both to is neither
-    expectExit(await run(["at", repo, "ls"], { cache, env: { COFFER_PASSPHRASE: PASS_A.toString("utf8") } }), EXIT.WRONG_PASSPHRASE);
+    expectExit(await run(["at", repo, "ls"], { cache, env: { COFFER_PASSPHRASE: PASS_A.toString("utf8") }, binary: true }), EXIT.WRONG_PASSPHRASE);
     expectExit(await run(["at", repo, "ls"], { cache, keyfile: a }), EXIT.OK);
     const backup = expectExit(await run(["at", repo, "backup", src], { cache, rawPassphrase: PASS_A }), EXIT.OK);
     const id = backup.stdout.trim();

@@ -16,7 +16,8 @@ import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { coffer, EXIT, expectExit, FAST_KDF, parseJson } from "../helpers/cli.js";
+import { EXIT, expectExit, FAST_KDF, parseJson } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 
 const PASS = "large file test";
 let base = "";
@@ -26,7 +27,7 @@ function env() {
 }
 
 async function ok(args: string[], input?: Buffer) {
-  return expectExit(await coffer(args, { env: env(), cwd: base, timeoutMs: 120_000, ...(input ? { input } : {}) }), EXIT.OK);
+  return expectExit(await cofferInProcess(args, { env: env(), cwd: base, timeoutMs: 120_000, ...(input ? { input } : {}) }), EXIT.OK);
 }
 
 /** 48 MiB: 24 MiB of compressible text, then 24 MiB of seeded random bytes. */

@@ -21,7 +21,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   baseEnv,
   builtCliExists,
-  coffer,
   type CofferResult,
   describeRun,
   type Env,
@@ -32,6 +31,7 @@ import {
   parseJson,
   PROJECT_ROOT,
 } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 
 const PASS = "locks test passphrase";
 const HOLD_LOCK = path.join(PROJECT_ROOT, "test", "fixtures", "hold-lock.mjs");
@@ -52,7 +52,7 @@ function env(extra: Env = {}): Env {
 }
 
 async function run(args: string[]): Promise<CofferResult> {
-  const r = await coffer(args, { env: env(), cwd: base, timeoutMs: CLI_TIMEOUT_MS });
+  const r = await cofferInProcess(args, { env: env(), cwd: base, timeoutMs: CLI_TIMEOUT_MS });
   expectNoStackTrace(r);
   return r;
 }

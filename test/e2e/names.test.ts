@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
-import { coffer, describeRun, EXIT, expectExit, FAST_KDF, lines, parseJson } from "../helpers/cli.js";
+import { describeRun, EXIT, expectExit, FAST_KDF, lines, parseJson } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 
 const env = { COFFER_PASSPHRASE: "names are bytes" };
 const b = (s: string) => Buffer.from(s, "latin1");
@@ -78,8 +79,8 @@ beforeAll(async () => {
   src = join(b(base), b("src"));
   makeTree(src);
   repo = path.join(base, "repo");
-  expectExit(await coffer(["at", repo, "create", ...FAST_KDF], { env }), EXIT.OK);
-  expectExit(await coffer(["at", repo, "backup", "--tag", "names", path.join(base, "src")], { env }), EXIT.OK);
+  expectExit(await cofferInProcess(["at", repo, "create", ...FAST_KDF], { env }), EXIT.OK);
+  expectExit(await cofferInProcess(["at", repo, "backup", "--tag", "names", path.join(base, "src")], { env }), EXIT.OK);
 });
 afterAll(async () => {
   if (base) await fsp.rm(base, { recursive: true, force: true });
@@ -88,7 +89,7 @@ afterAll(async () => {
 describe("names that are not UTF-8", () => {
   it("round-trip byte-exact through backup and restore", async () => {
     const to = path.join(base, "restored");
-    const r = expectExit(await coffer(["at", repo, "restore", "--to", to], { env }), EXIT.OK);
+    const r = expectExit(await cofferInProcess(["at", repo, "restore", "--to", to], { env }), EXIT.OK);
     expect(r.stderr, describeRun(r)).not.toMatch(/error|warning: .*(ENOENT|EILSEQ)/i);
     expect(describeTree(b(to))).toEqual(describeTree(src));
     expect(describeTree(src).length).toBeGreaterThan(10);
@@ -96,7 +97,7 @@ describe("names that are not UTF-8", () => {
   });
 
   it("ls shows them escaped as GNU ls -b does", async () => {
-    const r = expectExit(await coffer(["at", repo, "ls", "-R", "latest"], { env }), EXIT.OK);
+    const r = expectExit(await cofferInProcess(["at", repo, "ls", "-R", "latest"], { env }), EXIT.OK);
     const paths = lines(r.stdout).map((l) => l.slice(l.indexOf(" /") + 1));
     expect(paths).toContain("/lat\\351");
     expect(paths).toContain("/bad\\377\\376name");
@@ -111,7 +112,7 @@ describe("names that are not UTF-8", () => {
   });
 
   it("ls --json gives U+FFFD names with the exact bytes in raw fields", async () => {
-    const r = expectExit(await coffer(["at", repo, "ls", "-R", "--json", "latest"], { env }), EXIT.OK);
+    const r = expectExit(await cofferInProcess(["at", repo, "ls", "-R", "--json", "latest"], { env }), EXIT.OK);
     const rows = parseJson<{ path: string; name: string; raw?: string; raw_path?: string; target?: string; raw_target?: string }[]>(r);
     const lat = rows.find((e) => e.raw !== undefined && Buffer.from(e.raw, "base64").equals(b("lat\xe9")));
     expect(lat, describeRun(r)).toMatchObject({ path: "/lat\ufffd", name: "lat\ufffd", raw_path: b("/lat\xe9").toString("base64") });
@@ -128,23 +129,23 @@ describe("names that are not UTF-8", () => {
   });
 
   it("cat and ls address them in the escaped form", async () => {
-    const cat = expectExit(await coffer(["at", repo, "cat", "latest:/dir\\200/inner\\350.txt"], { env }), EXIT.OK);
+    const cat = expectExit(await cofferInProcess(["at", repo, "cat", "latest:/dir\\200/inner\\350.txt"], { env }), EXIT.OK);
     expect(cat.stdout).toBe("inside a raw directory\n");
-    const lat = expectExit(await coffer(["at", repo, "cat", "latest:/lat\\351"], { env }), EXIT.OK);
+    const lat = expectExit(await cofferInProcess(["at", repo, "cat", "latest:/lat\\351"], { env }), EXIT.OK);
     expect(lat.stdout).toBe("latin-1 name\n");
     // A name holding a real backslash is found as typed, and in its escaped form.
-    expect(expectExit(await coffer(["at", repo, "cat", "latest:/back\\slash"], { env }), EXIT.OK).stdout).toBe("a backslash\n");
-    expect(expectExit(await coffer(["at", repo, "cat", "latest:/back\\\\slash"], { env }), EXIT.OK).stdout).toBe("a backslash\n");
-    const ls = expectExit(await coffer(["at", repo, "ls", "latest:/dir\\200"], { env }), EXIT.OK);
+    expect(expectExit(await cofferInProcess(["at", repo, "cat", "latest:/back\\slash"], { env }), EXIT.OK).stdout).toBe("a backslash\n");
+    expect(expectExit(await cofferInProcess(["at", repo, "cat", "latest:/back\\\\slash"], { env }), EXIT.OK).stdout).toBe("a backslash\n");
+    const ls = expectExit(await cofferInProcess(["at", repo, "ls", "latest:/dir\\200"], { env }), EXIT.OK);
     expect(ls.stdout).toContain("/dir\\200/inner\\350.txt");
-    const missing = await coffer(["at", repo, "cat", "latest:/lat\\352"], { env });
+    const missing = await cofferInProcess(["at", repo, "cat", "latest:/lat\\352"], { env });
     expect(missing.exitCode, describeRun(missing)).toBe(EXIT.ERROR);
     expect(missing.stderr).toContain("/lat\\352: no such file");
   });
 
   it("restore SNAP:PATH of a raw directory restores it under its own bytes", async () => {
     const to = path.join(base, "sub");
-    expectExit(await coffer(["at", repo, "restore", "--to", to, "latest:/dir\\200"], { env }), EXIT.OK);
+    expectExit(await cofferInProcess(["at", repo, "restore", "--to", to, "latest:/dir\\200"], { env }), EXIT.OK);
     const names = readdirSync(to, { encoding: "buffer" }).map((n) => n.toString("latin1")).sort();
     expect(names).toEqual(["inner\xe8.txt", "long\xe9".repeat(30), "up\xfe"].sort());
     expect(readFileSync(join(b(to), b("inner\xe8.txt")), "utf8")).toBe("inside a raw directory\n");
@@ -152,21 +153,21 @@ describe("names that are not UTF-8", () => {
 
   it("round-trip byte-exact through a tar archive out and back in", async () => {
     const tar = path.join(base, "out.tar");
-    expectExit(await coffer(["at", repo, "restore", "--to", `tar:${tar}`], { env }), EXIT.OK);
+    expectExit(await cofferInProcess(["at", repo, "restore", "--to", `tar:${tar}`], { env }), EXIT.OK);
     // GNU tar reads the exporter's archive with the names' own bytes.
     const listed = execFileSync("tar", ["--quoting-style=literal", "-tf", tar]).toString("latin1").split("\n");
     expect(listed.some((l) => l.replace(/^\.?\//, "") === "lat\xe9")).toBe(true);
     expect(listed.some((l) => l.replace(/^\.?\//, "").replace(/\/$/, "") === "dir\x80/" + "long\xe9".repeat(30))).toBe(true);
     const again = path.join(base, "again");
-    expectExit(await coffer(["at", again, "create", ...FAST_KDF], { env }), EXIT.OK);
-    expectExit(await coffer(["at", again, "backup", `tar:${tar}`], { env }), EXIT.OK);
+    expectExit(await cofferInProcess(["at", again, "create", ...FAST_KDF], { env }), EXIT.OK);
+    expectExit(await cofferInProcess(["at", again, "backup", `tar:${tar}`], { env }), EXIT.OK);
     const to = path.join(base, "from-tar");
-    expectExit(await coffer(["at", again, "restore", "--to", to], { env }), EXIT.OK);
+    expectExit(await cofferInProcess(["at", again, "restore", "--to", to], { env }), EXIT.OK);
     expect(describeTree(b(to))).toEqual(describeTree(src));
   });
 
   it("a second backup of the same tree finds every raw name unchanged", async () => {
-    const r = expectExit(await coffer(["at", repo, "backup", "--json", path.join(base, "src")], { env }), EXIT.OK);
+    const r = expectExit(await cofferInProcess(["at", repo, "backup", "--json", path.join(base, "src")], { env }), EXIT.OK);
     const s = parseJson<{ readBytes: number; errors: number }>(r);
     expect(s.errors).toBe(0);
     expect(s.readBytes, describeRun(r)).toBe(0);

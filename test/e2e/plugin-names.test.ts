@@ -10,7 +10,8 @@ import { closeSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CofferResult, coffer, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson } from "../helpers/cli.js";
+import { type CofferResult, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 
 let base: string;
 let data: string;
@@ -30,7 +31,7 @@ afterAll(async () => {
 const env = (): Env => ({ HOME: base, XDG_DATA_HOME: data, TMPDIR: path.join(base, "tmp"), COFFER_PASSPHRASE: "plugin-names" });
 
 async function run(args: string[], code: number = EXIT.OK): Promise<CofferResult> {
-  const r = await coffer(args, { env: env(), cwd: base });
+  const r = await cofferInProcess(args, { env: env(), cwd: base });
   expectNoStackTrace(r);
   return expectExit(r, code);
 }

@@ -12,7 +12,8 @@ import { copyFileSync, existsSync, promises as fsp, readdirSync, readFileSync, s
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CofferResult, coffer, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson, startCoffer, waitForStderr } from "../helpers/cli.js";
+import { type CofferResult, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, parseJson, startCoffer, waitForStderr } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 import { prng } from "../helpers/prng.js";
 import { compareTrees, setXattr } from "../helpers/tree.js";
 
@@ -40,7 +41,7 @@ function env(extra: Env = {}): Env {
 }
 
 async function run(args: string[], o: { code?: number; input?: string; env?: Env } = {}): Promise<CofferResult> {
-  const r = await coffer(args, { env: env(o.env), cwd: base, ...(o.input !== undefined ? { input: o.input } : {}) });
+  const r = await cofferInProcess(args, { env: env(o.env), cwd: base, ...(o.input !== undefined ? { input: o.input } : {}) });
   expectNoStackTrace(r);
   return expectExit(r, o.code ?? EXIT.OK);
 }

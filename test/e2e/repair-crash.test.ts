@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { coffer, type CofferResult, describeRun, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson, PROJECT_ROOT } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 import { flipByte } from "../helpers/inspect.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
@@ -33,12 +34,12 @@ const env = (): Env => ({ HOME: base, XDG_DATA_HOME: data, TMPDIR: path.join(bas
 const fresh = (what: string) => path.join(base, `${what}-${++n}`);
 
 async function run(args: string[], ...codes: number[]): Promise<CofferResult> {
-  const r = await coffer(args, { env: env(), cwd: base });
+  const r = await cofferInProcess(args, { env: env(), cwd: base });
   expectNoStackTrace(r);
   return expectExit(r, ...(codes.length ? codes : [EXIT.OK]));
 }
 
-/** Runs `coffer at killable:DIR ARGS` with the plugin told to kill it at `point`, and expects it killed. */
+/** Runs `coffer at killable:DIR ARGS` (the binary: the plugin kills the process that started it) with the plugin told to kill it at `point`, and expects it killed. */
 async function killedAt(dir: string, point: string, args: string[]): Promise<void> {
   const r = await coffer(["--store-opt", `kill_at=${point}`, "at", `killable:${dir}`, ...args], { env: env(), cwd: base });
   expect(r.signal, `killed at ${point}\n${describeRun(r)}`).toBe("SIGKILL");

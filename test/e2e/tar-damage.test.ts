@@ -18,7 +18,8 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { coffer, type CofferResult, describeRun, type Env, EXIT, expectNoStackTrace, FAST_KDF } from "../helpers/cli.js";
+import { type CofferResult, describeRun, type Env, EXIT, expectNoStackTrace, FAST_KDF } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 import { dumpTree } from "../helpers/tar-tools.js";
 
 const PASS = "tar-damage-e2e";
@@ -33,7 +34,7 @@ beforeAll(async () => {
   base = await fsp.mkdtemp(path.join(tmpdir(), "coffer-e2e-tar-damage-"));
   await fsp.mkdir(path.join(base, "tmp"));
   repo = path.join(base, "repo");
-  const r = await coffer(["at", repo, "create", ...FAST_KDF], { env: env(), cwd: base });
+  const r = await cofferInProcess(["at", repo, "create", ...FAST_KDF], { env: env(), cwd: base });
   expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
 });
 
@@ -65,7 +66,7 @@ async function write(data: Buffer): Promise<string> {
 }
 
 async function backup(file: string): Promise<CofferResult> {
-  const r = await coffer(["at", repo, "backup", `tar:${file}`], { env: env(), cwd: base });
+  const r = await cofferInProcess(["at", repo, "backup", `tar:${file}`], { env: env(), cwd: base });
   expectNoStackTrace(r);
   expect([EXIT.OK, EXIT.ERROR, EXIT.PARTIAL], describeRun(r)).toContain(r.exitCode);
   return r;
@@ -91,7 +92,7 @@ function fixChecksum(data: Buffer, at: number): void {
 async function restored(r: CofferResult): Promise<Map<string, string>> {
   const id = r.stdout.trim();
   const out = fresh("out");
-  const rr = await coffer(["at", repo, "restore", id, "--to", out], { env: env(), cwd: base });
+  const rr = await cofferInProcess(["at", repo, "restore", id, "--to", out], { env: env(), cwd: base });
   expect(rr.exitCode, describeRun(rr)).toBe(EXIT.OK);
   const m = new Map<string, string>();
   for (const [k, e] of dumpTree(out)) m.set(Buffer.from(k, "hex").toString("utf8"), e.kind === "file" ? (e.sha256 ?? "") : e.kind);
@@ -111,7 +112,7 @@ describe("what GNU tar accepts, coffer accepts", () => {
     const r = await backup(file);
     expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
     const out = fresh("out");
-    expect((await coffer(["at", repo, "restore", r.stdout.trim(), "--to", out], { env: env(), cwd: base })).exitCode).toBe(EXIT.OK);
+    expect((await cofferInProcess(["at", repo, "restore", r.stdout.trim(), "--to", out], { env: env(), cwd: base })).exitCode).toBe(EXIT.OK);
     const inodes = await Promise.all(["a", "b", "c"].map(async (x) => (await fsp.stat(path.join(out, "hard", x))).ino));
     expect(new Set(inodes).size).toBe(1);
   });
@@ -138,9 +139,9 @@ describe("what GNU tar accepts, coffer accepts", () => {
     expect(tar(["-tf", both]).split("\n").filter((l) => l === "./d/x")).toHaveLength(2);
     const r = await backup(both);
     expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
-    const x = await coffer(["at", repo, "cat", `${r.stdout.trim()}:/d/x`], { env: env(), cwd: base });
+    const x = await cofferInProcess(["at", repo, "cat", `${r.stdout.trim()}:/d/x`], { env: env(), cwd: base });
     expect(x.stdout).toBe("second, longer\n");
-    expect((await coffer(["at", repo, "cat", `${r.stdout.trim()}:/y`], { env: env(), cwd: base })).stdout).toBe("y\n");
+    expect((await cofferInProcess(["at", repo, "cat", `${r.stdout.trim()}:/y`], { env: env(), cwd: base })).stdout).toBe("y\n");
   });
 
   it("a directory, FIFO or hard-link header that declares a size with no data after it: named in a warning, size ignored", async () => {
@@ -232,14 +233,14 @@ describe("a damaged archive: the member and the byte offset named, exit 3 after 
     const gz = gzipSync(await fsp.readFile(file), { level: 0 }); // stored: offsets in the gzip stream follow the tar's
     const at = `${fresh("cut")}.tgz`;
     await fsp.writeFile(at, gz.subarray(0, 200_000));
-    const r = await coffer(["at", repo, "backup", `tar+gz:${at}`], { env: env(), cwd: base });
+    const r = await cofferInProcess(["at", repo, "backup", `tar+gz:${at}`], { env: env(), cwd: base });
     expectNoStackTrace(r);
     expect(r.exitCode, describeRun(r)).toBe(EXIT.PARTIAL);
     expect(r.stderr).toMatch(/\/b: cannot read: damaged tar archive: not a valid gzip stream \(unexpected end of file\) at byte offset \d+ \(member "\.\/b"\)/);
     // The tar archive is whole, only the gzip trailer is cut: a warning.
     const tail = `${fresh("cut")}.tgz`;
     await fsp.writeFile(tail, gz.subarray(0, gz.length - 4));
-    const t = await coffer(["at", repo, "backup", `tar+gz:${tail}`], { env: env(), cwd: base });
+    const t = await cofferInProcess(["at", repo, "backup", `tar+gz:${tail}`], { env: env(), cwd: base });
     expect(t.exitCode, describeRun(t)).toBe(EXIT.OK);
     expect(t.stderr).toMatch(/the gzip stream is damaged after the end of the tar archive/);
   });

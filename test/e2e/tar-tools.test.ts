@@ -16,7 +16,8 @@ import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { coffer, describeRun, type Env, EXIT, expectNoStackTrace, FAST_KDF } from "../helpers/cli.js";
+import { describeRun, type Env, EXIT, expectNoStackTrace, FAST_KDF } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
 import { archiveMtimes, diffDumps, dumpTree, makeTarSource, python, tool } from "../helpers/tar-tools.js";
 
 const PASS = "tar-tools-e2e";
@@ -54,7 +55,7 @@ function gnuExtract(archive: string, acls = false): string {
 
 /** Backs the archive up with the CLI; returns the snapshot id and the warnings printed. */
 async function backup(repo: string, archive: string, proto = "tar"): Promise<{ id: string; stderr: string }> {
-  const r = await coffer(["at", repo, "backup", "--json", `${proto}:${archive}`], { env: env(), cwd: base });
+  const r = await cofferInProcess(["at", repo, "backup", "--json", `${proto}:${archive}`], { env: env(), cwd: base });
   expectNoStackTrace(r);
   expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
   return { id: (JSON.parse(r.stdout) as { id: string }).id, stderr: r.stderr };
@@ -62,7 +63,7 @@ async function backup(repo: string, archive: string, proto = "tar"): Promise<{ i
 
 async function newRepo(): Promise<string> {
   const repo = fresh("repo");
-  const r = await coffer(["at", repo, "create", ...FAST_KDF], { env: env(), cwd: base });
+  const r = await cofferInProcess(["at", repo, "create", ...FAST_KDF], { env: env(), cwd: base });
   expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
   return repo;
 }
@@ -72,7 +73,7 @@ let shared: Promise<string> | undefined;
 const sharedRepo = () => (shared ??= newRepo());
 
 async function restore(repo: string, id: string, to: string): Promise<string> {
-  const r = await coffer(["at", repo, "restore", id, "--to", to], { env: env(), cwd: base });
+  const r = await cofferInProcess(["at", repo, "restore", id, "--to", to], { env: env(), cwd: base });
   expectNoStackTrace(r);
   expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
   return r.stderr;

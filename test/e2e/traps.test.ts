@@ -36,6 +36,8 @@ import {
   lines,
   parseJson,
 } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
+import { lacks, skipOrFail } from "../helpers/prerequisites.js";
 import { stageCli, type StagedCli } from "../helpers/stage.js";
 import { compareTrees, seededBytes } from "../helpers/tree.js";
 
@@ -67,13 +69,13 @@ interface RunOpts {
   cwd?: string;
 }
 
+/** Runs the CLI, in this process unless it runs as another user (`prefix`, `runtime`: the binary). */
 async function run(args: string[], o: RunOpts = {}): Promise<CofferResult> {
-  const r = await coffer(args, {
-    env: { HOME: home, TMPDIR: path.join(base, "tmp"), COFFER_PASSPHRASE: PASS, ...o.env },
-    cwd: o.cwd ?? base,
-    ...(o.prefix !== undefined ? { prefix: o.prefix } : {}),
-    ...(o.runtime !== undefined ? { runtime: o.runtime } : {}),
-  });
+  const common = { env: { HOME: home, TMPDIR: path.join(base, "tmp"), COFFER_PASSPHRASE: PASS, ...o.env }, cwd: o.cwd ?? base };
+  const r =
+    o.prefix !== undefined || o.runtime !== undefined
+      ? await coffer(args, { ...common, ...(o.prefix !== undefined ? { prefix: o.prefix } : {}), ...(o.runtime !== undefined ? { runtime: o.runtime } : {}) })
+      : await cofferInProcess(args, common);
   expectNoStackTrace(r);
   return r;
 }
@@ -145,7 +147,7 @@ afterAll(async () => {
 // eslint-disable-next-line no-control-regex
 const TERMINAL_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/;
 
-describe.skipIf(!hasSetpriv)("1. names on a terminal are escaped in the `ls -b` form", () => {
+describe.skipIf(lacks(hasSetpriv, "setpriv (util-linux)"))("1. names on a terminal are escaped in the `ls -b` form", () => {
   // Raw bytes of the names (latin1: one char per byte).
   const ESC_NAME = "esc\x1b[31m\nname"; // shown as esc\033[31m\012name
   const BAD_NAME = "bad\xffname"; // shown as bad\377name
@@ -411,7 +413,7 @@ describe("6. a full repository (a 2 MiB tmpfs)", () => {
     await fsp.mkdir(mnt);
     const why = mountTmpfs(mnt, "2m");
     // Only where the test process may not mount (no CAP_SYS_ADMIN); test/integration/repository-write-errors.test.ts covers the rest.
-    if (why !== null) t.skip(why);
+    if (why !== null) skipOrFail(t, why);
     try {
       const repo = path.join(mnt, "repo");
       await createRepo(repo);

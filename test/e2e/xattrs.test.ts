@@ -13,7 +13,9 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
-import { type CofferResult, coffer, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF } from "../helpers/cli.js";
+import { type CofferResult, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF } from "../helpers/cli.js";
+import { cofferInProcess } from "../helpers/in-process.js";
+import { skipOrFail } from "../helpers/prerequisites.js";
 import { compareTrees, readTreeXattrs, setXattr } from "../helpers/tree.js";
 
 const PASS = "xattrs-e2e";
@@ -33,7 +35,7 @@ const fresh = (what: string) => path.join(base, `${what}-${++n}`);
 const env = (): Env => ({ HOME: base, TMPDIR: path.join(base, "tmp"), COFFER_PASSPHRASE: PASS });
 
 async function run(args: string[], code: number = EXIT.OK): Promise<CofferResult> {
-  const r = await coffer(args, { env: env(), cwd: base });
+  const r = await cofferInProcess(args, { env: env(), cwd: base });
   expectNoStackTrace(r);
   return expectExit(r, code);
 }
@@ -99,7 +101,8 @@ describe("extended attributes", () => {
     expect((await readTreeXattrs(out2)).size).toBe(0);
   });
 
-  it.skipIf(!isRoot)("as root: a file capability and POSIX access and default ACLs come back as getcap and getfacl show them", async () => {
+  it("as root: a file capability and POSIX access and default ACLs come back as getcap and getfacl show them", async (t) => {
+    if (!isRoot) skipOrFail(t, "needs root");
     expect(has("setfacl") && has("getfacl"), "setfacl/getfacl (Debian package acl) are needed").toBe(true);
     expect(has("getcap"), "getcap (Debian package libcap2-bin) is needed").toBe(true);
     const src = fresh("src");
@@ -141,13 +144,14 @@ describe("extended attributes", () => {
     expect(await compareTrees(src, out)).toEqual([]);
   });
 
-  it.skipIf(!isRoot)("a restore onto a file system that refuses extended attributes names each one not set and exits 3", async (ctx) => {
+  it("a restore onto a file system that refuses extended attributes names each one not set and exits 3", async (ctx) => {
+    if (!isRoot) skipOrFail(ctx, "needs root");
     const mnt = fresh("ramfs");
     await fsp.mkdir(mnt);
     try {
       execFileSync("mount", ["-t", "ramfs", "none", mnt], { stdio: "ignore" });
     } catch {
-      ctx.skip("cannot mount a ramfs here (the unit test covers this through the binding's seam)");
+      skipOrFail(ctx, "cannot mount a ramfs here (the unit test covers this through the binding's seam)");
     }
     try {
       const src = await userTree();

@@ -1,6 +1,8 @@
 /**
  * Runs the BUILT coffer CLI (bin/coffer.js -> dist/cli/main.js) as a child
- * process of the Node that runs the tests (Node 24), with no TTY: stdin is
+ * process of the Node that runs the tests (Node 24): the e2e layer, for what
+ * needs a real process (the launcher, signals, exit statuses, another user;
+ * ./in-process.ts runs the rest in this process). With no TTY: stdin is
  * ignored unless `input` is given, FORCE_COLOR=0, and a minimal environment
  * (nothing inherited from the caller but PATH and a few locale variables,
  * so a stray COFFER_* variable can never leak into a test). XDG_CACHE_HOME
@@ -12,6 +14,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { ExitCode } from "../../src/cli/exit-codes.js";
 
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const COFFER_BIN = path.join(PROJECT_ROOT, "bin", "coffer.js");
@@ -20,16 +23,8 @@ export const BUILT_MAIN = path.join(PROJECT_ROOT, "dist", "cli", "main.js");
 /** Fast KDF parameters for tests (create only). */
 export const FAST_KDF = ["--kdf-memory", "8", "--kdf-passes", "1"] as const;
 
-export const EXIT = {
-  OK: 0,
-  ERROR: 1,
-  USAGE: 2,
-  PARTIAL: 3,
-  NO_REPOSITORY: 10,
-  LOCKED: 11,
-  WRONG_PASSPHRASE: 12,
-  INTERRUPTED: 130,
-} as const;
+/** The exit codes by name (src/cli/exit-codes.ts; docs/CLI.md's table is checked against them). */
+export const EXIT = ExitCode;
 
 export type Env = Record<string, string | undefined>;
 
@@ -88,14 +83,15 @@ export function baseEnv(): Env {
   return env;
 }
 
-function mergeEnv(extra: Env | undefined): NodeJS.ProcessEnv {
+/** The base environment with `extra` added (an undefined value removes a variable). */
+export function mergeEnv(extra: Env | undefined): NodeJS.ProcessEnv {
   const env: Env = { ...baseEnv(), ...(extra ?? {}) };
   const out: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
   return out;
 }
 
-function quote(a: string): string {
+export function quote(a: string): string {
   return /^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a);
 }
 

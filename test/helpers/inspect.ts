@@ -7,11 +7,11 @@
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { Resource } from "../../src/connectors/flags.js";
-import { FsStore } from "../../src/connectors/fs-store.js";
+import { FsStore } from "../../src/connectors/fs/store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
 import { decodeHeader } from "../../src/snapshot/header.js";
-import { TreeReader } from "../../src/snapshot/vfs.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { toHex } from "../../src/util/hex.js";
 
 export interface StoredBlob {

@@ -7,7 +7,7 @@
  */
 import { createCipheriv, createHmac } from "node:crypto";
 import { zstdCompressSync } from "node:zlib";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import { Codec, type Compression } from "../../src/repository/codec.js";
 import { encodeConfig, type RepositoryConfig, sealConfig } from "../../src/repository/config.js";
 import { deriveSubkeys, plaintextMasterKey, type Subkeys } from "../../src/repository/crypto.js";

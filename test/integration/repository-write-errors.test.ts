@@ -14,10 +14,12 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resource } from "../../src/connectors/flags.js";
 import { FsImporter } from "../../src/connectors/fs/importer.js";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { CallOptions, Mac } from "../../src/connectors/store.js";
+import { exitCodeOf } from "../../src/cli/exit-codes.js";
 import { Repository } from "../../src/repository/repository.js";
-import { backup, type BackupEvent } from "../../src/snapshot/builder.js";
+import { backup } from "../../src/snapshot/backup/backup.js";
+import type { BackupEvent } from "../../src/snapshot/backup/events.js";
 import { check } from "../../src/snapshot/check.js";
 import { CofferError, repositoryWriteError } from "../../src/util/errors.js";
 import { prng } from "../helpers/prng.js";
@@ -95,9 +97,9 @@ describe("a repository write that fails stops the backup, named as such", () => 
         expect(result).toBeInstanceOf(CofferError);
         const e = result as CofferError;
         expect(e.code).toBe("REPOSITORY_WRITE");
-        expect(e.exitCode).toBe(1);
+        expect(exitCodeOf(e.code)).toBe(1);
         expect(e.message).toBe(`${headline}: cannot write to /srv/full-repo (${errno}: ${strerror})`);
-        expect(events.filter((x) => x.type === "error"), "no entry is reported as unreadable").toEqual([]);
+        expect(events.filter((x) => x.type === "failed" || x.type === "xattr-failed"), "no entry is reported as unreadable").toEqual([]);
         expect(store.failures).toBeGreaterThan(0);
 
         // What was stored is consistent: every state names a stored packfile, no snapshot is half there.
@@ -111,7 +113,7 @@ describe("a repository write that fails stops the backup, named as such", () => 
         // With room again, the next backup works and holds every file.
         const { result: ok, events: okEvents } = await run(store, workers);
         expect(ok).not.toBeInstanceOf(Error);
-        expect(okEvents.filter((x) => x.type === "error")).toEqual([]);
+        expect(okEvents.filter((x) => x.type === "failed" || x.type === "xattr-failed")).toEqual([]);
         const final = await Repository.open(store.view({ readOnly: true }), { passphrase: async () => null });
         const r2 = await check(final, {});
         expect(r2.problems).toEqual([]);

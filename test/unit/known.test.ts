@@ -16,7 +16,7 @@ let n = 0;
 
 function known(): { k: KnownRepositories; warnings: string[] } {
   const warnings: string[] = [];
-  return { k: new KnownRepositories(path.join(dir, String(++n)), (m) => warnings.push(m)), warnings };
+  return { k: new KnownRepositories(path.join(dir, String(++n)), (m) => warnings.push(m), "/"), warnings };
 }
 
 async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
@@ -53,7 +53,7 @@ describe("KnownRepositories", () => {
     const { k, warnings } = known();
     await k.check(downgraded, "/r");
     await k.record(enc, "/r");
-    const again = new KnownRepositories(k.dir, (m) => warnings.push(m));
+    const again = new KnownRepositories(k.dir, (m) => warnings.push(m), "/");
     expect(await codeOf(again.check(downgraded, "/r"))).toBe("CORRUPT");
     expect(await codeOf(again.check(downgraded, "/elsewhere"))).toBe("CORRUPT");
     const otherId: RepositoryConfig = { ...downgraded, id: new Uint8Array(32).fill(1) };
@@ -69,12 +69,12 @@ describe("KnownRepositories", () => {
     const { k } = known();
     await k.record(enc, "/r");
     const other = (await newConfig({ chunking, mac: "blake3", compression: "zstd", passphrase: null })).config;
-    const k2 = new KnownRepositories(k.dir, () => {});
+    const k2 = new KnownRepositories(k.dir, () => {}, "/");
     await k2.record(other, "/r");
     // the location now holds a plaintext repository: a plaintext one there is fine...
-    expect(await codeOf(new KnownRepositories(k.dir, () => {}).check({ ...other, id: new Uint8Array(32).fill(9) }, "/r"))).toBeUndefined();
+    expect(await codeOf(new KnownRepositories(k.dir, () => {}, "/").check({ ...other, id: new Uint8Array(32).fill(9) }, "/r"))).toBeUndefined();
     // ...but enc's ID stays known encrypted
-    expect(await codeOf(new KnownRepositories(k.dir, () => {}).check(downgraded, "/r"))).toBe("CORRUPT");
+    expect(await codeOf(new KnownRepositories(k.dir, () => {}, "/").check(downgraded, "/r"))).toBe("CORRUPT");
   });
 
   it("writes only when something changed, leaving no temporary file", async () => {
@@ -82,7 +82,7 @@ describe("KnownRepositories", () => {
     await k.record(enc, "/r");
     const file = k.idFile(enc.id);
     await fsp.utimes(file, 1, 1);
-    await new KnownRepositories(k.dir, () => {}).record(enc, "/r");
+    await new KnownRepositories(k.dir, () => {}, "/").record(enc, "/r");
     expect((await fsp.stat(file, { bigint: true })).mtimeNs).toBe(1_000_000_000n);
     expect((await fsp.readdir(path.dirname(file))).filter((f) => f.endsWith(".tmp"))).toEqual([]);
   });
@@ -92,13 +92,13 @@ describe("KnownRepositories", () => {
     await k.record(enc, "/r");
     await fsp.writeFile(k.idFile(enc.id), "garbage");
     await fsp.writeFile(k.locationFile("/r"), JSON.stringify({ v: 1, location: "fs:/somewhere-else", id: "00".repeat(32), encrypted: true, version: 2 }));
-    const k2 = new KnownRepositories(k.dir, (m) => warnings.push(m));
+    const k2 = new KnownRepositories(k.dir, (m) => warnings.push(m), "/");
     expect(await codeOf(k2.check(downgraded, "/r"))).toBeUndefined();
     expect(warnings).toHaveLength(2);
     expect(warnings.join("\n")).toMatch(/not JSON/);
     expect(warnings.join("\n")).toMatch(/another repository or location/);
     await k2.record(enc, "/r");
     expect(warnings).toHaveLength(2); // check's reading is reused
-    expect(await codeOf(new KnownRepositories(k.dir, () => {}).check(downgraded, "/r"))).toBe("CORRUPT");
+    expect(await codeOf(new KnownRepositories(k.dir, () => {}, "/").check(downgraded, "/r"))).toBe("CORRUPT");
   });
 });

@@ -24,6 +24,9 @@ describe("layer rules", () => {
       ["src/util/example.ts", "util"],
       ["src/connectors/example.ts", "connectors"],
       ["src/connectors/fs/example.ts", "connectors"],
+      ["src/connectors/ptar/example.ts", "connectors"],
+      ["src/connectors/memory/example.ts", "connectors"],
+      ["src/connectors/tar/example.ts", "connectors"],
       ["src/pkg/example.ts", "pkg"],
     ] as const) {
       const messages = await restricted(file);

@@ -1,5 +1,5 @@
 /**
- * restore() (src/snapshot/restore.ts) in process, from a memory store under
+ * restore() (src/snapshot/restore/restore.ts) in process, from a memory store under
  * the fault kit (test/helpers/faults.ts), to a temporary directory: every
  * read goes through the store (the decorators have no localPath(), so no
  * worker reads packfiles behind them), a chunk whose reads fail fails its
@@ -13,14 +13,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resource } from "../../src/connectors/flags.js";
 import { FsExporter } from "../../src/connectors/fs/exporter.js";
 import { FsImporter } from "../../src/connectors/fs/importer.js";
-import { MemoryStore } from "../../src/connectors/memory-store.js";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { Store } from "../../src/connectors/store.js";
 import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
-import { backup } from "../../src/snapshot/builder.js";
+import { backup } from "../../src/snapshot/backup/backup.js";
 import type { SnapshotHeader } from "../../src/snapshot/header.js";
-import { restore } from "../../src/snapshot/restore.js";
-import { TreeReader } from "../../src/snapshot/vfs.js";
+import { readChunks } from "../../src/snapshot/restore/content.js";
+import { restore, type RestoreEvent } from "../../src/snapshot/restore/restore.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
+import { CorruptError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { failing, faults, recording } from "../helpers/faults.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
@@ -55,13 +57,14 @@ function open(store: Store): Promise<Repository> {
 }
 
 /** Restores the snapshot from `store` to a new directory. */
-async function restoreFrom(store: Store): Promise<{ out: string; errors: [string, string][] }> {
+async function restoreFrom(store: Store): Promise<{ out: string; errors: [string, string][]; events: RestoreEvent[] }> {
   const repo = await open(store);
   const out = path.join(base, `out-${++n}`);
   const exporter = new FsExporter(out);
+  const events: RestoreEvent[] = [];
   try {
-    const r = await restore(repo, snap, "/", exporter, { workers: 2 });
-    return { out, errors: r.errors };
+    const r = await restore(repo, snap, "/", exporter, { workers: 2, onEvent: (e) => events.push(e) });
+    return { out, errors: r.errors, events };
   } finally {
     await exporter.close();
     await repo.close();
@@ -112,5 +115,40 @@ describe("restore through the fault kit", () => {
     const { errors } = await restoreFrom(store);
     expect(errors.map(([p]) => p).sort()).toEqual(inPack.sort());
     for (const [, why] of errors) expect(why).toMatch(/missing/);
+  });
+});
+
+describe("damaged content", () => {
+  it("a flipped byte in a chunk fails its file with a CorruptError naming the blob; the others restore identical", async () => {
+    const { pack, offset } = await firstChunk("sub/deeper/d.txt");
+    const repo = await open(mem);
+    const e = await new TreeReader(repo).lookup(snap.root, "/sub/deeper/d.txt");
+    await repo.close();
+    // A copy of the store whose packfile has one byte of that chunk flipped.
+    const objects = new Map([...mem.backing.objects].map(([r, m]) => [r, new Map(m)]));
+    const packs = objects.get(Resource.PACKFILE)!;
+    const damaged = Buffer.from(packs.get(pack)!);
+    damaged[offset + 40]! ^= 0x01;
+    packs.set(pack, damaged);
+    const { out, errors, events } = await restoreFrom(new MemoryStore({ backing: { config: mem.backing.config, objects } }));
+    expect(errors.map(([p]) => p)).toEqual(["/sub/deeper/d.txt"]);
+    const failed = events.filter((ev) => ev.type === "error");
+    expect(failed).toHaveLength(1);
+    const error = failed[0]!.error;
+    expect(error).toBeInstanceOf(CorruptError);
+    expect(error).toMatchObject({ code: "CORRUPT", detail: expect.stringMatching(/authentication failed/), data: { type: BlobType.CHUNK, mac: toHex(e!.chunks![0]!.mac) } });
+    expect(failed[0]!.message).toBe(errors[0]![1]);
+    expect(await compareTrees(src, out, { rootMeta: false, ignore: (rel) => rel === "sub/deeper/d.txt" })).toEqual([]);
+  });
+
+  it("readChunks refuses a chunk whose length is not the one its entry records, with a CorruptError", async () => {
+    const repo = await open(mem);
+    const e = await new TreeReader(repo).lookup(snap.root, "/a.bin");
+    const c = e!.chunks![0]!;
+    const read = async () => {
+      for await (const _ of readChunks(repo, [{ ...c, length: c.length + 1 }]));
+    };
+    await expect(read()).rejects.toSatisfy((x) => x instanceof CorruptError && x.data.mac === toHex(c.mac) && x.detail === `has ${c.length} bytes, expected ${c.length + 1}`);
+    await repo.close();
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Tests of the snapshot encodings: trees and entries (src/snapshot/tree.ts),
  * snapshot headers (src/snapshot/header.ts) and the scan cache's ordering
- * (src/snapshot/scancache.ts). Round trips are properties over arbitrary
+ * (src/snapshot/backup/scancache.ts). Round trips are properties over arbitrary
  * entries (unicode and newline names, int64 times, u64 device/inode numbers,
  * optional fields present or absent); malformed maps must be CorruptError.
  */
@@ -13,10 +13,10 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import type { EntryKind, FileInfo } from "../../src/connectors/records.js";
 import { decodeHeader, encodeHeader, HEADER_VERSION, type SnapshotHeader } from "../../src/snapshot/header.js";
-import { pathKey, SCAN_CACHE_MEMORY, ScanCache } from "../../src/snapshot/scancache.js";
+import { pathKey, SCAN_CACHE_MEMORY, ScanCache } from "../../src/snapshot/backup/scancache.js";
 import { MAX_RAW_BLOB } from "../../src/repository/codec.js";
 import type { Repository } from "../../src/repository/repository.js";
-import { TreeReader } from "../../src/snapshot/vfs.js";
+import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { compareNames, decodeEntry, decodeTree, encodeEntry, encodeTree, encodeTreeOf, type Entry, packEntry, TREE_VERSION, unpackEntry } from "../../src/snapshot/tree.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 
@@ -590,7 +590,7 @@ describe.each(scanCacheModes)("ScanCache order (%s)", (_mode, budget) => {
   });
 });
 
-describe("TreeReader.walk (src/snapshot/vfs.ts)", () => {
+describe("TreeReader.walk (src/snapshot/tree-reader.ts)", () => {
   const entry = (name: string, kind: EntryKind, tree?: Uint8Array): Entry => ({
     name,
     info: { name, kind, size: 0, mode: kind === "dir" ? 0o755 : 0o644, mtimeNs: 1n, dev: 1n, ino: 2n, uid: 0, gid: 0, nlink: 1 },

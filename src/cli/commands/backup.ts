@@ -4,11 +4,13 @@ import { arch, hostname, platform, userInfo } from "node:os";
 import { Command } from "commander";
 import { LocationFlag } from "../../connectors/flags.js";
 import { numericValue, parseOptions } from "../../connectors/params.js";
-import { backup, type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from "../../snapshot/builder.js";
+import { backup } from "../../snapshot/backup/backup.js";
+import { type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from "../../snapshot/backup/checkpointer.js";
 import type { Importer } from "../../connectors/records.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
-import { connectorOptions, type Context, withRepository } from "../context.js";
+import { connectorOptions, type Context, userPath, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
 
 export interface BackupCmdOptions {
@@ -24,7 +26,7 @@ export interface BackupCmdOptions {
 }
 
 export interface BackupOutcome {
-  exitCode: 0 | 3;
+  exitCode: ExitCode;
 }
 
 export async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
@@ -32,7 +34,7 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
   for (const f of o.excludeFile ?? []) {
     let text: string;
     try {
-      text = await readFile(f, "utf8");
+      text = await readFile(userPath(ctx, f), "utf8");
     } catch (e) {
       throw new CofferError("USAGE", `cannot read exclude file ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
@@ -43,7 +45,7 @@ export async function runBackup(path: string | undefined, o: BackupCmdOptions, c
     interval = numericValue("duration", o.checkpointInterval);
     if (!Number.isFinite(interval)) throw new CofferError("USAGE", `--checkpoint-interval must be a duration such as 30s or 5m, not ${JSON.stringify(o.checkpointInterval)}`);
   }
-  const importer = await ctx.registry.make("importer", path ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx, { excludes, noXattr: !o.xattr }));
+  const importer = await ctx.registry.make("importer", path ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { excludes, noXattr: !o.xattr }));
   try {
     return await backupFrom(importer, o, interval, ctx);
   } finally {
@@ -76,7 +78,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       force: o.force ?? false,
       checkpoints,
       onEvent: (e) => {
-        if (e.type === "error") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
+        if (e.type === "failed" || e.type === "xattr-failed") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
         else if (e.type === "warning") say(ctx.stderr, `coffer: warning: ${shown(e.path)}: ${e.message}`);
       },
     });
@@ -95,7 +97,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       }
       ctx.stdout.write(`${shortId(header.id)}\n`);
     }
-    return { exitCode: s.errors > 0 ? 3 : 0 };
+    return { exitCode: s.errors > 0 ? ExitCode.PARTIAL : ExitCode.OK };
   });
 }
 
@@ -109,7 +111,7 @@ function safeUser(): string {
 
 const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 
-export function backupCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function backupCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("backup")
     .description("back up LOCATION (default: the current directory) as a new snapshot")
     .argument("[location]", "what to back up: a directory, or PROTO:... (fs:, stdin:NAME, tar:FILE, tar+gz:FILE, an installed plugin)")

@@ -2,10 +2,12 @@
 import { Command } from "commander";
 import type { Repository } from "../../repository/repository.js";
 import { check } from "../../snapshot/check.js";
-import { resolveSnapshot } from "../../snapshot/vfs.js";
+import { resolveSnapshot } from "../../snapshot/snapshots.js";
 import { isCofferError } from "../../util/errors.js";
 import { type Context, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { say, shown } from "../format.js";
+import { parseSnapshotSelector } from "../snapshot-target.js";
 
 export interface CheckCmdOptions {
   fast?: boolean;
@@ -27,10 +29,11 @@ async function withCheckable<T>(ctx: Context, fn: (repo: Repository, writable: b
   }
 }
 
-export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<number> {
+export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<ExitCode> {
   const fast = (o.fast ?? false) && !o.readData;
+  const selectors = snaps.map(parseSnapshotSelector);
   return withCheckable(ctx, async (repo, writable) => {
-    const ids = snaps.length ? await Promise.all(snaps.map(async (s) => (await resolveSnapshot(repo, s, ctx.signal)).id)) : undefined;
+    const ids = selectors.length ? await Promise.all(selectors.map(async (s) => (await resolveSnapshot(repo, s, ctx.signal)).id)) : undefined;
     const r = await check(repo, { fast, signal: ctx.signal, ...(ids ? { snapshots: ids } : {}) });
     let recorded = 0;
     let notRecorded: string | undefined;
@@ -43,7 +46,8 @@ export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context
         notRecorded = e.message;
       }
     }
-    if (o.json) ctx.stdout.write(`${JSON.stringify({ ...r, recorded })}\n`);
+    // Problems as text: the errors behind them are for callers of check(), not part of the JSON report.
+    if (o.json) ctx.stdout.write(`${JSON.stringify({ ...r, problems: r.problems.map(({ error: _error, ...p }) => p), recorded })}\n`);
     else {
       for (const p of r.problems) {
         const where = p.snapshot ? `snapshot ${p.snapshot.slice(0, 8)}${p.path ? `: ${shown(p.path)}` : ""}: ` : "";
@@ -58,11 +62,11 @@ export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context
       if (recorded > 0) say(ctx.stdout, "recorded the damage in the state: backups store the damaged blobs again; `coffer repair index` and `coffer repair snapshots` repair the rest");
     }
     if (notRecorded !== undefined) say(ctx.stderr, `coffer: warning: the damage found was not recorded in the state: ${notRecorded}`);
-    return r.problems.length ? 1 : 0;
+    return r.problems.length ? ExitCode.ERROR : ExitCode.OK;
   });
 }
 
-export function checkCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function checkCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("check")
     .description("verify that snapshots are complete and, without --fast, that every blob is intact")
     .argument("[snap...]", "snapshots to check (default: all)")

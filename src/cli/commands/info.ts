@@ -1,14 +1,16 @@
 /** `coffer info [SNAP]`: the repository's configuration, or a snapshot's header and summary. */
 import { Command } from "commander";
-import { resolveSnapshot } from "../../snapshot/vfs.js";
+import { resolveSnapshot } from "../../snapshot/snapshots.js";
 import { toHex } from "../../util/hex.js";
 import { type Context, repositoryLocation, withRepository } from "../context.js";
 import { bytes, isoTime, say, shown, shownSource, snapshotJson } from "../format.js";
+import { parseSnapshotSelector } from "../snapshot-target.js";
 
 export async function runInfo(snap: string | undefined, o: { json?: boolean }, ctx: Context): Promise<void> {
+  const snapshot = snap === undefined ? undefined : parseSnapshotSelector(snap);
   await withRepository(ctx, { readOnly: true }, async (repo) => {
     const w = (s: string) => say(ctx.stdout, s);
-    if (snap === undefined) {
+    if (snapshot === undefined) {
       const c = repo.config;
       const size = await repo.store.size();
       const info = {
@@ -39,7 +41,7 @@ export async function runInfo(snap: string | undefined, o: { json?: boolean }, c
       w(`size         ${size >= 0 ? bytes(size) : "unknown"}`);
       return;
     }
-    const h = await resolveSnapshot(repo, snap, ctx.signal);
+    const h = await resolveSnapshot(repo, snapshot, ctx.signal);
     const j = snapshotJson(h);
     if (o.json) return void ctx.stdout.write(`${JSON.stringify(j)}\n`);
     const s = h.summary;

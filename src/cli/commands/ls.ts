@@ -1,10 +1,13 @@
 /** `coffer ls`: list snapshots, or the entries of a directory in a snapshot. */
 import { Command } from "commander";
-import { listSnapshots, lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader, joinPath } from "../../snapshot/vfs.js";
+import { listSnapshots, resolveSnapshot } from "../../snapshot/snapshots.js";
+import { joinPath, lookupOrThrow, TreeReader } from "../../snapshot/tree-reader.js";
 import type { Entry } from "../../snapshot/tree.js";
 import { toHex } from "../../util/hex.js";
 import { type Context, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { bytes, entryJson, localTime, modeString, say, shortId, shown, shownSource, snapshotJson } from "../format.js";
+import { parseSnapshotTarget } from "../snapshot-target.js";
 
 export interface LsOptions {
   recursive?: boolean;
@@ -13,7 +16,7 @@ export interface LsOptions {
 }
 
 /** Lists snapshots, or a directory's entries; exits 3 when a snapshot's header cannot be read (each is named). */
-export async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<number> {
+export async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const out = ctx.stdout;
     if (target === undefined) {
@@ -26,10 +29,10 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
         }
       }
       for (const u of unreadable) say(ctx.stderr, `coffer: snapshot ${toHex(u.id)} cannot be read: ${u.message}`);
-      return unreadable.length > 0 ? 3 : 0;
+      return unreadable.length > 0 ? ExitCode.PARTIAL : ExitCode.OK;
     }
-    const { snap, path: asTyped } = parseSnapPath(target);
-    const header = await resolveSnapshot(repo, snap, ctx.signal);
+    const { snapshot, path: asTyped } = parseSnapshotTarget(target);
+    const header = await resolveSnapshot(repo, snapshot, ctx.signal);
     const reader = new TreeReader(repo);
     const { entry: top, path } = await lookupOrThrow(reader, header, asTyped, ctx.signal);
     const rows: Record<string, unknown>[] = [];
@@ -48,11 +51,11 @@ export async function runLs(target: string | undefined, o: LsOptions, ctx: Conte
       for (const c of await reader.children(top, ctx.signal)) show(joinPath(path, c.name), c);
     }
     if (o.json) out.write(`${JSON.stringify(rows)}\n`);
-    return 0;
+    return ExitCode.OK;
   });
 }
 
-export function lsCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function lsCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("ls")
     .description("list snapshots, or the entries of SNAP[:PATH]")
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")

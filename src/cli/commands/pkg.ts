@@ -4,7 +4,7 @@ import { describeParams } from "../../connectors/params.js";
 import { addPackage, listInstalled, pluginsDir, removePackage } from "../../pkg/installed.js";
 import type { Manifest } from "../../pkg/manifest.js";
 import { CofferError } from "../../util/errors.js";
-import type { Context } from "../context.js";
+import { type Context, userPath } from "../context.js";
 import { say } from "../format.js";
 
 function manifestJson(m: Manifest, extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -44,7 +44,7 @@ export function pkgCommand(ctx: () => Context): Command {
     .action(async (manifest: string, o: { out?: string; json?: boolean }) => {
       const c = ctx();
       const { createPackage } = await import("../../pkg/package.js");
-      const { path, index } = await createPackage(manifest, o.out ?? process.cwd());
+      const { path, index } = await createPackage(userPath(c, manifest), userPath(c, o.out ?? "."));
       if (o.json) c.stdout.write(`${JSON.stringify({ path, name: index.manifest.name, version: index.manifest.version, files: index.files.length })}\n`);
       else say(c.stdout, path);
     });
@@ -55,7 +55,7 @@ export function pkgCommand(ctx: () => Context): Command {
     .option("--force", "replace an installed package of the same name, or take protocols other packages provide")
     .action(async (file: string, o: { force?: boolean }) => {
       const c = ctx();
-      const r = await addPackage(file, pluginsDir(c.env), c.registry, o);
+      const r = await addPackage(userPath(c, file), pluginsDir(c.env), c.registry, o);
       say(c.stdout, `installed ${r.manifest.name} ${r.manifest.version} in ${r.dir}${r.replaced.length ? ` (replacing ${r.replaced.join(", ")})` : ""}`);
     });
   pkg
@@ -98,7 +98,7 @@ export function pkgCommand(ctx: () => Context): Command {
         where = `installed in ${installed.dir}`;
       } else if (what.endsWith(".ptar")) {
         const { readPackage } = await import("../../pkg/package.js");
-        m = (await readPackage(what)).manifest;
+        m = (await readPackage(userPath(c, what))).manifest;
         where = `package file ${what}`;
       } else throw new CofferError("USAGE", `no installed package named ${what}`);
       if (o.json) c.stdout.write(`${JSON.stringify(manifestJson(m, { where }))}\n`);

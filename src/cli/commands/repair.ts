@@ -9,6 +9,7 @@ import { Command } from "commander";
 import { describeIndexRepair, repairIndex } from "../../repository/repair-index.js";
 import { repairSnapshots, type SnapshotRepairReport } from "../../snapshot/repair-snapshots.js";
 import { type Context, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { say, shown } from "../format.js";
 
 export interface RepairCmdOptions {
@@ -16,23 +17,23 @@ export interface RepairCmdOptions {
   json?: boolean;
 }
 
-export async function runRepairIndex(o: RepairCmdOptions, ctx: Context): Promise<number> {
+export async function runRepairIndex(o: RepairCmdOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: o.dryRun ?? false }, async (repo) => {
     if (!o.dryRun) await repo.acquire("exclusive", "repair index");
     const r = await repairIndex(repo, { dryRun: o.dryRun ?? false, signal: ctx.signal });
     if (o.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);
     else for (const line of describeIndexRepair(r)) say(ctx.stdout, line);
-    return 0;
+    return ExitCode.OK;
   });
 }
 
-export async function runRepairSnapshots(o: RepairCmdOptions, ctx: Context): Promise<number> {
+export async function runRepairSnapshots(o: RepairCmdOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: o.dryRun ?? false }, async (repo) => {
     if (!o.dryRun) await repo.acquire("shared", "repair snapshots");
     const r = await repairSnapshots(repo, { dryRun: o.dryRun ?? false, signal: ctx.signal });
     if (o.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);
     else for (const line of describeSnapshotRepair(r)) say(ctx.stdout, line);
-    return 0;
+    return ExitCode.OK;
   });
 }
 
@@ -49,7 +50,7 @@ function describeSnapshotRepair(r: SnapshotRepairReport): string[] {
   return lines;
 }
 
-export function repairCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function repairCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   const repair = new Command("repair").description("repair a damaged repository (run `coffer check` first)");
   repair
     .command("index")

@@ -3,11 +3,14 @@ import { lstat } from "node:fs/promises";
 import { Command } from "commander";
 import { parseOptions } from "../../connectors/params.js";
 import type { Exporter } from "../../connectors/records.js";
-import { restore } from "../../snapshot/restore.js";
-import { lookupOrThrow, parseSnapPath, resolveSnapshot, TreeReader } from "../../snapshot/vfs.js";
+import { restore } from "../../snapshot/restore/restore.js";
+import { resolveSnapshot, type SnapshotSelector } from "../../snapshot/snapshots.js";
+import { lookupOrThrow, TreeReader } from "../../snapshot/tree-reader.js";
 import { CofferError } from "../../util/errors.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
+import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
+import { parseSnapshotTarget } from "../snapshot-target.js";
 
 export interface RestoreCmdOptions {
   to?: string;
@@ -17,19 +20,19 @@ export interface RestoreCmdOptions {
   force?: boolean;
 }
 
-export async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<number> {
-  const { snap, path } = parseSnapPath(target);
-  const exporter = await ctx.registry.make("exporter", o.to ?? process.cwd(), parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
+export async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<ExitCode> {
+  const { snapshot, path } = parseSnapshotTarget(target);
+  const exporter = await ctx.registry.make("exporter", o.to ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
   try {
-    return await restoreTo(exporter, snap, path, o, ctx);
+    return await restoreTo(exporter, snapshot, path, o, ctx);
   } finally {
     await exporter.close();
   }
 }
 
-async function restoreTo(exporter: Exporter, snap: string | undefined, path: string, o: RestoreCmdOptions, ctx: Context): Promise<number> {
+async function restoreTo(exporter: Exporter, snapshot: SnapshotSelector, path: string, o: RestoreCmdOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
-    const header = await resolveSnapshot(repo, snap, ctx.signal);
+    const header = await resolveSnapshot(repo, snapshot, ctx.signal);
     // A path that is not there fails before anything is created (ping() makes the directory).
     await lookupOrThrow(new TreeReader(repo), header, path, ctx.signal);
     const dir = exporter.root;
@@ -49,11 +52,11 @@ async function restoreTo(exporter: Exporter, snap: string | undefined, path: str
     else if (!o.quiet) {
       say(ctx.stderr, `restored ${r.files} files, ${r.dirs} dirs, ${bytes(r.bytes)} from ${shortId(header.id)} to ${shown(dir)}${r.errors.length ? `; ${r.errors.length} errors` : ""}`);
     }
-    return r.errors.length > 0 ? 3 : 0;
+    return r.errors.length > 0 ? ExitCode.PARTIAL : ExitCode.OK;
   });
 }
 
-export function restoreCommand(ctx: () => Context, done: (code: number) => void): Command {
+export function restoreCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("restore")
     .description("restore SNAP[:PATH] (default: the latest snapshot) into a directory")
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")

@@ -1,6 +1,7 @@
 /**
- * What the three adapters share: starting the plugin, its Init call, and
- * checking what Init answered (flags must be known LocationFlag bits).
+ * What the three adapters share: starting the plugin, its Init call,
+ * checking what Init answered (flags must be known LocationFlag bits), and
+ * holding the process with the location Init described.
  */
 import type * as grpc from "@grpc/grpc-js";
 import { CofferError } from "../../util/errors.js";
@@ -28,6 +29,28 @@ export interface InitAnswer {
   type: string;
   root: string;
   flags: number;
+}
+
+/** The base of the importer, exporter and store adapters: the plugin's process and the location its Init described. */
+export abstract class PluginConnector {
+  readonly origin: string;
+  readonly type: string;
+  readonly root: string;
+  readonly flags: number;
+  readonly proc: PluginProcess;
+
+  protected constructor(proc: PluginProcess, init: InitAnswer) {
+    this.proc = proc;
+    this.origin = init.origin;
+    this.type = init.type;
+    this.root = init.root;
+    this.flags = init.flags;
+  }
+
+  /** The plugin's process id (for diagnostics and tests). */
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
 }
 
 const KNOWN_FLAGS = Object.values(LocationFlag).reduce((a, b) => a | b, 0);

@@ -32,7 +32,7 @@ import * as grpc from "@grpc/grpc-js";
 import { abortError, type CofferError, throwIfAborted } from "../../util/errors.js";
 import { LocationFlag } from "../flags.js";
 import type { ConnectorOptions, ContentPiece, ExportRecord, ExportResult, Exporter, ImportOptions } from "../records.js";
-import { closeConnector, method, type PluginConnectorSpec, startConnector, wireOptions } from "./connector.js";
+import { closeConnector, type InitAnswer, method, PluginConnector, type PluginConnectorSpec, startConnector, wireOptions } from "./connector.js";
 import type { PluginProcess } from "./process.js";
 import { callError, type CallContext, pieces, pluginError, Pull, unary, write } from "./rpc.js";
 import { checkWirePathname, MAX_CHUNK, services, toWireRecord, toWireXattrRecord, type WireRecord, type WireResult } from "./wire.js";
@@ -108,36 +108,24 @@ class ExportStream {
   }
 }
 
-export class PluginExporter implements Exporter {
-  readonly origin: string;
-  readonly type: string;
-  readonly root: string;
-  readonly flags: number;
+export class PluginExporter extends PluginConnector implements Exporter {
   private readonly service = services().exporter;
   private stream: ExportStream | undefined;
   /** Sends are serialised: each export() waits for the previous one's messages. */
   private sending: Promise<void> = Promise.resolve();
 
   private constructor(
-    readonly proc: PluginProcess,
-    init: { origin: string; type: string; root: string; flags: number },
+    proc: PluginProcess,
+    init: InitAnswer,
     readonly options: ConnectorOptions,
   ) {
-    this.origin = init.origin;
-    this.type = init.type;
-    this.root = init.root;
-    this.flags = init.flags;
+    super(proc, init);
   }
 
   /** Starts the plugin and calls Init{options, proto, config}. */
   static async start(spec: PluginConnectorSpec, proto: string, config: Record<string, string>, opts: ConnectorOptions): Promise<PluginExporter> {
     const { proc, init } = await startConnector(spec, services().exporter, { options: wireOptions(opts), proto, config });
     return new PluginExporter(proc, init, opts);
-  }
-
-  /** The plugin's process id (for diagnostics and tests). */
-  get pid(): number | undefined {
-    return this.proc.pid;
   }
 
   private ctx(name: string, signal?: AbortSignal): CallContext {

@@ -33,7 +33,7 @@ import * as grpc from "@grpc/grpc-js";
 import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
 import { escapeName } from "../../util/names.js";
 import type { ConnectorOptions, FileInfo, Importer, ImportOptions, ImportRecord } from "../records.js";
-import { closeConnector, method, type PluginConnectorSpec, startConnector, wireOptions } from "./connector.js";
+import { closeConnector, type InitAnswer, method, PluginConnector, type PluginConnectorSpec, startConnector, wireOptions } from "./connector.js";
 import type { PluginProcess } from "./process.js";
 import { callError, type CallContext, pluginError, Pull, unary } from "./rpc.js";
 import { checkWirePathname, fromWireFileInfo, services, toWireRecord, type WireRecord, XATTR_TYPE_ADS } from "./wire.js";
@@ -69,36 +69,24 @@ export function importRecordFromWire(w: WireRecord): { record: Omit<ImportRecord
   return { record };
 }
 
-export class PluginImporter implements Importer {
-  readonly origin: string;
-  readonly type: string;
-  readonly root: string;
-  readonly flags: number;
+export class PluginImporter extends PluginConnector implements Importer {
   private readonly service = services().importer;
   private readonly sessions = new Set<ImportSession>();
   /** One warning per importer about extended-attribute records. */
   xattrWarned = false;
 
   private constructor(
-    readonly proc: PluginProcess,
-    init: { origin: string; type: string; root: string; flags: number },
+    proc: PluginProcess,
+    init: InitAnswer,
     readonly options: ConnectorOptions,
   ) {
-    this.origin = init.origin;
-    this.type = init.type;
-    this.root = init.root;
-    this.flags = init.flags;
+    super(proc, init);
   }
 
   /** Starts the plugin and calls Init{options, proto, config}. */
   static async start(spec: PluginConnectorSpec, proto: string, config: Record<string, string>, opts: ConnectorOptions): Promise<PluginImporter> {
     const { proc, init } = await startConnector(spec, services().importer, { options: wireOptions(opts), proto, config });
     return new PluginImporter(proc, init, opts);
-  }
-
-  /** The plugin's process id (for diagnostics and tests). */
-  get pid(): number | undefined {
-    return this.proc.pid;
   }
 
   ctx(name: string, signal?: AbortSignal): CallContext {

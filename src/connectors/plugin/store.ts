@@ -25,40 +25,28 @@ import { toHex } from "../../util/hex.js";
 import { type Resource, resourceName, StoreMode } from "../flags.js";
 import type { ConnectorOptions } from "../records.js";
 import type { CallOptions, Mac, Range, Store } from "../store.js";
-import { closeConnector, method, type PluginConnectorSpec, startConnector } from "./connector.js";
+import { closeConnector, type InitAnswer, method, PluginConnector, type PluginConnectorSpec, startConnector } from "./connector.js";
 import type { PluginProcess } from "./process.js";
 import { callError, type CallContext, type Codes, pieces, pluginError, Pull, unary, write } from "./rpc.js";
 import { MAX_CHUNK, services } from "./wire.js";
 
 const GO_NOT_EXIST = /no such file or directory|file does not exist/i;
 
-export class PluginStore implements Store {
-  readonly origin: string;
-  readonly type: string;
-  readonly root: string;
-  readonly flags: number;
+export class PluginStore extends PluginConnector implements Store {
   private readonly service = services().store;
 
   private constructor(
-    private readonly proc: PluginProcess,
-    init: { origin: string; type: string; root: string; flags: number },
+    proc: PluginProcess,
+    init: InitAnswer,
     private readonly readOnly: boolean,
   ) {
-    this.origin = init.origin;
-    this.type = init.type;
-    this.root = init.root;
-    this.flags = init.flags;
+    super(proc, init);
   }
 
   /** Starts the plugin and calls Init{proto, config}. */
   static async start(spec: PluginConnectorSpec, proto: string, config: Record<string, string>, opts: ConnectorOptions): Promise<PluginStore> {
     const { proc, init } = await startConnector(spec, services().store, { proto, config });
     return new PluginStore(proc, init, opts.readOnly === true);
-  }
-
-  /** The plugin's process id (for diagnostics and tests). */
-  get pid(): number | undefined {
-    return this.proc.pid;
   }
 
   private ctx(name: string, opts?: CallOptions, codes?: Codes): CallContext {

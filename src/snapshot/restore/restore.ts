@@ -1,0 +1,91 @@
+/**
+ * Restore: walks a snapshot subtree depth-first and hands each entry to
+ * the exporter (via-exporter.ts) or, for regular files into a local
+ * directory from a local store, to the worker pool (via-workers.ts).
+ * The order rules live here: a directory before its children, hard-linked
+ * files one at a time, a bounded number of exports in flight.
+ */
+import { LocationFlag } from "../../connectors/flags.js";
+import type { Exporter } from "../../connectors/records.js";
+import type { Repository } from "../../repository/repository.js";
+import { throwIfAborted } from "../../util/errors.js";
+import type { SnapshotHeader } from "../header.js";
+import { lookupOrThrow, TreeReader } from "../tree-reader.js";
+import type { Entry } from "../tree.js";
+import { type Failure, Outcome, type RestoreEvent, type RestoreResult } from "./outcome.js";
+import { RestorePool } from "./pool.js";
+import { exportEntry } from "./via-exporter.js";
+import { writeByPool } from "./via-workers.js";
+
+export type { RestoreEvent, RestoreResult };
+
+export interface RestoreOptions {
+  signal?: AbortSignal | undefined;
+  onEvent?: (e: RestoreEvent) => void;
+  /** Files restored at once through the exporter (default 16). */
+  concurrency?: number;
+  /** Worker threads writing local files (default: one per core, at least 2; 0: none). */
+  workers?: number;
+}
+
+/** Restores the entry at `path` (as typed: see TreeReader.lookupTyped) of snapshot `header`, and all below it, through `exporter`. */
+export async function restore(repo: Repository, header: SnapshotHeader, path: string, exporter: Exporter, o: RestoreOptions = {}): Promise<RestoreResult> {
+  const signal = o.signal;
+  const reader = new TreeReader(repo);
+  const { entry: top } = await lookupOrThrow(reader, header, path, signal);
+  const outcome = new Outcome(o.onEvent);
+  const inflight = new Set<Promise<void>>();
+  const limit = o.concurrency ?? 16;
+
+  // Kloset's EXPORTXATTR: only exporters that asked for them get extended attributes.
+  const wantsXattrs = (exporter.flags & LocationFlag.EXPORTXATTR) !== 0;
+  const pool = exporter.prepareFile && o.workers !== 0 ? await RestorePool.start(repo, o.workers).catch(() => null) : null;
+
+  const settle = (pathname: string, e: Entry, failure: Failure | undefined) => (failure ? outcome.failed(pathname, failure) : outcome.succeeded(pathname, e));
+  const exportOne = async (pathname: string, e: Entry): Promise<void> => settle(pathname, e, await exportEntry(repo, exporter, pathname, e, { xattrs: wantsXattrs, signal }));
+
+  /** Files handed to the worker pool (not counted against `limit`: the pool bounds itself). */
+  const pooled = new Set<Promise<void>>();
+  const drain = async () => {
+    pool?.flush();
+    while (inflight.size > 0 || pooled.size > 0) await Promise.all([...inflight, ...pooled]);
+  };
+
+  // A file restored alone is exported under its own name.
+  const base = top.info.kind === "dir" ? "/" : `/${top.name || "file"}`;
+  try {
+    for await (const { path: rel, entry } of reader.walk(top, base, signal)) {
+      throwIfAborted(signal);
+      if (entry.error !== undefined && entry.info.kind !== "dir") {
+        outcome.skipped(rel, `not in the snapshot: ${entry.error}`);
+        continue;
+      }
+      // A directory is created before anything below it is exported (the walk
+      // yields it first); files still in flight elsewhere do not need it.
+      if (entry.info.kind === "dir") {
+        await exportOne(rel, entry);
+        continue;
+      }
+      // Hard-linked files go one at a time, so that a link finds its target written.
+      if (entry.info.kind === "file" && entry.info.nlink > 1) {
+        await drain();
+        await exportOne(rel, entry);
+        continue;
+      }
+      if (pool && entry.info.kind === "file" && !(wantsXattrs && entry.xattrs?.length)) {
+        const p: Promise<void> = (await writeByPool(pool, repo, exporter, rel, entry, signal)).done.then((f) => settle(rel, entry, f)).finally(() => pooled.delete(p));
+        pooled.add(p);
+        continue;
+      }
+      while (inflight.size >= limit) await Promise.race(inflight);
+      const p: Promise<void> = exportOne(rel, entry).finally(() => inflight.delete(p));
+      inflight.add(p);
+    }
+    await drain();
+  } finally {
+    await pool?.close();
+  }
+  // Entries whose metadata is set last (the fs exporter's directories) may fail only here.
+  for (const r of (await exporter.finish({ signal })) ?? []) if (r.error !== undefined) outcome.failed(r.pathname, { message: r.error });
+  return outcome.result;
+}
