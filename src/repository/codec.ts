@@ -127,6 +127,18 @@ const PROBE_SLICES = 4;
 const SYNC_DECOMPRESS = 64 * 1024;
 /** Largest raw blob accepted on decode (bounds memory against hostile input). */
 export const MAX_RAW_BLOB = 256 * 1024 * 1024;
+/**
+ * zstd's largest expansion: a block decodes to 128 KiB at most and takes 4
+ * bytes at least (an RLE block; RFC 8878, 3.1.1.2), so n bytes of frames
+ * decode to less than n * 32768. A compressed blob claiming more is refused
+ * before its output buffer is allocated.
+ */
+const ZSTD_MAX_RATIO = 32768;
+/**
+ * Largest encoded blob: a raw blob of MAX_RAW_BLOB bytes, or its zstd frame
+ * (at most 1/256 larger: ZSTD_COMPRESSBOUND), with header, nonce and tag.
+ */
+export const MAX_ENCODED_BLOB = MAX_RAW_BLOB + (MAX_RAW_BLOB >>> 8) + 64;
 
 export type Compression = "zstd" | "none";
 
@@ -311,6 +323,10 @@ export class Codec {
     if ((flags & ~FLAG_ZSTD) !== 0) throw corrupt(type, mac, `authentication failed (bad header: unknown blob flags ${flags})`);
     const rawLength = buf.readUInt32LE(2);
     if (rawLength > MAX_RAW_BLOB) throw corrupt(type, mac, `authentication failed (bad header: raw length ${rawLength} too large)`);
+    const payloadLength = buf.byteLength - this.overhead;
+    if ((flags & FLAG_ZSTD) !== 0 && rawLength > payloadLength * ZSTD_MAX_RATIO) {
+      throw corrupt(type, mac, `authentication failed (bad header: raw length ${rawLength} is more than ${payloadLength} compressed bytes hold)`);
+    }
     const aad = associated(buf.subarray(0, HEADER), type, mac);
     if (this.opts.encrypted) {
       const salt = buf.subarray(HEADER, HEADER + SALT);

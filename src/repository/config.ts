@@ -13,8 +13,9 @@
  */
 import { argon2, createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
-import { decode, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { CofferError, CorruptError } from "../util/errors.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { configMacKey, type MacAlgorithm, plaintextMasterKey, randomKey } from "./crypto.js";
 import { type ChunkingParams, validateChunkingParams } from "./chunker.js";
 import type { Compression } from "./codec.js";
@@ -246,16 +247,11 @@ export function decodeConfig(bytes: Uint8Array): RepositoryConfig {
   const macBytes = version >= 2 ? MAC_BYTES : 0;
   if (head.byteLength < 9 + macBytes) throw bad("truncated");
   const bodyEnd = head.byteLength - macBytes;
-  let o: Record<string, unknown>;
-  try {
-    o = decode(b.subarray(9, bodyEnd), { useBigInt64: true }) as Record<string, unknown>;
-  } catch (e) {
-    throw bad(`undecodable body (${(e as Error).message})`);
-  }
+  const o = decodeBounded(b.subarray(9, bodyEnd), (why) => bad(`undecodable body (${why})`), { useBigInt64: true }) as Record<string, unknown>;
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw bad("body is not a map");
   const ch = o.chunking as ChunkingParams | undefined;
   const enc = o.encryption as (EncryptionConfig & { kdf: KdfParams }) | null | undefined;
-  const okNum = (n: unknown) => typeof n === "number" && Number.isInteger(n) && n > 0;
+  const okNum = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n) && n > 0;
   if (
     !(o.id instanceof Uint8Array) || o.id.byteLength !== 32 ||
     !ch || !okNum(ch.min) || !okNum(ch.avg) || !okNum(ch.max) ||

@@ -17,11 +17,12 @@
  */
 import { lstat } from "node:fs/promises";
 import { hostname } from "node:os";
-import { decode, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { Resource } from "../connectors/flags.js";
 import type { Store } from "../connectors/store.js";
-import { CofferError, isCofferError, repositoryWriteError } from "../util/errors.js";
+import { CofferError, CorruptError, isCofferError, repositoryWriteError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { BlobType, type Codec } from "./codec.js";
 import { randomKey } from "./crypto.js";
 
@@ -100,16 +101,28 @@ export interface LockEntry {
   mtimeMs?: number | undefined;
 }
 
+/**
+ * The holder a decoded lock record names, or null when it is not a lock
+ * record: a pid of 0 or less would name a process group to kill(2), and a
+ * time that is not an integer would never go stale.
+ */
+function lockInfoOf(o: unknown): LockInfo | null {
+  if (typeof o !== "object" || o === null) return null;
+  const r = o as Record<string, unknown>;
+  if (r.kind !== "shared" && r.kind !== "exclusive") return null;
+  if (typeof r.host !== "string" || typeof r.pid !== "number" || !Number.isSafeInteger(r.pid) || r.pid <= 0) return null;
+  if (typeof r.time !== "number" || !Number.isSafeInteger(r.time)) return null;
+  return { kind: r.kind, host: r.host, pid: r.pid, timeMs: r.time, command: String(r.command ?? "") };
+}
+
 export async function readLocks(store: Store, codec: Codec): Promise<LockEntry[]> {
   const out: LockEntry[] = [];
   for await (const name of store.list(Resource.LOCK)) {
     let info: LockInfo | null = null;
     let damage = "not a lock record";
     try {
-      const o = decode(await codec.decode(BlobType.LOCK, name, await store.get(Resource.LOCK, name))) as Record<string, unknown>;
-      if ((o.kind === "shared" || o.kind === "exclusive") && typeof o.host === "string" && typeof o.pid === "number" && typeof o.time === "number") {
-        info = { kind: o.kind, host: o.host, pid: o.pid, timeMs: o.time, command: String(o.command ?? "") };
-      }
+      const raw = await codec.decode(BlobType.LOCK, name, await store.get(Resource.LOCK, name));
+      info = lockInfoOf(decodeBounded(raw, (why) => new CorruptError(`lock blob ${toHex(name).slice(0, 16)}`, `undecodable (${why})`)));
     } catch (e) {
       if (isCofferError(e, "NOT_FOUND")) continue; // released meanwhile
       damage = (e as Error).message ?? String(e);

@@ -5,10 +5,11 @@
  *   "CFPK" | version u32 LE | index offset u64 LE | index length u32 LE | index MAC(32)
  * A packfile is named by the keyed MAC of all its bytes.
  */
-import { decode, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
-import { type BlobType, BlobType as BT, type Codec } from "./codec.js";
+import { decodeBounded } from "../util/msgpack.js";
+import { type BlobType, BlobType as BT, type Codec, MAX_ENCODED_BLOB, MAX_RAW_BLOB } from "./codec.js";
 import { MAC_SIZE, type Mac } from "./crypto.js";
 
 export const PACK_MAGIC = "CFPK";
@@ -80,14 +81,9 @@ export function encodeIndex(entries: readonly BlobEntry[]): Uint8Array {
   return encode(entries.map((e) => [e.type, e.mac, e.offset, e.length, e.rawLength]));
 }
 
-/** Decodes a list of blob entries, checking every field. */
+/** Decodes a list of blob entries, checking every field (no blob longer than the codec reads). */
 export function decodeIndex(raw: Uint8Array, what: string): BlobEntry[] {
-  let v: unknown;
-  try {
-    v = decode(raw);
-  } catch (e) {
-    throw new CorruptError(what, `undecodable index (${(e as Error).message})`);
-  }
+  const v = decodeBounded(raw, (why) => new CorruptError(what, `undecodable index (${why})`));
   if (!Array.isArray(v)) throw new CorruptError(what, "index is not a list");
   return v.map((x: unknown) => {
     if (!Array.isArray(x) || x.length !== 5) throw new CorruptError(what, "bad index entry");
@@ -95,7 +91,8 @@ export function decodeIndex(raw: Uint8Array, what: string): BlobEntry[] {
     if (
       typeof type !== "number" || !Object.values(BT).includes(type as BlobType) ||
       !(mac instanceof Uint8Array) || mac.byteLength !== MAC_SIZE ||
-      !isUint(offset) || !isUint(length) || !isUint(rawLength)
+      !isUint(offset) || !isUint(length) || !isUint(rawLength) ||
+      length > MAX_ENCODED_BLOB || rawLength > MAX_RAW_BLOB
     ) {
       throw new CorruptError(what, "bad index entry");
     }

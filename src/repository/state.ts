@@ -7,9 +7,10 @@
  * missing), dropped packfiles (left out by `repair index`) and removed
  * snapshots. Deltas form a set: none depends on the order they are read in.
  */
-import { decode, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { BlobType } from "./codec.js";
 import { MAC_SIZE } from "./crypto.js";
 import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
@@ -75,12 +76,7 @@ const isType = (v: unknown): v is BlobType => typeof v === "number" && Object.va
 
 export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
   const what = `state ${toHex(name)}`;
-  let o: unknown;
-  try {
-    o = decode(raw);
-  } catch (e) {
-    throw new CorruptError(what, `undecodable (${(e as Error).message})`);
-  }
+  const o = decodeBounded(raw, (why) => new CorruptError(what, `undecodable (${why})`));
   const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown };
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw new CorruptError(what, "bad structure");
   if (d.v !== STATE_VERSION && d.v !== STATE_VERSION_RECORDS) throw new CorruptError(what, `unknown state version ${String(d.v)}`);

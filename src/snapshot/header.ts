@@ -3,9 +3,10 @@
  * the snapshot's random 32-byte ID. It is the last blob a backup writes;
  * the snapshot exists once the state delta naming its packfile is stored.
  */
-import { decode, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { decodeEntry, type Entry, encodeEntry } from "./tree.js";
 
 export const HEADER_VERSION = 1;
@@ -87,12 +88,7 @@ export function encodeHeader(h: SnapshotHeader): Uint8Array {
 
 export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
   const what = `snapshot ${toHex(id).slice(0, 8)}`;
-  let o: Record<string, unknown>;
-  try {
-    o = decode(raw, { useBigInt64: true }) as Record<string, unknown>;
-  } catch (e) {
-    throw new CorruptError(what, `undecodable header (${(e as Error).message})`);
-  }
+  const o = decodeBounded(raw, (why) => new CorruptError(what, `undecodable header (${why})`), { useBigInt64: true }) as Record<string, unknown>;
   const bad = (f: string) => new CorruptError(what, `bad header field ${f}`);
   if (typeof o !== "object" || o === null || o.v !== HEADER_VERSION) throw bad("version");
   if (!(o.id instanceof Uint8Array) || Buffer.compare(o.id, id) !== 0) throw bad("id");
@@ -101,7 +97,8 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
   if (!Array.isArray(o.tags) || !o.tags.every((t) => typeof t === "string")) throw bad("tags");
   const s = o.summary as Record<string, unknown> | undefined;
   const keys: (keyof Summary)[] = ["files", "dirs", "symlinks", "others", "bytes", "errors", "readBytes", "newBlobs", "newBytes"];
-  if (!s || !keys.every((k) => typeof s[k] === "number")) throw bad("summary");
+  const isCount = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+  if (!s || !keys.every((k) => isCount(s[k]))) throw bad("summary");
   const t = (v: unknown) => (typeof v === "bigint" ? v : typeof v === "number" && Number.isSafeInteger(v) ? BigInt(v) : undefined);
   const timeNs = t(o.time);
   const durationNs = t(o.duration);
@@ -121,11 +118,11 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
     summary: s as unknown as Summary,
   };
   if (o.parent !== undefined) {
-    if (!(o.parent instanceof Uint8Array)) throw bad("parent");
+    if (!(o.parent instanceof Uint8Array) || o.parent.byteLength !== 32) throw bad("parent");
     h.parent = o.parent;
   }
   if (o.errors !== undefined) {
-    if (!(o.errors instanceof Uint8Array)) throw bad("errors");
+    if (!(o.errors instanceof Uint8Array) || o.errors.byteLength !== 32) throw bad("errors");
     h.errors = o.errors;
   }
   if (o.run !== undefined) {

@@ -7,14 +7,15 @@
  * the removal record of the old one: one atomic state delta replaces it.
  * A snapshot whose header is lost is removed (it cannot be rewritten).
  */
-import { decode, encode } from "@msgpack/msgpack";
+import { encode } from "@msgpack/msgpack";
 import { Resource } from "../connectors/flags.js";
 import { BlobType, blobTypeName } from "../repository/codec.js";
 import { randomKey } from "../repository/crypto.js";
 import type { Repository } from "../repository/repository.js";
 import type { RemovalRecord } from "../repository/state.js";
-import { isCofferError, throwIfAborted } from "../util/errors.js";
+import { CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { encodeHeader, type SnapshotHeader } from "./header.js";
 import { decodeTree, type Entry, encodeTree } from "./tree.js";
 import { listSnapshots } from "./snapshots.js";
@@ -146,9 +147,11 @@ export async function repairSnapshots(repo: Repository, o: SnapshotRepairOptions
 /** The header of the snapshot written in place of `h`: the same but for its ID, root, errors and `repairOf`. */
 async function rewrittenHeader(repo: Repository, h: SnapshotHeader, root: Entry, damaged: DamagedEntry[], signal?: AbortSignal): Promise<SnapshotHeader> {
   let errors: [string, string][] = [];
-  if (h.errors) {
+  const old = h.errors;
+  if (old) {
     try {
-      const v = decode(await repo.getBlob(BlobType.ERRORS, h.errors, signal));
+      const raw = await repo.getBlob(BlobType.ERRORS, old, signal);
+      const v = decodeBounded(raw, (why) => new CorruptError(`errors blob ${toHex(old).slice(0, 16)}`, `undecodable (${why})`));
       if (Array.isArray(v)) errors = v.filter((x): x is [string, string] => Array.isArray(x) && typeof x[0] === "string" && typeof x[1] === "string");
     } catch (e) {
       if (!isCofferError(e, "CORRUPT") && !isCofferError(e, "NOT_FOUND")) throw e;

@@ -4,9 +4,11 @@
  * An entry is a map with short keys; a file entry carries its chunk list,
  * a directory entry the MAC of its own TREE blob.
  */
-import { decode, Encoder, encode } from "@msgpack/msgpack";
+import { Encoder, encode } from "@msgpack/msgpack";
 import type { EntryKind, FileInfo, Xattr } from "../connectors/records.js";
+import { MAX_RAW_BLOB } from "../repository/codec.js";
 import { CorruptError } from "../util/errors.js";
+import { decodeBounded } from "../util/msgpack.js";
 import { nameFromBytes, nameToBytes } from "../util/names.js";
 
 export const TREE_VERSION = 1;
@@ -60,8 +62,18 @@ export function encodeEntry(e: Entry): Record<string, unknown> {
   return o;
 }
 
-const big = (v: unknown): bigint | undefined => (typeof v === "bigint" ? v : typeof v === "number" && Number.isInteger(v) ? BigInt(v) : undefined);
-const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) ? v : typeof v === "bigint" ? Number(v) : undefined);
+/** A 64-bit field: int64 or uint64 (bigint), or a smaller integer; a float beyond 2^53 is none (nor could it be written back). */
+const big = (v: unknown): bigint | undefined => (typeof v === "bigint" ? v : typeof v === "number" && Number.isSafeInteger(v) ? BigInt(v) : undefined);
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** An integer field: msgpack gives those of 2^32 and more as bigint (decoded with useBigInt64); beyond 2^53 it is no number. */
+const num = (v: unknown): number | undefined =>
+  typeof v === "number" ? (Number.isSafeInteger(v) ? v : undefined) : typeof v === "bigint" && v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : undefined;
+/** A length: a file's size, or a chunk's (at most what a blob can hold). */
+const len = (v: unknown, max = Number.MAX_SAFE_INTEGER): number | undefined => {
+  const n = num(v);
+  return n !== undefined && n >= 0 && n <= max ? n : undefined;
+};
 const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
 /** A name field: str, or bin holding bytes that are not valid UTF-8. */
 const name = (v: unknown): string | undefined => (typeof v === "string" ? v : v instanceof Uint8Array ? nameFromBytes(v) : undefined);
@@ -74,7 +86,7 @@ export function decodeEntry(o: unknown, what: string): Entry {
   if (entryName === undefined) throw bad("name");
   const kind = KINDS[num(m.k) ?? -1];
   if (!kind) throw bad("kind");
-  const size = num(m.s), mode = num(m.m), mtimeNs = big(m.t), dev = big(m.d), ino = big(m.i), uid = num(m.u), gid = num(m.g), nlink = num(m.l);
+  const size = len(m.s), mode = num(m.m), mtimeNs = big(m.t), dev = big(m.d), ino = big(m.i), uid = num(m.u), gid = num(m.g), nlink = num(m.l);
   if (size === undefined || mode === undefined || mtimeNs === undefined || dev === undefined || ino === undefined || uid === undefined || gid === undefined || nlink === undefined) {
     throw bad("stat");
   }
@@ -98,8 +110,9 @@ export function decodeEntry(o: unknown, what: string): Entry {
   if (m.ch !== undefined) {
     if (!Array.isArray(m.ch)) throw bad("chunks");
     e.chunks = m.ch.map((c: unknown) => {
-      if (!Array.isArray(c) || !(c[0] instanceof Uint8Array) || c[0].byteLength !== 32 || num(c[1]) === undefined) throw bad("chunks");
-      return { mac: c[0], length: num(c[1])! };
+      const length = Array.isArray(c) ? len(c[1], MAX_RAW_BLOB) : undefined;
+      if (!Array.isArray(c) || !(c[0] instanceof Uint8Array) || c[0].byteLength !== 32 || length === undefined) throw bad("chunks");
+      return { mac: c[0], length };
     });
   }
   if (m.T !== undefined) {
@@ -121,13 +134,7 @@ export function isTreeDir(e: Entry): boolean {
 
 /** decodeEntry() of packEntry() bytes. */
 export function unpackEntry(packed: Uint8Array, what: string): Entry {
-  let o: unknown;
-  try {
-    o = decode(packed, { useBigInt64: true });
-  } catch (e) {
-    throw new CorruptError(what, `undecodable entry (${(e as Error).message})`);
-  }
-  return decodeEntry(o, what);
+  return decodeEntry(decodeBounded(packed, (why) => new CorruptError(what, `undecodable entry (${why})`), { useBigInt64: true }), what);
 }
 
 /**
@@ -180,12 +187,7 @@ export function encodeTreeOf(packed: readonly Uint8Array[]): Uint8Array {
 const TREE_PREFIX = Uint8Array.of(0x82, 0xa1, 0x76, TREE_VERSION, 0xa1, 0x65);
 
 export function decodeTree(raw: Uint8Array, what: string): Entry[] {
-  let o: unknown;
-  try {
-    o = decode(raw, { useBigInt64: true });
-  } catch (e) {
-    throw new CorruptError(what, `undecodable tree (${(e as Error).message})`);
-  }
+  const o = decodeBounded(raw, (why) => new CorruptError(what, `undecodable tree (${why})`), { useBigInt64: true });
   const t = o as { v?: unknown; e?: unknown };
   if (typeof o !== "object" || o === null || t.v !== TREE_VERSION || !Array.isArray(t.e)) throw new CorruptError(what, "bad tree structure");
   return t.e.map((x) => decodeEntry(x, what));

@@ -9,7 +9,7 @@
 import { encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BlobType, Codec, type Compression } from "../../src/repository/codec.js";
+import { BlobType, Codec, type Compression, MAX_ENCODED_BLOB, MAX_RAW_BLOB } from "../../src/repository/codec.js";
 import { deriveSubkeys, Mac, type MacAlgorithm, randomKey } from "../../src/repository/crypto.js";
 import { type BlobEntry, decodeIndex, encodeIndex, FOOTER_SIZE, PACK_MAGIC, PACK_VERSION, PackWriter, readPack } from "../../src/repository/packfile.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
@@ -263,8 +263,8 @@ const arbEntry = fc.record({
   type: fc.constantFrom(...Object.values(BlobType)),
   mac: fc.uint8Array({ minLength: 32, maxLength: 32 }),
   offset: fc.oneof(fc.nat(), fc.maxSafeNat()),
-  length: fc.oneof(fc.nat(), fc.maxSafeNat()),
-  rawLength: fc.oneof(fc.nat(), fc.maxSafeNat()),
+  length: fc.oneof(fc.nat({ max: MAX_ENCODED_BLOB }), fc.constant(MAX_ENCODED_BLOB)),
+  rawLength: fc.oneof(fc.nat({ max: MAX_RAW_BLOB }), fc.constant(MAX_RAW_BLOB)),
 });
 
 describe("encodeIndex / decodeIndex", () => {
@@ -299,6 +299,9 @@ describe("encodeIndex / decodeIndex", () => {
       [[1, mac, 0, 1.5, 10]],
       [[1, mac, 0, 10, -10]],
       [[1, mac, 0, 10, 2 ** 53]],
+      [[1, mac, 0, MAX_ENCODED_BLOB + 1, 10]],
+      [[1, mac, 0, 2 ** 40, 10]],
+      [[1, mac, 0, 10, MAX_RAW_BLOB + 1]],
       [[1, mac, 0, 10, "10"]],
       [[1, mac, 0, 10, null]],
       [good, null],

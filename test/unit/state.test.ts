@@ -7,7 +7,7 @@
 import { decode, encode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BlobType } from "../../src/repository/codec.js";
+import { BlobType, MAX_ENCODED_BLOB, MAX_RAW_BLOB } from "../../src/repository/codec.js";
 import { type BlobEntry, encodeIndex } from "../../src/repository/packfile.js";
 import { blobKey, decodeDelta, encodeDelta, Index, keyMac, keyType, type PackRecord, STATE_VERSION } from "../../src/repository/state.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
@@ -42,8 +42,8 @@ const arbEntry: fc.Arbitrary<BlobEntry> = fc.record({
   type: fc.constantFrom(...TYPES),
   mac: arbMac,
   offset: fc.oneof(fc.nat(), fc.maxSafeNat()),
-  length: fc.nat(),
-  rawLength: fc.nat(),
+  length: fc.nat({ max: MAX_ENCODED_BLOB }),
+  rawLength: fc.nat({ max: MAX_RAW_BLOB }),
 });
 const arbPack: fc.Arbitrary<PackRecord> = fc.record({ mac: arbMac, entries: fc.array(arbEntry, { maxLength: 10 }) });
 

@@ -14,6 +14,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { EntryKind, FileInfo } from "../../src/connectors/records.js";
 import { decodeHeader, encodeHeader, HEADER_VERSION, type SnapshotHeader } from "../../src/snapshot/header.js";
 import { pathKey, SCAN_CACHE_MEMORY, ScanCache } from "../../src/snapshot/backup/scancache.js";
+import { MAX_RAW_BLOB } from "../../src/repository/codec.js";
 import type { Repository } from "../../src/repository/repository.js";
 import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import { compareNames, decodeEntry, decodeTree, encodeEntry, encodeTree, encodeTreeOf, type Entry, packEntry, TREE_VERSION, unpackEntry } from "../../src/snapshot/tree.js";
@@ -77,7 +78,7 @@ const arbEntry: fc.Arbitrary<Entry> = fc
       groupname: arbName,
       target: arbName,
       xattrs: fc.array(fc.record({ name: arbName, value: fc.uint8Array({ maxLength: 40 }) }), { minLength: 1, maxLength: 3 }),
-      chunks: fc.array(fc.record({ mac: arbBytes32, length: fc.oneof(fc.nat(), fc.maxSafeNat()) }), { maxLength: 4 }),
+      chunks: fc.array(fc.record({ mac: arbBytes32, length: fc.oneof(fc.nat({ max: MAX_RAW_BLOB }), fc.constant(MAX_RAW_BLOB)) }), { maxLength: 4 }),
       tree: arbBytes32,
       error: arbName,
     },
@@ -223,6 +224,11 @@ describe("decodeEntry", () => {
       { ch: [[new Uint8Array(31), 10]] },
       { ch: [[m32, "10"]] },
       { ch: [[m32, 1.5]] },
+      { ch: [[m32, -1]] },
+      { ch: [[m32, MAX_RAW_BLOB + 1]] },
+      { ch: [[m32, 2n ** 60n]] },
+      { s: -1 },
+      { s: 2n ** 60n },
       { ch: [null] },
       { T: new Uint8Array(31) },
       { T: "tree" },
@@ -367,7 +373,12 @@ describe("encodeHeader / decodeHeader", () => {
       { root: { n: "" } },
       { parent: "p" },
       { parent: null },
+      { parent: new Uint8Array(31) },
       { errors: 5 },
+      { errors: new Uint8Array(0) },
+      { summary: { ...h.summary, files: -1 } },
+      { summary: { ...h.summary, bytes: 1.5 } },
+      { summary: { ...h.summary, newBytes: NaN } },
     ];
     for (const b of bad) {
       expectCorrupt(errorOf(() => decodeHeader(encode({ ...map, ...b }, { useBigInt64: true, ignoreUndefined: true }), h.id)));
