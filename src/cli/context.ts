@@ -63,7 +63,7 @@ type RunStreams = Pick<CliIo, "env" | "stderr">;
 
 /** How installed plugins start: the host adapters (src/connectors/plugin), with the run's environment and stderr. */
 // Loaded when a plugin is used: gRPC costs every other command nothing.
-export function pluginStarters(io: RunStreams): PluginStarters {
+function pluginStarters(io: RunStreams): PluginStarters {
   return {
     importer: async (spec, proto, config, opts) => (await import("../connectors/plugin/importer.js")).PluginImporter.start(runSpec(spec, opts, io), proto, config, opts),
     exporter: async (spec, proto, config, opts) => (await import("../connectors/plugin/exporter.js")).PluginExporter.start(runSpec(spec, opts, io), proto, config, opts),
@@ -212,7 +212,7 @@ export function knownRepositories(ctx: Context): KnownRepositories {
  * configuration was rewritten by someone without the passphrase looks like;
  * using it would write new data unencrypted.
  */
-export async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
+async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
   await known.check(config, location);
   if (config.encryption !== null) return;
   const given = passphraseGiven(ctx);
@@ -231,7 +231,7 @@ function withLocation(e: unknown, location: string): unknown {
 }
 
 /** Opens the repository at the context's location. */
-export async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
+async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
   const location = repositoryLocation(ctx);
   const store = await openStore(ctx, location, opts);
   try {

@@ -24,7 +24,7 @@ const ONE_FILE_SYSTEM: ParamSpec = {
 
 const memoryBackings = new Map<string, MemoryBacking>();
 
-export function registerBuiltins(r: Registry): Registry {
+function registerBuiltins(r: Registry): Registry {
   r.register({
     kind: "importer",
     protocols: ["fs"],

@@ -17,7 +17,7 @@ import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
 
 /** Deltas that only add packfiles are written as version 1 (older readers read them); any other record needs version 2. */
 export const STATE_VERSION = 1;
-export const STATE_VERSION_RECORDS = 2;
+const STATE_VERSION_RECORDS = 2;
 
 export interface PackRecord {
   mac: Uint8Array;
@@ -51,10 +51,6 @@ export interface StateDelta {
   damaged: DamageRecord[];
   dropped: DroppedRecord[];
   removed: RemovalRecord[];
-}
-
-export function emptyDelta(): StateDelta {
-  return { packs: [], damaged: [], dropped: [], removed: [] };
 }
 
 export function encodeDelta(d: Partial<StateDelta>): Uint8Array {

@@ -13,7 +13,7 @@ import { connectorOptions, type Context, userPath, withRepository } from "../con
 import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
 
-export interface BackupCmdOptions {
+interface BackupCmdOptions {
   tag?: string[];
   exclude?: string[];
   excludeFile?: string[];
@@ -25,11 +25,11 @@ export interface BackupCmdOptions {
   checkpointInterval?: string;
 }
 
-export interface BackupOutcome {
+interface BackupOutcome {
   exitCode: ExitCode;
 }
 
-export async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
+async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
   const excludes = [...(o.exclude ?? [])];
   for (const f of o.excludeFile ?? []) {
     let text: string;

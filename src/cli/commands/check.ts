@@ -9,7 +9,7 @@ import { ExitCode } from "../exit-codes.js";
 import { say, shown } from "../format.js";
 import { parseSnapshotSelector } from "../snapshot-target.js";
 
-export interface CheckCmdOptions {
+interface CheckCmdOptions {
   fast?: boolean;
   readData?: boolean;
   json?: boolean;
@@ -29,7 +29,7 @@ async function withCheckable<T>(ctx: Context, fn: (repo: Repository, writable: b
   }
 }
 
-export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<ExitCode> {
+async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<ExitCode> {
   const fast = (o.fast ?? false) && !o.readData;
   const selectors = snaps.map(parseSnapshotSelector);
   return withCheckable(ctx, async (repo, writable) => {

@@ -73,13 +73,13 @@ export interface PluginExit {
   error?: Error | undefined;
 }
 
-export const DEFAULT_TIMEOUT_MS = 60_000;
+const DEFAULT_TIMEOUT_MS = 60_000;
 /** How long close() waits for the process to exit on its own before SIGKILL. */
-export const EXIT_GRACE_MS = 2_000;
+const EXIT_GRACE_MS = 2_000;
 /** Deadline of the Close call made by close(). */
-export const CLOSE_DEADLINE_MS = 2_000;
+const CLOSE_DEADLINE_MS = 2_000;
 
-export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.client_idle_timeout_ms": 2 ** 31 - 1,
   "grpc.max_receive_message_length": MAX_MESSAGE + 64 * 1024,
   "grpc.max_send_message_length": MAX_MESSAGE,
