@@ -44,6 +44,7 @@ import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import { LocationFlag } from "../flags.js";
 import type { ExportRecord, ExportResult, Exporter, ImportOptions, Xattr } from "../records.js";
+import { drained } from "../../util/drain.js";
 import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { devNumbers, safeParts } from "../fs/exporter.js";
 import { isRawName, nameToBytes } from "../../util/names.js";
@@ -178,7 +179,7 @@ export class TarExporter implements Exporter {
     throwIfAborted(opts.signal);
     const out = await this.output();
     try {
-      if (!out.src.write(END_OF_ARCHIVE)) await drained(out.src);
+      if (!out.src.write(END_OF_ARCHIVE)) await drained(out.src, "tar entry");
       out.src.end();
       await out.done;
       if (out.fh !== undefined && out.tmp !== undefined && this.path !== null) {
@@ -446,7 +447,7 @@ export class TarExporter implements Exporter {
       }
     };
     const write = async (data: Uint8Array): Promise<void> => {
-      if (!out.src.write(data)) await guard(drained(out.src));
+      if (!out.src.write(data)) await guard(drained(out.src, "tar entry"));
     };
     const zeros = async (n: number): Promise<void> => {
       for (let left = n; left > 0; left -= ZEROS.length) await write(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
@@ -496,14 +497,6 @@ export class TarExporter implements Exporter {
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-function drained(sink: { once(event: string, fn: (...a: unknown[]) => void): unknown }): Promise<void> {
-  return new Promise((res, rej) => {
-    sink.once("drain", () => res());
-    sink.once("error", (e) => rej(e));
-    sink.once("close", () => rej(new Error("tar entry closed")));
-  });
 }
 
 /**
