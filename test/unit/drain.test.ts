@@ -1,9 +1,10 @@
 /**
  * src/util/drain.ts: waiting for 'drain' at every backpressure of a real
  * stream, many more times than the default limit of listeners, leaves no
- * listener behind and emits no warning; an error or a close first rejects
- * the wait, and removes its listeners too.
+ * listener behind and emits no warning; an error, a close first or an
+ * abort of its signal rejects the wait, and removes its listeners too.
  */
+import { getEventListeners } from "node:events";
 import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { drained } from "../../src/util/drain.js";
@@ -59,5 +60,29 @@ describe("drained", () => {
     s.emit("close");
     await expect(closing).rejects.toThrow("test stream closed");
     expect(counts(s)).toEqual(before);
+  });
+
+  it("rejects with the reason of its signal, at once when already aborted, and leaves no listener on the signal", async () => {
+    const s = new PassThrough({ highWaterMark: 16 });
+    const before = counts(s);
+    s.write(Buffer.alloc(64));
+    const ac = new AbortController();
+    const ended = new Error("the archive ended early");
+    // Many waits on one signal, each settled by 'drain': the signal keeps no listener of theirs.
+    for (let i = 0; i < 20; i++) {
+      const wait = drained(s, "test stream", ac.signal);
+      s.emit("drain");
+      await wait;
+    }
+    expect(getEventListeners(ac.signal, "abort")).toHaveLength(0);
+    const waiting = drained(s, "test stream", ac.signal);
+    ac.abort(ended);
+    await expect(waiting).rejects.toBe(ended);
+    expect(counts(s)).toEqual(before);
+    expect(getEventListeners(ac.signal, "abort")).toHaveLength(0);
+    await expect(drained(s, "test stream", ac.signal)).rejects.toBe(ended);
+    expect(counts(s)).toEqual(before);
+    await settleWarnings();
+    expect(warnings.map((w) => `${w.name}: ${w.message}`)).toEqual([]);
   });
 });

@@ -86,6 +86,8 @@ interface Output {
   src: PassThrough;
   /** Settles when everything is written (or the pipeline failed). */
   done: Promise<void>;
+  /** Aborted once `done` settles (the pipeline failed, or the archive ended early): a write waiting for 'drain' then fails. */
+  ended: AbortSignal;
   fh?: FileHandle | undefined;
   tmp?: string | undefined;
   detach?: (() => void) | undefined;
@@ -246,7 +248,8 @@ export class TarExporter implements Exporter {
       const sink = sinkOf((b) => new Promise<void>((res, rej) => dest.write(b, (e) => (e ? rej(e) : res()))));
       const onError = (e: unknown) => this.setFatal(e);
       dest.on("error", onError);
-      const out: Output = { src: source, done: pipeline([source, ...stages, sink]), detach: () => dest.removeListener("error", onError) };
+      const done = pipeline([source, ...stages, sink]);
+      const out: Output = { src: source, done, ended: endOf(done), detach: () => dest.removeListener("error", onError) };
       out.done.catch((e: unknown) => this.setFatal(e));
       return out;
     }
@@ -257,7 +260,8 @@ export class TarExporter implements Exporter {
       for (let w = 0; w < b.length; ) w += (await fh.write(b, w, b.length - w, pos + w)).bytesWritten;
       pos += b.length;
     });
-    const out: Output = { src: source, done: pipeline([source, ...stages, ws]), fh, tmp };
+    const done = pipeline([source, ...stages, ws]);
+    const out: Output = { src: source, done, ended: endOf(done), fh, tmp };
     out.done.catch((e: unknown) => this.setFatal(e));
     return out;
   }
@@ -435,19 +439,13 @@ export class TarExporter implements Exporter {
   private async writeEntry(out: Output, entry: Entry, file: ExportRecord | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
     const h = entry.h;
     const size = file !== undefined ? h.size : 0;
-    const failed = new Promise<never>((_, rej) => {
-      out.done.then(() => rej(new Error("the archive ended early")), rej);
-    });
-    failed.catch(() => {});
-    const guard = async <T>(p: Promise<T>): Promise<T> => {
+    const write = async (data: Uint8Array): Promise<void> => {
+      if (out.src.write(data)) return;
       try {
-        return await Promise.race([p, failed]);
+        await drained(out.src, "tar entry", out.ended);
       } catch (e) {
         throw this.setFatal(this.fatal ?? e);
       }
-    };
-    const write = async (data: Uint8Array): Promise<void> => {
-      if (!out.src.write(data)) await guard(drained(out.src, "tar entry"));
     };
     const zeros = async (n: number): Promise<void> => {
       for (let left = n; left > 0; left -= ZEROS.length) await write(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
@@ -493,6 +491,20 @@ export class TarExporter implements Exporter {
     await write(padding(size));
     return error;
   }
+}
+
+/**
+ * A signal aborted when `done` settles. One per archive, whose listeners
+ * each wait removes: a promise per entry raced at each wait would stay
+ * referenced by the pending `done`, a list growing over a large restore.
+ */
+function endOf(done: Promise<void>): AbortSignal {
+  const ac = new AbortController();
+  done.then(
+    () => ac.abort(new Error("the archive ended early")),
+    (e: unknown) => ac.abort(e),
+  );
+  return ac.signal;
 }
 
 function errorText(e: unknown): string {
