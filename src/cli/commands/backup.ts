@@ -77,6 +77,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       signal: ctx.signal,
       force: o.force ?? false,
       checkpoints,
+      tmpDir: ctx.tmpDir,
       onEvent: (e) => {
         if (e.type === "failed" || e.type === "xattr-failed") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
         else if (e.type === "warning") say(ctx.stderr, `coffer: warning: ${shown(e.path)}: ${e.message}`);
