@@ -23,7 +23,7 @@ import type { RepositoryConfig } from "../repository/config.js";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 
-export interface Seen {
+interface Seen {
   /** Repository ID, hex. */
   id: string;
   encrypted: boolean;

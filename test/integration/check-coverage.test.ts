@@ -73,6 +73,7 @@ async function cli(repo: string, host: string, argv: string[], o: { readOnly?: b
     ...streams,
     stdin: Readable.from([]),
     cwd: base,
+    tmpDir: base,
     env: { COFFER_PASSPHRASE: PASS, HOME: home, XDG_CACHE_HOME: path.join(home, ".cache") },
     registry,
   });

@@ -12,7 +12,7 @@ import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, sy
 import { readdirSync, readlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import { gunzipSync } from "node:zlib";
 import { pack } from "tar-stream";
 import type { Header } from "tar-stream";
@@ -810,6 +810,34 @@ describe("TarExporter", () => {
     quietTar("-xf", file, "-C", out);
     expect(await readdir(dir)).toEqual(["out", "x.tar"]);
     expect(await readFile(join(out, "ok/y"), "utf8")).toBe("y\n");
+  });
+
+  it("waits out a slow standard output at every backpressure without a MaxListenersExceededWarning", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    try {
+      // Each write is taken a tick later, so the exporter's 1 MiB buffer fills about once per MiB: some 24 waits for 'drain'.
+      let written = 0;
+      const stdout = new Writable({
+        highWaterMark: 64 << 10,
+        write(chunk: Buffer, _enc, cb) {
+          written += chunk.length;
+          setImmediate(cb);
+        },
+      });
+      const data = randomBytes(24 * MiB);
+      const exp = new TarExporter("-", { gzip: false, stdout });
+      await exp.export({ pathname: "/", fileInfo: info("dir") });
+      expect((await exp.export(fileRec("/big", data, {}, 64 << 10))).error).toBeUndefined();
+      await exp.finish();
+      await exp.close();
+      expect(written).toBeGreaterThan(data.length);
+      await new Promise<void>((res) => setImmediate(res));
+      expect(warnings.map((w) => `${w.name}: ${w.message}`)).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+    }
   });
 
   it("writes to a given standard output, as a STREAM", async () => {
