@@ -25,13 +25,13 @@ export function verifiedCacheFile(env: NodeJS.ProcessEnv, id: Uint8Array): strin
   return join(knownDir(env), "verified", toHex(id));
 }
 
-export function encodeVerifiedCache(id: Uint8Array, times: ReadonlyMap<string, number>, mac: Mac): Uint8Array {
+function encodeVerifiedCache(id: Uint8Array, times: ReadonlyMap<string, number>, mac: Mac): Uint8Array {
   const raw = encode({ v: CACHE_VERSION, id, verified: [...times].map(([hex, t]) => [fromHex(hex), t]) });
   return Buffer.concat([raw, mac.mac(raw)]);
 }
 
 /** The times (packfile hex -> ms since the epoch) the file holds; a CorruptError if it does not authenticate, decode, or name repository `id`. */
-export function decodeVerifiedCache(bytes: Uint8Array, id: Uint8Array, mac: Mac): Map<string, number> {
+function decodeVerifiedCache(bytes: Uint8Array, id: Uint8Array, mac: Mac): Map<string, number> {
   const what = "verification cache";
   if (bytes.byteLength < MAC_BYTES) throw new CorruptError(what, "too short");
   const raw = bytes.subarray(0, bytes.byteLength - MAC_BYTES);

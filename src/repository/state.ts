@@ -18,7 +18,7 @@ import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
 
 /** Deltas that only add packfiles are written as version 1 (older readers read them); any other record needs version 2. */
 export const STATE_VERSION = 1;
-export const STATE_VERSION_RECORDS = 2;
+const STATE_VERSION_RECORDS = 2;
 /** Deltas carrying a record kind that version 2 lacks (`verified`) are version 3; a version-3 decoder takes a missing record array as empty. */
 export const STATE_VERSION_KINDS = 3;
 

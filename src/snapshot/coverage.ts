@@ -67,7 +67,7 @@ export function choosePacks(ages: readonly PackAge[], subset: ReadSubset | undef
 }
 
 /** The windows `check --coverage` reports, as [name, length in ms]. */
-export const COVERAGE_WINDOWS: readonly (readonly [string, number])[] = [
+const COVERAGE_WINDOWS: readonly (readonly [string, number])[] = [
   ["day", 24 * 3600_000],
   ["week", 7 * 24 * 3600_000],
   ["month", 30 * 24 * 3600_000],

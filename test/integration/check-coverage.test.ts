@@ -75,6 +75,7 @@ async function cli(repo: string, host: string, argv: string[], o: { readOnly?: b
     cwd: base,
     env: { COFFER_PASSPHRASE: PASS, HOME: home, XDG_CACHE_HOME: path.join(home, ".cache") },
     registry,
+    tmpDir: base,
   });
   let code: number | undefined = 0;
   let error: unknown;

@@ -20,7 +20,7 @@ import { parseDuration, parseSize } from "../quantities.js";
 import { parseSnapshotSelector } from "../snapshot-target.js";
 import { readVerifiedCache, verifiedCacheFile, writeVerifiedCache } from "../verified-cache.js";
 
-export interface CheckCmdOptions {
+interface CheckCmdOptions {
   fast?: boolean;
   readData?: boolean;
   /** `N/M`, `P%` or `SIZE`. */
@@ -73,7 +73,7 @@ async function withCheckable<T>(ctx: Context, fn: (repo: Repository, writable: b
   }
 }
 
-export async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<ExitCode> {
+async function runCheck(snaps: string[], o: CheckCmdOptions, ctx: Context): Promise<ExitCode> {
   const partial = o.readDataSubset !== undefined || o.maxDuration !== undefined;
   if (o.coverage && (partial || o.fast || o.readData || snaps.length > 0)) throw new CofferError("USAGE", "--coverage reports only: it takes no snapshots and no other check option");
   if (o.fast && partial) throw new CofferError("USAGE", "--fast reads no data: it cannot be combined with --read-data-subset or --max-duration");
