@@ -21,7 +21,8 @@ import { devNumbers } from "../../src/connectors/fs/exporter.js";
 import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
 import { setXattr } from "../helpers/tree.js";
 import { LocationFlag } from "../../src/connectors/flags.js";
-import type { ContentPiece, ExportRecord, FileInfo, ImportRecord, ImportResult } from "../../src/connectors/records.js";
+import { builtinRegistry } from "../../src/connectors/builtins.js";
+import type { ConnectorOptions, ContentPiece, ExportRecord, FileInfo, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { TarExporter } from "../../src/connectors/tar/exporter.js";
 import { decodeXattrName, encodeXattrName, fitsUstarName, formatPaxTime, makedev, normaliseName, parsePaxTime, paxRecord, ustarStandIn } from "../../src/connectors/tar/format.js";
 import { TarImporter } from "../../src/connectors/tar/importer.js";
@@ -546,6 +547,20 @@ describe("TarImporter", () => {
     expect([...spools()].filter((n) => !before.has(n))).toHaveLength(1); // big.bin went to a file
     await imp.close();
     expect([...spools()].filter((n) => !before.has(n))).toHaveLength(0);
+  });
+
+  it("spools into the run's scratch directory, given through the registry's connector options", async () => {
+    const scratch = await tmp();
+    const opts: ConnectorOptions = { hostname: "h", os: "linux", arch: "x64", cwd: scratch, maxConcurrency: 4, excludes: [], noXattr: false, tmpDir: scratch };
+    const imp = await builtinRegistry().make("importer", `tar:${gnuTar}`, {}, opts);
+    const recs: ImportRecord[] = [];
+    for await (const r of imp.import()) recs.push(r); // nobody reads as the import passes: content is spooled
+    const spooled = readdirSync(scratch).filter((n) => n.startsWith("coffer-tar-spool-"));
+    expect(spooled).toHaveLength(1); // big.bin went to a file, there
+    expect(readdirSync(join(scratch, spooled[0]!))).toEqual(["spool"]);
+    expect(sha(await readContent(recs.find(isBigContent)!))).toBe(sha(bigData));
+    await imp.close();
+    expect(readdirSync(scratch)).toEqual([]);
   });
 
   it("stops promptly on abort and closes the archive", async () => {
