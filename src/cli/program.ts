@@ -11,6 +11,7 @@ import { connectorsCommand } from "./commands/connectors.js";
 import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
 import { lsCommand } from "./commands/ls.js";
+import { maintenanceCommand } from "./commands/maintenance.js";
 import { pkgCommand } from "./commands/pkg.js";
 import { repairCommand } from "./commands/repair.js";
 import { restoreCommand } from "./commands/restore.js";
@@ -48,6 +49,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     infoCommand(ctx),
     checkCommand(ctx, setExit),
     repairCommand(ctx, setExit),
+    maintenanceCommand(ctx, setExit),
     connectorsCommand(ctx),
     pkgCommand(ctx),
   ]) {

@@ -1,7 +1,9 @@
 /**
  * Repository locks (docs/FORMAT.md, "Locks"). A lock is an encoded blob of
  * type LOCK stored under Resource.LOCK with a random name. Backups take a
- * shared lock; anything that deletes takes an exclusive one. A lock is
+ * shared lock; anything that deletes takes an exclusive one, but
+ * `maintenance`, whose lock excludes only exclusive and other maintenance
+ * locks (docs/FORMAT.md, "Garbage collection"). A lock is
  * refreshed every REFRESH_MS; one not refreshed for STALE_MS, or held by a
  * dead process on this host, is stale and ignored (and removed by the next
  * exclusive locker).
@@ -29,7 +31,7 @@ import { randomKey } from "./crypto.js";
 export const REFRESH_MS = 60_000;
 export const STALE_MS = 5 * 60_000;
 
-export type LockKind = "shared" | "exclusive";
+export type LockKind = "shared" | "exclusive" | "maintenance";
 
 export interface LockInfo {
   kind: LockKind;
@@ -89,6 +91,20 @@ export function isStale(l: LockInfo, now = Date.now()): boolean {
   return l.host === hostname() && l.pid !== process.pid && !pidAlive(l.pid);
 }
 
+/**
+ * Whether a lock that `maintenance` waits for (a holdout) has ended: it is
+ * not among `current`, or its holder is a dead process on this host, or it
+ * was refreshed longer ago than a stale lock by more than `graceMs` (the
+ * clock skew tolerated). An unreadable lock ends only once it is removed.
+ */
+export function holdoutEnded(lockHex: string, current: readonly LockEntry[], graceMs: number, now = Date.now()): boolean {
+  const l = current.find((x) => toHex(x.name) === lockHex);
+  if (!l) return true;
+  if (l.info === null) return false;
+  if (now - l.info.timeMs > STALE_MS + graceMs) return true;
+  return l.info.host === hostname() && l.info.pid !== process.pid && !pidAlive(l.info.pid);
+}
+
 export interface LockEntry {
   name: Uint8Array;
   /** null: the lock cannot be read (see `damage`). */
@@ -109,7 +125,7 @@ export interface LockEntry {
 function lockInfoOf(o: unknown): LockInfo | null {
   if (typeof o !== "object" || o === null) return null;
   const r = o as Record<string, unknown>;
-  if (r.kind !== "shared" && r.kind !== "exclusive") return null;
+  if (r.kind !== "shared" && r.kind !== "exclusive" && r.kind !== "maintenance") return null;
   if (typeof r.host !== "string" || typeof r.pid !== "number" || !Number.isSafeInteger(r.pid) || r.pid <= 0) return null;
   if (typeof r.time !== "number" || !Number.isSafeInteger(r.time)) return null;
   return { kind: r.kind, host: r.host, pid: r.pid, timeMs: r.time, command: String(r.command ?? "") };
@@ -160,7 +176,8 @@ export async function acquireLock(store: Store, codec: Codec, kind: LockKind, co
     locks.filter((l) => {
       if (self && toHex(l.name) === toHex(self)) return false;
       if (l.info !== null ? isStale(l.info) : isStaleUnreadable(l)) return false;
-      return kind === "exclusive" || l.info === null || l.info.kind === "exclusive";
+      if (kind === "exclusive" || l.info === null || l.info.kind === "exclusive") return true;
+      return kind === "maintenance" && l.info.kind === "maintenance";
     });
   const seen = await readLocks(store, codec);
   const before = conflicts(seen);

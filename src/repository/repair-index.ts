@@ -60,7 +60,8 @@ export async function repairIndex(repo: Repository, o: IndexRepairOptions = {}):
   const oldDeltas: Uint8Array[] = [];
   for await (const n of repo.store.list(Resource.STATE, { signal })) oldDeltas.push(n);
   const stored: Uint8Array[] = [];
-  for await (const m of repo.store.list(Resource.PACKFILE, { signal })) stored.push(m);
+  // A packfile recorded as deleted stays so (`maintenance` deletes its object).
+  for await (const m of repo.store.list(Resource.PACKFILE, { signal })) if (!repo.index.deleted.has(toHex(m))) stored.push(m);
   const storedHex = new Set(stored.map(toHex));
   const known = new Set(repo.index.packs.keys());
 
@@ -126,27 +127,16 @@ export async function repairIndex(repo: Repository, o: IndexRepairOptions = {}):
 
   // The salvaged blobs' packfiles and their deltas first.
   await repo.flush(signal);
-  // Then the intact packfiles, a consolidated delta per ENTRIES_PER_DELTA entries, and the records to keep.
-  let group: PackRecord[] = [];
-  let entries = 0;
-  const writeGroup = async () => {
-    if (group.length > 0) await repo.writeDelta({ packs: group }, signal);
-    group = [];
-    entries = 0;
-  };
-  for (const p of intact) {
-    group.push(p);
-    entries += p.entries.length;
-    if (entries >= ENTRIES_PER_DELTA) await writeGroup();
-  }
-  await writeGroup();
+  // Then the intact packfiles in consolidated deltas, and the records to keep.
+  await writeConsolidated(repo, intact, signal);
   const removed = [...repo.index.removed.values(), ...lostHeaders];
   // When intact packfiles were last verified is kept too (check reads the longest unverified first).
   const verified = intact.flatMap((p): VerifiedRecord[] => {
     const t = repo.index.verified.get(toHex(p.mac));
     return t === undefined ? [] : [{ pack: p.mac, timeMs: t }];
   });
-  if (dropped.length + removed.length + verified.length > 0) await repo.writeDelta({ dropped, removed, verified }, signal);
+  const deleted = [...repo.index.deleted.values()];
+  if (dropped.length + removed.length + verified.length + deleted.length > 0) await repo.writeDelta({ dropped, removed, verified, deleted }, signal);
   report.deltasWritten = repo.deltasWritten.size;
   // Last, the deltas the new ones replace.
   for (const name of oldDeltas) {
@@ -161,6 +151,23 @@ export async function repairIndex(repo: Repository, o: IndexRepairOptions = {}):
   }
   await repo.store.sync?.({ signal });
   return report;
+}
+
+/** Stores the records of `packs` in consolidated state deltas, one per ENTRIES_PER_DELTA index entries (also what `maintenance` writes in place of deltas naming deleted packfiles). */
+export async function writeConsolidated(repo: Repository, packs: readonly PackRecord[], signal?: AbortSignal): Promise<void> {
+  let group: PackRecord[] = [];
+  let entries = 0;
+  const writeGroup = async () => {
+    if (group.length > 0) await repo.writeDelta({ packs: group }, signal);
+    group = [];
+    entries = 0;
+  };
+  for (const p of packs) {
+    group.push(p);
+    entries += p.entries.length;
+    if (entries >= ENTRIES_PER_DELTA) await writeGroup();
+  }
+  await writeGroup();
 }
 
 /**

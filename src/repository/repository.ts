@@ -137,8 +137,23 @@ export class Repository {
    * that one damaged delta never makes the repository unusable.
    */
   private async loadState(signal?: AbortSignal, onWarning?: (m: string) => void): Promise<void> {
+    await this.loadNewDeltas(signal);
+    if (this.stateDamage.length === 0) return;
+    const { verified, failed } = await this.scanUnindexed(signal);
+    for (const p of verified) this.index.addPack(p);
+    this.recovered.push(...verified);
+    for (const d of this.stateDamage) onWarning?.(`${d.message}: ignored; run \`coffer repair index\``);
+    if (verified.length > 0) onWarning?.(`indexed ${verified.length} packfiles from their own indexes instead`);
+    for (const f of failed) onWarning?.(`${f.message}: not indexed`);
+  }
+
+  /** The state deltas read or written by this process (hex), with the packfiles each names and whether it holds nothing else. */
+  readonly deltas = new Map<string, { name: Uint8Array; packs: string[]; onlyPacks: boolean }>();
+
+  /** Reads and applies the state deltas in the store that this process has not read yet. */
+  private async loadNewDeltas(signal?: AbortSignal): Promise<void> {
     const names: Uint8Array[] = [];
-    for await (const n of this.store.list(Resource.STATE, { signal })) names.push(n);
+    for await (const n of this.store.list(Resource.STATE, { signal })) if (!this.deltas.has(toHex(n))) names.push(n);
     await mapLimit(names, 8, async (name) => {
       let delta: StateDelta;
       try {
@@ -147,18 +162,27 @@ export class Repository {
         throwIfAborted(signal);
         if (isCofferError(e, "NOT_FOUND")) return; // removed since it was listed (by `repair index`)
         if (!isCofferError(e, "CORRUPT")) throw e;
-        this.stateDamage.push({ name, message: `state delta ${toHex(name)}: ${corruptDetail(e)}` });
+        if (!this.stateDamage.some((d) => Buffer.compare(d.name, name) === 0)) this.stateDamage.push({ name, message: `state delta ${toHex(name)}: ${corruptDetail(e)}` });
         return;
       }
+      this.noteDelta(name, delta);
       this.index.apply(delta);
     });
-    if (this.stateDamage.length === 0) return;
-    const { verified, failed } = await this.scanUnindexed(signal);
-    for (const p of verified) this.index.addPack(p);
-    this.recovered.push(...verified);
-    for (const d of this.stateDamage) onWarning?.(`${d.message}: ignored; run \`coffer repair index\``);
-    if (verified.length > 0) onWarning?.(`indexed ${verified.length} packfiles from their own indexes instead`);
-    for (const f of failed) onWarning?.(`${f.message}: not indexed`);
+  }
+
+  private noteDelta(name: Uint8Array, d: Partial<StateDelta>): void {
+    const records = Object.entries(d).some(([k, v]) => k !== "packs" && Array.isArray(v) && v.length > 0);
+    this.deltas.set(toHex(name), { name, packs: (d.packs ?? []).map((p) => toHex(p.mac)), onlyPacks: !records });
+  }
+
+  /**
+   * Applies the state deltas stored since the state was loaded. A lock
+   * holder does so once its lock is stored, so that its view of the state
+   * holds every record stored before its lock (docs/FORMAT.md, "Garbage
+   * collection"); `maintenance` again once the backups it waits for ended.
+   */
+  async refreshState(signal?: AbortSignal): Promise<void> {
+    await this.loadNewDeltas(signal);
   }
 
   async readDelta(name: Uint8Array, signal?: AbortSignal): Promise<StateDelta> {
@@ -176,7 +200,7 @@ export class Repository {
     const orphans: Uint8Array[] = [];
     for await (const m of stored ?? this.store.list(Resource.PACKFILE, { signal })) {
       const hex = toHex(m);
-      if (!this.index.packs.has(hex) && !this.index.dropped.has(hex)) orphans.push(m);
+      if (!this.index.packs.has(hex) && !this.index.dropped.has(hex) && !this.index.deleted.has(hex)) orphans.push(m);
     }
     const verified: PackRecord[] = [];
     const failed: { mac: Uint8Array; message: string }[] = [];
@@ -226,6 +250,7 @@ export class Repository {
     const dmac = this.mac.mac(raw);
     await this.store.put(Resource.STATE, dmac, await this.codec.encode(BT.STATE, dmac, raw), { signal });
     this.deltasWritten.add(toHex(dmac));
+    this.noteDelta(dmac, delta);
     this.index.apply({ ...emptyDelta(), ...delta });
     return dmac;
   }
@@ -264,9 +289,16 @@ export class Repository {
   // ---- locks ----
 
   /** `onWarning` hears of damaged locks removed on the way (locks.ts). */
-  async acquire(kind: LockKind, command: string, onWarning?: (m: string) => void): Promise<void> {
+  async acquire(kind: LockKind, command: string, onWarning?: (m: string) => void, signal?: AbortSignal): Promise<void> {
     if (this.lock) return;
     this.lock = await acquireLock(this.store, this.codec, kind, command, onWarning);
+    // What was stored before the lock (marks of `maintenance`, above all) is part of what this holder sees.
+    await this.refreshState(signal);
+  }
+
+  /** The name of the lock this process holds, if any. */
+  get lockName(): Uint8Array | undefined {
+    return this.lock?.name;
   }
 
   /**
@@ -375,7 +407,7 @@ export class Repository {
 
   has(type: BlobType, mac: Uint8Array): boolean {
     const k = blobKey(type, mac);
-    return this.pending.has(k) || this.index.hasKey(k);
+    return this.pending.has(k) || this.index.offersKey(k);
   }
 
   /**
@@ -386,7 +418,7 @@ export class Repository {
   async putBlob(type: BlobType, raw: Uint8Array, mac?: Uint8Array, signal?: AbortSignal): Promise<{ mac: Uint8Array; added: boolean }> {
     const m = mac ?? this.mac.mac(raw);
     const k = blobKey(type, m);
-    if (this.pending.has(k) || this.index.hasKey(k)) return { mac: m, added: false };
+    if (this.pending.has(k) || this.index.offersKey(k)) return { mac: m, added: false };
     throwIfAborted(signal);
     if (this.uploadError) throw this.uploadError;
     // From here until it is in a pack, the key stays pending, so that
@@ -415,7 +447,7 @@ export class Repository {
    */
   async addEncoded(type: BlobType, mac: Uint8Array, rawLength: number, encoded: Uint8Array, signal?: AbortSignal): Promise<boolean> {
     const k = blobKey(type, mac);
-    if (this.pending.has(k) || this.index.hasKey(k)) {
+    if (this.pending.has(k) || this.index.offersKey(k)) {
       giveBack(encoded);
       return false;
     }

@@ -5,8 +5,10 @@
  * only after the packfiles it names are stored (docs/FORMAT.md, "State").
  * A delta adds packfiles and may record damage (blobs found damaged or
  * missing), dropped packfiles (left out by `repair index`), removed
- * snapshots and verified packfiles (read whole by `check`). Deltas form a
- * set: none depends on the order they are read in.
+ * snapshots, verified packfiles (read whole by `check`) and the records of
+ * garbage collection (marks, revivals, holdouts, deletions: docs/FORMAT.md,
+ * "Garbage collection"). Deltas form a set: none depends on the order they
+ * are read in.
  */
 import { encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
@@ -19,7 +21,7 @@ import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
 /** Deltas that only add packfiles are written as version 1 (older readers read them); any other record needs version 2. */
 export const STATE_VERSION = 1;
 const STATE_VERSION_RECORDS = 2;
-/** Deltas carrying a record kind that version 2 lacks (`verified`) are version 3; a version-3 decoder takes a missing record array as empty. */
+/** Deltas carrying a record kind that version 2 lacks (`verified`, the garbage collection's) are version 3; a version-3 decoder takes a missing record array as empty. */
 export const STATE_VERSION_KINDS = 3;
 
 export interface PackRecord {
@@ -55,30 +57,76 @@ export interface VerifiedRecord {
   timeMs: number;
 }
 
+/** A packfile marked for deletion by `maintenance` at `markTimeMs`: it serves reads but offers nothing to deduplication. */
+export interface UnusedRecord {
+  pack: Uint8Array;
+  markTimeMs: number;
+}
+
+/** Cancels the mark of `pack` made at `markTimeMs`: a snapshot committed since needs it. */
+export interface RevivedRecord {
+  pack: Uint8Array;
+  markTimeMs: number;
+  timeMs: number;
+}
+
+/** The locks that existed once the marks of `markTimeMs` were stored: deletion waits for them to end. */
+export interface HoldoutsRecord {
+  markTimeMs: number;
+  locks: Uint8Array[];
+  timeMs: number;
+}
+
+/** A packfile deleted by `maintenance`: no longer part of the state, whatever delta names it. */
+export interface DeletedRecord {
+  pack: Uint8Array;
+  timeMs: number;
+}
+
 export interface StateDelta {
   packs: PackRecord[];
   damaged: DamageRecord[];
   dropped: DroppedRecord[];
   removed: RemovalRecord[];
   verified: VerifiedRecord[];
+  unused: UnusedRecord[];
+  revived: RevivedRecord[];
+  holdouts: HoldoutsRecord[];
+  deleted: DeletedRecord[];
 }
 
 export function emptyDelta(): StateDelta {
-  return { packs: [], damaged: [], dropped: [], removed: [], verified: [] };
+  return { packs: [], damaged: [], dropped: [], removed: [], verified: [], unused: [], revived: [], holdouts: [], deleted: [] };
 }
+
+/** The record kinds of version 3, each encoded as an array of arrays. */
+const V3_KINDS = {
+  verified: (r: VerifiedRecord) => [r.pack, r.timeMs],
+  unused: (r: UnusedRecord) => [r.pack, r.markTimeMs],
+  revived: (r: RevivedRecord) => [r.pack, r.markTimeMs, r.timeMs],
+  holdouts: (r: HoldoutsRecord) => [r.markTimeMs, r.locks, r.timeMs],
+  deleted: (r: DeletedRecord) => [r.pack, r.timeMs],
+} as const;
+type V3Kind = keyof typeof V3_KINDS;
 
 export function encodeDelta(d: Partial<StateDelta>): Uint8Array {
   const packs = (d.packs ?? []).map((p) => [p.mac, encodeIndex(p.entries)]);
   const damaged = d.damaged ?? [], dropped = d.dropped ?? [], removed = d.removed ?? [];
-  const verified = d.verified ?? [];
-  if (damaged.length + dropped.length + removed.length + verified.length === 0) return encode({ v: STATE_VERSION, packs });
+  // Only the version-3 kinds a delta carries are written.
+  const v3: Record<string, unknown[]> = {};
+  for (const kind of Object.keys(V3_KINDS) as V3Kind[]) {
+    const records = (d[kind] ?? []) as never[];
+    if (records.length > 0) v3[kind] = records.map((r) => (V3_KINDS[kind] as (r: never) => unknown)(r));
+  }
+  const kinds = Object.keys(v3).length > 0;
+  if (damaged.length + dropped.length + removed.length === 0 && !kinds) return encode({ v: STATE_VERSION, packs });
   return encode({
-    v: verified.length > 0 ? STATE_VERSION_KINDS : STATE_VERSION_RECORDS,
+    v: kinds ? STATE_VERSION_KINDS : STATE_VERSION_RECORDS,
     packs,
     damaged: damaged.map((r) => [r.pack, r.blobs === null ? null : r.blobs.map((b) => [b.type, b.mac]), r.why, r.timeMs]),
     dropped: dropped.map((r) => [r.pack, r.why, r.timeMs]),
     removed: removed.map((r) => [r.snapshot, r.why, r.timeMs]),
-    ...(verified.length > 0 ? { verified: verified.map((r) => [r.pack, r.timeMs]) } : {}),
+    ...v3,
   });
 }
 
@@ -89,7 +137,7 @@ const isType = (v: unknown): v is BlobType => typeof v === "number" && Object.va
 export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
   const what = `state ${toHex(name)}`;
   const o = decodeBounded(raw, (why) => new CorruptError(what, `undecodable (${why})`));
-  const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown; verified?: unknown };
+  const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown } & Partial<Record<V3Kind, unknown>>;
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw new CorruptError(what, "bad structure");
   if (d.v !== STATE_VERSION && d.v !== STATE_VERSION_RECORDS && d.v !== STATE_VERSION_KINDS) throw new CorruptError(what, `unknown state version ${String(d.v)}`);
   if (!Array.isArray(d.packs)) throw new CorruptError(what, "bad structure");
@@ -119,11 +167,32 @@ export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
   const dropped = list(d.dropped, "dropped").map(triple("dropped")).map(([pack, why, timeMs]) => ({ pack, why, timeMs }));
   const removed = list(d.removed, "removed").map(triple("removed")).map(([snapshot, why, timeMs]) => ({ snapshot, why, timeMs }));
   // Kinds of version 3 are read from version-3 deltas only.
-  const verified = (d.v === STATE_VERSION_KINDS ? list(d.verified, "verified") : []).map((r): VerifiedRecord => {
-    if (!Array.isArray(r) || r.length !== 2 || !isMac(r[0]) || !isTime(r[1])) throw bad("verified");
+  const v3 = (kind: V3Kind, length: number): unknown[][] =>
+    (d.v === STATE_VERSION_KINDS ? list(d[kind], kind) : []).map((r) => {
+      if (!Array.isArray(r) || r.length !== length) throw bad(kind);
+      return r;
+    });
+  const verified = v3("verified", 2).map((r): VerifiedRecord => {
+    if (!isMac(r[0]) || !isTime(r[1])) throw bad("verified");
     return { pack: r[0], timeMs: r[1] };
   });
-  return { packs, damaged, dropped, removed, verified };
+  const unused = v3("unused", 2).map((r): UnusedRecord => {
+    if (!isMac(r[0]) || !isTime(r[1])) throw bad("unused");
+    return { pack: r[0], markTimeMs: r[1] };
+  });
+  const revived = v3("revived", 3).map((r): RevivedRecord => {
+    if (!isMac(r[0]) || !isTime(r[1]) || !isTime(r[2])) throw bad("revived");
+    return { pack: r[0], markTimeMs: r[1], timeMs: r[2] };
+  });
+  const holdouts = v3("holdouts", 3).map((r): HoldoutsRecord => {
+    if (!isTime(r[0]) || !Array.isArray(r[1]) || !r[1].every(isMac) || !isTime(r[2])) throw bad("holdouts");
+    return { markTimeMs: r[0], locks: r[1] as Uint8Array[], timeMs: r[2] };
+  });
+  const deleted = v3("deleted", 2).map((r): DeletedRecord => {
+    if (!isMac(r[0]) || !isTime(r[1])) throw bad("deleted");
+    return { pack: r[0], timeMs: r[1] };
+  });
+  return { packs, damaged, dropped, removed, verified, unused, revived, holdouts, deleted };
 }
 
 export interface BlobLocation {
@@ -172,9 +241,20 @@ export class Index {
   readonly verified = new Map<string, number>();
   /** Bytes of each packfile (hex) that its blobs span, from its index: what coverage and `--read-data-subset SIZE` count. */
   readonly packBytes = new Map<string, number>();
+  /** Marks of each packfile (hex): their mark times (`unused` records), and those cancelled (`revived`). */
+  readonly marks = new Map<string, Set<number>>();
+  readonly revived = new Map<string, Set<number>>();
+  /** Holdout locks (hex) of each mark time; a mark time without an entry is unconfirmed. */
+  readonly holdouts = new Map<number, Set<string>>();
+  /** Packfiles (hex) deleted by `maintenance`: never part of the index. */
+  readonly deleted = new Map<string, DeletedRecord>();
 
   /** Applies every record of a delta. */
   apply(d: StateDelta): void {
+    for (const r of d.deleted) this.addDeleted(r);
+    for (const r of d.unused) this.addMark(r.pack, r.markTimeMs);
+    for (const r of d.revived) this.addRevived(r);
+    for (const r of d.holdouts) this.addHoldouts(r);
     for (const r of d.removed) this.addRemoval(r);
     for (const r of d.verified) this.addVerified(r);
     for (const r of d.damaged) this.markDamaged(r);
@@ -184,8 +264,10 @@ export class Index {
 
   addPack(p: PackRecord): void {
     const pk = toHex(p.mac);
+    if (this.deleted.has(pk)) return;
     const pack = this.packs.get(pk) ?? p.mac;
     this.byPack = null;
+    this.markedPacks = null;
     this.packs.set(pk, pack);
     let end = this.packBytes.get(pk) ?? 0;
     for (const e of p.entries) end = Math.max(end, e.offset + e.length);
@@ -255,6 +337,96 @@ export class Index {
   /** The locations in `pack` (hex) that damage made the index give up. */
   givenUpIn(packHex: string): readonly [string, BlobLocation][] {
     return this.givenUp.get(packHex) ?? [];
+  }
+
+  /** Marks `pack` at `markTimeMs` (also in memory only, before the record is stored: dedup then stops offering it). */
+  addMark(pack: Uint8Array, markTimeMs: number): void {
+    const hex = toHex(pack);
+    let times = this.marks.get(hex);
+    if (!times) this.marks.set(hex, (times = new Set()));
+    times.add(markTimeMs);
+    this.markedPacks = null;
+  }
+
+  addRevived(r: RevivedRecord): void {
+    const hex = toHex(r.pack);
+    let times = this.revived.get(hex);
+    if (!times) this.revived.set(hex, (times = new Set()));
+    times.add(r.markTimeMs);
+    this.markedPacks = null;
+  }
+
+  addHoldouts(r: HoldoutsRecord): void {
+    let locks = this.holdouts.get(r.markTimeMs);
+    if (!locks) this.holdouts.set(r.markTimeMs, (locks = new Set()));
+    for (const l of r.locks) locks.add(toHex(l));
+  }
+
+  /** The time of the latest mark of `packHex` that no `revived` record cancels, if any. */
+  markOf(packHex: string): number | undefined {
+    const times = this.marks.get(packHex);
+    if (!times) return undefined;
+    const cancelled = this.revived.get(packHex);
+    let latest: number | undefined;
+    for (const t of times) if (!cancelled?.has(t) && (latest === undefined || t > latest)) latest = t;
+    return latest;
+  }
+
+  /** The indexed packfiles marked and not revived (their names as the locations hold them); null when it needs building again. */
+  private markedPacks: Set<Uint8Array> | null = null;
+
+  private marked(): Set<Uint8Array> {
+    if (this.markedPacks === null) {
+      this.markedPacks = new Set();
+      for (const hex of this.marks.keys()) {
+        const pack = this.packs.get(hex);
+        if (pack && this.markOf(hex) !== undefined) this.markedPacks.add(pack);
+      }
+    }
+    return this.markedPacks;
+  }
+
+  /** Stops naming a deleted packfile: its blobs lose their locations there (a blob with no other one is absent). */
+  addDeleted(r: DeletedRecord): void {
+    const pk = toHex(r.pack);
+    this.deleted.set(pk, r);
+    const mac = this.packs.get(pk);
+    if (!mac) return;
+    for (const [k] of this.blobsOfPack(mac)) {
+      const left = this.locationsOfKey(k).filter((l) => toHex(l.pack) !== pk);
+      const first = left.shift();
+      if (first) this.blobs.set(k, first);
+      else {
+        this.blobs.delete(k);
+        if (keyType(k) === BlobType.SNAPSHOT) this.snapshots.delete(toHex(keyMac(k)));
+      }
+      if (left.length > 0) this.extra.set(k, left);
+      else this.extra.delete(k);
+    }
+    this.packs.delete(pk);
+    this.packBytes.delete(pk);
+    this.givenUp.delete(pk);
+    this.byPack = null;
+    this.markedPacks = null;
+  }
+
+  /** Every usable location of a blob, by blobKey(): the first one reads use, then the others. */
+  locationsOfKey(key: string): BlobLocation[] {
+    const first = this.blobs.get(key);
+    return first ? [first, ...(this.extra.get(key) ?? [])] : [];
+  }
+
+  /**
+   * Whether deduplication may reuse the blob: it has a location in a
+   * packfile that is not marked for deletion (docs/FORMAT.md, "Garbage
+   * collection"). Reads still use marked packfiles.
+   */
+  offersKey(key: string): boolean {
+    const first = this.blobs.get(key);
+    if (!first) return false;
+    const marked = this.marked();
+    if (marked.size === 0 || !marked.has(first.pack)) return true;
+    return (this.extra.get(key) ?? []).some((l) => !marked.has(l.pack));
   }
 
   addVerified(r: VerifiedRecord): void {

@@ -4,7 +4,8 @@
  * Repository.readDelta on mutated and forged STATE objects in a store (the
  * blob must authenticate and its content match its name). A delta either
  * decodes to records the index can apply, or fails with a CorruptError;
- * deltas with `verified` records are version 3, the others 1 or 2.
+ * deltas with `verified` records or the garbage collection's (`unused`,
+ * `revived`, `holdouts`, `deleted`) are version 3, the others 1 or 2.
  */
 import { decode } from "@msgpack/msgpack";
 import fc from "fast-check";
@@ -53,6 +54,10 @@ const arbDelta: fc.Arbitrary<StateDelta> = fc.record({
   dropped: fc.array(fc.record({ pack: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   removed: fc.array(fc.record({ snapshot: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   verified: fc.array(fc.record({ pack: arbMac, timeMs: arbTime }), { maxLength: 3 }),
+  unused: fc.array(fc.record({ pack: arbMac, markTimeMs: arbTime }), { maxLength: 2 }),
+  revived: fc.array(fc.record({ pack: arbMac, markTimeMs: arbTime, timeMs: arbTime }), { maxLength: 2 }),
+  holdouts: fc.array(fc.record({ markTimeMs: arbTime, locks: fc.array(arbMac, { maxLength: 2 }), timeMs: arbTime }), { maxLength: 2 }),
+  deleted: fc.array(fc.record({ pack: arbMac, timeMs: arbTime }), { maxLength: 2 }),
 });
 
 /** A delta's msgpack as a forger may write it: valid, its value tree mutated, any value, mutated bytes, or random bytes. */
@@ -79,7 +84,13 @@ function expectApplicable(d: StateDelta): void {
   for (const r of d.dropped) expect(mac32(r.pack) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.removed) expect(mac32(r.snapshot) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.verified) expect(mac32(r.pack) && time(r.timeMs)).toBe(true);
-  new Index().apply(d);
+  for (const r of d.unused) expect(mac32(r.pack) && time(r.markTimeMs)).toBe(true);
+  for (const r of d.revived) expect(mac32(r.pack) && time(r.markTimeMs) && time(r.timeMs)).toBe(true);
+  for (const r of d.holdouts) expect(time(r.markTimeMs) && r.locks.every(mac32) && time(r.timeMs)).toBe(true);
+  for (const r of d.deleted) expect(mac32(r.pack) && time(r.timeMs)).toBe(true);
+  const index = new Index();
+  index.apply(d);
+  for (const r of d.deleted) expect(index.packs.has(Buffer.from(r.pack).toString("hex"))).toBe(false);
 }
 
 describe("a state delta after authentication (decodeDelta)", () => {
@@ -87,7 +98,11 @@ describe("a state delta after authentication (decodeDelta)", () => {
     await fc.assert(
       fc.asyncProperty(arbDeltaBytes, async (raw) => {
         const d = valueOrFailure(await boundedAllocation(() => decodeDelta(raw, NAME)));
-        if (d) expectApplicable(d);
+        if (d) {
+          expectApplicable(d);
+          // Round trip: what decodes encodes to a delta that decodes the same.
+          expect(decodeDelta(encodeDelta(d), NAME)).toEqual(d);
+        }
       }),
       fuzzParams({
         examples: [
