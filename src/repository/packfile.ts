@@ -47,10 +47,16 @@ export class PackWriter<S extends PackSink = PackSink> {
   }
 
   /**
-   * Appends the index and footer; returns the pack's name and its parts (to
+   * Appends `padding`, the index and the footer; returns the pack's name and its parts (to
    * hand to Store.put), or no parts once the sink has them all.
    */
-  async seal(codec: Codec, mac: Mac): Promise<{ mac: Uint8Array; parts: Uint8Array[]; size: number }> {
+  async seal(codec: Codec, mac: Mac, padding?: Uint8Array): Promise<{ mac: Uint8Array; parts: Uint8Array[]; size: number }> {
+    // Bytes no entry covers, between the last blob and the index (see Repository.rotate).
+    if (padding && padding.byteLength > 0) {
+      if (this.sink) this.sink.push(padding);
+      else this.parts.push(padding);
+      this.size += padding.byteLength;
+    }
     const raw = encodeIndex(this.entries);
     const indexMac = mac.mac(raw);
     const index = await codec.encode(BT.PACK_INDEX, indexMac, raw);

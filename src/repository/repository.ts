@@ -13,7 +13,7 @@ import { mapLimit } from "../util/concurrency.js";
 import { DEFAULT_CHUNKING } from "./chunker.js";
 import { type BlobType, BlobType as BT, blobTypeName, Codec, type Compression, inPackfile } from "./codec.js";
 import { type ChunkingParams, decodeConfig, encodeConfig, newConfig, type Passphrase, type RepositoryConfig, unlock } from "./config.js";
-import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js";
+import { deriveSubkeys, Mac, type MacAlgorithm, randomKey, type Subkeys } from "./crypto.js";
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
 import { PackWriter, readPack } from "./packfile.js";
 import { StagedPack } from "./pack-sink.js";
@@ -58,6 +58,8 @@ export interface PackReconciliation {
 }
 
 const UPLOADS_IN_FLIGHT = 2;
+/** Random bytes before the index of a plaintext repository's packfiles (docs/FORMAT.md, "Packfiles"). */
+const PLAINTEXT_PADDING = 16;
 /** Bytes of a staged packfile waiting to be written before its writers wait (see append). */
 const UNWRITTEN_MAX = 8 << 20;
 /** Blobs up to this size are encoded on the calling thread by putBlob (see there). */
@@ -341,6 +343,8 @@ export class Repository {
     } catch (e) {
       if (isCofferError(e, "NOT_FOUND")) {
         this.noteDamage({ pack: loc.pack, blobs: null, why: `packfile ${toHex(loc.pack)} is missing from the store`, timeMs: Date.now() });
+        // A copy elsewhere (a packfile `maintenance` repacked, then deleted since this process read the state) serves instead.
+        if (this.index.has(type, mac)) return this.getBlob(type, mac, signal);
         throw new CofferError("NOT_FOUND", `packfile ${toHex(loc.pack)} holding ${blobTypeName(type)} blob ${toHex(mac)} is missing`, { type, mac: toHex(mac) });
       }
       throw e;
@@ -512,7 +516,9 @@ export class Repository {
     try {
       while (this.uploads.size >= UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
       if (this.uploadError) throw this.uploadError;
-      sealed = await w.seal(this.codec, this.mac);
+      // A plaintext repository's packfiles could repeat one another byte for byte (its blobs
+      // carry no random IV): 16 random bytes make each name new, as garbage collection needs.
+      sealed = await w.seal(this.codec, this.mac, this.config.encryption === null ? randomKey(PLAINTEXT_PADDING) : undefined);
     } catch (e) {
       // The blobs of this packfile are lost but still marked pending: no
       // later write may rely on them.

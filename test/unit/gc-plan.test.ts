@@ -113,7 +113,7 @@ describe("planGc over random repositories", () => {
   it("leaves every live blob a copy in a packfile it does not delete, and copies what it repacks", () => {
     fc.assert(
       fc.property(arbPacks, arbLive, fc.integer({ min: 0, max: 1500 }), (packs, live, graceMs) => {
-        const plan = planGc(packs.map((p) => (p.mark === undefined ? { hex: p.hex, bytes: p.bytes, damaged: p.damaged } : p)), live, policy({ graceMs, nowMs: 2000, packSize: 100 }));
+        const plan = planGc(packs.map(({ mark, ...p }): PlanPack => (mark === undefined ? p : { ...p, mark })), live, policy({ graceMs, nowMs: 2000, packSize: 100 }));
         const deleted = new Set(plan.delete);
         const marked = new Set(plan.mark);
         for (const b of live) {

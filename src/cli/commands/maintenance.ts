@@ -40,7 +40,7 @@ function parseMaxUnused(s: string): MaintenanceOptions["maxUnused"] {
   }
 }
 
-export async function runMaintenance(o: MaintenanceCmdOptions, ctx: Context): Promise<ExitCode> {
+async function runMaintenance(o: MaintenanceCmdOptions, ctx: Context): Promise<ExitCode> {
   const graceMs = parseDuration(o.grace, "--grace");
   const maxUnused = parseMaxUnused(o.maxUnused);
   const maxRepackBytes = o.maxRepackSize === undefined ? Infinity : parseSize(o.maxRepackSize, "--max-repack-size");
