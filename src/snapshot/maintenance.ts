@@ -2,7 +2,7 @@
  * `maintenance`: one run of garbage collection (docs/FORMAT.md, "Garbage
  * collection"). The caller holds a `maintenance` lock. The run lists the
  * locks, reads the state again (so it holds every commit of a lock holder
- * that has ended), computes the live blobs (./live.ts) and plans
+ * that has ended), adopts packfiles no delta names, computes the live blobs (./live.ts) and plans
  * (repository/gc-plan.ts); then it cancels the marks live blobs need,
  * records and deletes the ripe packfiles and drops the state deltas that
  * only named them, and last repacks and marks (repository/gc.ts).
@@ -38,6 +38,8 @@ export interface MaintenanceReport {
   /** Live snapshots, of which `removedInGrace` are removed but still inside the grace period. */
   snapshots: number;
   removedInGrace: number;
+  /** Packfiles no state delta named, now named (they are then collected as any other). */
+  adopted: number;
   /** The packfiles the state named when the run started. */
   before: PackCount;
   /** Packfiles deleted (or, with --dry-run, that would be). */
@@ -66,6 +68,8 @@ export async function maintenance(repo: Repository, o: MaintenanceOptions): Prom
   // Locks first, then the state: a holder seen gone has stored its commit before.
   const locks = await readLocks(repo.store, repo.codec);
   await repo.refreshState(signal);
+  // Packfiles no delta names (a run or a backup killed before their delta) are adopted, then planned as any other.
+  const adopted = dryRun ? 0 : (await repo.reconcilePacks(signal)).adopted;
   const now = clock();
   const stored = new Set<string>();
   for await (const m of repo.store.list(Resource.PACKFILE, { signal })) stored.add(toHex(m));
@@ -91,6 +95,7 @@ export async function maintenance(repo: Repository, o: MaintenanceOptions): Prom
     graceMs: o.graceMs,
     snapshots: live.snapshots,
     removedInGrace: live.removedInGrace,
+    adopted,
     before: count([...index.packs.keys()]),
     freed: count(plan.delete),
     revived: count(plan.revive.map((r) => r.pack)),
