@@ -1,6 +1,7 @@
 /**
  * The crash matrix (issue 16): every command that writes to a repository
- * (backup, repair index, repair snapshots, check recording damage, create)
+ * (backup, repair index, repair snapshots, check recording damage, create,
+ * maintenance)
  * run with one store operation failed, and separately killed, at each
  * operation it makes in turn. After each: the repository opens; `check
  * --read-data` finds nothing but the damage the run started from; no
@@ -53,6 +54,7 @@ import { toHex } from "../../src/util/hex.js";
 import { coffer, FAST_KDF } from "../helpers/cli.js";
 import { cutShort, failing, faults, type Fault, OBJECT_OPS, type Op, recording } from "../helpers/faults.js";
 import { installKillable, readRawStore, readTrace, runKilled, writeRawStore } from "../helpers/killable.js";
+import { removeSnapshots } from "../helpers/remove-snapshots.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
 const KiB = 1024;
@@ -442,7 +444,74 @@ const createSpec: Spec = {
   },
 };
 
-const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec];
+/**
+ * Maintenance's starting point: v1 and v2 backed up, v1 removed and a first
+ * `maintenance` run's marks, then v1 backed up again and v2 removed. The run
+ * under test deletes what the first run marked, marks v2's data and
+ * repacks and merges what is left partly used.
+ */
+const gcStart = await (async () => {
+  const b = await created(WIDE);
+  await cliOk(() => inMemory(b).writable(), ["backup", "--json", v1]);
+  await cliOk(() => inMemory(b).writable(), ["backup", "--json", v2]);
+  const [first, second] = await withRepo(inMemory(b).readOnly(), async (r) => (await listSnapshots(r)).snapshots.map((h) => toHex(h.id)));
+  await removeSnapshots(inMemory(b).writable(), PASS, [first!]);
+  await cliOk(() => inMemory(b).writable(), ["maintenance", "--grace", "0", "--json"]);
+  const again = JSON.parse((await cliOk(() => inMemory(b).writable(), ["backup", "--json", v1])).stdout) as { id: string };
+  await removeSnapshots(inMemory(b).writable(), PASS, [second!]);
+  return { backing: b, kept: again.id };
+})();
+
+/** Maintenance runs until a dry run finds nothing to do (at most `runs`); the packfile bytes stored then. */
+async function collected(c: Copy, what: string, runs = 3): Promise<number> {
+  for (let i = 0; ; i++) {
+    const dry = JSON.parse((await cliOk(() => c.writable(), ["maintenance", "--grace", "0", "--dry-run", "--json"])).stdout) as Record<string, { packs: number }>;
+    if (dry.freed!.packs + dry.marked!.packs + dry.keptForLocks!.packs === 0) break;
+    expect(i, `${what}: maintenance still has work after ${runs} runs: ${JSON.stringify(dry)}`).toBeLessThan(runs);
+    await cliOk(() => c.writable(), ["maintenance", "--grace", "0", "--json"]);
+  }
+  return withRepo(c.readOnly(), async (repo) => {
+    const r = await check(repo, { fast: true });
+    expect(r.unreferencedPacks, `${what}: packfiles no delta names are left`).toBe(0);
+    let bytes = 0;
+    for await (const m of repo.store.list(Resource.PACKFILE)) bytes += (await repo.store.get(Resource.PACKFILE, m)).byteLength;
+    return bytes;
+  });
+}
+
+/** The packfile bytes a clean run and the runs after it leave. */
+const gcCleanBytes = await (async () => {
+  const c = inMemory(clone(gcStart.backing));
+  await cliOk(() => c.writable(), ["maintenance", "--grace", "0", "--json"]);
+  return collected(c, "clean maintenance");
+})();
+
+async function expectKept(c: Copy, what: string): Promise<void> {
+  expect(await problems(c), what).toEqual([]);
+  const snaps = await snapshots(c, what);
+  expect(snaps.map((h) => toHex(h.id)), what).toEqual([gcStart.kept]);
+  await expectRestores(c, snaps[0]!, what);
+}
+
+const maintenanceSpec: Spec = {
+  name: "maintenance",
+  argv: ["maintenance", "--grace", "0", "--json"],
+  code: 0,
+  start: gcStart.backing,
+  async afterFault(c, what) {
+    await expectKept(c, what);
+  },
+  async afterRetry(c, retry, what) {
+    expect(retry.code, `${what}: the next maintenance\n${describeOutcome(retry)}`).toBe(0);
+    await expectKept(c, what);
+    // Later runs finish: nothing left to free, and no more stored than after a clean run (give or take a merge).
+    const bytes = await collected(c, what);
+    expect(bytes, `${what}: packfile bytes left (a clean run leaves ${gcCleanBytes})`).toBeLessThanOrEqual(gcCleanBytes * 1.1);
+    await expectKept(c, `${what}: collected`);
+  },
+};
+
+const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, maintenanceSpec];
 
 // --------------------------------------------------------------------- cells ---
 
