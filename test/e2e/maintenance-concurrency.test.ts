@@ -20,7 +20,7 @@ import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
 const KiB = 1024;
 const PASS = "maintenance concurrency";
-const ROUNDS = 5;
+const ROUNDS = 8;
 const LOOPS = ["a", "b"] as const;
 let base: string;
 let repo: string;
@@ -104,7 +104,7 @@ describe("maintenance while two hosts back up", () => {
     expect(listed.map((s) => s.id).sort()).toEqual(kept.map((t) => t.id).sort());
     for (const t of kept) {
       const to = path.join(base, `restore-${t.loop}-${t.round}`);
-      await run(["restore", t.id, to]);
+      await run(["restore", "--to", to, t.id]);
       expect(await compareTrees(t.dir, to, { rootMeta: false }), `${t.loop} round ${t.round}`).toEqual([]);
     }
   }, 120_000);
