@@ -89,6 +89,52 @@ describe("encodeDelta / decodeDelta", () => {
     expect(index.packBytes.get(toHex(pack))).toBe(150);
   });
 
+  it("garbage collection's records are version 3: {unused: [[pack, markTime]], revived: [[pack, markTime, time]], holdouts: [[markTime, [lock], time]], deleted: [[pack, time]]}", () => {
+    const pack = new Uint8Array(32).fill(6), lock = new Uint8Array(32).fill(7);
+    const d = { unused: [{ pack, markTimeMs: 5 }], revived: [{ pack, markTimeMs: 5, timeMs: 6 }], holdouts: [{ markTimeMs: 5, locks: [lock], timeMs: 5 }], deleted: [{ pack, timeMs: 9 }] };
+    const raw = encodeDelta(d);
+    expect(decode(raw)).toEqual({ v: STATE_VERSION_KINDS, packs: [], damaged: [], dropped: [], removed: [], unused: [[pack, 5]], revived: [[pack, 5, 6]], holdouts: [[5, [lock], 5]], deleted: [[pack, 9]] });
+    expect(decodeDelta(raw, NAME)).toEqual({ ...emptyDelta(), ...d });
+    expectCorrupt(errorOf(() => decodeDelta(encode({ v: 3, packs: [], holdouts: [[5, [new Uint8Array(3)], 5]] }), NAME)));
+    expectCorrupt(errorOf(() => decodeDelta(encode({ v: 3, packs: [], unused: [[pack]] }), NAME)));
+  });
+
+  it("a mark stops deduplication on a packfile but not reads; a revival undoes it; a later mark makes it again", () => {
+    const index = new Index();
+    const p1 = new Uint8Array(32).fill(1), p2 = new Uint8Array(32).fill(2), a = new Uint8Array(32).fill(10), b = new Uint8Array(32).fill(11);
+    const entry = (mac: Uint8Array) => ({ type: BlobType.CHUNK, mac, offset: 0, length: 10, rawLength: 10 });
+    index.addPack({ mac: p1, entries: [entry(a), entry(b)] });
+    index.addPack({ mac: p2, entries: [entry(b)] });
+    index.apply({ ...emptyDelta(), unused: [{ pack: p1, markTimeMs: 5 }] });
+    expect(index.markOf(toHex(p1))).toBe(5);
+    expect(index.offersKey(blobKey(BlobType.CHUNK, a))).toBe(false);
+    expect(index.offersKey(blobKey(BlobType.CHUNK, b))).toBe(true); // its copy in p2
+    expect(index.has(BlobType.CHUNK, a)).toBe(true);
+    index.apply({ ...emptyDelta(), revived: [{ pack: p1, markTimeMs: 5, timeMs: 6 }] });
+    expect(index.markOf(toHex(p1))).toBeUndefined();
+    expect(index.offersKey(blobKey(BlobType.CHUNK, a))).toBe(true);
+    index.apply({ ...emptyDelta(), unused: [{ pack: p1, markTimeMs: 7 }] });
+    expect(index.markOf(toHex(p1))).toBe(7);
+  });
+
+  it("a deleted packfile leaves the index whichever delta comes first; its blobs fall back on their other copies", () => {
+    const p1 = new Uint8Array(32).fill(1), p2 = new Uint8Array(32).fill(2), a = new Uint8Array(32).fill(10), b = new Uint8Array(32).fill(11), snap = new Uint8Array(32).fill(12);
+    const packs = [
+      { mac: p1, entries: [{ type: BlobType.CHUNK, mac: a, offset: 0, length: 10, rawLength: 10 }, { type: BlobType.CHUNK, mac: b, offset: 10, length: 10, rawLength: 10 }, { type: BlobType.SNAPSHOT, mac: snap, offset: 20, length: 10, rawLength: 10 }] },
+      { mac: p2, entries: [{ type: BlobType.CHUNK, mac: b, offset: 0, length: 10, rawLength: 10 }] },
+    ];
+    const deleted = { ...emptyDelta(), deleted: [{ pack: p1, timeMs: 1 }] };
+    for (const order of [[deleted, ...packs.map((p) => ({ ...emptyDelta(), packs: [p] }))], [...packs.map((p) => ({ ...emptyDelta(), packs: [p] })), deleted]]) {
+      const index = new Index();
+      for (const d of order) index.apply(d);
+      expect(index.packs.has(toHex(p1))).toBe(false);
+      expect(index.has(BlobType.CHUNK, a)).toBe(false);
+      expect(toHex(index.get(BlobType.CHUNK, b)!.pack)).toBe(toHex(p2));
+      expect(index.snapshots.size).toBe(0);
+      expect(index.blobsOfPack(p1)).toEqual([]);
+    }
+  });
+
   it("malformed deltas are CorruptError", () => {
     const mac = new Uint8Array(32);
     const index = encodeIndex([{ type: BlobType.CHUNK, mac, offset: 0, length: 1, rawLength: 1 }]);
