@@ -65,6 +65,8 @@ export class ParentIndex {
     readonly header: SnapshotHeader,
     private readonly signal: AbortSignal,
     private readonly warn: (path: string, message: string) => void,
+    /** See BackupOptions.sameContent. */
+    private readonly sameContent?: ((r: ImportRecord) => boolean) | undefined,
   ) {
     this.reader = new TreeReader(repo);
   }
@@ -92,6 +94,7 @@ export class ParentIndex {
     const a = old.info, b = r.fileInfo;
     if (a.size !== b.size || a.mtimeNs !== b.mtimeNs || a.ino !== b.ino) return undefined;
     if (a.ctimeNs !== undefined && b.ctimeNs !== undefined && a.ctimeNs !== b.ctimeNs) return undefined;
+    if (this.sameContent && !this.sameContent(r)) return undefined;
     for (const c of old.chunks) if (!this.repo.has(BlobType.CHUNK, c.mac)) return undefined;
     return old.chunks;
   }
