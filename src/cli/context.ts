@@ -250,7 +250,6 @@ export function knownRepositories(ctx: Context): KnownRepositories {
  * configuration was rewritten by someone without the passphrase looks like;
  * using it would write new data unencrypted.
  */
-<<<<<<< HEAD
 export async function checkConfig(
   ctx: Context,
   config: RepositoryConfig,
@@ -258,9 +257,6 @@ export async function checkConfig(
   known: KnownRepositories,
   source: PassphraseSource = mainPassphrase(ctx),
 ): Promise<void> {
-=======
-async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
->>>>>>> main
   await known.check(config, location);
   if (config.encryption !== null) return;
   const given = passphraseGiven(ctx, source);
@@ -278,7 +274,6 @@ function withLocation(e: unknown, location: string): unknown {
   return e;
 }
 
-<<<<<<< HEAD
 /** A second repository a command works with (`sync`'s OTHER): its location, as `at` takes one, and where its passphrase comes from. */
 export interface OtherRepository {
   location: string;
@@ -290,12 +285,6 @@ export async function openRepository(ctx: Context, opts: { readOnly?: boolean; o
   const location = opts.other?.location ?? repositoryLocation(ctx);
   const source = opts.other?.passphrase ?? mainPassphrase(ctx);
   const store = await openStore(ctx, location, { readOnly: opts.readOnly ?? false, other: opts.other !== undefined });
-=======
-/** Opens the repository at the context's location. */
-async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
-  const location = repositoryLocation(ctx);
-  const store = await openStore(ctx, location, opts);
->>>>>>> main
   try {
     if (!opts.readOnly) await assertWritable(store, location, ctx.signal);
     const known = knownRepositories(ctx);
