@@ -190,7 +190,7 @@ export interface PassphraseSource {
 }
 
 /** The `at` repository's passphrase: --keyfile, COFFER_PASSPHRASE, a prompt. */
-export function mainPassphrase(ctx: Context): PassphraseSource {
+function mainPassphrase(ctx: Context): PassphraseSource {
   return { file: ctx.globals.keyfile, fileOption: "--keyfile", fileLabel: "keyfile", variable: PASSPHRASE_VAR, prompt: "repository passphrase: " };
 }
 
@@ -250,7 +250,7 @@ export function knownRepositories(ctx: Context): KnownRepositories {
  * configuration was rewritten by someone without the passphrase looks like;
  * using it would write new data unencrypted.
  */
-export async function checkConfig(
+async function checkConfig(
   ctx: Context,
   config: RepositoryConfig,
   location: string,

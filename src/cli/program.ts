@@ -14,6 +14,7 @@ import { lsCommand } from "./commands/ls.js";
 import { pkgCommand } from "./commands/pkg.js";
 import { repairCommand } from "./commands/repair.js";
 import { restoreCommand } from "./commands/restore.js";
+import { syncCommand } from "./commands/sync.js";
 import type { CliIo, Context } from "./context.js";
 import { type ExitCode, exitCodesHelp } from "./exit-codes.js";
 import { say } from "./format.js";
@@ -48,6 +49,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     infoCommand(ctx),
     checkCommand(ctx, setExit),
     repairCommand(ctx, setExit),
+    syncCommand(ctx, setExit),
     connectorsCommand(ctx),
     pkgCommand(ctx),
   ]) {

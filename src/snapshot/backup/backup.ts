@@ -45,9 +45,9 @@ export interface BackupOptions {
   /** The snapshot to start from in place of the latest of the same source (null: none), as `sync` chooses it. */
   parent?: SnapshotHeader | null | undefined;
   /**
-   * Where given, a file found unchanged in the parent keeps the parent's
-   * chunks only if this holds for its record too (`sync`: the source
-   * snapshots have the same content there).
+   * Where given, whether a file has the content of the parent's entry at its
+   * path, in place of the metadata comparison (`sync`: the two source
+   * snapshots have the same chunks there, whatever the metadata says).
    */
   sameContent?: ((r: ImportRecord) => boolean) | undefined;
   /** A copy made by `sync`: its header takes the source snapshot's time and names its origin. */
