@@ -1,7 +1,6 @@
 /**
  * The crash matrix (issue 16): every command that writes to a repository
- * (backup, repair index, repair snapshots, check recording damage, create,
- * sync into the repository)
+ * (backup, repair index, repair snapshots, check recording damage, create)
  * run with one store operation failed, and separately killed, at each
  * operation it makes in turn. After each: the repository opens; `check
  * --read-data` finds nothing but the damage the run started from; no
