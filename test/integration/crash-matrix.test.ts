@@ -445,8 +445,8 @@ const createSpec: Spec = {
 /**
  * sync's starting point: a destination holding a direct backup of v1, and
  * a source on disk (another passphrase, MAC and chunking) holding v1 and
- * v2, taken after it. A sync copies both; the copy of v1 finds its content
- * stored already.
+ * v2, taken after it. A sync copies both, v1's content deduplicated
+ * against the direct backup.
  */
 const syncStart = await created(WIDE);
 await cliOk(() => inMemory(syncStart).writable(), ["backup", "--json", v1]);
