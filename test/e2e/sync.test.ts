@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FsStore } from "../../src/connectors/fs/store.js";
 import type { ChunkingParams } from "../../src/repository/chunker.js";
 import { Repository } from "../../src/repository/repository.js";
-import { type CofferResult, describeRun, EXIT, parseJson } from "../helpers/cli.js";
+import { coffer, type CofferResult, describeRun, EXIT, parseJson } from "../helpers/cli.js";
 import { cofferInProcess } from "../helpers/in-process.js";
 import { compareTrees, compressibleText, copyTree, setMtimeNs, setXattr, writeSeededFile } from "../helpers/tree.js";
 
@@ -39,6 +39,7 @@ const at = (...p: string[]) => path.join(base, ...p);
 
 interface SnapJson {
   id: string;
+  importer: { type: string; origin: string; root: string };
   time: string;
   hostname: string;
   username: string;
@@ -228,6 +229,39 @@ describe("sync", () => {
     const source = await repoBytes(at("source"));
     console.log(`sync size check: ${TREES} snapshots; source ${source} B, synced ${synced} B, direct ${direct} B, ratio ${(synced / direct).toFixed(4)}`);
     expect(Math.abs(synced - direct) / direct).toBeLessThan(0.05);
+  });
+
+  it("a copy of a copy names the original: the original synced after it is skipped", async () => {
+    // "to" holds a copy of the source's latest snapshot; copied on to "onward", it still names the source's.
+    await createRepo(at("onward"), DEST_PASS, { ...DEST, chunking: { min: 2 * KiB, avg: 8 * KiB, max: 32 * KiB } });
+    const env = { COFFER_PASSPHRASE: DEST_PASS, COFFER_OTHER_PASSPHRASE: DEST_PASS };
+    const hop = parseJson<SyncJson>(await run(["at", at("onward"), "sync", "--json", "from", at("to")], env));
+    expect(hop.copied).toBe(1);
+    const [copy] = await snapshotsOf(inDest("onward", ["ls", "--json"]));
+    const latest = (await snapshotsOf(inSource(["ls", "--json"]))).at(-1)!;
+    expect(copy!.syncOf!.id).toBe(latest.id);
+    const direct = await syncFrom("onward");
+    expect(direct.copied).toBe(TREES - 1);
+    expect(direct.snapshots.find((x) => x.source === latest.id)).toMatchObject({ skipped: true, copy: copy!.id });
+  });
+
+  it("a snapshot of a single file (stdin) is copied, and the built binary does it too", async () => {
+    await createRepo(at("one-src"), SOURCE_PASS, SOURCE);
+    await createRepo(at("one-dst"), DEST_PASS, DEST);
+    const content = compressibleText(300 * KiB, "stdin");
+    const b = await cofferInProcess(["at", at("one-src"), "backup", "-q", "--tag", "piped", "stdin:notes.txt"], { env: { HOME: base, COFFER_PASSPHRASE: SOURCE_PASS }, cwd: base, input: content });
+    expect(b.exitCode, describeRun(b)).toBe(EXIT.OK);
+    const r = await coffer(["at", at("one-src"), "sync", "latest", "to", at("one-dst")], { env: { HOME: base, COFFER_PASSPHRASE: SOURCE_PASS, COFFER_OTHER_PASSPHRASE: DEST_PASS }, cwd: base });
+    expect(r.exitCode, describeRun(r)).toBe(EXIT.OK);
+    expect(r.stderr).toMatch(/copied as [0-9a-f]{8}/);
+    const copyId = r.stdout.trim();
+    expect(copyId).toMatch(/^[0-9a-f]{8}$/);
+    const cat = await inDest("one-dst", ["cat", `${copyId}:/notes.txt`]);
+    expect(cat.stdoutBytes.equals(content)).toBe(true);
+    const [copy] = await snapshotsOf(inDest("one-dst", ["ls", "--json"]));
+    const [original] = await snapshotsOf(run(["at", at("one-src"), "ls", "--json"], { COFFER_PASSPHRASE: SOURCE_PASS }));
+    expect(copy).toMatchObject({ source: original!.source, importer: original!.importer, time: original!.time, tags: ["piped"] });
+    expect(original!.source).toMatch(/^stdin:/);
   });
 
   it("usage: `to` needs snapshots; the other repository must be another one", async () => {

@@ -73,7 +73,8 @@ async function runSync(words: string[], o: SyncCmdOptions, ctx: Context): Promis
         signal: ctx.signal,
         tmpDir: ctx.tmpDir,
         onEvent: (e) => {
-          if (e.type !== "backup") {
+          if (e.type === "unreadable") say(ctx.stderr, `coffer: warning: snapshot ${toHex(e.id).slice(0, 8)} of the destination cannot be read (${e.message}): were it a copy, its source is copied again`);
+          else if (e.type !== "backup") {
             if (!o.quiet && !o.json) say(ctx.stderr, progressLine(e.type, e.source, e.copy));
           } else if (e.event.type === "warning") say(ctx.stderr, `coffer: warning: ${shown(e.event.path)}: ${e.event.message}`);
         },

@@ -44,6 +44,8 @@ export interface BackupOptions {
   checkpoints?: CheckpointPolicy | undefined;
   /** The snapshot to start from in place of the latest of the same source (null: none), as `sync` chooses it. */
   parent?: SnapshotHeader | null | undefined;
+  /** With `parent`: the header's `prior`, as the caller knows the snapshots already (the repository's are not listed again). */
+  prior?: Uint8Array[] | undefined;
   /**
    * Where given, whether a file has the content of the parent's entry at its
    * path, in place of the metadata comparison (`sync`: the two source
@@ -75,7 +77,10 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const imp = o.importer;
   const tally = new Tally(repo, o.onEvent);
   const given = o.parent !== undefined;
-  const found = await findParent(repo, { hostname: o.hostname, type: imp.type, root: imp.root, force: (o.force ?? false) || given, onWarning: tally.warn }, signal);
+  const found =
+    given && o.prior !== undefined
+      ? { parent: undefined, prior: o.prior }
+      : await findParent(repo, { hostname: o.hostname, type: imp.type, root: imp.root, force: (o.force ?? false) || given, onWarning: tally.warn }, signal);
   const parent = given ? (o.parent ?? undefined) : found.parent;
   const prior = found.prior;
   const parentIndex = parent ? new ParentIndex(repo, parent, signal, tally.warn, o.sameContent) : null;

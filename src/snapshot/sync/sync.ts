@@ -19,7 +19,7 @@ import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { backup } from "../backup/backup.js";
 import type { BackupEvent } from "../backup/events.js";
-import { isPartial, type SnapshotHeader, type SyncOrigin } from "../header.js";
+import { isPartial, PRIOR_SNAPSHOTS, type SnapshotHeader, type SyncOrigin } from "../header.js";
 import { listSnapshots, resolveSnapshot, type SnapshotSelector, type UnreadableSnapshot } from "../snapshots.js";
 import { SnapshotImporter } from "./importer.js";
 
@@ -36,7 +36,9 @@ export interface SyncOptions {
 export type SyncEvent =
   | { type: "backup"; source: SnapshotHeader; event: BackupEvent }
   | { type: "skipped"; source: SnapshotHeader; copy: SnapshotHeader }
-  | { type: "copied"; source: SnapshotHeader; copy: SnapshotHeader };
+  | { type: "copied"; source: SnapshotHeader; copy: SnapshotHeader }
+  /** A destination snapshot whose header cannot be read: were it a copy, its source is copied again. */
+  | { type: "unreadable"; id: Uint8Array; message: string };
 
 /** What became of one source snapshot: `copy` is the destination's snapshot holding it (made now, or found). */
 export interface SyncedSnapshot {
@@ -58,6 +60,9 @@ function originOf(h: SnapshotHeader, repoId: Uint8Array): SyncOrigin {
 
 const originKey = (o: SyncOrigin) => `${toHex(o.repo)}:${toHex(o.id)}`;
 
+/** Oldest first, as listSnapshots gives them (the copies made meanwhile keep their sources' times). */
+const byTime = (hs: readonly SnapshotHeader[]) => [...hs].sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
+
 const sameSource = (a: SnapshotHeader, b: SnapshotHeader) =>
   a.hostname === b.hostname && a.importer.type === b.importer.type && a.importer.root === b.importer.root;
 
@@ -69,7 +74,9 @@ export async function sync(source: Repository, dest: Repository, o: SyncOptions 
   // Source snapshots by the origin their copies name: the twins of the destination's copies.
   const byOrigin = new Map<string, SnapshotHeader>();
   for (const h of [...listed.snapshots, ...wanted]) byOrigin.set(originKey(originOf(h, source.config.id)), h);
-  const held = (await listSnapshots(dest, signal)).snapshots;
+  const destListed = await listSnapshots(dest, signal);
+  for (const u of destListed.unreadable) o.onEvent?.({ type: "unreadable", id: u.id, message: u.message });
+  const held = destListed.snapshots;
   const out: SyncedSnapshot[] = [];
   for (const s of wanted) {
     const origin = originOf(s, source.config.id);
@@ -90,6 +97,7 @@ export async function sync(source: Repository, dest: Repository, o: SyncOptions 
       arch: s.arch,
       signal,
       parent: from?.parent ?? null,
+      prior: byTime(held).slice(-PRIOR_SNAPSHOTS).map((h) => h.id),
       sameContent: importer.sameContent,
       copyOf: { timeNs: s.timeNs, syncOf: origin },
       tmpDir: o.tmpDir,
@@ -110,7 +118,7 @@ async function selected(source: Repository, selectors: SnapshotSelector[], signa
     if (isPartial(h)) throw new CofferError("USAGE", `snapshot ${toHex(h.id).slice(0, 8)} is partial (a checkpoint of an interrupted backup): only complete snapshots are synced`);
     byId.set(toHex(h.id), h);
   }
-  return [...byId.values()].sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
+  return byTime([...byId.values()]);
 }
 
 /** The destination's complete snapshot holding `origin`: a copy naming it, or the original itself. */
@@ -133,9 +141,7 @@ function chooseParent(
   byOrigin: ReadonlyMap<string, SnapshotHeader>,
 ): { parent: SnapshotHeader; twin: SnapshotHeader } | undefined {
   const key = originKey(origin);
-  const copies = held
-    .filter((h) => h.syncOf !== undefined && byOrigin.has(originKey(h.syncOf)) && sameSource(h, s))
-    .sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
+  const copies = byTime(held.filter((h) => h.syncOf !== undefined && byOrigin.has(originKey(h.syncOf)) && sameSource(h, s)));
   const parent = copies.find((h) => originKey(h.syncOf!) === key) ?? copies.filter((h) => h.timeNs <= s.timeNs).at(-1) ?? copies.at(-1);
   return parent ? { parent, twin: byOrigin.get(originKey(parent.syncOf!))! } : undefined;
 }
