@@ -9,8 +9,8 @@ import { BlobType } from "../repository/codec.js";
 import type { Repository } from "../repository/repository.js";
 import { blobKey } from "../repository/state.js";
 import { throwIfAborted } from "../util/errors.js";
-import { readListing } from "./tree-reader.js";
-import { compareNames, type Entry, isTreeDir } from "./tree.js";
+import { toHex } from "../util/hex.js";
+import { compareNames, decodeTree, type Entry, isTreeDir } from "./tree.js";
 
 /** `+` added, `-` removed, `M` content, `M?` content while size, mtime and ctime did not (bitrot), `U` metadata only, `T` type. */
 export type Modifier = "+" | "-" | "M" | "M?" | "U" | "T";
@@ -40,6 +40,7 @@ export interface DiffSummary {
   changedFiles: number;
   added: DiffSide;
   removed: DiffSide;
+  /** Lines printed per marker, each line counted once (`M?` under `?` alone). */
   markers: Record<"+" | "-" | "M" | "U" | "T" | "?", number>;
 }
 
@@ -64,9 +65,11 @@ export class SnapshotDiff {
   /** Blob keys (blobKey) referenced by visited entries of each side, with their raw lengths. */
   private readonly blobsBefore = new Map<string, number>();
   private readonly blobsAfter = new Map<string, number>();
+  /** Raw lengths of the TREE blobs read, by blob key: every tree the tally may count was read. */
+  private readonly treeLengths = new Map<string, number>();
 
   constructor(
-    private readonly repo: Pick<Repository, "getBlob" | "locate">,
+    private readonly repo: Pick<Repository, "getBlob">,
     private readonly before: Entry,
     private readonly after: Entry,
     private readonly o: DiffOptions = {},
@@ -122,7 +125,8 @@ export class SnapshotDiff {
     let modifier: Modifier | undefined;
     if (kind === "file" && !sameChunks(a, b)) {
       this.summary.changedFiles++;
-      modifier = sameFileMetadata(a, b) ? "M?" : "M";
+      // A file read in full both times with the metadata a backup trusts unchanged: its content changed unseen.
+      modifier = a.error === undefined && b.error === undefined && sameFileMetadata(a, b) ? "M?" : "M";
     } else if (kind === "symlink" && a.target !== b.target) modifier = "M";
     else if (this.o.metadata && !sameMetadata(a, b)) modifier = "U";
     if (modifier) yield this.change({ path: shown(b), modifier, before: a, after: b });
@@ -148,13 +152,15 @@ export class SnapshotDiff {
     }
   }
 
-  private listing(e: Entry): Promise<Entry[]> {
-    return isTreeDir(e) && e.tree ? readListing(this.repo, e.tree, this.o.signal) : Promise.resolve([]);
+  private async listing(e: Entry): Promise<Entry[]> {
+    if (!isTreeDir(e) || !e.tree) return [];
+    const raw = await this.repo.getBlob(BlobType.TREE, e.tree, this.o.signal);
+    this.treeLengths.set(blobKey(BlobType.TREE, e.tree), raw.byteLength);
+    return decodeTree(raw, `tree ${toHex(e.tree).slice(0, 16)}`);
   }
 
   private change(c: Change): Change {
     this.summary.markers[c.modifier === "M?" ? "?" : c.modifier]++;
-    if (c.modifier === "M?") this.summary.markers.M++;
     return c;
   }
 
@@ -170,7 +176,7 @@ export class SnapshotDiff {
         if (other.has(k)) continue;
         if (length < 0) {
           side.treeBlobs++;
-          side.bytes += this.treeLength(k);
+          side.bytes += this.treeLengths.get(k) ?? 0;
         } else {
           side.dataBlobs++;
           side.bytes += length;
@@ -179,14 +185,6 @@ export class SnapshotDiff {
     };
     count(this.blobsBefore, this.blobsAfter, this.summary.removed);
     count(this.blobsAfter, this.blobsBefore, this.summary.added);
-  }
-
-  private treeLength(key: string): number {
-    try {
-      return this.repo.locate(BlobType.TREE, Buffer.from(key.slice(1), "latin1")).rawLength;
-    } catch {
-      return 0; // a tree that cannot be located was already reported when it was read
-    }
   }
 }
 
