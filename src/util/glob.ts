@@ -90,19 +90,26 @@ function classSource(body: [string, boolean][]): string {
   return negate ? `[^/${src}]` : `[${src}]`;
 }
 
-/** Compiles `pattern`; a pattern with "/" not starting with "/" matches at any depth (as if it began with "**\/"). */
+/**
+ * Compiles `pattern`; a pattern with "/" not starting with "/" matches at
+ * any depth (as if it began with "**\/"). A trailing "/" is dropped; a
+ * trailing "**" stands for one or more components (what is below, not the
+ * directory itself), any other "**" for zero or more.
+ */
 export function compileGlob(pattern: string): Glob {
   const fullPath = pattern.includes("/");
   const components = pattern.split("/");
   if (fullPath) {
+    while (components.length > 1 && components.at(-1) === "") components.pop();
     if (components[0] === "") components.shift();
     else components.unshift("**");
   }
   let src = "";
   for (let k = 0; k < components.length; k++) {
     const c = components[k]!;
-    const first = k === 0;
-    if (c === "**") src += first ? (fullPath ? "(?:/[^/]*)*?" : ".*") : "(?:/[^/]*)*?";
+    const last = k === components.length - 1;
+    if (c === "**" && !fullPath) src += ".*";
+    else if (c === "**") src += last ? "(?:/[^/]*)+" : "(?:/[^/]*)*?";
     else src += (fullPath ? "/" : "") + componentSource(characters(c));
   }
   const re = new RegExp(`^${src}$`, "u");
