@@ -28,8 +28,8 @@ interface Found {
 
 const NONE: Found = { entries: [], subs: [], count: 0 };
 
-/** How many memo entries (a tree, plus one per match it holds) a Locator keeps by default. */
-export const MEMO_WEIGHT = 1 << 20;
+/** The memo's bound by default: its trees plus the matches they hold (each a match's name and stat, some hundred bytes). */
+const MEMO_WEIGHT = 1 << 17;
 
 export class Locator {
   private readonly memo = new Map<string, { found: Found; weight: number }>();
@@ -72,7 +72,8 @@ export class Locator {
     for (const c of await readListing(this.repo, dir.tree, this.o.signal)) {
       const p = joinPath(path, c.name);
       if (this.matches(c.name, p)) {
-        found.entries.push(c);
+        // What a match is shown with: its chunk list and attributes would weigh on the memo for nothing.
+        found.entries.push({ name: c.name, info: c.info, target: c.target, tree: c.tree, error: c.error });
         found.count++;
       }
       if (isTreeDir(c)) {

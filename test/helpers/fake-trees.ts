@@ -43,7 +43,7 @@ export class RecordingTrees {
 }
 
 /** Stat fields for a test entry: fixed values, `over` replacing any of them. */
-export function fileInfo(name: string, kind: EntryKind, over: Partial<FileInfo> = {}): FileInfo {
+function fileInfo(name: string, kind: EntryKind, over: Partial<FileInfo> = {}): FileInfo {
   return { name, kind, size: 0, mode: 0o644, mtimeNs: 1_000_000_000n, ctimeNs: 1_000_000_000n, dev: 1n, ino: 7n, uid: 1000, gid: 1000, nlink: 1, ...over };
 }
 

@@ -10,7 +10,7 @@ import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
 import { parseSnapshotTarget } from "../snapshot-target.js";
 
-export interface DiffCliOptions {
+interface DiffCliOptions {
   metadata?: boolean;
   json?: boolean;
 }
@@ -28,7 +28,7 @@ function changeJson(c: Change): Record<string, unknown> {
   };
 }
 
-export async function runDiff(first: string, second: string, o: DiffCliOptions, ctx: Context): Promise<ExitCode> {
+async function runDiff(first: string, second: string, o: DiffCliOptions, ctx: Context): Promise<ExitCode> {
   const a = parseSnapshotTarget(first);
   const b = parseSnapshotTarget(second);
   return withRepository(ctx, { readOnly: true }, async (repo) => {

@@ -13,14 +13,14 @@ import { ExitCode } from "../exit-codes.js";
 import { isoTime, localTime, say, shortId, shown } from "../format.js";
 import { parseSnapshotSelector } from "../snapshot-target.js";
 
-export interface LocateOptions {
+interface LocateOptions {
   snapshot?: string[];
   latest?: string;
   json?: boolean;
 }
 
 /** Finds the matches of every pattern in the chosen snapshots; exits 3 when a snapshot's header cannot be read (each is named). */
-export async function runLocate(patterns: string[], o: LocateOptions, ctx: Context): Promise<ExitCode> {
+async function runLocate(patterns: string[], o: LocateOptions, ctx: Context): Promise<ExitCode> {
   const globs = patterns.map(compileGlob);
   const latest = o.latest === undefined ? undefined : Number(o.latest);
   if (latest !== undefined && !(Number.isSafeInteger(latest) && latest > 0)) throw new CofferError("USAGE", `--latest takes a positive number, not ${JSON.stringify(o.latest)}`);
@@ -28,8 +28,12 @@ export async function runLocate(patterns: string[], o: LocateOptions, ctx: Conte
     let snapshots: SnapshotHeader[];
     let unreadable = 0;
     if (o.snapshot && o.snapshot.length > 0) {
-      snapshots = [];
-      for (const s of o.snapshot) snapshots.push(await resolveSnapshot(repo, parseSnapshotSelector(s), ctx.signal));
+      const chosen = new Map<string, SnapshotHeader>();
+      for (const s of o.snapshot) {
+        const h = await resolveSnapshot(repo, parseSnapshotSelector(s), ctx.signal);
+        chosen.set(toHex(h.id), h);
+      }
+      snapshots = [...chosen.values()];
       snapshots.sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
     } else {
       const list = await listSnapshots(repo, ctx.signal);
