@@ -38,7 +38,10 @@ async function runDiff(first: string, second: string, o: DiffCliOptions, ctx: Co
     const ea = (await lookupOrThrow(reader, ha, a.path, ctx.signal)).entry;
     const eb = (await lookupOrThrow(reader, hb, b.path, ctx.signal)).entry;
     const out = ctx.stdout;
-    if (!o.json) say(out, `comparing snapshot ${shortId(ha.id)} to ${shortId(hb.id)}:\n`);
+    if (!o.json) {
+      say(out, `comparing snapshot ${shortId(ha.id)} to ${shortId(hb.id)}:`);
+      say(out, "");
+    }
     const diff = new SnapshotDiff(repo, ea, eb, { metadata: o.metadata, signal: ctx.signal });
     for await (const c of diff.changes()) {
       if (o.json) out.write(`${JSON.stringify(changeJson(c))}\n`);
