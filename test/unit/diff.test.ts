@@ -3,12 +3,18 @@
  * restic's markers, nested additions and removals, a type change of a file
  * into a directory, bitrot (`M?`), names that are not UTF-8, hard links,
  * identical subtrees skipped unread (counted through a recording
- * repository) and the summary's counts and bytes.
+ * repository) and the summary's counts and bytes; and bitrot in a snapshot
+ * committed to a repository, which is read only where it differs.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { MemoryStore } from "../../src/connectors/memory/store.js";
 import { BlobType } from "../../src/repository/codec.js";
+import { Repository } from "../../src/repository/repository.js";
 import { type Change, SnapshotDiff } from "../../src/snapshot/diff.js";
-import type { Entry } from "../../src/snapshot/tree.js";
+import { encodeHeader, type SnapshotHeader } from "../../src/snapshot/header.js";
+import { resolveSnapshot } from "../../src/snapshot/snapshots.js";
+import { type Entry, encodeTree } from "../../src/snapshot/tree.js";
+import { fromHex, toHex } from "../../src/util/hex.js";
 import { nameFromBytes } from "../../src/util/names.js";
 import { file, RecordingTrees, special, symlink } from "../helpers/fake-trees.js";
 
@@ -182,5 +188,43 @@ describe("SnapshotDiff", () => {
       })(),
     ).rejects.toThrow();
     expect(seen).toEqual(["/a"]);
+  });
+});
+
+describe("SnapshotDiff on snapshots committed to a repository", () => {
+  const KDF = { memory: 8192, passes: 1, parallelism: 1 };
+  const summary = { files: 0, dirs: 1, symlinks: 0, others: 0, bytes: 0, errors: 0, readBytes: 0, newBlobs: 0, newBytes: 0 };
+
+  it("finds bitrot in a file stored with the same metadata and other chunks, reading only the trees that differ", async () => {
+    const mem = new MemoryStore();
+    await Repository.create(mem, { passphrase: null, kdf: KDF });
+    const repo = await Repository.open(mem, { passphrase: async () => null });
+    const chunk = async (text: string) => ({ mac: (await repo.putBlob(BlobType.CHUNK, Buffer.from(text))).mac, length: text.length });
+    const tree = async (entries: Entry[]) => (await repo.putBlob(BlobType.TREE, encodeTree(entries))).mac;
+    const meta = { name: "data.bin", kind: "file" as const, size: 8, mode: 0o644, mtimeNs: 5n, ctimeNs: 6n, dev: 1n, ino: 2n, uid: 0, gid: 0, nlink: 1 };
+    const dirInfo = (name: string) => ({ ...meta, name, kind: "dir" as const, size: 0 });
+    const shared: Entry = { name: "shared", info: dirInfo("shared"), tree: await tree([{ name: "x", info: { ...meta, name: "x" }, chunks: [await chunk("same old")] }]) };
+    const good: Entry = { name: "data.bin", info: meta, chunks: [await chunk("original")] };
+    const rotten: Entry = { name: "data.bin", info: meta, chunks: [await chunk("0riginal")] };
+    const ids: Uint8Array[] = [];
+    for (const [n, file] of [good, rotten].entries()) {
+      const root: Entry = { name: "", info: dirInfo(""), tree: await tree([file, shared]) };
+      const id = fromHex(`${n + 1}`.repeat(64));
+      const h: SnapshotHeader = { id, timeNs: BigInt(n + 1), durationNs: 1n, hostname: "h", username: "u", os: "linux", arch: "x64", importer: { type: "fs", origin: "h", root: "/src" }, tags: [], root, summary };
+      await repo.commitSnapshot(id, encodeHeader(h));
+      ids.push(id);
+    }
+    const [a, b] = await Promise.all(ids.map((id) => resolveSnapshot(repo, { idPrefix: toHex(id).slice(0, 8) })));
+    const reads = vi.spyOn(repo, "getBlob");
+    const d = new SnapshotDiff(repo, a!.root, b!.root);
+    const lines: string[] = [];
+    for await (const c of d.changes()) lines.push(`${c.modifier} ${c.path}`);
+    expect(lines).toEqual(["M? /data.bin"]);
+    expect(reads.mock.calls.map(([type, mac]) => [type, toHex(mac)])).toEqual([
+      [BlobType.TREE, toHex(a!.root.tree!)],
+      [BlobType.TREE, toHex(b!.root.tree!)],
+    ]);
+    expect(d.summary).toMatchObject({ changedFiles: 1, markers: { M: 0, "?": 1 }, added: { dataBlobs: 1, treeBlobs: 1 }, removed: { dataBlobs: 1, treeBlobs: 1 } });
+    expect(d.summary.added.bytes).toBe(8 + repo.locate(BlobType.TREE, b!.root.tree!).rawLength);
   });
 });
