@@ -9,7 +9,9 @@ import { catCommand } from "./commands/cat.js";
 import { checkCommand } from "./commands/check.js";
 import { connectorsCommand } from "./commands/connectors.js";
 import { createCommand } from "./commands/create.js";
+import { diffCommand } from "./commands/diff.js";
 import { infoCommand } from "./commands/info.js";
+import { locateCommand } from "./commands/locate.js";
 import { lsCommand } from "./commands/ls.js";
 import { pkgCommand } from "./commands/pkg.js";
 import { repairCommand } from "./commands/repair.js";
@@ -48,6 +50,8 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     catCommand(ctx),
     infoCommand(ctx),
     checkCommand(ctx, setExit),
+    diffCommand(ctx, setExit),
+    locateCommand(ctx, setExit),
     repairCommand(ctx, setExit),
     syncCommand(ctx, setExit),
     connectorsCommand(ctx),
