@@ -264,6 +264,23 @@ describe("sync", () => {
     expect(original!.source).toMatch(/^stdin:/);
   });
 
+  it("damage in the source stops the sync: exit 1, nothing visible in the destination, which check accepts", async () => {
+    await createRepo(at("bad-src"), SOURCE_PASS, SOURCE);
+    await createRepo(at("bad-dst"), DEST_PASS, DEST);
+    await run(["at", at("bad-src"), "backup", "-q", at("tree0")], { COFFER_PASSPHRASE: SOURCE_PASS });
+    // A byte flipped in the middle of the largest packfile: content of the large file.
+    const packs = (await fsp.readdir(at("bad-src", "packfiles"), { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+    const sizes = await Promise.all(packs.map(async (e) => ({ file: path.join(e.parentPath, e.name), size: (await fsp.stat(path.join(e.parentPath, e.name))).size })));
+    const largest = sizes.sort((a, b) => b.size - a.size)[0]!;
+    const bytes = await fsp.readFile(largest.file);
+    bytes[bytes.byteLength >> 1]! ^= 1;
+    await fsp.writeFile(largest.file, bytes);
+    const r = await run(["at", at("bad-dst"), "sync", "--other-passphrase-file", at("source-pass"), "from", at("bad-src")], { COFFER_PASSPHRASE: DEST_PASS }, EXIT.ERROR);
+    expect(r.stderr).toMatch(/chunk blob [0-9a-f]+: authentication failed/);
+    expect(await snapshotsOf(inDest("bad-dst", ["ls", "--json"]))).toEqual([]);
+    await inDest("bad-dst", ["check", "--read-data"]);
+  });
+
   it("usage: `to` needs snapshots; the other repository must be another one", async () => {
     const env = { COFFER_PASSPHRASE: SOURCE_PASS, COFFER_OTHER_PASSPHRASE: SOURCE_PASS };
     expect((await run(["at", at("source"), "sync", "to", at("dest")], env, EXIT.USAGE)).stderr).toContain("name the snapshots");
