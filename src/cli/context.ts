@@ -21,11 +21,12 @@ import type { PluginConnectorSpec } from "../connectors/plugin/connector.js";
 import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
 import type { Store } from "../connectors/store.js";
 import type { RepositoryConfig } from "../repository/config.js";
+import { type OpenedConfig, openConfig } from "../repository/keys.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError, CorruptError, isCofferError } from "../util/errors.js";
 import { say } from "./format.js";
 import { KnownRepositories, knownDir } from "./known.js";
-import { envPassphrase, keyfilePassphrase, PASSPHRASE_VAR } from "./passphrase.js";
+import { envPassphrase, keyfilePassphrase, NEW_PASSPHRASE_VAR, PASSPHRASE_VAR } from "./passphrase.js";
 
 /** What a run of the CLI is given: its streams, environment, directory and cancellation (src/cli/main.ts gives the process's). */
 export interface CliIo {
@@ -161,6 +162,48 @@ function hasTty(ctx: Context): boolean {
   return tty(ctx.stdin) && tty(ctx.stderr);
 }
 
+/** Where a passphrase comes from: a file option, else a variable, else a prompt (see passphraseFrom). */
+interface PassphraseSource {
+  /** The file given, and the option that gave it. */
+  file: string | undefined;
+  /** What messages call the file ("keyfile"), and the option that gives one. */
+  fileOption: string;
+  flag: string;
+  envName: string;
+  prompt: string;
+}
+
+/**
+ * A passphrase as bytes, or null when none can be had: a file's bytes less
+ * one trailing "\n" or "\r\n", the variable's bytes, or what is typed at
+ * the prompt, UTF-8 encoded. `confirm` asks twice on a terminal.
+ */
+async function passphraseFrom(ctx: Context, src: PassphraseSource, confirm: boolean): Promise<Uint8Array | null> {
+  if (src.file !== undefined) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(userPath(ctx, src.file));
+    } catch (e) {
+      throw new CofferError("USAGE", `cannot read ${src.fileOption} ${src.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const p = keyfilePassphrase(bytes);
+    if (p.byteLength === 0) throw new CofferError("USAGE", `${src.fileOption} ${src.file} is empty`);
+    return p;
+  }
+  const env = envPassphrase(ctx.env[src.envName], ctx.environ ?? (() => null), src.envName);
+  if (env !== null) return env;
+  if (!hasTty(ctx)) return null;
+  const p = await promptHidden(ctx, `${src.prompt}: `);
+  if (confirm) {
+    const again = await promptHidden(ctx, "repeat passphrase: ");
+    if (again !== p) throw new CofferError("USAGE", "the passphrases do not match");
+    // The terminal's bytes were decoded as UTF-8: what was not UTF-8 became U+FFFD, and would weaken the passphrase.
+    if (p.includes("\uFFFD")) throw new CofferError("USAGE", `the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use ${src.flag} FILE for a passphrase of other bytes`);
+  }
+  if (p === "") throw new CofferError("USAGE", "empty passphrase");
+  return new Uint8Array(Buffer.from(p, "utf8"));
+}
+
 /**
  * The passphrase as bytes, or null when none can be had: a keyfile's bytes
  * less one trailing "\n" or "\r\n", COFFER_PASSPHRASE's bytes, or what is
@@ -168,29 +211,18 @@ function hasTty(ctx: Context): boolean {
  * (for create).
  */
 export async function getPassphrase(ctx: Context, confirm = false): Promise<Uint8Array | null> {
-  if (ctx.globals.keyfile !== undefined) {
-    let bytes: Uint8Array;
-    try {
-      bytes = await readFile(userPath(ctx, ctx.globals.keyfile));
-    } catch (e) {
-      throw new CofferError("USAGE", `cannot read keyfile ${ctx.globals.keyfile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    const p = keyfilePassphrase(bytes);
-    if (p.byteLength === 0) throw new CofferError("USAGE", `keyfile ${ctx.globals.keyfile} is empty`);
-    return p;
-  }
-  const env = envPassphrase(ctx.env[PASSPHRASE_VAR], ctx.environ ?? (() => null));
-  if (env !== null) return env;
-  if (!hasTty(ctx)) return null;
-  const p = await promptHidden(ctx, "repository passphrase: ");
-  if (confirm) {
-    const again = await promptHidden(ctx, "repeat passphrase: ");
-    if (again !== p) throw new CofferError("USAGE", "the passphrases do not match");
-    // The terminal's bytes were decoded as UTF-8: what was not UTF-8 became U+FFFD, and would weaken the passphrase.
-    if (p.includes("\uFFFD")) throw new CofferError("USAGE", "the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use --keyfile FILE for a passphrase of other bytes");
-  }
-  if (p === "") throw new CofferError("USAGE", "empty passphrase");
-  return new Uint8Array(Buffer.from(p, "utf8"));
+  return passphraseFrom(ctx, { file: ctx.globals.keyfile, fileOption: "keyfile", flag: "--keyfile", envName: PASSPHRASE_VAR, prompt: "repository passphrase" }, confirm);
+}
+
+/**
+ * The new passphrase of `key add` and `key passwd`, as getPassphrase gets
+ * one: `--new-passphrase-file FILE`, else COFFER_NEW_PASSPHRASE, else a
+ * prompt (asked twice) on a terminal; USAGE when none can be had.
+ */
+export async function getNewPassphrase(ctx: Context, file: string | undefined): Promise<Uint8Array> {
+  const p = await passphraseFrom(ctx, { file, fileOption: "--new-passphrase-file", flag: "--new-passphrase-file", envName: NEW_PASSPHRASE_VAR, prompt: "new passphrase" }, true);
+  if (p === null) throw new CofferError("NO_PASSPHRASE", `no new passphrase: give --new-passphrase-file FILE or ${NEW_PASSPHRASE_VAR}, or run on a terminal`);
+  return p;
 }
 
 /** Which source would give a passphrase without asking (a prompt is only ever shown for an encrypted repository). */
@@ -247,6 +279,43 @@ export async function openRepository(ctx: Context, opts: { readOnly?: boolean } 
     });
     await known.record(repo.config, location);
     return repo;
+  } catch (e) {
+    await store.close().catch(() => {});
+    throw e;
+  }
+}
+
+/** What `withConfig` hands on: the store, its configuration unlocked, and where it is. */
+export interface ConfigAccess {
+  store: Store;
+  opened: OpenedConfig;
+  location: string;
+  known: KnownRepositories;
+}
+
+/**
+ * Opens the store at the context's location for writing and its
+ * configuration with the passphrase (checked as openRepository checks it,
+ * no state loaded: what `coffer key` needs), runs `fn`, and always closes
+ * the store.
+ */
+export async function withConfig<T>(ctx: Context, fn: (a: ConfigAccess) => Promise<T>): Promise<T> {
+  const location = repositoryLocation(ctx);
+  const store = await openStore(ctx, location);
+  try {
+    await assertWritable(store, location, ctx.signal);
+    const known = knownRepositories(ctx);
+    const opened = await openConfig(store, {
+      passphrase: () => getPassphrase(ctx),
+      checkConfig: (config) => checkConfig(ctx, config, location, known),
+      signal: ctx.signal,
+    }).catch((e: unknown) => {
+      throw withLocation(e, location);
+    });
+    await known.record(opened.config, location);
+    const out = await fn({ store, opened, location, known });
+    await store.close();
+    return out;
   } catch (e) {
     await store.close().catch(() => {});
     throw e;

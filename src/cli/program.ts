@@ -10,6 +10,7 @@ import { checkCommand } from "./commands/check.js";
 import { connectorsCommand } from "./commands/connectors.js";
 import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
+import { keyCommand } from "./commands/key.js";
 import { lsCommand } from "./commands/ls.js";
 import { pkgCommand } from "./commands/pkg.js";
 import { repairCommand } from "./commands/repair.js";
@@ -49,6 +50,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     checkCommand(ctx, setExit),
     repairCommand(ctx, setExit),
     connectorsCommand(ctx),
+    keyCommand(ctx),
     pkgCommand(ctx),
   ]) {
     configure(c, output);
