@@ -30,11 +30,7 @@ export const FORMAT_VERSION = 2;
 /** The version whose body holds several key envelopes. */
 export const KEYS_VERSION = 3;
 /** The versions this coffer reads (and writes into). */
-<<<<<<< HEAD
 export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
-=======
-const READABLE_VERSIONS: readonly number[] = [1, 2];
->>>>>>> main
 const MAC_BYTES = 32;
 /** Bytes of a key envelope's ID. */
 export const KEY_ID_BYTES = 8;
@@ -104,13 +100,8 @@ export interface RepositoryConfig {
   configMac: Uint8Array | null;
 }
 
-<<<<<<< HEAD
 export const DEFAULT_KDF: KdfCost = { memory: 64 * 1024, passes: 3, parallelism: 4 };
 export const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
-=======
-export const DEFAULT_KDF = { memory: 64 * 1024, passes: 3, parallelism: 4 };
-const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
->>>>>>> main
 /** Largest argon2id memory a configuration may ask for (16 GiB, in KiB). */
 export const MAX_KDF_MEMORY_KIB = 16 * 1024 * 1024;
 
