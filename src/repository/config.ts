@@ -30,14 +30,14 @@ export const FORMAT_VERSION = 2;
 /** The version whose body holds several key envelopes. */
 export const KEYS_VERSION = 3;
 /** The versions this coffer reads (and writes into). */
-export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
+const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 const MAC_BYTES = 32;
 /** Bytes of a key envelope's ID. */
-export const KEY_ID_BYTES = 8;
+const KEY_ID_BYTES = 8;
 /** Most key envelopes a version-3 configuration may hold (each costs a wrong passphrase one argon2id run). */
 export const MAX_KEYS = 32;
 /** Longest host or user name a key envelope records, in UTF-16 code units. */
-export const MAX_KEY_NAME = 255;
+const MAX_KEY_NAME = 255;
 
 /**
  * A passphrase is bytes: exactly what argon2id is given. A string stands for
@@ -101,7 +101,7 @@ export interface RepositoryConfig {
 }
 
 export const DEFAULT_KDF: KdfCost = { memory: 64 * 1024, passes: 3, parallelism: 4 };
-export const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
+const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
 /** Largest argon2id memory a configuration may ask for (16 GiB, in KiB). */
 export const MAX_KDF_MEMORY_KIB = 16 * 1024 * 1024;
 

@@ -48,6 +48,7 @@ async function cli(at: string, argv: string[], env: Record<string, string>): Pro
     ...streams,
     stdin: Readable.from([]),
     cwd: base,
+    tmpDir: base,
     env: { HOME: base, XDG_CACHE_HOME: path.join(base, "cache"), ...env },
     registry,
   });

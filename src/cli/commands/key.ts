@@ -15,11 +15,11 @@ import { type ConfigAccess, type Context, getNewPassphrase, withConfig } from ".
 import { say, shown } from "../format.js";
 import { kdfCost, withKdfOptions } from "./create.js";
 
-export interface KeyListOptions {
+interface KeyListOptions {
   json?: boolean;
 }
 
-export interface NewKeyCmdOptions {
+interface NewKeyCmdOptions {
   newPassphraseFile?: string;
   host?: string;
   user?: string;
@@ -28,7 +28,7 @@ export interface NewKeyCmdOptions {
   json?: boolean;
 }
 
-export interface KeyRemoveOptions {
+interface KeyRemoveOptions {
   force?: boolean;
   json?: boolean;
 }
@@ -73,7 +73,7 @@ async function replace(a: ConfigAccess, next: RepositoryConfig, ctx: Context): P
   await a.known.record(next, a.location);
 }
 
-export async function runKeyList(o: KeyListOptions, ctx: Context): Promise<void> {
+async function runKeyList(o: KeyListOptions, ctx: Context): Promise<void> {
   await withConfig(ctx, async ({ opened }) => {
     const keys = keysOf(opened.config);
     const inUse = opened.unlocked.key;
@@ -82,7 +82,7 @@ export async function runKeyList(o: KeyListOptions, ctx: Context): Promise<void>
   });
 }
 
-export async function runKeyAdd(o: NewKeyCmdOptions, ctx: Context): Promise<void> {
+async function runKeyAdd(o: NewKeyCmdOptions, ctx: Context): Promise<void> {
   await withConfig(ctx, async (a) => {
     const { config, key } = await addKey(a.opened, await newKeyOptions(o, ctx));
     await replace(a, config, ctx);
@@ -91,7 +91,7 @@ export async function runKeyAdd(o: NewKeyCmdOptions, ctx: Context): Promise<void
   });
 }
 
-export async function runKeyRemove(id: string, o: KeyRemoveOptions, ctx: Context): Promise<void> {
+async function runKeyRemove(id: string, o: KeyRemoveOptions, ctx: Context): Promise<void> {
   await withConfig(ctx, async (a) => {
     const key = findKey(a.opened.config, id);
     const inUse = a.opened.unlocked.key;
@@ -109,7 +109,7 @@ export async function runKeyRemove(id: string, o: KeyRemoveOptions, ctx: Context
   });
 }
 
-export async function runKeyPasswd(o: NewKeyCmdOptions, ctx: Context): Promise<void> {
+async function runKeyPasswd(o: NewKeyCmdOptions, ctx: Context): Promise<void> {
   await withConfig(ctx, async (a) => {
     const change = await changePassphrase(a.store, a.opened, await newKeyOptions(o, ctx), { signal: ctx.signal });
     await a.known.record(change.config, a.location);
