@@ -21,7 +21,7 @@ import type { PluginConnectorSpec } from "../connectors/plugin/connector.js";
 import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
 import type { Store } from "../connectors/store.js";
 import type { RepositoryConfig } from "../repository/config.js";
-import { type OpenedConfig, openConfig } from "../repository/keys.js";
+import { assertReplaceable, type OpenedConfig, openConfig } from "../repository/keys.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError, CorruptError, isCofferError } from "../util/errors.js";
 import { say } from "./format.js";
@@ -307,16 +307,20 @@ export interface ConfigAccess {
 }
 
 /**
- * Opens the store at the context's location for writing and its
- * configuration with the passphrase (checked as openRepository checks it,
- * no state loaded: what `coffer key` needs), runs `fn`, and always closes
- * the store.
+ * Opens the store at the context's location and its configuration with the
+ * passphrase (checked as openRepository checks it, no state loaded: what
+ * `coffer key` needs), runs `fn`, and always closes the store. Unless
+ * `readOnly`, a store that cannot be written or cannot replace its
+ * configuration is refused before the passphrase is asked.
  */
-export async function withConfig<T>(ctx: Context, fn: (a: ConfigAccess) => Promise<T>): Promise<T> {
+export async function withConfig<T>(ctx: Context, opts: { readOnly?: boolean }, fn: (a: ConfigAccess) => Promise<T>): Promise<T> {
   const location = repositoryLocation(ctx);
-  const store = await openStore(ctx, location);
+  const store = await openStore(ctx, location, opts);
   try {
-    await assertWritable(store, location, ctx.signal);
+    if (!opts.readOnly) {
+      await assertWritable(store, location, ctx.signal);
+      assertReplaceable(store);
+    }
     const known = knownRepositories(ctx);
     const opened = await openConfig(store, {
       passphrase: () => getPassphrase(ctx),

@@ -89,6 +89,14 @@ export function removeKey(o: OpenedConfig, id: Uint8Array): RepositoryConfig {
  * that cannot replace its configuration, naming it.
  */
 export async function storeConfig(store: Store, o: OpenedConfig, next: RepositoryConfig, opts: CallOptions = {}): Promise<Uint8Array> {
+  const replace = assertReplaceable(store);
+  const bytes = encodeConfig(next);
+  await replace(bytes, o.bytes, opts);
+  return bytes;
+}
+
+/** The store's replaceConfig; UNSUPPORTED, naming the store, when it has none (a plugin's). */
+export function assertReplaceable(store: Store): NonNullable<Store["replaceConfig"]> {
   if (store.replaceConfig === undefined) {
     throw new CofferError(
       "UNSUPPORTED",
@@ -96,9 +104,7 @@ export async function storeConfig(store: Store, o: OpenedConfig, next: Repositor
       { type: store.type },
     );
   }
-  const bytes = encodeConfig(next);
-  await store.replaceConfig(bytes, o.bytes, opts);
-  return bytes;
+  return store.replaceConfig.bind(store);
 }
 
 /** What changePassphrase did: the key added, and the one removed. */

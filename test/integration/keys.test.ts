@@ -165,6 +165,8 @@ describe("a failed configuration replacement", () => {
     expect(codeOf(r)).toBe("UNSUPPORTED");
     expect(String(r.error)).toMatch(/memory store/);
     await unlock(decodeConfig(await mem.open()), "first");
+    // Listing replaces nothing: it works on such a store.
+    expect((await ok("cell:bare", ["key", "list"], as("first"))).stdout).toMatch(/^\* [0-9a-f]{8} {2}\?@\?/);
   });
 });
 

@@ -74,7 +74,7 @@ async function replace(a: ConfigAccess, next: RepositoryConfig, ctx: Context): P
 }
 
 async function runKeyList(o: KeyListOptions, ctx: Context): Promise<void> {
-  await withConfig(ctx, async ({ opened }) => {
+  await withConfig(ctx, { readOnly: true }, async ({ opened }) => {
     const keys = keysOf(opened.config);
     const inUse = opened.unlocked.key;
     if (o.json) return void ctx.stdout.write(`${JSON.stringify({ version: opened.config.version, keys: keys.map((k) => keyJson(k, inUse)) })}\n`);
@@ -83,7 +83,7 @@ async function runKeyList(o: KeyListOptions, ctx: Context): Promise<void> {
 }
 
 async function runKeyAdd(o: NewKeyCmdOptions, ctx: Context): Promise<void> {
-  await withConfig(ctx, async (a) => {
+  await withConfig(ctx, {}, async (a) => {
     const { config, key } = await addKey(a.opened, await newKeyOptions(o, ctx));
     await replace(a, config, ctx);
     if (o.json) ctx.stdout.write(`${JSON.stringify({ added: keyJson(key, a.opened.unlocked.key), keys: keysOf(config).length })}\n`);
@@ -92,7 +92,7 @@ async function runKeyAdd(o: NewKeyCmdOptions, ctx: Context): Promise<void> {
 }
 
 async function runKeyRemove(id: string, o: KeyRemoveOptions, ctx: Context): Promise<void> {
-  await withConfig(ctx, async (a) => {
+  await withConfig(ctx, {}, async (a) => {
     const key = findKey(a.opened.config, id);
     const inUse = a.opened.unlocked.key;
     const count = keysOf(a.opened.config).length;
@@ -110,7 +110,7 @@ async function runKeyRemove(id: string, o: KeyRemoveOptions, ctx: Context): Prom
 }
 
 async function runKeyPasswd(o: NewKeyCmdOptions, ctx: Context): Promise<void> {
-  await withConfig(ctx, async (a) => {
+  await withConfig(ctx, {}, async (a) => {
     const change = await changePassphrase(a.store, a.opened, await newKeyOptions(o, ctx), { signal: ctx.signal });
     await a.known.record(change.config, a.location);
     if (o.json) ctx.stdout.write(`${JSON.stringify({ added: keyJson(change.added, change.added), removed: keyJson(change.removed, change.added), keys: keysOf(change.config).length })}\n`);
