@@ -114,6 +114,7 @@ export class FsStore implements Store {
     throwIfAborted(signal);
     this.#checkWritable("replace the configuration");
     const configPath = path.join(this.root, CONFIG);
+    if (!(await exists(configPath, signal))) throw noRepository(this.root);
     const release = await lockConfigReplace(io, this.root, signal);
     try {
       let current: Uint8Array;
