@@ -8,7 +8,7 @@
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { Readable, Writable } from "node:stream";
+import { PassThrough, Readable, Writable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
 import type { Context } from "../../src/cli/context.js";
 import { buildProgram } from "../../src/cli/program.js";
@@ -38,15 +38,30 @@ interface Run {
   stderr: string;
 }
 
-async function cli(at: string, argv: string[], env: Record<string, string>): Promise<Run> {
+/**
+ * Runs `coffer ARGV` in process. With `typed`, stdin and stderr are a
+ * terminal, and each prompt on stderr (a line ending in "passphrase: ") is
+ * answered with the next of `typed`.
+ */
+async function cli(at: string, argv: string[], env: Record<string, string>, typed?: string[]): Promise<Run> {
   const out = { stdout: "", stderr: "" };
-  const sink = (k: "stdout" | "stderr") => new Writable({ write: (c, _e, cb) => ((out[k] += String(c)), cb()) });
+  const terminal = new PassThrough();
+  const answers = [...(typed ?? [])];
+  const sink = (k: "stdout" | "stderr") =>
+    new Writable({
+      write: (c, _e, cb) => {
+        out[k] += String(c);
+        if (k === "stderr" && String(c).endsWith("passphrase: ") && answers.length > 0) setImmediate(() => terminal.write(`${answers.shift()!}\n`));
+        cb();
+      },
+    });
   const streams = { stdout: sink("stdout"), stderr: sink("stderr") };
+  if (typed !== undefined) for (const s of [terminal, streams.stderr]) Object.assign(s, { isTTY: true });
   const ctx = (): Context => ({
     globals: { at },
     signal: new AbortController().signal,
     ...streams,
-    stdin: Readable.from([]),
+    stdin: typed !== undefined ? terminal : Readable.from([]),
     cwd: base,
     tmpDir: base,
     env: { HOME: base, XDG_CACHE_HOME: path.join(base, "cache"), ...env },
@@ -116,6 +131,18 @@ for (const kind of ["fs", "ptar"] as const) {
       await ok(at, ["key", "remove", only!.id.slice(0, 8)], as("second"));
       expect(codeOf(await cli(at, ["ls"], as("first")))).toBe("WRONG_PASSPHRASE");
       await ok(at, ["ls"], as("second"));
+    });
+
+    it("the new passphrase can be typed at a terminal, twice; two that differ are refused", async () => {
+      const at = await fresh();
+      const typo = await cli(at, ["key", "add", ...FAST], as("first"), ["typed one", "typed 0ne"]);
+      expect(codeOf(typo)).toBe("USAGE");
+      expect(String(typo.error)).toMatch(/do not match/);
+      expect(await keys(at, "first")).toHaveLength(1);
+      const r = await cli(at, ["key", "add", ...FAST], as("first"), ["typed one", "typed one"]);
+      expect(codeOf(r), r.stderr).toBe("exit 0");
+      expect(r.stderr).toContain("new passphrase: ");
+      await ok(at, ["ls"], as("typed one"));
     });
 
     it("passwd replaces the key in use: the old passphrase then fails with the wrong-passphrase error", async () => {
