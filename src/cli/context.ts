@@ -26,7 +26,7 @@ import { Repository } from "../repository/repository.js";
 import { CofferError, CorruptError, isCofferError } from "../util/errors.js";
 import { say } from "./format.js";
 import { KnownRepositories, knownDir } from "./known.js";
-import { envPassphrase, keyfilePassphrase, NEW_PASSPHRASE_VAR, PASSPHRASE_VAR } from "./passphrase.js";
+import { envPassphrase, keyfilePassphrase, NEW_PASSPHRASE_VAR, OTHER_PASSPHRASE_VAR, PASSPHRASE_VAR } from "./passphrase.js";
 
 /** What a run of the CLI is given: its streams, environment, directory and cancellation (src/cli/main.ts gives the process's). */
 export interface CliIo {
@@ -142,9 +142,13 @@ function homeDir(env: NodeJS.ProcessEnv): string {
   return env.HOME !== undefined && env.HOME !== "" ? env.HOME : homedir();
 }
 
-/** The store at a repository location (`fs:`, a path, `x.ptar`, any registered protocol), its options validated. */
-export async function openStore(ctx: Context, location: string, opts: { readOnly?: boolean } = {}): Promise<Store> {
-  const config = parseOptions(ctx.globals.storeOpt);
+/**
+ * The store at a repository location (`fs:`, a path, `x.ptar`, any
+ * registered protocol), its options validated: `--store-opt`'s, which are
+ * the `at` repository's (`other`: a second repository, which takes none).
+ */
+export async function openStore(ctx: Context, location: string, opts: { readOnly?: boolean; other?: boolean } = {}): Promise<Store> {
+  const config = parseOptions(opts.other ? undefined : ctx.globals.storeOpt);
   return ctx.registry.make("storage", location, config, connectorOptions(ctx, { readOnly: opts.readOnly ?? false }));
 }
 
@@ -175,74 +179,80 @@ function hasTty(ctx: Context): boolean {
   return tty(ctx.stdin) && tty(ctx.stderr);
 }
 
-/** Where a passphrase comes from: a file option, else a variable, else a prompt (see passphraseFrom). */
-interface PassphraseSource {
-  /** The file given, and the option that gave it. */
+/** Where a repository's passphrase comes from: a file given by an option, else a variable, else a prompt. */
+export interface PassphraseSource {
+  /** The file's path as given, if it was. */
   file: string | undefined;
-  /** What messages call the file ("keyfile"), and the option that gives one. */
+  /** The option that gives the file, and what messages call the file. */
   fileOption: string;
-  flag: string;
-  envName: string;
+  fileLabel: string;
+  variable: string;
   prompt: string;
 }
 
+/** The `at` repository's passphrase: --keyfile, COFFER_PASSPHRASE, a prompt. */
+function mainPassphrase(ctx: Context): PassphraseSource {
+  return { file: ctx.globals.keyfile, fileOption: "--keyfile", fileLabel: "keyfile", variable: PASSPHRASE_VAR, prompt: "repository passphrase: " };
+}
+
+/** `sync`'s other repository's passphrase: --other-passphrase-file, COFFER_OTHER_PASSPHRASE, a prompt. */
+export function otherPassphrase(file: string | undefined): PassphraseSource {
+  return { file, fileOption: "--other-passphrase-file", fileLabel: "other passphrase file", variable: OTHER_PASSPHRASE_VAR, prompt: "other repository passphrase: " };
+}
+
+/** The new passphrase of `key add` and `key passwd`: --new-passphrase-file, COFFER_NEW_PASSPHRASE, a prompt. */
+function newPassphrase(file: string | undefined): PassphraseSource {
+  return { file, fileOption: "--new-passphrase-file", fileLabel: "--new-passphrase-file", variable: NEW_PASSPHRASE_VAR, prompt: "new passphrase: " };
+}
+
 /**
- * A passphrase as bytes, or null when none can be had: a file's bytes less
- * one trailing "\n" or "\r\n", the variable's bytes, or what is typed at
- * the prompt, UTF-8 encoded. `confirm` asks twice on a terminal.
+ * The passphrase as bytes, or null when none can be had: a keyfile's bytes
+ * less one trailing "\n" or "\r\n", COFFER_PASSPHRASE's bytes, or what is
+ * typed at the prompt, UTF-8 encoded (`source` names another file, variable
+ * and prompt). `confirm` asks twice on a terminal (for create).
  */
-async function passphraseFrom(ctx: Context, src: PassphraseSource, confirm: boolean): Promise<Uint8Array | null> {
-  if (src.file !== undefined) {
+export async function getPassphrase(ctx: Context, confirm = false, source: PassphraseSource = mainPassphrase(ctx)): Promise<Uint8Array | null> {
+  if (source.file !== undefined) {
     let bytes: Uint8Array;
     try {
-      bytes = await readFile(userPath(ctx, src.file));
+      bytes = await readFile(userPath(ctx, source.file));
     } catch (e) {
-      throw new CofferError("USAGE", `cannot read ${src.fileOption} ${src.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new CofferError("USAGE", `cannot read ${source.fileLabel} ${source.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     const p = keyfilePassphrase(bytes);
-    if (p.byteLength === 0) throw new CofferError("USAGE", `${src.fileOption} ${src.file} is empty`);
+    if (p.byteLength === 0) throw new CofferError("USAGE", `${source.fileLabel} ${source.file} is empty`);
     return p;
   }
-  const env = envPassphrase(ctx.env[src.envName], ctx.environ ?? (() => null), src.envName);
+  const env = envPassphrase(ctx.env[source.variable], ctx.environ ?? (() => null), source.variable, source.fileOption);
   if (env !== null) return env;
   if (!hasTty(ctx)) return null;
-  const p = await promptHidden(ctx, `${src.prompt}: `);
+  const p = await promptHidden(ctx, source.prompt);
   if (confirm) {
     const again = await promptHidden(ctx, "repeat passphrase: ");
     if (again !== p) throw new CofferError("USAGE", "the passphrases do not match");
     // The terminal's bytes were decoded as UTF-8: what was not UTF-8 became U+FFFD, and would weaken the passphrase.
-    if (p.includes("\uFFFD")) throw new CofferError("USAGE", `the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use ${src.flag} FILE for a passphrase of other bytes`);
+    if (p.includes("\uFFFD")) throw new CofferError("USAGE", `the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use ${source.fileOption} FILE for a passphrase of other bytes`);
   }
   if (p === "") throw new CofferError("USAGE", "empty passphrase");
   return new Uint8Array(Buffer.from(p, "utf8"));
 }
 
 /**
- * The passphrase as bytes, or null when none can be had: a keyfile's bytes
- * less one trailing "\n" or "\r\n", COFFER_PASSPHRASE's bytes, or what is
- * typed at the prompt, UTF-8 encoded. `confirm` asks twice on a terminal
- * (for create).
- */
-export async function getPassphrase(ctx: Context, confirm = false): Promise<Uint8Array | null> {
-  return passphraseFrom(ctx, { file: ctx.globals.keyfile, fileOption: "keyfile", flag: "--keyfile", envName: PASSPHRASE_VAR, prompt: "repository passphrase" }, confirm);
-}
-
-/**
  * The new passphrase of `key add` and `key passwd`, as getPassphrase gets
  * one: `--new-passphrase-file FILE`, else COFFER_NEW_PASSPHRASE, else a
- * prompt (asked twice) on a terminal; USAGE when none can be had.
+ * prompt (asked twice) on a terminal; NO_PASSPHRASE when none can be had.
  */
 export async function getNewPassphrase(ctx: Context, file: string | undefined): Promise<Uint8Array> {
-  const p = await passphraseFrom(ctx, { file, fileOption: "--new-passphrase-file", flag: "--new-passphrase-file", envName: NEW_PASSPHRASE_VAR, prompt: "new passphrase" }, true);
+  const p = await getPassphrase(ctx, true, newPassphrase(file));
   if (p === null) throw new CofferError("NO_PASSPHRASE", `no new passphrase: give --new-passphrase-file FILE or ${NEW_PASSPHRASE_VAR}, or run on a terminal`);
   return p;
 }
 
 /** Which source would give a passphrase without asking (a prompt is only ever shown for an encrypted repository). */
-export function passphraseGiven(ctx: Context): string | null {
-  if (ctx.globals.keyfile !== undefined) return `--keyfile ${ctx.globals.keyfile}`;
-  const env = ctx.env[PASSPHRASE_VAR];
-  return env !== undefined && env !== "" ? PASSPHRASE_VAR : null;
+export function passphraseGiven(ctx: Context, source: PassphraseSource = mainPassphrase(ctx)): string | null {
+  if (source.file !== undefined) return `${source.fileOption} ${source.file}`;
+  const env = ctx.env[source.variable];
+  return env !== undefined && env !== "" ? source.variable : null;
 }
 
 /** The record of repositories this client has seen (src/cli/known.ts), warnings on ctx.stderr. */
@@ -257,10 +267,16 @@ export function knownRepositories(ctx: Context): KnownRepositories {
  * configuration was rewritten by someone without the passphrase looks like;
  * using it would write new data unencrypted.
  */
-async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
+async function checkConfig(
+  ctx: Context,
+  config: RepositoryConfig,
+  location: string,
+  known: KnownRepositories,
+  source: PassphraseSource = mainPassphrase(ctx),
+): Promise<void> {
   await known.check(config, location);
   if (config.encryption !== null) return;
-  const given = passphraseGiven(ctx);
+  const given = passphraseGiven(ctx, source);
   if (given !== null) {
     throw new CofferError(
       "USAGE",
@@ -275,16 +291,23 @@ function withLocation(e: unknown, location: string): unknown {
   return e;
 }
 
-/** Opens the repository at the context's location. */
-async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
-  const location = repositoryLocation(ctx);
-  const store = await openStore(ctx, location, opts);
+/** A second repository a command works with (`sync`'s OTHER): its location, as `at` takes one, and where its passphrase comes from. */
+export interface OtherRepository {
+  location: string;
+  passphrase: PassphraseSource;
+}
+
+/** Opens the repository at the context's location (or `other`'s). */
+export async function openRepository(ctx: Context, opts: { readOnly?: boolean; other?: OtherRepository } = {}): Promise<Repository> {
+  const location = opts.other?.location ?? repositoryLocation(ctx);
+  const source = opts.other?.passphrase ?? mainPassphrase(ctx);
+  const store = await openStore(ctx, location, { readOnly: opts.readOnly ?? false, other: opts.other !== undefined });
   try {
     if (!opts.readOnly) await assertWritable(store, location, ctx.signal);
     const known = knownRepositories(ctx);
     const repo = await Repository.open(store, {
-      passphrase: () => getPassphrase(ctx),
-      checkConfig: (config) => checkConfig(ctx, config, location, known),
+      passphrase: () => getPassphrase(ctx, false, source),
+      checkConfig: (config) => checkConfig(ctx, config, location, known, source),
       signal: ctx.signal,
       onWarning: (m) => say(ctx.stderr, `coffer: warning: ${m}`),
     }).catch((e: unknown) => {

@@ -45,7 +45,7 @@ export const EXIT_CODES: readonly ExitCodeDoc[] = [
     code: ExitCode.PARTIAL,
     summary: "finished, but some entries failed (they are named on stderr)",
     meaning:
-      "finished, but some entries failed; each is named on stderr (and recorded in the snapshot for `backup`); for `ls`, some snapshots could not be read (each is named)",
+      "finished, but some entries failed; each is named on stderr (and recorded in the snapshot for `backup`); for `ls` and `locate`, some snapshots could not be read (each is named)",
   },
   { code: ExitCode.NO_REPOSITORY, summary: "no repository at the location", meaning: "no repository at the location" },
   { code: ExitCode.LOCKED, summary: "repository locked by another process", meaning: "repository locked by another process" },

@@ -67,6 +67,7 @@ export function snapshotJson(h: SnapshotHeader): Record<string, unknown> {
     tags: h.tags,
     ...(h.parent ? { parent: toHex(h.parent) } : {}),
     ...(h.checkpoint !== undefined ? { partial: true, checkpoint: h.checkpoint } : {}),
+    ...(h.syncOf ? { syncOf: { repo: toHex(h.syncOf.repo), id: toHex(h.syncOf.id) } } : {}),
     ...h.summary,
   };
 }

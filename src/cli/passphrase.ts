@@ -15,6 +15,8 @@ import { CofferError } from "../util/errors.js";
 export const PASSPHRASE_VAR = "COFFER_PASSPHRASE";
 /** Where `coffer key add|passwd` take the new passphrase from, unless given a file. */
 export const NEW_PASSPHRASE_VAR = "COFFER_NEW_PASSPHRASE";
+/** `sync`'s other repository's passphrase, read the same way (its file: --other-passphrase-file). */
+export const OTHER_PASSPHRASE_VAR = "COFFER_OTHER_PASSPHRASE";
 
 /** A keyfile's passphrase: its bytes less one trailing "\n" or "\r\n". */
 export function keyfilePassphrase(bytes: Uint8Array): Uint8Array {
@@ -52,13 +54,17 @@ export function processEnviron(): Uint8Array | null {
 }
 
 /**
- * The passphrase of the variable `name`'s decoded `value` (COFFER_PASSPHRASE
- * unless named; null when unset or empty): its UTF-8 when it decoded
- * without loss (no U+FFFD), else the variable's original bytes from
- * `environ` if they decode to `value`. Throws USAGE when those bytes cannot
- * be had.
+ * The passphrase of COFFER_PASSPHRASE's (or `name`'s) decoded `value` (null
+ * when unset or empty): its UTF-8 when it decoded without loss (no U+FFFD),
+ * else the variable's original bytes from `environ` if they decode to
+ * `value`. Throws USAGE when those bytes cannot be had, naming `fileOption`.
  */
-export function envPassphrase(value: string | undefined, environ: () => Uint8Array | null = processEnviron, name = PASSPHRASE_VAR): Uint8Array | null {
+export function envPassphrase(
+  value: string | undefined,
+  environ: () => Uint8Array | null = processEnviron,
+  name = PASSPHRASE_VAR,
+  fileOption = "--keyfile",
+): Uint8Array | null {
   if (value === undefined || value === "") return null;
   if (!value.includes("\uFFFD")) return new Uint8Array(Buffer.from(value, "utf8"));
   const env = environ();
@@ -66,6 +72,6 @@ export function envPassphrase(value: string | undefined, environ: () => Uint8Arr
   if (raw !== null && raw.byteLength > 0 && Buffer.from(raw).toString("utf8") === value) return raw;
   throw new CofferError(
     "USAGE",
-    `${name} is not valid UTF-8 and coffer cannot read its bytes on this system (they would turn into U+FFFD, and other passphrases with it): put the passphrase in a file and give ${name === PASSPHRASE_VAR ? "--keyfile" : "--new-passphrase-file"} FILE`,
+    `${name} is not valid UTF-8 and coffer cannot read its bytes on this system (they would turn into U+FFFD, and other passphrases with it): put the passphrase in a file and give ${fileOption} FILE`,
   );
 }

@@ -9,12 +9,15 @@ import { catCommand } from "./commands/cat.js";
 import { checkCommand } from "./commands/check.js";
 import { connectorsCommand } from "./commands/connectors.js";
 import { createCommand } from "./commands/create.js";
+import { diffCommand } from "./commands/diff.js";
 import { infoCommand } from "./commands/info.js";
 import { keyCommand } from "./commands/key.js";
+import { locateCommand } from "./commands/locate.js";
 import { lsCommand } from "./commands/ls.js";
 import { pkgCommand } from "./commands/pkg.js";
 import { repairCommand } from "./commands/repair.js";
 import { restoreCommand } from "./commands/restore.js";
+import { syncCommand } from "./commands/sync.js";
 import type { CliIo, Context } from "./context.js";
 import { type ExitCode, exitCodesHelp } from "./exit-codes.js";
 import { say } from "./format.js";
@@ -48,7 +51,10 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     catCommand(ctx),
     infoCommand(ctx),
     checkCommand(ctx, setExit),
+    diffCommand(ctx, setExit),
+    locateCommand(ctx, setExit),
     repairCommand(ctx, setExit),
+    syncCommand(ctx, setExit),
     connectorsCommand(ctx),
     keyCommand(ctx),
     pkgCommand(ctx),

@@ -53,6 +53,14 @@ export interface SnapshotHeader {
   prior?: Uint8Array[] | undefined;
   /** Set by `repair snapshots` on the snapshot it wrote in place of a damaged one: that one's ID and when. */
   repairOf?: { id: Uint8Array; timeNs: bigint } | undefined;
+  /** Set by `sync` on a copy: the repository it was copied from (its configuration's ID) and the snapshot's ID there. */
+  syncOf?: SyncOrigin | undefined;
+}
+
+/** Where a copy made by `sync` came from: the source repository's ID and the snapshot's ID in it (32 bytes each). */
+export interface SyncOrigin {
+  repo: Uint8Array;
+  id: Uint8Array;
 }
 
 /** How many earlier snapshots a header lists in `prior`. */
@@ -83,6 +91,7 @@ export function encodeHeader(h: SnapshotHeader): Uint8Array {
   if (h.checkpoint !== undefined) o.checkpoint = h.checkpoint;
   if (h.prior && h.prior.length > 0) o.prior = h.prior;
   if (h.repairOf) o.repairOf = { id: h.repairOf.id, time: h.repairOf.timeNs };
+  if (h.syncOf) o.syncOf = { repo: h.syncOf.repo, id: h.syncOf.id };
   return encode(o, { useBigInt64: true });
 }
 
@@ -142,6 +151,12 @@ export function decodeHeader(raw: Uint8Array, id: Uint8Array): SnapshotHeader {
     const rt = r === null || typeof r !== "object" ? undefined : t(r.time);
     if (!r || !(r.id instanceof Uint8Array) || r.id.byteLength !== 32 || rt === undefined) throw bad("repairOf");
     h.repairOf = { id: r.id, timeNs: rt };
+  }
+  if (o.syncOf !== undefined) {
+    const r = o.syncOf as Record<string, unknown> | null;
+    const is32 = (v: unknown) => v instanceof Uint8Array && v.byteLength === 32;
+    if (r === null || typeof r !== "object" || !is32(r.repo) || !is32(r.id)) throw bad("syncOf");
+    h.syncOf = { repo: r.repo as Uint8Array, id: r.id as Uint8Array };
   }
   return h;
 }

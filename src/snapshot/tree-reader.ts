@@ -17,6 +17,11 @@ export function joinPath(dir: string, name: string): string {
   return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
 
+/** The entries of the TREE blob `mac`, read and decoded (no cache: TreeReader keeps one). */
+export async function readListing(repo: Pick<Repository, "getBlob">, mac: Uint8Array, signal?: AbortSignal): Promise<Entry[]> {
+  return decodeTree(await repo.getBlob(BlobType.TREE, mac, signal), `tree ${toHex(mac).slice(0, 16)}`);
+}
+
 /** Subdirectory listings loaded ahead of the walk, per directory being walked. */
 const PREFETCH_DIRS = 8;
 
@@ -60,7 +65,7 @@ export class TreeReader {
       return hit;
     }
     const mac = dir.tree;
-    const p = (async () => ({ list: decodeTree(await this.repo.getBlob(BlobType.TREE, mac, signal), `tree ${k.slice(0, 16)}`) }) as Listing)();
+    const p = (async () => ({ list: await readListing(this.repo, mac, signal) }) as Listing)();
     p.catch(() => this.cache.delete(k));
     this.cache.set(k, p);
     if (this.cache.size > this.capacity) this.cache.delete(this.cache.keys().next().value!);

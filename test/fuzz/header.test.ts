@@ -50,6 +50,7 @@ const arbHeader: fc.Arbitrary<SnapshotHeader> = fc
       checkpoint: fc.integer({ min: 1, max: 1000 }),
       prior: fc.array(arbMac, { minLength: 1, maxLength: 3 }),
       repairOf: fc.record({ id: arbMac, timeNs: fc.bigInt({ min: 0n, max: 2n ** 63n - 1n }) }),
+      syncOf: fc.record({ repo: arbMac, id: arbMac }),
     },
     { requiredKeys: ["timeNs", "durationNs", "hostname", "username", "os", "arch", "importer", "tags", "root", "summary"] },
   )
@@ -81,7 +82,7 @@ function expectUsableHeader(h: SnapshotHeader): void {
   for (const s of [h.hostname, h.username, h.os, h.arch, h.importer.type, h.importer.origin, h.importer.root, ...h.tags]) expect(typeof s).toBe("string");
   for (const k of SUMMARY_KEYS) expect(safeNat(h.summary[k])).toBe(true);
   expectUsableEntry(h.root);
-  for (const m of [h.parent, h.errors, h.repairOf?.id, ...(h.prior ?? [])]) if (m !== undefined) expect(isMac(m)).toBe(true);
+  for (const m of [h.parent, h.errors, h.repairOf?.id, h.syncOf?.repo, h.syncOf?.id, ...(h.prior ?? [])]) if (m !== undefined) expect(isMac(m)).toBe(true);
   if (h.run !== undefined) expect(h.run.byteLength).toBe(16);
   if (h.checkpoint !== undefined) expect(Number.isSafeInteger(h.checkpoint) && h.checkpoint >= 1 && h.run !== undefined).toBe(true);
   if (h.repairOf !== undefined) expect(typeof h.repairOf.timeNs).toBe("bigint");

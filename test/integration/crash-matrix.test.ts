@@ -557,7 +557,73 @@ const keyPasswdSpec: Spec = {
   },
 };
 
-const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, keyAddSpec, keyPasswdSpec];
+/**
+ * sync's starting point: a destination holding a direct backup of v1, and
+ * a source on disk (another passphrase, MAC and chunking) holding v1 and
+ * v2, taken after it. A sync copies both, v1's content deduplicated
+ * against the direct backup.
+ */
+const syncStart = await created(WIDE);
+await cliOk(() => inMemory(syncStart).writable(), ["backup", "--json", v1]);
+const syncPassFile = path.join(base, "sync-source-passphrase");
+await fsp.writeFile(syncPassFile, "crash-matrix sync source\n");
+const syncSource = fresh("sync-source");
+await (async () => {
+  const fs = new FsStore(syncSource);
+  await Repository.create(fs, { passphrase: "crash-matrix sync source", mac: "hmac-sha256", chunking: { min: 2 * KiB, avg: 4 * KiB, max: 16 * KiB }, packSize: 32 * KiB, kdf: KDF });
+  await fs.close();
+  for (const tree of [v1, v2]) {
+    const r = await coffer(["--keyfile", syncPassFile, "at", syncSource, "backup", "-q", tree], { env: { HOME: base }, cwd: base });
+    if (r.exitCode !== 0) throw new Error(`backup of ${tree} into the sync source: exit ${r.exitCode}\n${r.stderr}`);
+  }
+})();
+const syncArgv = ["sync", "--json", "--other-passphrase-file", syncPassFile, "from", syncSource];
+const syncStartId = await withRepo(inMemory(syncStart).readOnly(), async (r) => toHex(r.snapshotIds()[0]!));
+
+/** A clean sync from there: the blobs it adds and how many bytes it reports. */
+const syncRef = await (async () => {
+  const end = clone(syncStart);
+  const o = await cliOk(() => inMemory(end).writable(), syncArgv);
+  const [before, after] = await Promise.all([syncStart, end].map((b) => withRepo(inMemory(b).readOnly(), (r) => storedBlobs(r, false))));
+  const added = new Map([...after!].filter(([k]) => !before!.has(k)));
+  return { added, newBytes: (JSON.parse(o.stdout) as { newBytes: number }).newBytes };
+})();
+
+const syncSpec: Spec = {
+  name: "sync",
+  argv: syncArgv,
+  code: 0,
+  start: syncStart,
+  async afterFault(c, what, finished) {
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    expect(toHex(snaps[0]!.id), what).toBe(syncStartId);
+    // Copies of v1, then of v2: each complete or absent, never a partial one.
+    const copies = snaps.slice(1);
+    expect(copies.every((h) => h.syncOf !== undefined), what).toBe(true);
+    expect(copies.map((h) => h.importer.root), what).toEqual(finished ? [v1, v2] : [v1, v2].slice(0, copies.length));
+    for (const h of snaps) await expectRestores(c, h, what);
+    const stored = await withRepo(c.readOnly(), (repo) => storedBlobs(repo, true));
+    let kept = 0;
+    for (const [k, n] of syncRef.added) if (stored.has(k)) kept += n;
+    return kept;
+  },
+  async afterRetry(c, retry, what, kept) {
+    expect(retry.code, `${what}: the next sync\n${describeOutcome(retry)}`).toBe(0);
+    const s = JSON.parse(retry.stdout) as { copied: number; skipped: number; newBytes: number };
+    expect(s.copied + s.skipped, what).toBe(2);
+    // It stores only what the broken one had not.
+    expect(s.newBytes, `${what}: bytes added by the next sync (${kept as number} of ${syncRef.newBytes} kept)`).toBeLessThanOrEqual(syncRef.newBytes - (kept as number));
+    if ((kept as number) > 0) expect(s.newBytes, what).toBeLessThan(syncRef.newBytes);
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    expect(snaps.map((h) => h.importer.root), what).toEqual([v1, v1, v2]);
+    expect(new Set(snaps.slice(1).map((h) => toHex(h.syncOf!.id))).size, what).toBe(2);
+    for (const h of snaps) await expectRestores(c, h, `${what}: after the next sync`);
+  },
+};
+
+const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, syncSpec, keyAddSpec, keyPasswdSpec];
 
 // --------------------------------------------------------------------- cells ---
 

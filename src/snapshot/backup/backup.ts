@@ -8,12 +8,12 @@
  * (tree-saver.ts). Progress leaves as typed events (events.ts).
  */
 import { LocationFlag } from "../../connectors/flags.js";
-import type { Importer } from "../../connectors/records.js";
+import type { Importer, ImportRecord } from "../../connectors/records.js";
 import { makeChunker } from "../../repository/chunker.js";
 import { randomKey } from "../../repository/crypto.js";
 import type { Repository } from "../../repository/repository.js";
 import { throwIfAborted } from "../../util/errors.js";
-import type { SnapshotHeader } from "../header.js";
+import type { SnapshotHeader, SyncOrigin } from "../header.js";
 import { type CheckpointPolicy, Checkpointer, defaultCheckpoints } from "./checkpointer.js";
 import { EntrySaver } from "./entry-saver.js";
 import type { BackupEvent } from "./events.js";
@@ -42,6 +42,18 @@ export interface BackupOptions {
   workers?: number;
   /** Default: NEEDACK_CHECKPOINTS for NEEDACK importers (NEEDACK_FILE_STORE_CHECKPOINTS on a FILE store), else DEFAULT_CHECKPOINTS. */
   checkpoints?: CheckpointPolicy | undefined;
+  /** The snapshot to start from in place of the latest of the same source (null: none), as `sync` chooses it. */
+  parent?: SnapshotHeader | null | undefined;
+  /** With `parent`: the header's `prior`, as the caller knows the snapshots already (the repository's are not listed again). */
+  prior?: Uint8Array[] | undefined;
+  /**
+   * Where given, whether a file has the content of the parent's entry at its
+   * path, in place of the metadata comparison (`sync`: the two source
+   * snapshots have the same chunks there, whatever the metadata says).
+   */
+  sameContent?: ((r: ImportRecord) => boolean) | undefined;
+  /** A copy made by `sync`: its header takes the source snapshot's time and names its origin. */
+  copyOf?: { timeNs: bigint; syncOf: SyncOrigin } | undefined;
   /** Where the scan cache goes when it moves to disk (default: os.tmpdir()). */
   tmpDir?: string | undefined;
 }
@@ -54,7 +66,7 @@ export interface BackupResult {
 export async function backup(repo: Repository, o: BackupOptions): Promise<BackupResult> {
   const startedHr = process.hrtime.bigint();
   const run = randomKey(16);
-  const timeNs = BigInt(Date.now()) * 1_000_000n;
+  const timeNs = o.copyOf?.timeNs ?? BigInt(Date.now()) * 1_000_000n;
   // The work stops at the first failure (or the caller's abort). Writes to
   // the repository take the caller's signal only: a packfile being stored
   // holds other files' chunks too, and a checkpoint already committing
@@ -64,8 +76,14 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   const writeSignal = o.signal;
   const imp = o.importer;
   const tally = new Tally(repo, o.onEvent);
-  const { parent, prior } = await findParent(repo, { hostname: o.hostname, type: imp.type, root: imp.root, force: o.force ?? false, onWarning: tally.warn }, signal);
-  const parentIndex = parent ? new ParentIndex(repo, parent, signal, tally.warn) : null;
+  const given = o.parent !== undefined;
+  const found =
+    given && o.prior !== undefined
+      ? { parent: undefined, prior: o.prior }
+      : await findParent(repo, { hostname: o.hostname, type: imp.type, root: imp.root, force: (o.force ?? false) || given, onWarning: tally.warn }, signal);
+  const parent = given ? (o.parent ?? undefined) : found.parent;
+  const prior = found.prior;
+  const parentIndex = parent ? new ParentIndex(repo, parent, signal, tally.warn, o.sameContent) : null;
   // In memory when there is a parent: such a backup waits on this thread's
   // walk, which sqlite's inserts and ordered scan slow down. A first backup
   // waits on reading and compressing instead, and keeps that memory for the
@@ -85,6 +103,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
     startedHr,
     parent,
     prior,
+    ...(o.copyOf ? { syncOf: o.copyOf.syncOf } : {}),
   });
   const checkpointer = new Checkpointer({
     policy: o.checkpoints ?? defaultCheckpoints(imp.flags, repo.store.flags),

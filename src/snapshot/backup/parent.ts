@@ -65,6 +65,8 @@ export class ParentIndex {
     readonly header: SnapshotHeader,
     private readonly signal: AbortSignal,
     private readonly warn: (path: string, message: string) => void,
+    /** See BackupOptions.sameContent. */
+    private readonly sameContent?: ((r: ImportRecord) => boolean) | undefined,
   ) {
     this.reader = new TreeReader(repo);
   }
@@ -86,12 +88,21 @@ export class ParentIndex {
     return (await this.listing(slash === 0 ? "/" : pathname.slice(0, slash)).promise)?.get(pathname.slice(slash + 1));
   }
 
-  /** The chunks of `old`, when `r` is that same file unchanged (same size, mtime, inode and, where both know it, ctime) and they are all stored. */
+  /**
+   * The chunks of `old`, when `r` is that same file unchanged (same size,
+   * mtime, inode and, where both know it, ctime; or, with sameContent, the
+   * same size and what sameContent says) and they are all stored.
+   */
   unchangedChunks(old: Entry | undefined, r: ImportRecord): ChunkRef[] | undefined {
     if (!old || old.info.kind !== "file" || old.error !== undefined || !old.chunks) return undefined;
     const a = old.info, b = r.fileInfo;
-    if (a.size !== b.size || a.mtimeNs !== b.mtimeNs || a.ino !== b.ino) return undefined;
-    if (a.ctimeNs !== undefined && b.ctimeNs !== undefined && a.ctimeNs !== b.ctimeNs) return undefined;
+    if (a.size !== b.size) return undefined;
+    if (this.sameContent) {
+      if (!this.sameContent(r)) return undefined;
+    } else {
+      if (a.mtimeNs !== b.mtimeNs || a.ino !== b.ino) return undefined;
+      if (a.ctimeNs !== undefined && b.ctimeNs !== undefined && a.ctimeNs !== b.ctimeNs) return undefined;
+    }
     for (const c of old.chunks) if (!this.repo.has(BlobType.CHUNK, c.mac)) return undefined;
     return old.chunks;
   }

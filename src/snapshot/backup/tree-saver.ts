@@ -8,7 +8,7 @@ import { BlobType } from "../../repository/codec.js";
 import { randomKey } from "../../repository/crypto.js";
 import type { Repository } from "../../repository/repository.js";
 import { InFlight } from "../../util/concurrency.js";
-import { encodeHeader, type SnapshotHeader } from "../header.js";
+import { encodeHeader, type SnapshotHeader, type SyncOrigin } from "../header.js";
 import { compareNames, type Entry, encodeTree, encodeTreeOf, packEntry, unpackEntry } from "../tree.js";
 import type { ScanCache } from "./scancache.js";
 import type { Tally } from "./tally.js";
@@ -32,6 +32,8 @@ export interface SnapshotOrigin {
   parent: SnapshotHeader | undefined;
   /** The latest few snapshots when the backup started (PRIOR_SNAPSHOTS). */
   prior: Uint8Array[];
+  /** A copy made by `sync`: where it came from. */
+  syncOf?: SyncOrigin | undefined;
 }
 
 export class TreeSaver {
@@ -83,6 +85,7 @@ export class TreeSaver {
       ...(o.parent ? { parent: o.parent.id } : {}),
       ...(errorsMac ? { errors: errorsMac } : {}),
       ...(o.prior.length > 0 ? { prior: o.prior } : {}),
+      ...(o.syncOf ? { syncOf: o.syncOf } : {}),
     };
   }
 }
