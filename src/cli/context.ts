@@ -21,11 +21,12 @@ import type { PluginConnectorSpec } from "../connectors/plugin/connector.js";
 import { type PluginSpec, type PluginStarters, pluginsDir, registerInstalled } from "../pkg/installed.js";
 import type { Store } from "../connectors/store.js";
 import type { RepositoryConfig } from "../repository/config.js";
+import { assertReplaceable, type OpenedConfig, openConfig } from "../repository/keys.js";
 import { Repository } from "../repository/repository.js";
 import { CofferError, CorruptError, isCofferError } from "../util/errors.js";
 import { say } from "./format.js";
 import { KnownRepositories, knownDir } from "./known.js";
-import { envPassphrase, keyfilePassphrase, OTHER_PASSPHRASE_VAR, PASSPHRASE_VAR } from "./passphrase.js";
+import { envPassphrase, keyfilePassphrase, NEW_PASSPHRASE_VAR, OTHER_PASSPHRASE_VAR, PASSPHRASE_VAR } from "./passphrase.js";
 
 /** What a run of the CLI is given: its streams, environment, directory and cancellation (src/cli/main.ts gives the process's). */
 export interface CliIo {
@@ -199,6 +200,11 @@ export function otherPassphrase(file: string | undefined): PassphraseSource {
   return { file, fileOption: "--other-passphrase-file", fileLabel: "other passphrase file", variable: OTHER_PASSPHRASE_VAR, prompt: "other repository passphrase: " };
 }
 
+/** The new passphrase of `key add` and `key passwd`: --new-passphrase-file, COFFER_NEW_PASSPHRASE, a prompt. */
+function newPassphrase(file: string | undefined): PassphraseSource {
+  return { file, fileOption: "--new-passphrase-file", fileLabel: "--new-passphrase-file", variable: NEW_PASSPHRASE_VAR, prompt: "new passphrase: " };
+}
+
 /**
  * The passphrase as bytes, or null when none can be had: a keyfile's bytes
  * less one trailing "\n" or "\r\n", COFFER_PASSPHRASE's bytes, or what is
@@ -225,10 +231,21 @@ export async function getPassphrase(ctx: Context, confirm = false, source: Passp
     const again = await promptHidden(ctx, "repeat passphrase: ");
     if (again !== p) throw new CofferError("USAGE", "the passphrases do not match");
     // The terminal's bytes were decoded as UTF-8: what was not UTF-8 became U+FFFD, and would weaken the passphrase.
-    if (p.includes("\uFFFD")) throw new CofferError("USAGE", "the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use --keyfile FILE for a passphrase of other bytes");
+    if (p.includes("\uFFFD")) throw new CofferError("USAGE", `the passphrase typed is not valid UTF-8 (is the terminal's locale UTF-8?): use ${source.fileOption} FILE for a passphrase of other bytes`);
   }
   if (p === "") throw new CofferError("USAGE", "empty passphrase");
   return new Uint8Array(Buffer.from(p, "utf8"));
+}
+
+/**
+ * The new passphrase of `key add` and `key passwd`, as getPassphrase gets
+ * one: `--new-passphrase-file FILE`, else COFFER_NEW_PASSPHRASE, else a
+ * prompt (asked twice) on a terminal; NO_PASSPHRASE when none can be had.
+ */
+export async function getNewPassphrase(ctx: Context, file: string | undefined): Promise<Uint8Array> {
+  const p = await getPassphrase(ctx, true, newPassphrase(file));
+  if (p === null) throw new CofferError("NO_PASSPHRASE", `no new passphrase: give --new-passphrase-file FILE or ${NEW_PASSPHRASE_VAR}, or run on a terminal`);
+  return p;
 }
 
 /** Which source would give a passphrase without asking (a prompt is only ever shown for an encrypted repository). */
@@ -298,6 +315,47 @@ export async function openRepository(ctx: Context, opts: { readOnly?: boolean; o
     });
     await known.record(repo.config, location);
     return repo;
+  } catch (e) {
+    await store.close().catch(() => {});
+    throw e;
+  }
+}
+
+/** What `withConfig` hands on: the store, its configuration unlocked, and where it is. */
+export interface ConfigAccess {
+  store: Store;
+  opened: OpenedConfig;
+  location: string;
+  known: KnownRepositories;
+}
+
+/**
+ * Opens the store at the context's location and its configuration with the
+ * passphrase (checked as openRepository checks it, no state loaded: what
+ * `coffer key` needs), runs `fn`, and always closes the store. Unless
+ * `readOnly`, a store that cannot be written or cannot replace its
+ * configuration is refused before the passphrase is asked.
+ */
+export async function withConfig<T>(ctx: Context, opts: { readOnly?: boolean }, fn: (a: ConfigAccess) => Promise<T>): Promise<T> {
+  const location = repositoryLocation(ctx);
+  const store = await openStore(ctx, location, opts);
+  try {
+    if (!opts.readOnly) {
+      await assertWritable(store, location, ctx.signal);
+      assertReplaceable(store);
+    }
+    const known = knownRepositories(ctx);
+    const opened = await openConfig(store, {
+      passphrase: () => getPassphrase(ctx),
+      checkConfig: (config) => checkConfig(ctx, config, location, known),
+      signal: ctx.signal,
+    }).catch((e: unknown) => {
+      throw withLocation(e, location);
+    });
+    await known.record(opened.config, location);
+    const out = await fn({ store, opened, location, known });
+    await store.close();
+    return out;
   } catch (e) {
     await store.close().catch(() => {});
     throw e;

@@ -13,6 +13,8 @@ import { readFileSync } from "node:fs";
 import { CofferError } from "../util/errors.js";
 
 export const PASSPHRASE_VAR = "COFFER_PASSPHRASE";
+/** Where `coffer key add|passwd` take the new passphrase from, unless given a file. */
+export const NEW_PASSPHRASE_VAR = "COFFER_NEW_PASSPHRASE";
 /** `sync`'s other repository's passphrase, read the same way (its file: --other-passphrase-file). */
 export const OTHER_PASSPHRASE_VAR = "COFFER_OTHER_PASSPHRASE";
 

@@ -11,6 +11,7 @@ import { connectorsCommand } from "./commands/connectors.js";
 import { createCommand } from "./commands/create.js";
 import { diffCommand } from "./commands/diff.js";
 import { infoCommand } from "./commands/info.js";
+import { keyCommand } from "./commands/key.js";
 import { locateCommand } from "./commands/locate.js";
 import { lsCommand } from "./commands/ls.js";
 import { maintenanceCommand } from "./commands/maintenance.js";
@@ -57,6 +58,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     maintenanceCommand(ctx, setExit),
     syncCommand(ctx, setExit),
     connectorsCommand(ctx),
+    keyCommand(ctx),
     pkgCommand(ctx),
   ]) {
     configure(c, output);

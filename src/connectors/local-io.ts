@@ -3,7 +3,8 @@
  * system (fs and ptar): errors as the Store contract wants them (IO naming
  * the store type, the operation and the path; INTERRUPTED once aborted),
  * whole reads and writes that resume after short ones, directory fsyncs,
- * and the sweep of temp files a crashed writer left.
+ * lock files created whole, and the sweep of temp files a crashed writer
+ * left.
  */
 import { constants as fsConstants, promises as fsp } from "node:fs";
 import type { Stats } from "node:fs";
@@ -51,6 +52,43 @@ export class LocalIo {
     if (e instanceof TypeError || e instanceof RangeError) return e;
     const detail = e instanceof Error ? e.message : String(e);
     return new CofferError("IO", `[${this.tag}] ${op} ${p}: ${detail}`, { path: p, errno: errno(e) }, { cause: e });
+  }
+
+  /**
+   * Creates the file `p` holding `text`, in one step: written to `tempPath`
+   * (a fresh name that the stale-temp sweep removes, should we die here),
+   * then hard-linked to `p`, which fails if `p` exists. A writer killed at
+   * any moment thus never leaves an empty lock file that nobody can judge.
+   * Where hard links are not supported: O_EXCL create, then write.
+   * Returns false if `p` exists.
+   */
+  async createWhole(p: string, tempPath: string, text: string, signal?: AbortSignal): Promise<boolean> {
+    await this.run("write", tempPath, signal, () => fsp.writeFile(tempPath, text, { flag: "wx" }));
+    try {
+      await fsp.link(tempPath, p);
+      return true;
+    } catch (e) {
+      if (errno(e) === "EEXIST") return false;
+      if (!linkUnsupported(e)) throw this.error(e, "link", p, signal);
+    } finally {
+      await fsp.rm(tempPath, { force: true }).catch(() => undefined);
+    }
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(p, "wx");
+    } catch (e) {
+      if (errno(e) === "EEXIST") return false;
+      throw this.error(e, "create", p, signal);
+    }
+    try {
+      await fh.writeFile(text);
+      await fh.close();
+      return true;
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      await fsp.rm(p, { force: true }).catch(() => undefined);
+      throw this.error(e, "write", p, signal);
+    }
   }
 
   /** Runs `fn`, giving its failure as error() does. */

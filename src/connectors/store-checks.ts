@@ -77,6 +77,11 @@ export function repositoryExists(root: string): CofferError {
   return new CofferError("REPOSITORY_EXISTS", `a repository already exists at ${root}`, { root });
 }
 
+/** What replaceConfig() gives when the configuration is no longer the one the caller read. */
+export function configChanged(root: string): CofferError {
+  return new CofferError("LOCKED", `the repository configuration at ${root} changed since it was read (another \`coffer key\` ran meanwhile): nothing was replaced; run the command again`, { root });
+}
+
 /**
  * A put's data as one fresh array (a caller can never mutate what is
  * stored; producers may reuse their buffers). A source's own error passes

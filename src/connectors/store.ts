@@ -18,6 +18,8 @@
  *   put()/delete() reject with code READ_ONLY before touching anything.
  * - Every call takes an optional AbortSignal and rejects with code
  *   INTERRUPTED once it is aborted.
+ * - replaceConfig(), where a store has it, is atomic as put() is, and
+ *   replaces only the configuration it was told it replaces.
  */
 import type { Resource } from "./flags.js";
 
@@ -85,6 +87,15 @@ export interface Store {
    * (e.g. from worker threads). Undefined for other stores.
    */
   localPath?(resource: Resource, mac: Mac): string;
+  /**
+   * Optional: replaces the configuration blob with `config`, atomically (a
+   * reader sees the old blob or the new one, whatever happens to the
+   * writer), if it still is `expected`; rejects with LOCKED, replacing
+   * nothing, if another writer replaced it meanwhile. Only `coffer key`
+   * calls it (docs/FORMAT.md, "Replacing the configuration"); a store
+   * without it cannot change a repository's keys.
+   */
+  replaceConfig?(config: Uint8Array, expected: Uint8Array, opts?: CallOptions): Promise<void>;
 }
 
 /** An object being written by Store.stage(): write() in order, then commit() or abort(), once. */

@@ -37,10 +37,10 @@ const opened = () => {
   return g;
 };
 
-storeConformance("recording(memory)", onMemory((s) => recording(s)));
-storeConformance("failing(memory), no fault armed", onMemory((s) => failing(s, { times: 0 })));
-storeConformance("eventuallyConsistent(memory), settled before each listing", onMemory(settledLists(42)));
-storeConformance("eventuallyConsistent(memory) with lingering deletes, settled before each listing", onMemory(settledLists(7, true)));
+storeConformance("recording(memory)", onMemory((s) => recording(s)), { replaceConfig: true });
+storeConformance("failing(memory), no fault armed", onMemory((s) => failing(s, { times: 0 })), { replaceConfig: true });
+storeConformance("eventuallyConsistent(memory), settled before each listing", onMemory(settledLists(42)), { replaceConfig: true });
+storeConformance("eventuallyConsistent(memory) with lingering deletes, settled before each listing", onMemory(settledLists(7, true)), { replaceConfig: true });
 
 // Every decorator at once, over the fs store (whose stage() they pass on).
 storeConformance("recording(delayed(failing(cutShort(settled eventuallyConsistent(fs)))))", async () => {
@@ -58,4 +58,4 @@ storeConformance("recording(delayed(failing(cutShort(settled eventuallyConsisten
       await fsp.rm(root, { recursive: true, force: true });
     },
   };
-});
+}, { replaceConfig: true });

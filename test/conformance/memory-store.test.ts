@@ -9,4 +9,4 @@ storeConformance("memory", async () => {
     readOnly: async () => store.view({ readOnly: true }),
     cleanup: async () => {},
   };
-});
+}, { replaceConfig: true });

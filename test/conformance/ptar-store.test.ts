@@ -48,7 +48,7 @@ storeConformance("ptar", async () => {
       await fsp.rm(dir, { recursive: true, force: true });
     },
   };
-});
+}, { replaceConfig: true });
 
 // --- an independent reader, from docs/FORMAT.md ---
 

@@ -7,10 +7,10 @@
  */
 import { afterEach, describe, it } from "vitest";
 import { storeKit } from "../../src/sdk/kits/index.js";
-import type { StoreFixture } from "../../src/sdk/kits/index.js";
+import type { StoreFixture, StoreKitOptions } from "../../src/sdk/kits/index.js";
 
 export type { StoreFixture };
 
-export function storeConformance(name: string, make: () => Promise<StoreFixture>): void {
-  storeKit({ describe, it, afterEach }, name, make);
+export function storeConformance(name: string, make: () => Promise<StoreFixture>, opts: StoreKitOptions = {}): void {
+  storeKit({ describe, it, afterEach }, name, make, opts);
 }

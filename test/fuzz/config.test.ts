@@ -6,10 +6,11 @@
  *   store can): decodeConfig gives a configuration whose every field is
  *   checked, CorruptError, or UNSUPPORTED for a version byte it does not
  *   read; unlock() of what decodes gives the master key only for the bytes
- *   that were sealed (version 2), else CORRUPT, or WRONG_PASSPHRASE when
+ *   that were sealed (versions 2 and 3), else CORRUPT, or WRONG_PASSPHRASE when
  *   the KDF parameters or wrapped key were changed (docs/FORMAT.md,
  *   "Configuration": those are used before the MAC can be checked);
- * - the key envelope itself: a wrapped key altered in place never unwraps.
+ * - the key envelope itself: a wrapped key altered in place never unwraps;
+ *   a version-3 configuration's list of keys changed by a forger never opens.
  * The configurations are built here from fixed keys and a tiny KDF (8 KiB,
  * 1 pass), so that every case's bytes follow from its seed and unlocking
  * stays cheap; a forged KDF costlier than 1 MiB x 4 passes is decoded but
@@ -19,7 +20,7 @@ import { argon2Sync, createCipheriv, createHash } from "node:crypto";
 import { decode } from "@msgpack/msgpack";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { CONFIG_MAGIC, decodeConfig, encodeConfig, type KdfParams, type RepositoryConfig, sealConfig, unlock } from "../../src/repository/config.js";
+import { CONFIG_MAGIC, decodeConfig, encodeConfig, type KdfParams, type KeyEnvelope, legacyKeyId, MAX_KEYS, openKey, type RepositoryConfig, sealConfig, unlock } from "../../src/repository/config.js";
 import { plaintextMasterKey } from "../../src/repository/crypto.js";
 import { equalBytes } from "../../src/util/hex.js";
 import {
@@ -42,16 +43,28 @@ const PASSPHRASE = "correct horse";
 const MASTER = new Uint8Array(32).fill(9);
 const KDF: KdfParams = { algorithm: "argon2id", memory: 8, passes: 1, parallelism: 1, salt: new Uint8Array(16).fill(4) };
 
-/** An encrypted configuration of `version`, its key wrapped as docs/FORMAT.md says, with a fixed IV. */
-function encryptedConfig(version: 1 | 2): RepositoryConfig {
-  const kek = argon2Sync("argon2id", { message: Buffer.from(PASSPHRASE), nonce: KDF.salt, parallelism: 1, tagLength: 32, memory: KDF.memory, passes: KDF.passes });
+/** `MASTER` wrapped under `passphrase` for `version` as docs/FORMAT.md says, with a fixed IV. */
+function wrapped(passphrase: string, kdf: KdfParams, version: number): Uint8Array {
+  const kek = argon2Sync("argon2id", { message: Buffer.from(passphrase), nonce: kdf.salt, parallelism: 1, tagLength: 32, memory: kdf.memory, passes: kdf.passes });
   const iv = new Uint8Array(12).fill(6);
   const c = createCipheriv("aes-256-gcm", kek, iv);
   c.setAAD(Buffer.from(`coffer/v${version}/master-key`, "ascii"));
-  const wrappedKey = new Uint8Array(Buffer.concat([iv, c.update(MASTER), c.final(), c.getAuthTag()]));
+  return new Uint8Array(Buffer.concat([iv, c.update(MASTER), c.final(), c.getAuthTag()]));
+}
+
+/**
+ * An encrypted configuration of `version`: versions 1 and 2 with the key of
+ * PASSPHRASE, version 3 with a key of another passphrase before it (so
+ * that opening tries one envelope in vain first).
+ */
+function encryptedConfig(version: 1 | 2 | 3): RepositoryConfig {
+  const wrappedKey = wrapped(PASSPHRASE, KDF, version);
   const id = new Uint8Array(32).fill(8);
   const base = { version, id, createdNs: 1n, chunking: { min: 512, avg: 1024, max: 4096 }, mac: "blake3" as const, compression: "zstd" as const, packSize: 1 << 20 };
-  return sealConfig({ ...base, encryption: { kdf: KDF, cipher: "aes-256-gcm", wrappedKey }, configMac: null }, MASTER);
+  const ours: KeyEnvelope = { id: version === 3 ? new Uint8Array(8).fill(1) : legacyKeyId(wrappedKey), host: version === 3 ? "host" : "", user: version === 3 ? "user" : "", createdMs: 0, kdf: KDF, wrappedKey };
+  const otherKdf: KdfParams = { ...KDF, salt: new Uint8Array(16).fill(5) };
+  const other: KeyEnvelope = { id: new Uint8Array(8).fill(2), host: "elsewhere", user: "someone", createdMs: 1_800_000_000_000, kdf: otherKdf, wrappedKey: wrapped("another one", otherKdf, 3) };
+  return sealConfig({ ...base, encryption: { cipher: "aes-256-gcm", keys: version === 3 ? [other, ours] : [ours] }, configMac: null }, MASTER);
 }
 
 function plaintextV1(): RepositoryConfig {
@@ -64,10 +77,11 @@ const VALID: Record<string, Uint8Array> = {
   "plaintext v1": encodeConfig(plaintextV1()),
   "encrypted v2": encodeConfig(encryptedConfig(2)),
   "encrypted v1": encodeConfig(encryptedConfig(1)),
+  "encrypted v3": encodeConfig(encryptedConfig(3)),
 };
 const arbValid = fc.constantFrom(...Object.keys(VALID));
 
-/** "COFFERCF" | version | body | (version 2: MAC) of a valid configuration, without its checksum. */
+/** "COFFERCF" | version | body | (versions 2 and 3: MAC) of a valid configuration, without its checksum. */
 function parts(bytes: Uint8Array): { version: number; body: Uint8Array; mac: Uint8Array } {
   const version = bytes[8]!;
   const end = bytes.byteLength - 32 - (version >= 2 ? 32 : 0);
@@ -85,7 +99,7 @@ function head(version: number, body: Uint8Array, mac: Uint8Array): Uint8Array {
 
 /** Every field of a decoded configuration is one the repository can use. */
 function expectUsable(c: RepositoryConfig): void {
-  expect([1, 2]).toContain(c.version);
+  expect([1, 2, 3]).toContain(c.version);
   expect(c.id.byteLength).toBe(32);
   expect(typeof c.createdNs).toBe("bigint");
   expect(["blake3", "hmac-sha256"]).toContain(c.mac);
@@ -95,10 +109,17 @@ function expectUsable(c: RepositoryConfig): void {
   expect(Number.isSafeInteger(min) && min > 0 && min <= avg && avg <= max).toBe(true);
   expect(c.configMac === null ? c.version === 1 : c.configMac.byteLength === 32).toBe(true);
   if (c.encryption !== null) {
-    expect(c.encryption.wrappedKey.byteLength).toBe(60);
-    const k = c.encryption.kdf;
-    expect(k.algorithm === "argon2id" && k.salt instanceof Uint8Array && Number.isSafeInteger(k.memory) && Number.isSafeInteger(k.passes)).toBe(true);
-  }
+    const keys = c.encryption.keys;
+    expect(c.version === 3 ? keys.length <= MAX_KEYS : keys.length === 1).toBe(true);
+    expect(new Set(keys.map((k) => Buffer.from(k.id).toString("hex"))).size).toBe(keys.length);
+    for (const key of keys) {
+      expect(key.wrappedKey.byteLength).toBe(60);
+      expect(key.id.byteLength).toBe(8);
+      expect(typeof key.host === "string" && typeof key.user === "string" && Number.isSafeInteger(key.createdMs)).toBe(true);
+      const k = key.kdf;
+      expect(k.algorithm === "argon2id" && k.salt instanceof Uint8Array && Number.isSafeInteger(k.memory) && Number.isSafeInteger(k.passes)).toBe(true);
+    }
+  } else expect(c.version).not.toBe(3);
 }
 
 /** The plaintext version-1 body with another packSize. */
@@ -170,7 +191,7 @@ describe("after the checksum: a forged configuration", () => {
         const c = valueOrFailure(await boundedAllocation(() => decodeConfig(bytes)), ["CORRUPT", "UNSUPPORTED"]);
         if (!c) return;
         expectUsable(c);
-        if (c.encryption !== null && !cheapKdf(c.encryption.kdf)) return;
+        if (c.encryption !== null && !c.encryption.keys.every((k) => cheapKdf(k.kdf))) return;
         const u = await outcome(() => unlock(c, c.encryption === null ? null : PASSPHRASE));
         const unchanged = equalBytes(bytes, original);
         if (c.encryption === null && c.version === 1) {
@@ -178,7 +199,7 @@ describe("after the checksum: a forged configuration", () => {
           expect(u.ok && equalBytes(u.value, plaintextMasterKey(c.id))).toBe(true);
         } else if (u.ok) {
           // A configuration opens only as it was sealed (or, version 1, with its wrapped key intact).
-          if (c.version === 2) expect(unchanged).toBe(true);
+          if (c.version >= 2) expect(unchanged).toBe(true);
           expect(equalBytes(u.value, c.encryption === null ? plaintextMasterKey(c.id) : MASTER)).toBe(true);
         } else valueOrFailure(u, ["CORRUPT", "WRONG_PASSPHRASE"]);
       }),
@@ -195,13 +216,17 @@ describe("after the checksum: a forged configuration", () => {
 describe("the key envelope", () => {
   it("a wrapped key altered in place never unwraps: WRONG_PASSPHRASE, or CORRUPT when its version was changed too", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(1, 2) as fc.Arbitrary<1 | 2>, fc.constantFrom(1, 2), arbMutations, async (sealedFor, claimed, ms) => {
+      fc.asyncProperty(fc.constantFrom(1, 2, 3) as fc.Arbitrary<1 | 2 | 3>, fc.constantFrom(1, 2, 3), arbMutations, async (sealedFor, claimed, ms) => {
         const c = encryptedConfig(sealedFor);
-        const wrappedKey = mutateAll(c.encryption!.wrappedKey, ms);
-        const forged: RepositoryConfig = { ...c, version: claimed, encryption: { ...c.encryption!, wrappedKey } };
+        // PASSPHRASE's key is the last one (version 3 has another before it); a version-1 or -2 body holds it alone.
+        const keys = c.encryption!.keys;
+        const ours = keys.at(-1)!;
+        const wrappedKey = mutateAll(ours.wrappedKey, ms);
+        const forgedKeys = claimed === 3 ? [...keys.slice(0, -1), { ...ours, wrappedKey }] : [{ ...ours, wrappedKey }];
+        const forged: RepositoryConfig = { ...c, version: claimed, encryption: { ...c.encryption!, keys: forgedKeys } };
         // Through the bytes, as a reader gets them: the checksum fixed up, the MAC left as it was.
-        const p = parts(encodeConfig(claimed === 2 ? sealConfig({ ...forged, version: 2 }, MASTER) : { ...forged, configMac: null }));
-        const bytes = checksummed(head(claimed, p.body, claimed === 2 ? (c.configMac ?? new Uint8Array(32)) : new Uint8Array(0)));
+        const p = parts(encodeConfig(claimed >= 2 ? sealConfig(forged, MASTER) : { ...forged, configMac: null }));
+        const bytes = checksummed(head(claimed, p.body, claimed >= 2 ? (c.configMac ?? new Uint8Array(32)) : new Uint8Array(0)));
         const decoded = valueOrFailure(await boundedAllocation(() => decodeConfig(bytes)));
         if (!decoded) {
           expect(wrappedKey.byteLength).not.toBe(60);
@@ -209,11 +234,30 @@ describe("the key envelope", () => {
         }
         const u = await outcome(() => unlock(decoded, PASSPHRASE));
         if (u.ok) {
-          expect(equalBytes(wrappedKey, c.encryption!.wrappedKey) && claimed === sealedFor).toBe(true);
+          expect(equalBytes(wrappedKey, ours.wrappedKey) && claimed === sealedFor).toBe(true);
           expect(equalBytes(u.value, MASTER)).toBe(true);
-        } else valueOrFailure(u, equalBytes(wrappedKey, c.encryption!.wrappedKey) ? ["CORRUPT"] : ["CORRUPT", "WRONG_PASSPHRASE"]);
+        } else valueOrFailure(u, equalBytes(wrappedKey, ours.wrappedKey) ? ["CORRUPT"] : ["CORRUPT", "WRONG_PASSPHRASE"]);
       }),
       fuzzParams({ weight: 0.25 }),
     );
+  });
+
+  it("a version-3 configuration opens with each of its keys, and a key moved, dropped or added by a forger fails", async () => {
+    const c = encryptedConfig(3);
+    const bytes = encodeConfig(c);
+    const decoded = decodeConfig(bytes);
+    for (const p of [PASSPHRASE, "another one"]) expect(equalBytes((await openKey(decoded, p)).master, MASTER)).toBe(true);
+    expect((await openKey(decoded, PASSPHRASE)).key?.host).toBe("host");
+    const [other, ours] = c.encryption!.keys as [KeyEnvelope, KeyEnvelope];
+    const forgeries: KeyEnvelope[][] = [[ours, other], [ours], [other], [ours, other, { ...other, id: new Uint8Array(8).fill(3) }], [{ ...ours, host: "forged" }, other]];
+    for (const keys of forgeries) {
+      const p = parts(encodeConfig(sealConfig({ ...c, encryption: { ...c.encryption!, keys } }, new Uint8Array(32))));
+      const forged = decodeConfig(checksummed(head(3, p.body, c.configMac!)));
+      for (const pass of [PASSPHRASE, "another one"]) {
+        const u = await outcome(() => unlock(forged, pass));
+        expect(u.ok).toBe(false);
+        valueOrFailure(u, ["CORRUPT", "WRONG_PASSPHRASE"]);
+      }
+    }
   });
 });

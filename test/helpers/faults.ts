@@ -25,7 +25,8 @@
  *   same orders.
  *
  * Every decorator has stage() (its StagedPut's write, commit and abort are
- * calls of their own) and sync() exactly when the store it wraps has them,
+ * calls of their own), sync() and replaceConfig() exactly when the store it
+ * wraps has them,
  * and never localPath(): readers go through the decorators, not around them.
  * A listing is one call: the decorator reads the inner listing whole, then
  * yields it (checking the caller's signal between MACs).
@@ -38,7 +39,7 @@ import { fromHex, toHex } from "../../src/util/hex.js";
 // ------------------------------------------------------------ calls ---
 
 /** The Store methods, and the three of a StagedPut (`write`, `commit`, `abort`). */
-export type Op = "create" | "open" | "ping" | "mode" | "size" | "list" | "put" | "get" | "delete" | "sync" | "close" | "stage" | "write" | "commit" | "abort";
+export type Op = "create" | "open" | "ping" | "mode" | "size" | "list" | "put" | "get" | "delete" | "sync" | "close" | "stage" | "write" | "commit" | "abort" | "replaceConfig";
 
 /** Calls that reach the stored objects (all but create/open/ping/mode/size/close): what a command's "Nth store operation" counts. */
 export const OBJECT_OPS: readonly Op[] = ["list", "get", "put", "delete", "stage", "write", "commit", "abort", "sync"];
@@ -117,6 +118,7 @@ export class DecoratedStore implements Store {
   /** Present exactly when the inner store has it. */
   readonly stage?: (resource: Resource, opts?: StageOptions) => Promise<StagedPut>;
   readonly sync?: (opts?: CallOptions) => Promise<void>;
+  readonly replaceConfig?: (config: Uint8Array, expected: Uint8Array, opts?: CallOptions) => Promise<void>;
   #stages = 0;
 
   constructor(readonly inner: Store) {
@@ -126,6 +128,7 @@ export class DecoratedStore implements Store {
     this.flags = inner.flags;
     if (inner.stage) this.stage = (resource, opts) => this.stageObject(resource, opts);
     if (inner.sync) this.sync = (opts) => this.run({ op: "sync" }, () => inner.sync!(opts));
+    if (inner.replaceConfig) this.replaceConfig = (config, expected, opts) => this.run({ op: "replaceConfig", bytes: config.byteLength }, () => inner.replaceConfig!(config, expected, opts));
   }
 
   /** Does call `c`: `next()` makes it on the inner store. */

@@ -1,7 +1,7 @@
 /**
  * The crash matrix (issue 16): every command that writes to a repository
- * (backup, repair index, repair snapshots, check recording damage, create)
- * run with one store operation failed, and separately killed, at each
+ * (backup, repair index, repair snapshots, check recording damage, create,
+ * key add, key passwd) run with one store operation failed, and separately killed, at each
  * operation it makes in turn. After each: the repository opens; `check
  * --read-data` finds nothing but the damage the run started from; no
  * partial snapshot is visible and every listed snapshot restores equal to
@@ -41,6 +41,8 @@ import { type MemoryBacking, MemoryStore } from "../../src/connectors/memory/sto
 import type { Store } from "../../src/connectors/store.js";
 import { Resource, resourceName } from "../../src/connectors/flags.js";
 import { BlobType } from "../../src/repository/codec.js";
+import { decodeConfig, rewrapForKeys, unlock, withKeys } from "../../src/repository/config.js";
+import { openConfig, storeConfig } from "../../src/repository/keys.js";
 import { readLocks } from "../../src/repository/locks.js";
 import { Repository } from "../../src/repository/repository.js";
 import { blobKey } from "../../src/repository/state.js";
@@ -321,6 +323,10 @@ interface Spec {
   afterFault(c: Copy, what: string, finished: boolean): Promise<unknown>;
   /** After the next run of the same command. */
   afterRetry(c: Copy, retry: Outcome, what: string, fromFault: unknown): Promise<void>;
+  /** Store calls to fail at besides FAULT_KINDS' (in process only). */
+  alsoFail?: readonly Op[];
+  /** false: no kill cells (see the key specs). */
+  killable?: boolean;
 }
 
 const backupSpec: Spec = {
@@ -440,6 +446,115 @@ const createSpec: Spec = {
     const snaps = await snapshots(c, what);
     expect(snaps).toHaveLength(1);
     await expectRestores(c, snaps[0]!, what);
+  },
+};
+
+/** The new passphrase of `key add` and `key passwd` (PASS is the one they are run with). */
+const NEW_PASS = "crash-matrix-new";
+const newPassFile = path.join(base, "new-passphrase");
+await fsp.writeFile(newPassFile, `${NEW_PASS}\n`);
+
+/**
+ * The key commands' starting point: v1 backed up into a repository of its
+ * own, its configuration already version 3 with PASS's key alone. Its own:
+ * this client's record of a repository (docs/CLI.md, "Known repositories")
+ * then refuses a version-2 copy of one it saw at version 3, and every cell
+ * starts from a copy. keys.test.ts fails the upgrade from version 2.
+ */
+const keyStart = await (async () => {
+  const b = await created(NARROW);
+  await cliOk(() => inMemory(b).writable(), ["backup", "--json", v1]);
+  const store = inMemory(b).writable();
+  const opened = await openConfig(store, { passphrase: async () => PASS });
+  await storeConfig(store, opened, withKeys(opened.config, [rewrapForKeys(opened.config, opened.unlocked)], opened.unlocked.master));
+  return b;
+})();
+const keyV1Id = await withRepo(inMemory(keyStart).readOnly(), async (r) => toHex(r.snapshotIds()[0]!));
+
+/** Which of PASS and NEW_PASS open the configuration of `c`, and how many keys it holds. */
+async function keyState(c: Copy): Promise<{ old: boolean; new: boolean; keys: number }> {
+  const store = c.readOnly();
+  const config = decodeConfig(await store.open());
+  await store.close();
+  const opens = (p: string) =>
+    unlock(config, p).then(
+      () => true,
+      (e: unknown) => (expect(isCofferError(e, "WRONG_PASSPHRASE"), String(e)).toBe(true), false),
+    );
+  return { old: await opens(PASS), new: await opens(NEW_PASS), keys: config.encryption!.keys.length };
+}
+
+/** The repository opened with `pass`: check finds nothing, and v1 is its one snapshot (the keys share one master key, so data is as before). */
+async function expectIntactWith(c: Copy, pass: string, what: string): Promise<void> {
+  const repo = await Repository.open(c.readOnly(), { passphrase: async () => pass });
+  try {
+    expect((await check(repo)).problems, what).toEqual([]);
+    expect((await listSnapshots(repo)).snapshots.map((h) => toHex(h.id)), what).toEqual([keyV1Id]);
+  } finally {
+    await repo.close();
+  }
+}
+
+/**
+ * Kill cells: none for `key`. The killable store is a plugin (test/helpers/
+ * killable.ts), and the plugin protocol cannot replace a configuration, so
+ * `coffer key` refuses it (docs/WIRE.md). A replacement is one atomic store
+ * call, whose atomicity against a dying writer is the store's (the Store
+ * kit's replaceConfig checks; fs: a rename, ptar: its commit); what a kill
+ * between passwd's two calls leaves is what a failure of the second leaves.
+ * The store's open() is failed too: passwd reads the configuration back
+ * between its two replacements.
+ */
+const keyAddSpec: Spec = {
+  name: "key add",
+  argv: ["key", "add", ...FAST_KDF, "--new-passphrase-file", newPassFile, "--json"],
+  code: 0,
+  start: keyStart,
+  alsoFail: ["open"],
+  killable: false,
+  async afterFault(c, what, finished) {
+    // The old key, and the new one only if the replacement was made.
+    const k = await keyState(c);
+    const stages = [{ old: true, new: false, keys: 1 }, { old: true, new: true, keys: 2 }];
+    const stage = stages.findIndex((x) => x.old === k.old && x.new === k.new && x.keys === k.keys);
+    expect(stage, `${what}: ${JSON.stringify(k)}`).toBeGreaterThanOrEqual(finished ? 1 : 0);
+    await expectIntactWith(c, PASS, what);
+    return stage;
+  },
+  async afterRetry(c, retry, what, stage) {
+    expect(retry.code, `${what}: the next key add\n${describeOutcome(retry)}`).toBe(0);
+    expect(await keyState(c), what).toEqual({ old: true, new: true, keys: (stage as number) + 2 });
+    await expectIntactWith(c, NEW_PASS, what);
+  },
+};
+
+const keyPasswdSpec: Spec = {
+  name: "key passwd",
+  argv: ["key", "passwd", ...FAST_KDF, "--new-passphrase-file", newPassFile, "--json"],
+  code: 0,
+  start: keyStart,
+  alsoFail: ["open"],
+  killable: false,
+  async afterFault(c, what, finished) {
+    // Before the first replacement, between the two (both keys), or after the second.
+    const k = await keyState(c);
+    const stages = [{ old: true, new: false, keys: 1 }, { old: true, new: true, keys: 2 }, { old: false, new: true, keys: 1 }];
+    const stage = stages.findIndex((x) => x.old === k.old && x.new === k.new && x.keys === k.keys);
+    expect(stage, `${what}: ${JSON.stringify(k)}`).toBeGreaterThanOrEqual(finished ? 2 : 0);
+    await expectIntactWith(c, k.old ? PASS : NEW_PASS, what);
+    return stage;
+  },
+  async afterRetry(c, retry, what, stage) {
+    if (stage === 2) {
+      // Done already: the old passphrase opens nothing, and the rerun (given it) says so.
+      expect(isCofferError(retry.error, "WRONG_PASSPHRASE"), `${what}: ${describeOutcome(retry)}`).toBe(true);
+      expect(await keyState(c), what).toEqual({ old: false, new: true, keys: 1 });
+    } else {
+      expect(retry.code, `${what}: the next key passwd\n${describeOutcome(retry)}`).toBe(0);
+      // From between the two, the rerun adds its own new key and removes the old: two keys of NEW_PASS.
+      expect(await keyState(c), what).toEqual({ old: false, new: true, keys: stage === 0 ? 1 : 2 });
+    }
+    await expectIntactWith(c, NEW_PASS, what);
   },
 };
 
@@ -576,7 +691,7 @@ const syncSpec: Spec = {
   },
 };
 
-const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, maintenanceSpec, syncSpec];
+const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, maintenanceSpec, syncSpec, keyAddSpec, keyPasswdSpec];
 
 // --------------------------------------------------------------------- cells ---
 
@@ -602,7 +717,7 @@ function points(ops: { op: string; resource: string }[]): Point[] {
 }
 
 const label = (p: Point) => `op ${p.n} (${p.op}${p.resource ? ` ${p.resource}` : ""} #${p.k})`;
-const WRITE_OPS: readonly Op[] = ["create", "put", "delete", "stage", "write", "commit"];
+const WRITE_OPS: readonly Op[] = ["create", "put", "delete", "stage", "write", "commit", "replaceConfig"];
 const isWrite = (p: Point) => WRITE_OPS.includes(p.op);
 const RESOURCE_OF: Record<string, Resource> = Object.fromEntries(Object.values(Resource).map((r) => [resourceName(r), r]));
 /** The fault-kit selector of `p`'s kind. */
@@ -615,8 +730,8 @@ async function recorded(spec: Spec, c: Copy, kinds: readonly Op[]): Promise<Poin
   return points(rec.entries({ op: kinds }).map((e) => ({ op: e.op, resource: e.resource === undefined ? "" : resourceName(e.resource) })));
 }
 
-const FAULT_KINDS: readonly Op[] = [...OBJECT_OPS, "create"];
-const inProcess = new Map(await Promise.all(SPECS.map(async (s) => [s.name, await recorded(s, inMemory(clone(s.start)), FAULT_KINDS)] as const)));
+const FAULT_KINDS: readonly Op[] = [...OBJECT_OPS, "create", "replaceConfig"];
+const inProcess = new Map(await Promise.all(SPECS.map(async (s) => [s.name, await recorded(s, inMemory(clone(s.start)), [...FAULT_KINDS, ...(s.alsoFail ?? [])])] as const)));
 
 /** The backup's starting point on an fs store (packfiles staged). */
 async function onDiskCopy(b: MemoryBacking): Promise<string> {
@@ -644,7 +759,7 @@ async function rawCopy(b: MemoryBacking): Promise<string> {
 }
 const traced = new Map(
   await Promise.all(
-    SPECS.map(async (s) => {
+    SPECS.filter((s) => s.killable !== false).map(async (s) => {
       const dir = await rawCopy(s.start);
       const r = await coffer(["--store-opt", `trace=${dir}.trace`, "at", `killable:${dir}`, ...s.argv], { env: killEnv, cwd: base });
       if (r.exitCode !== s.code) throw new Error(`reference run of ${s.name} through the plugin: exit ${r.exitCode}\n${r.stderr}`);
@@ -674,7 +789,8 @@ async function failCell(spec: Spec, c: Copy, faulty: Store, fired: () => number,
   const finished = run.error === undefined && run.code === spec.code;
   if (!finished) expect(isCofferError(run.error) ? run.error.code : `exit ${run.code}`, `${what}: ${describeOutcome(run)}`).toMatch(/^(IO|REPOSITORY_WRITE)$/);
   await endProcess(c).catch((e: unknown) => {
-    if (!isCofferError(e, "NO_REPOSITORY")) throw e; // a create that failed made none
+    // A create that failed made none; a key passwd that got through replaced PASS (and `key` takes no lock).
+    if (!isCofferError(e, "NO_REPOSITORY") && !isCofferError(e, "WRONG_PASSPHRASE")) throw e;
   });
   const left = await spec.afterFault(c, what, finished);
   await spec.afterRetry(c, await cli(() => c.writable(), spec.argv), what, left);
@@ -685,7 +801,7 @@ const errorOf = (p: Point): Fault => (p.n % 2 ? faults.io : faults.noSpace);
 for (const spec of SPECS) {
   describe(`crash matrix: ${spec.name}`, () => {
     const ops = inProcess.get(spec.name)!;
-    const killAt = traced.get(spec.name)!.filter((p) => spec === backupSpec || isWrite(p));
+    const killAt = (traced.get(spec.name) ?? []).filter((p) => spec === backupSpec || isWrite(p));
 
     if (spec === backupSpec) {
       it(`a backup of the fixture makes more than ${MIN_BACKUP_OPS} store operations, in process and through the plugin`, () => {

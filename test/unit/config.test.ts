@@ -16,6 +16,7 @@ import {
   DEFAULT_KDF,
   decodeConfig,
   encodeConfig,
+  legacyKeyId,
   FORMAT_VERSION,
   newConfig,
   passphraseBytes,
@@ -113,9 +114,9 @@ describe("newConfig", () => {
     expect(c.chunking).toEqual(CHUNKING);
     expect(c.mac).toBe("blake3");
     expect(c.compression).toBe("zstd");
-    expect(c.encryption?.kdf).toMatchObject({ algorithm: "argon2id", ...KDF });
-    expect(c.encryption?.kdf.salt.byteLength).toBe(16);
-    expect(c.encryption?.wrappedKey.byteLength).toBe(60);
+    expect(c.encryption?.keys[0]?.kdf).toMatchObject({ algorithm: "argon2id", ...KDF });
+    expect(c.encryption?.keys[0]?.kdf.salt.byteLength).toBe(16);
+    expect(c.encryption?.keys[0]?.wrappedKey.byteLength).toBe(60);
     expect(encrypted.masterKey.byteLength).toBe(32);
     const now = BigInt(Date.now()) * 1_000_000n;
     expect(c.createdNs <= now && c.createdNs > now - 60_000_000_000n).toBe(true);
@@ -132,7 +133,7 @@ describe("newConfig", () => {
     const again = await newConfig(opts("correct horse battery staple"));
     expect(toHex(again.config.id)).not.toBe(toHex(encrypted.config.id));
     expect(toHex(again.masterKey)).not.toBe(toHex(encrypted.masterKey));
-    expect(toHex(again.config.encryption!.kdf.salt)).not.toBe(toHex(encrypted.config.encryption!.kdf.salt));
+    expect(toHex(again.config.encryption!.keys[0]!.kdf.salt)).not.toBe(toHex(encrypted.config.encryption!.keys[0]!.kdf.salt));
   });
 
   it("wraps the master key as FORMAT.md says: iv | AES-256-GCM(argon2id(passphrase)) | tag, AD 'coffer/vN/master-key'", () => {
@@ -140,7 +141,7 @@ describe("newConfig", () => {
       [encrypted, "coffer/v2/master-key"],
       [encryptedV1, "coffer/v1/master-key"],
     ] as const) {
-      const enc = made.config.encryption!;
+      const enc = made.config.encryption!.keys[0]!;
       const kek = argon2Sync("argon2id", {
         message: Buffer.from("correct horse battery staple", "utf8"),
         nonce: enc.kdf.salt,
@@ -224,9 +225,18 @@ describe("encodeConfig / decodeConfig", () => {
               e === null
                 ? null
                 : {
-                    kdf: { algorithm: "argon2id", memory: e.memory, passes: e.passes, parallelism: e.parallelism, salt: e.salt },
                     cipher: "aes-256-gcm",
-                    wrappedKey: e.wrappedKey,
+                    keys: [
+                      {
+                        // what a version-1 or -2 configuration's one key is named with (it stores no name)
+                        id: legacyKeyId(e.wrappedKey),
+                        host: "",
+                        user: "",
+                        createdMs: Number(createdNs / 1_000_000n),
+                        kdf: { algorithm: "argon2id", memory: e.memory, passes: e.passes, parallelism: e.parallelism, salt: e.salt },
+                        wrappedKey: e.wrappedKey,
+                      },
+                    ],
                   },
           };
           expect(plain(decodeConfig(encodeConfig(config)))).toEqual(plain(config));
@@ -273,7 +283,7 @@ describe("encodeConfig / decodeConfig", () => {
 
   it("an unknown version with a valid checksum is UNSUPPORTED", () => {
     const body = bodyOf(encodeConfig(encrypted.config));
-    for (const v of [0, 3, 255]) expectCode(errorOf(() => decodeConfig(craft(body, v))), "UNSUPPORTED");
+    for (const v of [0, 4, 255]) expectCode(errorOf(() => decodeConfig(craft(body, v))), "UNSUPPORTED");
     // the same body under version 1 and 2 decodes
     expect(decodeConfig(craft(body)).packSize).toBe(encrypted.config.packSize);
     expect(decodeConfig(craft(body, 2)).packSize).toBe(encrypted.config.packSize);
@@ -286,7 +296,7 @@ describe("encodeConfig / decodeConfig", () => {
 
   it("a version-2 configuration without its MAC cannot be encoded", () => {
     expect(errorOf(() => encodeConfig({ ...encrypted.config, configMac: null }))).toBeInstanceOf(TypeError);
-    expect(errorOf(() => encodeConfig({ ...encrypted.config, version: 3 }))).toBeInstanceOf(TypeError);
+    expect(errorOf(() => encodeConfig({ ...encrypted.config, version: 4 }))).toBeInstanceOf(TypeError);
   });
 
   it("a well-formed checksum over a bad body is CORRUPT", () => {
@@ -347,7 +357,7 @@ describe("encodeConfig / decodeConfig", () => {
   // fails inside node:crypto argon2 with a TypeError/RangeError instead of CORRUPT at decode time.
   it("encryption parameters with missing or invalid KDF numbers are CORRUPT at decode", async () => {
     const { config } = encrypted;
-    const enc = config.encryption!;
+    const enc = config.encryption!.keys[0]!;
     const body = (kdf: Record<string, unknown>) =>
       encode(
         {
@@ -408,10 +418,11 @@ describe("unlock", () => {
     for (const k of ["memory", "passes", "parallelism"] as const) expect(own[k]).not.toBe(DEFAULT_KDF[k]);
     const made = await newConfig(opts("old repo", { kdf: own }));
     const decoded = decodeConfig(encodeConfig(made.config));
-    expect(decoded.encryption?.kdf).toMatchObject({ algorithm: "argon2id", ...own });
+    expect(decoded.encryption?.keys[0]?.kdf).toMatchObject({ algorithm: "argon2id", ...own });
     expect(toHex(await unlock(decoded, "old repo"))).toBe(toHex(made.masterKey));
     // The recorded parameters are what unwraps it: the same salt under DEFAULT_KDF does not.
-    const asDefault: RepositoryConfig = { ...decoded, encryption: { ...decoded.encryption!, kdf: { ...decoded.encryption!.kdf, ...DEFAULT_KDF } } };
+    const key = decoded.encryption!.keys[0]!;
+    const asDefault: RepositoryConfig = { ...decoded, encryption: { ...decoded.encryption!, keys: [{ ...key, kdf: { ...key.kdf, ...DEFAULT_KDF } }] } };
     expectCode(await rejectionOf(unlock(asDefault, "old repo")), "WRONG_PASSPHRASE");
   });
 
@@ -419,8 +430,8 @@ describe("unlock", () => {
     expect(DEFAULT_KDF).toEqual({ memory: 64 * 1024, passes: 3, parallelism: 4 });
     const { kdf: _omit, ...noKdf } = opts("default");
     const made = await newConfig(noKdf);
-    expect(made.config.encryption?.kdf).toMatchObject({ algorithm: "argon2id", memory: 65536, passes: 3, parallelism: 4 });
-    expect(made.config.encryption?.kdf.salt.byteLength).toBe(16);
+    expect(made.config.encryption?.keys[0]?.kdf).toMatchObject({ algorithm: "argon2id", memory: 65536, passes: 3, parallelism: 4 });
+    expect(made.config.encryption?.keys[0]?.kdf.salt.byteLength).toBe(16);
     expect(toHex(await unlock(decodeConfig(encodeConfig(made.config)), "default"))).toBe(toHex(made.masterKey));
   });
 
@@ -457,7 +468,7 @@ describe("unlock", () => {
   it("the wrong passphrase on a tampered-but-rechecksummed wrapped key is WRONG_PASSPHRASE, not a crash", async () => {
     // The checksum is not a MAC: a rewritten file with a fixed-up checksum gets past it.
     const c: RepositoryConfig = structuredClone(encrypted.config);
-    c.encryption!.wrappedKey[20]! ^= 1;
+    c.encryption!.keys[0]!.wrappedKey[20]! ^= 1;
     const back = decodeConfig(encodeConfig(c));
     expectCode(await rejectionOf(unlock(back, "correct horse battery staple")), "WRONG_PASSPHRASE");
   });

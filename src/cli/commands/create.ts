@@ -1,6 +1,6 @@
 /** `coffer create`: initialise a repository at the location. */
 import { Command, Option } from "commander";
-import { DEFAULT_KDF, MAX_KDF_MEMORY_KIB } from "../../repository/config.js";
+import { DEFAULT_KDF, type KdfCost, MAX_KDF_MEMORY_KIB } from "../../repository/config.js";
 import type { Store } from "../../connectors/store.js";
 import { Repository } from "../../repository/repository.js";
 import { CofferError } from "../../util/errors.js";
@@ -37,16 +37,12 @@ async function createIn(store: Store, location: string, o: CreateOptions, ctx: C
       throw new CofferError("NO_PASSPHRASE", "no passphrase: give --keyfile FILE or COFFER_PASSPHRASE, or run on a terminal (use --plaintext for an unencrypted repository)");
     }
   }
-  if (o.kdfMemory !== undefined && o.kdfMemory * 1024 > MAX_KDF_MEMORY_KIB) {
-    throw new CofferError("USAGE", `--kdf-memory must be at most ${MAX_KDF_MEMORY_KIB / 1024} MiB`);
-  }
+  const kdf = kdfCost(o);
   const config = await Repository.create(store, {
     passphrase,
     mac: o.hashing === "sha256" ? "hmac-sha256" : "blake3",
     compression: o.compression,
-    ...(o.kdfMemory !== undefined || o.kdfPasses !== undefined
-      ? { kdf: { ...DEFAULT_KDF, ...(o.kdfMemory !== undefined ? { memory: o.kdfMemory * 1024 } : {}), ...(o.kdfPasses !== undefined ? { passes: o.kdfPasses } : {}) } }
-      : {}),
+    ...(kdf !== undefined ? { kdf } : {}),
   });
   await knownRepositories(ctx).record(config, location);
   if (given !== null) ctx.stderr.write(`coffer: warning: a passphrase is given (${given}) but the repository is plaintext: every other command refuses a passphrase for it\n`);
@@ -59,14 +55,30 @@ const positiveInt = (name: string) => (v: string) => {
   return Number(v);
 };
 
-export function createCommand(ctx: () => Context): Command {
-  return new Command("create")
-    .description("create a new repository")
-    .option("--plaintext", "do not encrypt (integrity is checked against accidents only)")
-    .addOption(new Option("--hashing <alg>", "chunk MAC").choices(["blake3", "sha256"]).default("blake3"))
-    .addOption(new Option("--compression <alg>", "blob compression").choices(["zstd", "none"]).default("zstd"))
+/** The argon2id cost `--kdf-memory` and `--kdf-passes` ask for (the defaults for what they leave out), or undefined for the defaults. */
+export function kdfCost(o: { kdfMemory?: number | undefined; kdfPasses?: number | undefined }): KdfCost | undefined {
+  if (o.kdfMemory !== undefined && o.kdfMemory * 1024 > MAX_KDF_MEMORY_KIB) {
+    throw new CofferError("USAGE", `--kdf-memory must be at most ${MAX_KDF_MEMORY_KIB / 1024} MiB`);
+  }
+  if (o.kdfMemory === undefined && o.kdfPasses === undefined) return undefined;
+  return { ...DEFAULT_KDF, ...(o.kdfMemory !== undefined ? { memory: o.kdfMemory * 1024 } : {}), ...(o.kdfPasses !== undefined ? { passes: o.kdfPasses } : {}) };
+}
+
+/** `--kdf-memory` and `--kdf-passes`, as `create` and `key add|passwd` take them. */
+export function withKdfOptions(c: Command): Command {
+  return c
     .option("--kdf-memory <MiB>", `argon2id memory (default ${DEFAULT_KDF.memory / 1024})`, positiveInt("--kdf-memory"))
-    .option("--kdf-passes <n>", `argon2id passes (default ${DEFAULT_KDF.passes})`, positiveInt("--kdf-passes"))
+    .option("--kdf-passes <n>", `argon2id passes (default ${DEFAULT_KDF.passes})`, positiveInt("--kdf-passes"));
+}
+
+export function createCommand(ctx: () => Context): Command {
+  return withKdfOptions(
+    new Command("create")
+      .description("create a new repository")
+      .option("--plaintext", "do not encrypt (integrity is checked against accidents only)")
+      .addOption(new Option("--hashing <alg>", "chunk MAC").choices(["blake3", "sha256"]).default("blake3"))
+      .addOption(new Option("--compression <alg>", "blob compression").choices(["zstd", "none"]).default("zstd")),
+  )
     .option("--json", "print the result as JSON")
     .action(async (o: CreateOptions) => runCreate(o, ctx()));
 }

@@ -1,5 +1,6 @@
 /** `coffer info [SNAP]`: the repository's configuration, or a snapshot's header and summary. */
 import { Command } from "commander";
+import type { EncryptionConfig } from "../../repository/config.js";
 import { resolveSnapshot } from "../../snapshot/snapshots.js";
 import { toHex } from "../../util/hex.js";
 import { type Context, repositoryLocation, withRepository } from "../context.js";
@@ -18,7 +19,7 @@ async function runInfo(snap: string | undefined, o: { json?: boolean }, ctx: Con
         id: toHex(c.id),
         version: c.version,
         created: isoTime(c.createdNs),
-        encryption: c.encryption ? `${c.encryption.cipher}, argon2id m=${c.encryption.kdf.memory / 1024}MiB t=${c.encryption.kdf.passes} p=${c.encryption.kdf.parallelism}` : "none (plaintext)",
+        encryption: c.encryption ? encryptionLine(c.encryption) : "none (plaintext)",
         mac: c.mac,
         compression: c.compression,
         chunking: c.chunking,
@@ -56,6 +57,13 @@ async function runInfo(snap: string | undefined, o: { json?: boolean }, ctx: Con
     w(`backup       read ${bytes(s.readBytes)}, added ${s.newBlobs} blobs (${bytes(s.newBytes)})`);
     w(`errors       ${s.errors}`);
   });
+}
+
+/** The cipher and the newest key's KDF parameters, and how many keys there are when more than one. */
+function encryptionLine(e: EncryptionConfig): string {
+  const k = e.keys[0];
+  const kdf = k === undefined ? "no keys left" : `argon2id m=${k.kdf.memory / 1024}MiB t=${k.kdf.passes} p=${k.kdf.parallelism}`;
+  return `${e.cipher}, ${kdf}${e.keys.length > 1 ? ` (newest of ${e.keys.length} keys)` : ""}`;
 }
 
 export function infoCommand(ctx: () => Context): Command {

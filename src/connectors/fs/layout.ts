@@ -4,7 +4,7 @@
  *   packfiles/XX/<64 hex>    packfiles, fanned out by the first two hex chars
  *   states/XX/<64 hex>       state objects, same fan-out
  *   locks/<64 hex>           locks, flat
- *   tmp/                     in-progress writes
+ *   tmp/                     in-progress writes (and config.replacing: config-lock.ts)
  */
 import type { Dirent } from "node:fs";
 import { promises as fsp } from "node:fs";

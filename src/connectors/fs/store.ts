@@ -13,11 +13,12 @@ import { hostname } from "node:os";
 import * as path from "node:path";
 import { mapLimit } from "../../util/concurrency.js";
 import { abortError, CofferError, CorruptError, isCofferError, NotFoundError, throwIfAborted } from "../../util/errors.js";
-import { fromHex, toHex } from "../../util/hex.js";
 import { LocationFlag, Resource, resourceName } from "../flags.js";
 import { errno, linkUnsupported, LocalIo, sweepStaleTemps } from "../local-io.js";
-import { checkRange, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
+import { equalBytes, fromHex, toHex } from "../../util/hex.js";
+import { checkRange, configChanged, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, StagedPut, StageOptions, Store } from "../store.js";
+import { lockConfigReplace } from "./config-lock.js";
 import { DirectWrites } from "./direct-writer.js";
 import { DirSyncer } from "./dir-syncer.js";
 import { CONFIG, LAYOUT_DIRS, objectFiles, objectPath, readdirOrEmpty, TMP } from "./layout.js";
@@ -101,6 +102,43 @@ export class FsStore implements Store {
     if (!this.#readOnly) await sweepStaleTemps(path.join(this.root, TMP), () => true);
     throwIfAborted(signal);
     return config;
+  }
+
+  /**
+   * Under the replace lock (config-lock.ts): CONFIG compared with `expected`,
+   * the new blob written to an fsynced temp file, renamed over CONFIG, and
+   * the root directory fsynced, as every object is written.
+   */
+  async replaceConfig(config: Uint8Array, expected: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    this.#checkWritable("replace the configuration");
+    const configPath = path.join(this.root, CONFIG);
+    if (!(await exists(configPath, signal))) throw noRepository(this.root);
+    const release = await lockConfigReplace(io, this.root, signal);
+    try {
+      let current: Uint8Array;
+      try {
+        current = new Uint8Array(await fsp.readFile(configPath));
+      } catch (e) {
+        const code = errno(e);
+        if (code === "ENOENT" || code === "ENOTDIR") throw noRepository(this.root);
+        throw io.error(e, "read", configPath, signal);
+      }
+      if (!equalBytes(current, expected)) throw configChanged(this.root);
+      const { tmp } = await this.#writeTemp(config, signal);
+      try {
+        throwIfAborted(signal);
+        await io.run("rename", configPath, signal, () => fsp.rename(tmp, configPath));
+      } catch (e) {
+        await fsp.rm(tmp, { force: true }).catch(() => undefined);
+        throw io.error(e, "write", configPath, signal);
+      }
+      // Replaced: from here an abort no longer undoes it.
+      await this.#dirSync.sync(this.root);
+    } finally {
+      await release();
+    }
   }
 
   async ping(opts: CallOptions = {}): Promise<void> {

@@ -7,7 +7,8 @@
  */
 import { NotFoundError, throwIfAborted } from "../../util/errors.js";
 import { type Resource, resourceName } from "../flags.js";
-import { checkRange, checkResource, collectPut, macHex, macsOf, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
+import { equalBytes } from "../../util/hex.js";
+import { checkRange, checkResource, collectPut, configChanged, macHex, macsOf, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, Store } from "../store.js";
 
 /** What a MemoryStore keeps; pass the same object to several stores to share it. */
@@ -63,6 +64,15 @@ export class MemoryStore implements Store {
     const config = this.backing.config;
     if (config === undefined) throw noRepository(this.root);
     return copy(config);
+  }
+
+  async replaceConfig(config: Uint8Array, expected: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+    this.#checkWritable("replace the configuration");
+    const current = this.backing.config;
+    if (current === undefined) throw noRepository(this.root);
+    if (!equalBytes(current, expected)) throw configChanged(this.root);
+    this.backing.config = copy(config);
   }
 
   async ping(opts: CallOptions = {}): Promise<void> {

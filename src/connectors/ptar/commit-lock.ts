@@ -7,10 +7,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
-import { errno, linkUnsupported } from "../local-io.js";
+import { errno } from "../local-io.js";
 import { io } from "./archive-file.js";
 import { commitMutex, processState } from "./process-state.js";
 
@@ -61,7 +60,8 @@ async function acquireFileLock(lockPath: string, tempPath: string, archive: stri
   let delay = 5;
   for (;;) {
     throwIfAborted(signal);
-    if (await createLockFile(lockPath, tempPath, text, signal)) {
+    // Created whole (LocalIo.createWhole): a writer killed here never leaves an empty lock.
+    if (await io.createWhole(lockPath, tempPath, text, signal)) {
       processState.heldLocks.add(nonce);
       const timer = setInterval(() => {
         const now = new Date();
@@ -99,43 +99,6 @@ async function acquireFileLock(lockPath: string, tempPath: string, archive: stri
     }
     await sleep(Math.min(delay, Math.max(1, deadline - Date.now())), signal);
     delay = Math.min(delay * 2, 200);
-  }
-}
-
-/**
- * Creates the lock file with its content in one step: written to a temp file
- * (named like a session temp, so the stale-temp sweep removes it if we die
- * here), then hard-linked to the lock name, which fails if a lock exists. A
- * writer killed at any moment thus never leaves an empty lock that nobody
- * can judge. Where hard links are not supported: O_EXCL create, then write.
- * Returns false if another lock exists.
- */
-async function createLockFile(lockPath: string, tempPath: string, text: string, signal?: AbortSignal): Promise<boolean> {
-  await io.run("write", tempPath, signal, () => fsp.writeFile(tempPath, text, { flag: "wx" }));
-  try {
-    await fsp.link(tempPath, lockPath);
-    return true;
-  } catch (e) {
-    if (errno(e) === "EEXIST") return false;
-    if (!linkUnsupported(e)) throw io.error(e, "link", lockPath, signal);
-  } finally {
-    await fsp.rm(tempPath, { force: true }).catch(() => undefined);
-  }
-  let fh: FileHandle;
-  try {
-    fh = await fsp.open(lockPath, "wx");
-  } catch (e) {
-    if (errno(e) === "EEXIST") return false;
-    throw io.error(e, "create", lockPath, signal);
-  }
-  try {
-    await fh.writeFile(text);
-    await fh.close();
-    return true;
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    await fsp.rm(lockPath, { force: true }).catch(() => undefined);
-    throw io.error(e, "write", lockPath, signal);
   }
 }
 

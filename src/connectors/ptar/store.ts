@@ -29,9 +29,10 @@ import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as path from "node:path";
 import { abortError, CofferError, CorruptError, NotFoundError, throwIfAborted } from "../../util/errors.js";
+import { equalBytes } from "../../util/hex.js";
 import { LocationFlag, Resource, resourceName } from "../flags.js";
 import { errno, linkUnsupported, sweepStaleTemps } from "../local-io.js";
-import { checkRange, checkResource, collectPut, macHex, macsOf, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
+import { checkRange, checkResource, collectPut, configChanged, macHex, macsOf, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, Store } from "../store.js";
 import { Handle, io, openArchive, readArchive, writeTail } from "./archive-file.js";
 import { lockCommit } from "./commit-lock.js";
@@ -71,6 +72,8 @@ interface Session {
   added: Set<string>;
   deleted: Set<string>;
   dirty: boolean;
+  /** A configuration to commit in place of the one read (replaceConfig), if it still is `expected` under the commit lock. */
+  replace?: { config: Uint8Array; expected: Uint8Array } | undefined;
   timer: NodeJS.Timeout;
 }
 
@@ -325,6 +328,37 @@ export class PtarStore implements Store {
     }
   }
 
+  /**
+   * Commits what this store has written so far with `config` in place of
+   * the configuration, as sync() commits (one rename of a whole archive),
+   * if the committed archive's configuration still is `expected` under the
+   * commit lock. On failure nothing is committed and the session is as it
+   * was before the call.
+   */
+  async replaceConfig(config: Uint8Array, expected: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    this.#checkWritable("replace the configuration");
+    const release = await this.#mutex.lock(signal);
+    try {
+      const s = this.#session ?? (await this.#startSession(signal));
+      const dirty = s.dirty;
+      s.replace = { config: new Uint8Array(config), expected: new Uint8Array(expected) };
+      s.dirty = true;
+      try {
+        await this.#commit(signal);
+      } catch (e) {
+        if (this.#session === s) {
+          s.replace = undefined;
+          s.dirty = dirty;
+        }
+        throw e;
+      }
+    } finally {
+      release();
+    }
+  }
+
   /** Commits pending changes, removes the session temp, closes the read handles. Throws if the commit fails (the archive is then unchanged). */
   async close(): Promise<void> {
     const release = await this.#mutex.lock();
@@ -475,6 +509,7 @@ export class PtarStore implements Store {
       let lineage = view.base.lineage;
       let config = view.config;
       const theirs = disk.archive;
+      if (s.replace !== undefined && !equalBytes(theirs.config, s.replace.expected)) throw configChanged(this.root);
       if (theirs.generation !== view.base.generation || theirs.size !== view.base.size) {
         // Another writer committed since our base: keep what it did, apply our puts and deletes on top.
         const ours = { index: view.index, base: view.base, added: s.added, deleted: s.deleted, fh: s.handle.fh, tmp: s.tmp, tail: s.tail };
@@ -483,6 +518,7 @@ export class PtarStore implements Store {
         lineage = randomBytes(LINEAGE_BYTES);
         config = theirs.config;
       }
+      if (s.replace !== undefined) config = s.replace.config;
       let target = { fh: s.handle.fh, tmp: s.tmp };
       if (worthCompacting(index, tail)) {
         compacted = await compact(s.handle.fh, this.root, index, this.#tempName(), signal);

@@ -11,7 +11,7 @@
  */
 export type { ExpectedEntry, Harness, KitOptions } from "./harness.js";
 export { storeKit } from "./store.js";
-export type { StoreFixture } from "./store.js";
+export type { StoreFixture, StoreKitOptions } from "./store.js";
 export { importerKit, ResultChannel } from "./importer.js";
 export type { ImporterFixture, ImporterKitOptions } from "./importer.js";
 export { exporterKit } from "./exporter.js";

@@ -29,10 +29,19 @@ export interface StoreFixture {
   cleanup: () => Promise<void>;
 }
 
+export interface StoreKitOptions extends KitOptions {
+  /**
+   * The store has the optional replaceConfig() (what `coffer key` needs):
+   * the kit checks it. Without this the kit checks that it has none, as a
+   * plugin's store has none (its protocol has no such call).
+   */
+  replaceConfig?: boolean | undefined;
+}
+
 const RESOURCES: readonly Resource[] = [Resource.PACKFILE, Resource.STATE, Resource.LOCK];
 const MiB = 1024 * 1024;
 
-export function storeKit(h: Harness, name: string, make: () => Promise<StoreFixture>, opts: KitOptions = {}): void {
+export function storeKit(h: Harness, name: string, make: () => Promise<StoreFixture>, opts: StoreKitOptions = {}): void {
   h.describe(`Store conformance: ${name}`, () => {
     const test = fixtureTests(h, make, opts.testTimeoutMs ?? DEFAULT_TEST_TIMEOUT_MS);
     const config = bytes(317);
@@ -445,6 +454,88 @@ export function storeKit(h: Harness, name: string, make: () => Promise<StoreFixt
         await expectCode(walk(), "INTERRUPTED");
       });
     });
+
+    if (opts.replaceConfig) {
+      h.describe("replaceConfig", () => {
+        const replacer = (store: Store) => {
+          assert.equal(typeof store.replaceConfig, "function", "the store has no replaceConfig (see StoreKitOptions.replaceConfig)");
+          return store.replaceConfig!.bind(store);
+        };
+
+        it("replaces the configuration it is told it replaces, and keeps every object", async (t) => {
+          const { store, readOnly } = await t.created();
+          const m = mac();
+          const data = bytes(4093);
+          await store.put(Resource.PACKFILE, m, data);
+          const next = bytes(530);
+          await replacer(store)(next, config);
+          expectBytes(await store.open(), next);
+          const third = bytes(12);
+          await replacer(store)(third, next);
+          expectBytes(await store.open(), third);
+          const ro = await readOnly();
+          expectBytes(await ro.open(), third);
+          expectBytes(await ro.get(Resource.PACKFILE, m), data);
+          expectBytes(await store.get(Resource.PACKFILE, m), data);
+        });
+
+        it("refuses with LOCKED, replacing nothing, when the configuration is not `expected`", async (t) => {
+          const { store, readOnly } = await t.created();
+          const replace = replacer(store);
+          await expectCode(replace(bytes(40), bytes(config.byteLength)), "LOCKED");
+          expectBytes(await store.open(), config);
+          const next = bytes(64);
+          await replace(next, config);
+          // `config` is stale now: a second writer that read it must not win.
+          await expectCode(replace(bytes(80), config), "LOCKED");
+          expectBytes(await store.open(), next);
+          expectBytes(await (await readOnly()).open(), next);
+        });
+
+        it("two replacements of the same configuration: exactly one wins, the other is LOCKED", async (t) => {
+          const { store } = await t.created();
+          const replace = replacer(store);
+          const candidates = [bytes(100), bytes(101)];
+          const results = await Promise.allSettled(candidates.map((c) => replace(c, config)));
+          const won = results.flatMap((r, i) => (r.status === "fulfilled" ? [candidates[i]!] : []));
+          assert.equal(won.length, 1);
+          for (const r of results) if (r.status === "rejected") assert.equal((r.reason as { code?: unknown }).code, "LOCKED");
+          expectBytes(await store.open(), won[0]!);
+        });
+
+        it("a reader sees the old configuration or the new one, never anything else", async (t) => {
+          const { store, readOnly } = await t.created();
+          const ro = await readOnly();
+          const next = bytes(2 * MiB);
+          const replacing = replacer(store)(next, config);
+          for (let i = 0; i < 20; i++) {
+            const seen = await ro.open();
+            assert.ok(equalBytes(seen, config) || equalBytes(seen, next), "a reader saw neither the old configuration nor the new one");
+          }
+          await replacing;
+          expectBytes(await (await readOnly()).open(), next);
+        });
+
+        it("refuses with READ_ONLY on a read-only store, with NO_REPOSITORY where there is none, and INTERRUPTED once aborted", async (t) => {
+          const { store, readOnly } = await t.created();
+          const ro = await readOnly();
+          if (ro.replaceConfig !== undefined) await expectCode(ro.replaceConfig(bytes(9), config), "READ_ONLY");
+          const ac = new AbortController();
+          ac.abort();
+          await expectCode(replacer(store)(bytes(9), config, { signal: ac.signal }), "INTERRUPTED");
+          expectBytes(await store.open(), config);
+          expectBytes(await (await readOnly()).open(), config);
+          const empty = (await t.fresh()).store;
+          await expectCode(replacer(empty)(bytes(9), config), "NO_REPOSITORY");
+          await expectCode(empty.open(), "NO_REPOSITORY");
+        });
+      });
+    } else {
+      it("has no replaceConfig (a store that has one says so: StoreKitOptions.replaceConfig)", async (t) => {
+        const { store } = await t.created();
+        assert.equal(store.replaceConfig, undefined);
+      });
+    }
 
     it("close resolves", async (t) => {
       const { store } = await t.created();
