@@ -8,7 +8,7 @@
  * process's, so that runs sharing one process (the tests') stay apart.
  */
 import { readFile } from "node:fs/promises";
-import { arch, availableParallelism, homedir, hostname, platform } from "node:os";
+import { arch, availableParallelism, homedir, hostname, platform, tmpdir } from "node:os";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
@@ -57,13 +57,26 @@ export interface Context extends CliIo {
   globals: GlobalOptions;
   /** The connectors: built-ins and installed plugins. */
   registry: Registry;
+  /** The run's scratch directory (scratchDir of its environment): scan caches, tar spools, plugin sockets. */
+  tmpDir: string;
+}
+
+/**
+ * The scratch directory of a run with environment `env`, read as
+ * os.tmpdir() reads the process's: TMPDIR, else TMP, else TEMP (an empty
+ * one is unset), a trailing "/" dropped; else os.tmpdir().
+ */
+export function scratchDir(env: NodeJS.ProcessEnv): string {
+  const dir = env.TMPDIR || env.TMP || env.TEMP;
+  if (!dir) return tmpdir();
+  return dir.length > 1 && dir.endsWith("/") ? dir.slice(0, -1) : dir;
 }
 
 type RunStreams = Pick<CliIo, "env" | "stderr">;
 
 /** How installed plugins start: the host adapters (src/connectors/plugin), with the run's environment and stderr. */
 // Loaded when a plugin is used: gRPC costs every other command nothing.
-export function pluginStarters(io: RunStreams): PluginStarters {
+function pluginStarters(io: RunStreams): PluginStarters {
   return {
     importer: async (spec, proto, config, opts) => (await import("../connectors/plugin/importer.js")).PluginImporter.start(runSpec(spec, opts, io), proto, config, opts),
     exporter: async (spec, proto, config, opts) => (await import("../connectors/plugin/exporter.js")).PluginExporter.start(runSpec(spec, opts, io), proto, config, opts),
@@ -72,17 +85,15 @@ export function pluginStarters(io: RunStreams): PluginStarters {
 }
 
 /**
- * A plugin ends with the command (Ctrl-C), sees the run's environment, and
- * its stderr lines go to the run's stderr prefixed with its name;
- * $COFFER_PLUGIN_TIMEOUT_MS sets the deadline of its calls (default 60 s).
+ * A plugin ends with the command (Ctrl-C), and its stderr lines go to the
+ * run's stderr prefixed with its name; $COFFER_PLUGIN_TIMEOUT_MS sets the
+ * deadline of its calls (default 60 s). It sees the run's environment and
+ * scratch directory through `opts` (connectorOptions).
  */
 function runSpec(spec: PluginSpec, opts: ConnectorOptions, io: RunStreams): PluginConnectorSpec {
   const t = Number(io.env.COFFER_PLUGIN_TIMEOUT_MS);
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(io.env)) if (v !== undefined) env[k] = v;
   return {
     ...spec,
-    env,
     signal: opts.signal,
     onStderr: (line) => say(io.stderr, `[plugin ${spec.name}] ${line}`),
     ...(Number.isSafeInteger(t) && t > 0 ? { timeoutMs: t } : {}),
@@ -115,6 +126,8 @@ export function connectorOptions(ctx: Context, o: Partial<ConnectorOptions> = {}
     signal: ctx.signal,
     stdin: ctx.stdin,
     stdout: ctx.stdout,
+    env: ctx.env,
+    tmpDir: ctx.tmpDir,
     ...o,
   };
 }
@@ -212,7 +225,7 @@ export function knownRepositories(ctx: Context): KnownRepositories {
  * configuration was rewritten by someone without the passphrase looks like;
  * using it would write new data unencrypted.
  */
-export async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
+async function checkConfig(ctx: Context, config: RepositoryConfig, location: string, known: KnownRepositories): Promise<void> {
   await known.check(config, location);
   if (config.encryption !== null) return;
   const given = passphraseGiven(ctx);
@@ -231,7 +244,7 @@ function withLocation(e: unknown, location: string): unknown {
 }
 
 /** Opens the repository at the context's location. */
-export async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
+async function openRepository(ctx: Context, opts: { readOnly?: boolean } = {}): Promise<Repository> {
   const location = repositoryLocation(ctx);
   const store = await openStore(ctx, location, opts);
   try {

@@ -50,7 +50,7 @@ export function shownSource(h: SnapshotHeader): string {
   return h.importer.type === "fs" ? shown(h.importer.root) : `${h.importer.type}:${shown(h.importer.root)}`;
 }
 
-export function source(h: SnapshotHeader): string {
+function source(h: SnapshotHeader): string {
   return h.importer.type === "fs" ? h.importer.root : `${h.importer.type}:${h.importer.root}`;
 }
 

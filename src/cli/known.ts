@@ -23,7 +23,7 @@ import type { RepositoryConfig } from "../repository/config.js";
 import { CorruptError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 
-export interface Seen {
+interface Seen {
   /** Repository ID, hex. */
   id: string;
   encrypted: boolean;
@@ -164,15 +164,24 @@ export class KnownRepositories {
   }
 
   private async write(file: string, record: object): Promise<void> {
-    const dir = join(file, "..");
-    const tmp = join(dir, `.${randomBytes(6).toString("hex")}.tmp`);
     try {
-      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-      await fsp.writeFile(tmp, `${JSON.stringify(record)}\n`, { mode: 0o600 });
-      await fsp.rename(tmp, file);
+      await writeCacheFile(file, `${JSON.stringify(record)}\n`);
     } catch (e) {
-      await fsp.rm(tmp, { force: true }).catch(() => {});
       this.warn(`cannot record the repository in ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
+  }
+}
+
+/** Writes a file of the cache directory whole: to a temporary file beside it, then renamed into place (directories made 0700, the file 0600). */
+export async function writeCacheFile(file: string, data: string | Uint8Array): Promise<void> {
+  const dir = join(file, "..");
+  const tmp = join(dir, `.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    await fsp.writeFile(tmp, data, { mode: 0o600 });
+    await fsp.rename(tmp, file);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true }).catch(() => {});
+    throw e;
   }
 }

@@ -7,7 +7,7 @@
  */
 import { CommanderError } from "commander";
 import { CofferError } from "../util/errors.js";
-import { type CliIo, type Context, type GlobalOptions, loadRegistry } from "./context.js";
+import { type CliIo, type Context, type GlobalOptions, loadRegistry, scratchDir } from "./context.js";
 import { ExitCode, exitCodeOf } from "./exit-codes.js";
 import { say } from "./format.js";
 import { buildProgram } from "./program.js";
@@ -30,7 +30,8 @@ export async function run(argv: readonly string[], io: CliIo): Promise<ExitCode>
   let globals: GlobalOptions = {};
   try {
     const registry = await loadRegistry(io, (m) => say(io.stderr, `coffer: warning: ${m}`));
-    const ctx = (): Context => ({ ...io, globals: { ...globals, at }, registry });
+    const tmpDir = scratchDir(io.env);
+    const ctx = (): Context => ({ ...io, globals: { ...globals, at }, registry, tmpDir });
     const program = buildProgram(ctx, (c) => (exitCode = c), io);
     program.hook("preAction", (cmd) => {
       globals = cmd.opts() as GlobalOptions;

@@ -24,7 +24,7 @@ const ONE_FILE_SYSTEM: ParamSpec = {
 
 const memoryBackings = new Map<string, MemoryBacking>();
 
-export function registerBuiltins(r: Registry): Registry {
+function registerBuiltins(r: Registry): Registry {
   r.register({
     kind: "importer",
     protocols: ["fs"],
@@ -112,7 +112,7 @@ export function registerBuiltins(r: Registry): Registry {
       params: [],
       provider: "builtin",
       make: async (loc, _cfg, o) =>
-        new (await import("./tar/importer.js")).TarImporter(localPath(loc, o.cwd), { gzip, stdin: o.stdin, onWarning: o.onWarning, excludes: o.excludes, noXattr: o.noXattr }),
+        new (await import("./tar/importer.js")).TarImporter(localPath(loc, o.cwd), { gzip, stdin: o.stdin, onWarning: o.onWarning, excludes: o.excludes, noXattr: o.noXattr, tmpDir: o.tmpDir }),
     });
     r.register({
       kind: "exporter",

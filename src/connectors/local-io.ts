@@ -14,7 +14,7 @@ import { abortError, CofferError, throwIfAborted } from "../util/errors.js";
 import { noRepository } from "./store-checks.js";
 
 /** Temp files older than this belong to a writer that died: the next writer removes them. */
-export const STALE_TEMP_MS = 60 * 60 * 1000;
+const STALE_TEMP_MS = 60 * 60 * 1000;
 /** Largest single positional read. */
 const READ_CHUNK = 8 * 1024 * 1024;
 /** Buffers a writev() call takes at the most. */

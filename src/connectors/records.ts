@@ -146,6 +146,10 @@ export interface ConnectorOptions {
   signal?: AbortSignal | undefined;
   /** `restore --force`: an exporter writing one file (tar:FILE) may replace a file already there; without it, it refuses to. */
   overwrite?: boolean | undefined;
+  /** The run's environment: what plugin processes start with (plus their spec's); without it, they have only their spec's. */
+  env?: Readonly<Record<string, string | undefined>> | undefined;
+  /** The run's scratch directory, for spools and plugin sockets (default: os.tmpdir()). */
+  tmpDir?: string | undefined;
 }
 
 /**

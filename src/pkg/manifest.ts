@@ -49,7 +49,7 @@ const FLAG_NAMES: Record<string, number> = {
 const TYPES: ConnectorKind[] = ["importer", "exporter", "storage"];
 const PARAM_TYPES: ParamType[] = ["string", "int", "bool", "bytes", "duration"];
 
-export const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const PROTO_RE = /^[a-z0-9+.-]{2,}$/;
 const VERSION_RE = /^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$/;
 

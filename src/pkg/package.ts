@@ -16,7 +16,7 @@ import { CofferError } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { checkPackagePath, type Manifest, parseManifest } from "./manifest.js";
 
-export const PACKAGE_KIND = "coffer-package";
+const PACKAGE_KIND = "coffer-package";
 
 export interface PackageFile {
   path: string;
@@ -75,7 +75,7 @@ async function collect(root: string, manifest: Manifest, file: string): Promise<
   return out;
 }
 
-export function packageFileName(m: Manifest): string {
+function packageFileName(m: Manifest): string {
   return `${m.name}_${m.version.replace(/^v/, "")}.ptar`;
 }
 

@@ -26,7 +26,7 @@ export const CONFIG_MAGIC = "COFFERCF";
 /** The version new repositories get. */
 export const FORMAT_VERSION = 2;
 /** The versions this coffer reads (and writes into). */
-export const READABLE_VERSIONS: readonly number[] = [1, 2];
+const READABLE_VERSIONS: readonly number[] = [1, 2];
 const MAC_BYTES = 32;
 
 /**
@@ -73,7 +73,7 @@ export interface RepositoryConfig {
 }
 
 export const DEFAULT_KDF = { memory: 64 * 1024, passes: 3, parallelism: 4 };
-export const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
+const DEFAULT_PACK_SIZE = 32 * 1024 * 1024;
 /** Largest argon2id memory a configuration may ask for (16 GiB, in KiB). */
 export const MAX_KDF_MEMORY_KIB = 16 * 1024 * 1024;
 

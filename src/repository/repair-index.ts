@@ -15,7 +15,7 @@ import { toHex } from "../util/hex.js";
 import { BlobType } from "./codec.js";
 import { type BlobEntry, readPack, readPackIndex } from "./packfile.js";
 import type { Repository } from "./repository.js";
-import { blobKey, type BlobLocation, type DroppedRecord, keyMac, keyType, type PackRecord, type RemovalRecord } from "./state.js";
+import { blobKey, type BlobLocation, type DroppedRecord, keyMac, keyType, type PackRecord, type RemovalRecord, type VerifiedRecord } from "./state.js";
 
 /** Index entries per consolidated state delta (bounds a delta's size, ~40 bytes an entry). */
 const ENTRIES_PER_DELTA = 100_000;
@@ -141,7 +141,12 @@ export async function repairIndex(repo: Repository, o: IndexRepairOptions = {}):
   }
   await writeGroup();
   const removed = [...repo.index.removed.values(), ...lostHeaders];
-  if (dropped.length + removed.length > 0) await repo.writeDelta({ dropped, removed }, signal);
+  // When intact packfiles were last verified is kept too (check reads the longest unverified first).
+  const verified = intact.flatMap((p): VerifiedRecord[] => {
+    const t = repo.index.verified.get(toHex(p.mac));
+    return t === undefined ? [] : [{ pack: p.mac, timeMs: t }];
+  });
+  if (dropped.length + removed.length + verified.length > 0) await repo.writeDelta({ dropped, removed, verified }, signal);
   report.deltasWritten = repo.deltasWritten.size;
   // Last, the deltas the new ones replace.
   for (const name of oldDeltas) {

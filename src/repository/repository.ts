@@ -17,7 +17,7 @@ import { deriveSubkeys, Mac, type MacAlgorithm, type Subkeys } from "./crypto.js
 import { acquireLock, type Lock, type LockKind } from "./locks.js";
 import { PackWriter, readPack } from "./packfile.js";
 import { StagedPack } from "./pack-sink.js";
-import { type BlobLocation, blobKey, type DamageRecord, decodeDelta, encodeDelta, Index, type PackRecord, type RemovalRecord, type StateDelta } from "./state.js";
+import { type BlobLocation, blobKey, type DamageRecord, decodeDelta, emptyDelta, encodeDelta, Index, type PackRecord, type RemovalRecord, type StateDelta, type VerifiedRecord } from "./state.js";
 
 export interface CreateOptions {
   /** Bytes (a string stands for its UTF-8); null for a plaintext repository. */
@@ -226,7 +226,7 @@ export class Repository {
     const dmac = this.mac.mac(raw);
     await this.store.put(Resource.STATE, dmac, await this.codec.encode(BT.STATE, dmac, raw), { signal });
     this.deltasWritten.add(toHex(dmac));
-    this.index.apply({ packs: [], damaged: [], dropped: [], removed: [], ...delta });
+    this.index.apply({ ...emptyDelta(), ...delta });
     return dmac;
   }
 
@@ -249,6 +249,11 @@ export class Repository {
     const damaged = this.unrecorded.splice(0);
     if (damaged.length > 0) await this.writeDelta({ damaged }, signal);
     return damaged.length;
+  }
+
+  /** Records the packfiles a check found intact (one delta for them all), so that later checks, here or elsewhere, read others first. */
+  async recordVerified(verified: VerifiedRecord[], signal?: AbortSignal): Promise<void> {
+    if (verified.length > 0) await this.writeDelta({ verified }, signal);
   }
 
   /** Hides snapshots on purpose: their absence is then expected (docs/FORMAT.md, "State"). */

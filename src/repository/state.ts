@@ -4,8 +4,9 @@
  * encoded blob of type STATE named by the MAC of its raw content, written
  * only after the packfiles it names are stored (docs/FORMAT.md, "State").
  * A delta adds packfiles and may record damage (blobs found damaged or
- * missing), dropped packfiles (left out by `repair index`) and removed
- * snapshots. Deltas form a set: none depends on the order they are read in.
+ * missing), dropped packfiles (left out by `repair index`), removed
+ * snapshots and verified packfiles (read whole by `check`). Deltas form a
+ * set: none depends on the order they are read in.
  */
 import { encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
@@ -17,7 +18,9 @@ import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
 
 /** Deltas that only add packfiles are written as version 1 (older readers read them); any other record needs version 2. */
 export const STATE_VERSION = 1;
-export const STATE_VERSION_RECORDS = 2;
+const STATE_VERSION_RECORDS = 2;
+/** Deltas carrying a record kind that version 2 lacks (`verified`) are version 3; a version-3 decoder takes a missing record array as empty. */
+export const STATE_VERSION_KINDS = 3;
 
 export interface PackRecord {
   mac: Uint8Array;
@@ -46,27 +49,36 @@ export interface RemovalRecord {
   timeMs: number;
 }
 
+/** A packfile `check` read whole and found intact at `timeMs`. */
+export interface VerifiedRecord {
+  pack: Uint8Array;
+  timeMs: number;
+}
+
 export interface StateDelta {
   packs: PackRecord[];
   damaged: DamageRecord[];
   dropped: DroppedRecord[];
   removed: RemovalRecord[];
+  verified: VerifiedRecord[];
 }
 
 export function emptyDelta(): StateDelta {
-  return { packs: [], damaged: [], dropped: [], removed: [] };
+  return { packs: [], damaged: [], dropped: [], removed: [], verified: [] };
 }
 
 export function encodeDelta(d: Partial<StateDelta>): Uint8Array {
   const packs = (d.packs ?? []).map((p) => [p.mac, encodeIndex(p.entries)]);
   const damaged = d.damaged ?? [], dropped = d.dropped ?? [], removed = d.removed ?? [];
-  if (damaged.length + dropped.length + removed.length === 0) return encode({ v: STATE_VERSION, packs });
+  const verified = d.verified ?? [];
+  if (damaged.length + dropped.length + removed.length + verified.length === 0) return encode({ v: STATE_VERSION, packs });
   return encode({
-    v: STATE_VERSION_RECORDS,
+    v: verified.length > 0 ? STATE_VERSION_KINDS : STATE_VERSION_RECORDS,
     packs,
     damaged: damaged.map((r) => [r.pack, r.blobs === null ? null : r.blobs.map((b) => [b.type, b.mac]), r.why, r.timeMs]),
     dropped: dropped.map((r) => [r.pack, r.why, r.timeMs]),
     removed: removed.map((r) => [r.snapshot, r.why, r.timeMs]),
+    ...(verified.length > 0 ? { verified: verified.map((r) => [r.pack, r.timeMs]) } : {}),
   });
 }
 
@@ -77,9 +89,9 @@ const isType = (v: unknown): v is BlobType => typeof v === "number" && Object.va
 export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
   const what = `state ${toHex(name)}`;
   const o = decodeBounded(raw, (why) => new CorruptError(what, `undecodable (${why})`));
-  const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown };
+  const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown; verified?: unknown };
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw new CorruptError(what, "bad structure");
-  if (d.v !== STATE_VERSION && d.v !== STATE_VERSION_RECORDS) throw new CorruptError(what, `unknown state version ${String(d.v)}`);
+  if (d.v !== STATE_VERSION && d.v !== STATE_VERSION_RECORDS && d.v !== STATE_VERSION_KINDS) throw new CorruptError(what, `unknown state version ${String(d.v)}`);
   if (!Array.isArray(d.packs)) throw new CorruptError(what, "bad structure");
   const list = (v: unknown, field: string): unknown[] => {
     if (d.v === STATE_VERSION || v === undefined) return [];
@@ -106,7 +118,12 @@ export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
   };
   const dropped = list(d.dropped, "dropped").map(triple("dropped")).map(([pack, why, timeMs]) => ({ pack, why, timeMs }));
   const removed = list(d.removed, "removed").map(triple("removed")).map(([snapshot, why, timeMs]) => ({ snapshot, why, timeMs }));
-  return { packs, damaged, dropped, removed };
+  // Kinds of version 3 are read from version-3 deltas only.
+  const verified = (d.v === STATE_VERSION_KINDS ? list(d.verified, "verified") : []).map((r): VerifiedRecord => {
+    if (!Array.isArray(r) || r.length !== 2 || !isMac(r[0]) || !isTime(r[1])) throw bad("verified");
+    return { pack: r[0], timeMs: r[1] };
+  });
+  return { packs, damaged, dropped, removed, verified };
 }
 
 export interface BlobLocation {
@@ -151,10 +168,15 @@ export class Index {
   private readonly givenUp = new Map<string, [string, BlobLocation][]>();
   readonly dropped = new Map<string, DroppedRecord>();
   readonly removed = new Map<string, RemovalRecord>();
+  /** When each packfile (hex) was last found intact by a read of it whole (`verified` records; the latest wins). */
+  readonly verified = new Map<string, number>();
+  /** Bytes of each packfile (hex) that its blobs span, from its index: what coverage and `--read-data-subset SIZE` count. */
+  readonly packBytes = new Map<string, number>();
 
   /** Applies every record of a delta. */
   apply(d: StateDelta): void {
     for (const r of d.removed) this.addRemoval(r);
+    for (const r of d.verified) this.addVerified(r);
     for (const r of d.damaged) this.markDamaged(r);
     for (const r of d.dropped) this.dropped.set(toHex(r.pack), r);
     for (const p of d.packs) this.addPack(p);
@@ -165,6 +187,9 @@ export class Index {
     const pack = this.packs.get(pk) ?? p.mac;
     this.byPack = null;
     this.packs.set(pk, pack);
+    let end = this.packBytes.get(pk) ?? 0;
+    for (const e of p.entries) end = Math.max(end, e.offset + e.length);
+    this.packBytes.set(pk, end);
     const damage = this.damaged.get(pk);
     for (const e of p.entries) {
       const k = blobKey(e.type, e.mac);
@@ -230,6 +255,12 @@ export class Index {
   /** The locations in `pack` (hex) that damage made the index give up. */
   givenUpIn(packHex: string): readonly [string, BlobLocation][] {
     return this.givenUp.get(packHex) ?? [];
+  }
+
+  addVerified(r: VerifiedRecord): void {
+    const hex = toHex(r.pack);
+    const cur = this.verified.get(hex);
+    if (cur === undefined || r.timeMs > cur) this.verified.set(hex, r.timeMs);
   }
 
   addRemoval(r: RemovalRecord): void {

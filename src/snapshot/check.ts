@@ -9,13 +9,15 @@
  * in the state so that backups store those blobs again. It also reports
  * state deltas that could not be used, damage recorded earlier and not yet
  * repaired, and snapshots that disappeared without a removal record.
+ * A partial check reads only the packfiles it is given (./coverage.ts
+ * chooses them), in order, and may stop at a time limit; the packfiles it
+ * found intact come back for the caller to record as verified.
  */
 import { Resource } from "../connectors/flags.js";
 import { BlobType, blobTypeName } from "../repository/codec.js";
 import { readPack } from "../repository/packfile.js";
 import type { Repository } from "../repository/repository.js";
-import { blobKey, keyMac, keyType } from "../repository/state.js";
-import { mapLimit } from "../util/concurrency.js";
+import { blobKey, keyMac, keyType, type VerifiedRecord } from "../repository/state.js";
 import { CofferError, CorruptError, corruptDetail, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { decodeHeader, type SnapshotHeader } from "./header.js";
@@ -45,8 +47,27 @@ export interface CheckOptions {
   fast?: boolean;
   /** Snapshots to check (all when omitted). */
   snapshots?: Uint8Array[];
+  /** Without `fast`: the packfiles to read whole, in this order (default: every packfile the state names). */
+  readPacks?: readonly Uint8Array[];
+  /**
+   * Without `fast`: no packfile read starts once this many ms have passed
+   * since the first one started (those under way finish). The first always
+   * starts, so 0 reads exactly one packfile.
+   */
+  maxDurationMs?: number | undefined;
+  /** Milliseconds since the epoch (default Date.now): the time limit's clock, and the time of the verifications. */
+  clock?: () => number;
   signal?: AbortSignal | undefined;
   onProgress?: (what: string) => void;
+}
+
+/** The packfiles read, and their bytes (Index.packBytes), against all those the state names. */
+export interface ReadReport {
+  packs: number;
+  bytes: number;
+  of: { packs: number; bytes: number };
+  /** Whether the time limit left packfiles of those asked for unread. */
+  stopped: boolean;
 }
 
 export interface CheckReport {
@@ -55,6 +76,9 @@ export interface CheckReport {
   blobs: number;
   unreferencedPacks: number;
   problems: CheckProblem[];
+  read: ReadReport;
+  /** The packfiles read whole and found intact (Repository.recordVerified records them). */
+  verified: VerifiedRecord[];
 }
 
 export async function check(repo: Repository, o: CheckOptions = {}): Promise<CheckReport> {
@@ -83,18 +107,28 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
   const unreferencedPacks = [...stored].filter((h) => !repo.index.packs.has(h)).length;
   let blobs = 0;
 
+  const clock = o.clock ?? Date.now;
+  const packBytes = (hex: string) => repo.index.packBytes.get(hex) ?? 0;
+  const read: ReadReport = { packs: 0, bytes: 0, of: { packs: packs.length, bytes: packs.reduce((n, [hex]) => n + packBytes(hex), 0) }, stopped: false };
+  const verified: VerifiedRecord[] = [];
+
   if (!o.fast) {
-    await mapLimit(
-      packs.filter(([hex]) => !missingPacks.has(hex)),
-      2,
+    const toRead = o.readPacks ? o.readPacks.map((m) => [toHex(m), m] as const) : packs;
+    await readInTurn(
+      toRead.filter(([hex]) => !missingPacks.has(hex)),
+      { clock, maxDurationMs: o.maxDurationMs, onStop: () => (read.stopped = true) },
       async ([hex, mac]) => {
         throwIfAborted(signal);
         o.onProgress?.(`packfile ${hex.slice(0, 12)}`);
+        read.packs++;
+        read.bytes += packBytes(hex);
+        let intact = true;
         const bytes = await repo.store.get(Resource.PACKFILE, mac, undefined, { signal });
         let entries;
         try {
           entries = await readPack(bytes, mac, repo.codec, repo.mac);
         } catch (e) {
+          intact = false;
           problems.push({ message: `packfile ${hex}: ${corruptDetail(e)}`, ...cause(e) });
           markPackDamaged(repo, mac, damaged, `packfile ${hex.slice(0, 12)} is damaged`);
           // Still try each blob the state knows about, to find which ones survive.
@@ -133,6 +167,7 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
           }
         }
         if (bad.length > 0) repo.noteDamage({ pack: mac, blobs: bad, why: whyBad[0] ?? `blobs not where the state says in packfile ${hex}`, timeMs: now });
+        else if (intact) verified.push({ pack: mac, timeMs: clock() });
       },
     );
   } else {
@@ -217,7 +252,31 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
     if (repo.index.snapshots.has(gone) || repo.index.removed.has(gone) || replaced.has(gone)) continue;
     problems.push({ message: `snapshot ${gone}, which existed when snapshot ${by.slice(0, 8)} was taken, is gone without a removal record (deleted or rolled back)` });
   }
-  return { snapshots: ids.length, packs: packs.length, blobs, unreferencedPacks, problems };
+  return { snapshots: ids.length, packs: packs.length, blobs, unreferencedPacks, problems, read, verified };
+}
+
+/**
+ * Runs `fn` over `items` in order, two at a time, starting none once
+ * `maxDurationMs` has passed since the first started (`onStop` is told if
+ * items are left); the first always starts.
+ */
+async function readInTurn<T>(items: readonly T[], t: { clock: () => number; maxDurationMs: number | undefined; onStop: () => void }, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let started: number | undefined;
+  const take = (): T | undefined => {
+    if (next >= items.length) return undefined;
+    if (started === undefined) started = t.clock();
+    else if (t.maxDurationMs !== undefined && t.clock() - started >= t.maxDurationMs) {
+      next = items.length;
+      t.onStop();
+      return undefined;
+    }
+    return items[next++];
+  };
+  const worker = async () => {
+    for (let item = take(); item !== undefined; item = take()) await fn(item);
+  };
+  await Promise.all(Array.from({ length: Math.min(2, items.length) }, worker));
 }
 
 /** A path below a tree, what is wrong there, and the error behind it when a read failed. */

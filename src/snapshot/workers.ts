@@ -14,7 +14,7 @@ import { Worker } from "node:worker_threads";
 import { Collector } from "../util/gc.js";
 import { fromWorkerError, toWorkerError } from "./worker-errors.js";
 
-export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 };
+const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 48 };
 
 /**
  * Called by a worker thread after handling `bytes` of chunk data: every

@@ -22,8 +22,12 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
  */
 export class InFlight {
   private readonly queue: Promise<unknown>[] = [];
+  private readonly limit: number;
 
-  constructor(private readonly limit: number) {}
+  // A plain field, not a parameter property: util is also loaded by Node's type stripping (test writers of the ptar store).
+  constructor(limit: number) {
+    this.limit = limit;
+  }
 
   /** Adds `p`; when the window is full, waits for the oldest promise. */
   async add(p: Promise<unknown>): Promise<void> {

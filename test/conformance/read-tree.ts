@@ -14,7 +14,7 @@ import type { Xattr } from "../../src/connectors/records.js";
 import type { ExpectedEntry } from "../../src/sdk/kits/index.js";
 
 /** user.* attributes of one entry (symlinks not followed), sorted by name. */
-export function userXattrs(path: string): Xattr[] {
+function userXattrs(path: string): Xattr[] {
   const sys = xattrSyscalls();
   const p = Buffer.from(path);
   return sys

@@ -3,7 +3,8 @@
  * msgpack a forger with the key (or a bug) could seal, and
  * Repository.readDelta on mutated and forged STATE objects in a store (the
  * blob must authenticate and its content match its name). A delta either
- * decodes to records the index can apply, or fails with a CorruptError.
+ * decodes to records the index can apply, or fails with a CorruptError;
+ * deltas with `verified` records are version 3, the others 1 or 2.
  */
 import { decode } from "@msgpack/msgpack";
 import fc from "fast-check";
@@ -51,6 +52,7 @@ const arbDelta: fc.Arbitrary<StateDelta> = fc.record({
   damaged: fc.array(arbDamage, { maxLength: 2 }),
   dropped: fc.array(fc.record({ pack: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   removed: fc.array(fc.record({ snapshot: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
+  verified: fc.array(fc.record({ pack: arbMac, timeMs: arbTime }), { maxLength: 3 }),
 });
 
 /** A delta's msgpack as a forger may write it: valid, its value tree mutated, any value, mutated bytes, or random bytes. */
@@ -76,6 +78,7 @@ function expectApplicable(d: StateDelta): void {
   }
   for (const r of d.dropped) expect(mac32(r.pack) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.removed) expect(mac32(r.snapshot) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
+  for (const r of d.verified) expect(mac32(r.pack) && time(r.timeMs)).toBe(true);
   new Index().apply(d);
 }
 

@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import { ExitCode } from "../../src/cli/exit-codes.js";
 
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const COFFER_BIN = path.join(PROJECT_ROOT, "bin", "coffer.js");
+const COFFER_BIN = path.join(PROJECT_ROOT, "bin", "coffer.js");
 export const BUILT_MAIN = path.join(PROJECT_ROOT, "dist", "cli", "main.js");
 
 /** Fast KDF parameters for tests (create only). */
@@ -63,7 +63,7 @@ let cacheHome: string | undefined;
  * The XDG_CACHE_HOME of every CLI child: the run's (test/helpers/global-cache.ts),
  * else one of this process, created on first use and removed when it exits.
  */
-export function testCacheHome(): string {
+function testCacheHome(): string {
   cacheHome ??= process.env.COFFER_TEST_CACHE_HOME;
   if (cacheHome === undefined) {
     const dir = mkdtempSync(path.join(tmpdir(), "coffer-test-cache-"));

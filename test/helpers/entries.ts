@@ -11,7 +11,7 @@ import { MAX_RAW_BLOB } from "../../src/repository/codec.js";
 import type { Entry } from "../../src/snapshot/tree.js";
 import { nameFromBytes } from "../../src/util/names.js";
 
-export const KINDS: EntryKind[] = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"];
+const KINDS: EntryKind[] = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev", "other"];
 
 const arbName = fc.oneof(fc.string({ minLength: 1, maxLength: 12 }), fc.uint8Array({ minLength: 1, maxLength: 12 }).map(nameFromBytes));
 const arbMac = fc.uint8Array({ minLength: 32, maxLength: 32 });

@@ -40,8 +40,6 @@ import { fromHex, toHex } from "../../src/util/hex.js";
 /** The Store methods, and the three of a StagedPut (`write`, `commit`, `abort`). */
 export type Op = "create" | "open" | "ping" | "mode" | "size" | "list" | "put" | "get" | "delete" | "sync" | "close" | "stage" | "write" | "commit" | "abort";
 
-/** Calls that make an object visible or remove one. */
-export const WRITES: readonly Op[] = ["put", "commit", "delete"];
 /** Calls that reach the stored objects (all but create/open/ping/mode/size/close): what a command's "Nth store operation" counts. */
 export const OBJECT_OPS: readonly Op[] = ["list", "get", "put", "delete", "stage", "write", "commit", "abort", "sync"];
 
@@ -67,14 +65,14 @@ export interface Selector {
   when?: (c: Call) => boolean;
 }
 
-export function matches(sel: Selector, c: Call): boolean {
+function matches(sel: Selector, c: Call): boolean {
   if (sel.op !== undefined && !(typeof sel.op === "string" ? [sel.op] : sel.op).includes(c.op)) return false;
   if (sel.resource !== undefined && c.resource !== sel.resource) return false;
   return sel.when === undefined || sel.when(c);
 }
 
 /** "put packfile 1a2b3c4d5e6f" */
-export function describeCall(c: Call): string {
+function describeCall(c: Call): string {
   const parts: string[] = [c.op];
   if (c.resource !== undefined) parts.push(resourceName(c.resource));
   if (c.mac !== undefined) parts.push(c.mac.slice(0, 12));

@@ -20,7 +20,7 @@ import { expect } from "vitest";
 import { CofferError, CorruptError, type ErrorCode } from "../../src/util/errors.js";
 
 /** Cases per property in the ordinary test run. */
-export const FUZZ_RUNS = 2000;
+const FUZZ_RUNS = 2000;
 
 function envInt(name: string): number | undefined {
   const v = process.env[name];
@@ -96,7 +96,7 @@ export type Mutation =
 const at = fc.nat();
 const someBytes = fc.uint8Array({ minLength: 1, maxLength: 24 });
 
-export const arbMutation: fc.Arbitrary<Mutation> = fc.oneof(
+const arbMutation: fc.Arbitrary<Mutation> = fc.oneof(
   { arbitrary: fc.record({ kind: fc.constant("flip" as const), at, bit: fc.integer({ min: 0, max: 7 }) }), weight: 4 },
   fc.record({ kind: fc.constant("truncate" as const), at }),
   fc.record({ kind: fc.constant("extend" as const), bytes: fc.oneof(someBytes, fc.constantFrom(...MSGPACK_FORGERIES)) }),
@@ -253,21 +253,12 @@ export async function outcome<T>(f: () => T | Promise<T>): Promise<Outcome<T>> {
   }
 }
 
-/** outcome() of a synchronous call. */
-export function outcomeSync<T>(f: () => T): Outcome<T> {
-  try {
-    return { ok: true, value: f() };
-  } catch (error) {
-    return { ok: false, error };
-  }
-}
-
 function describeError(e: unknown): string {
   return e instanceof Error ? `${e.constructor.name}: ${e.message}\n${e.stack ?? ""}` : String(e);
 }
 
 /** `e` is a CofferError of one of `codes` (CORRUPT: a CorruptError), not a TypeError, RangeError or anything else. */
-export function expectCofferError(e: unknown, codes: readonly ErrorCode[] = ["CORRUPT"]): void {
+function expectCofferError(e: unknown, codes: readonly ErrorCode[] = ["CORRUPT"]): void {
   if (!(e instanceof CofferError) || !codes.includes(e.code)) expect.fail(`expected a CofferError of ${codes.join(" or ")}, got ${describeError(e)}`);
   if (e.code === "CORRUPT" && !(e instanceof CorruptError)) expect.fail(`a CORRUPT error that is not a CorruptError: ${describeError(e)}`);
 }
@@ -291,10 +282,10 @@ export function valueOrFailure<T>(o: Outcome<T>, codes: readonly ErrorCode[] = [
  * Far more than a decoder of a fuzzed input (a few KiB) needs, far less
  * than the 2^31 bytes or 2^25 elements a forged length claims.
  */
-export const ALLOCATION_BOUND = 64 << 20;
+const ALLOCATION_BOUND = 64 << 20;
 
 /** What boundedAllocation() refuses to allocate, so that the test itself never makes the claimed buffer. */
-export class AllocationRefused extends Error {
+class AllocationRefused extends Error {
   constructor(readonly size: number) {
     super(`refused to allocate ${size} bytes (more than ${ALLOCATION_BOUND})`);
   }

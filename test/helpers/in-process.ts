@@ -13,7 +13,7 @@ import { pathToFileURL } from "node:url";
 import type { run as Run } from "../../src/cli/run.js";
 import { type CofferResult, type Env, mergeEnv, PROJECT_ROOT, quote } from "./cli.js";
 
-export const BUILT_RUN = path.join(PROJECT_ROOT, "dist", "cli", "run.js");
+const BUILT_RUN = path.join(PROJECT_ROOT, "dist", "cli", "run.js");
 
 export interface InProcessOptions {
   /** Added to (and, with an undefined value, removed from) the base environment. */

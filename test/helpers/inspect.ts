@@ -27,7 +27,7 @@ export function objectPath(repo: string, dir: "packfiles" | "states", hex: strin
   return path.join(repo, dir, hex.slice(0, 2), hex);
 }
 
-export async function withInspection<T>(repo: string, passphrase: string, fn: (r: Repository) => Promise<T>): Promise<T> {
+async function withInspection<T>(repo: string, passphrase: string, fn: (r: Repository) => Promise<T>): Promise<T> {
   const r = await Repository.open(new FsStore(repo, { readOnly: true }), { passphrase: async () => passphrase });
   try {
     return await fn(r);

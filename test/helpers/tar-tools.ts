@@ -88,7 +88,7 @@ export function dumpTree(root: string): Map<string, DumpEntry> {
 }
 
 /** A path's bytes (hex) as text for messages: printable ASCII as is, other bytes as \xNN. */
-export function showHex(hex: string): string {
+function showHex(hex: string): string {
   return [...Buffer.from(hex, "hex")].map((c) => (c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, "0")}`)).join("");
 }
 

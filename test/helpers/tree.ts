@@ -26,7 +26,7 @@ const KiB = 1024;
  * A deterministic pseudo-random stream: the AES-256-CTR keystream under a
  * key derived from `seed`. Fast (GB/s) and the same on every run.
  */
-export class SeededRandom {
+class SeededRandom {
   private readonly cipher;
   constructor(seed: string) {
     const key = createHash("sha256").update(`coffer-test:${seed}`).digest();
@@ -106,7 +106,7 @@ export interface AwkwardTree {
   smallRandomFile: string;
 }
 
-export const CHUNK_BOUNDARY_SIZES = [512 * KiB - 1, 512 * KiB, 512 * KiB + 1, 1 * MiB, 8 * MiB, 8 * MiB + 1];
+const CHUNK_BOUNDARY_SIZES = [512 * KiB - 1, 512 * KiB, 512 * KiB + 1, 1 * MiB, 8 * MiB, 8 * MiB + 1];
 
 /**
  * Builds the awkward tree under `dir` (created if missing; should be empty).
@@ -350,7 +350,7 @@ export async function readTreeXattrs(root: string): Promise<Map<string, string[]
 let lutimesProbe: Promise<boolean> | undefined;
 
 /** Whether this system can set a symlink's own mtime (lutimes). */
-export function lutimesWorks(): Promise<boolean> {
+function lutimesWorks(): Promise<boolean> {
   lutimesProbe ??= (async () => {
     const dir = await fsp.mkdtemp(path.join(tmpdir(), "coffer-lutimes-"));
     try {

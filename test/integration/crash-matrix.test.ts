@@ -106,6 +106,7 @@ async function cli(store: () => Store, argv: string[]): Promise<Outcome> {
     cwd: base,
     env: { COFFER_PASSPHRASE: PASS, HOME: base, XDG_CACHE_HOME: path.join(base, "cache") },
     registry,
+    tmpDir: base,
   });
   let code = 0;
   try {

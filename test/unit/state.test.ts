@@ -9,7 +9,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BlobType, MAX_ENCODED_BLOB, MAX_RAW_BLOB } from "../../src/repository/codec.js";
 import { type BlobEntry, encodeIndex } from "../../src/repository/packfile.js";
-import { blobKey, decodeDelta, encodeDelta, Index, keyMac, keyType, type PackRecord, STATE_VERSION } from "../../src/repository/state.js";
+import { blobKey, decodeDelta, emptyDelta, encodeDelta, Index, keyMac, keyType, type PackRecord, STATE_VERSION, STATE_VERSION_KINDS } from "../../src/repository/state.js";
 import { CofferError, CorruptError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 
@@ -65,6 +65,30 @@ describe("encodeDelta / decodeDelta", () => {
     expect(STATE_VERSION).toBe(1);
   });
 
+  it("verified records make a version-3 delta, {v: 3, packs, damaged, dropped, removed, verified: [[packName, time]]}; other records stay version 2", () => {
+    const pack = new Uint8Array(32).fill(3);
+    const v3 = encodeDelta({ verified: [{ pack, timeMs: 1234 }] });
+    expect(decode(v3)).toEqual({ v: STATE_VERSION_KINDS, packs: [], damaged: [], dropped: [], removed: [], verified: [[pack, 1234]] });
+    expect(decodeDelta(v3, NAME).verified).toEqual([{ pack, timeMs: 1234 }]);
+    const v2 = encodeDelta({ removed: [{ snapshot: pack, why: "rm", timeMs: 1 }] });
+    expect((decode(v2) as { v: number }).v).toBe(2);
+    expect(decodeDelta(v2, NAME).verified).toEqual([]);
+    // A version-3 delta without some record array has none of that kind; a version-2 one carries no verified records.
+    expect(decodeDelta(encode({ v: 3, packs: [] }), NAME)).toMatchObject({ damaged: [], dropped: [], removed: [], verified: [] });
+    expect(decodeDelta(encode({ v: 2, packs: [], verified: [[pack, 1]] }), NAME).verified).toEqual([]);
+  });
+
+  it("the index keeps each packfile's latest verification, and the bytes its blobs span", () => {
+    const index = new Index();
+    const pack = new Uint8Array(32).fill(4);
+    index.apply({ ...emptyDelta(), verified: [{ pack, timeMs: 20 }, { pack, timeMs: 10 }] });
+    index.apply({ ...emptyDelta(), verified: [{ pack, timeMs: 15 }] });
+    expect(index.verified.get(toHex(pack))).toBe(20);
+    const mac = new Uint8Array(32).fill(5);
+    index.addPack({ mac: pack, entries: [{ type: BlobType.CHUNK, mac, offset: 100, length: 50, rawLength: 50 }, { type: BlobType.CHUNK, mac: pack, offset: 0, length: 100, rawLength: 100 }] });
+    expect(index.packBytes.get(toHex(pack))).toBe(150);
+  });
+
   it("malformed deltas are CorruptError", () => {
     const mac = new Uint8Array(32);
     const index = encodeIndex([{ type: BlobType.CHUNK, mac, offset: 0, length: 1, rawLength: 1 }]);
@@ -78,7 +102,13 @@ describe("encodeDelta / decodeDelta", () => {
       [1, []],
       {},
       { packs: [] },
-      { v: 3, packs: [] },
+      { v: 4, packs: [] },
+      { v: 3, packs: [], verified: {} },
+      { v: 3, packs: [], verified: [[mac]] },
+      { v: 3, packs: [], verified: [[mac, 1, 2]] },
+      { v: 3, packs: [], verified: [[new Uint8Array(31), 1]] },
+      { v: 3, packs: [], verified: [[mac, 1.5]] },
+      { v: 3, packs: [], verified: [[mac, "1"]] },
       { v: 2, packs: [], damaged: {} },
       { v: 2, packs: [], damaged: [[mac, null, "why"]] },
       { v: 2, packs: [], damaged: [[mac, [[9, mac]], "why", 1]] },
@@ -308,7 +338,7 @@ describe("Index: damage, drops and removals", () => {
     for (const first of ["removal", "pack"] as const) {
       const ix = new Index();
       const removal = { snapshot: mac(9), why: "rm", timeMs: 2 };
-      if (first === "removal") ix.apply({ packs: [], damaged: [], dropped: [], removed: [removal] });
+      if (first === "removal") ix.apply({ ...emptyDelta(), removed: [removal] });
       ix.addPack(packA);
       if (first === "pack") ix.addRemoval(removal);
       expect(ix.snapshots.size).toBe(0);

@@ -12,7 +12,7 @@ import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, sy
 import { readdirSync, readlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import { gunzipSync } from "node:zlib";
 import { pack } from "tar-stream";
 import type { Header } from "tar-stream";
@@ -21,7 +21,8 @@ import { devNumbers } from "../../src/connectors/fs/exporter.js";
 import { xattrSyscalls } from "../../src/connectors/fs/xattr-native.js";
 import { setXattr } from "../helpers/tree.js";
 import { LocationFlag } from "../../src/connectors/flags.js";
-import type { ContentPiece, ExportRecord, FileInfo, ImportRecord, ImportResult } from "../../src/connectors/records.js";
+import { builtinRegistry } from "../../src/connectors/builtins.js";
+import type { ConnectorOptions, ContentPiece, ExportRecord, FileInfo, ImportRecord, ImportResult } from "../../src/connectors/records.js";
 import { TarExporter } from "../../src/connectors/tar/exporter.js";
 import { decodeXattrName, encodeXattrName, fitsUstarName, formatPaxTime, makedev, normaliseName, parsePaxTime, paxRecord, ustarStandIn } from "../../src/connectors/tar/format.js";
 import { TarImporter } from "../../src/connectors/tar/importer.js";
@@ -548,6 +549,20 @@ describe("TarImporter", () => {
     expect([...spools()].filter((n) => !before.has(n))).toHaveLength(0);
   });
 
+  it("spools into the run's scratch directory, given through the registry's connector options", async () => {
+    const scratch = await tmp();
+    const opts: ConnectorOptions = { hostname: "h", os: "linux", arch: "x64", cwd: scratch, maxConcurrency: 4, excludes: [], noXattr: false, tmpDir: scratch };
+    const imp = await builtinRegistry().make("importer", `tar:${gnuTar}`, {}, opts);
+    const recs: ImportRecord[] = [];
+    for await (const r of imp.import()) recs.push(r); // nobody reads as the import passes: content is spooled
+    const spooled = readdirSync(scratch).filter((n) => n.startsWith("coffer-tar-spool-"));
+    expect(spooled).toHaveLength(1); // big.bin went to a file, there
+    expect(readdirSync(join(scratch, spooled[0]!))).toEqual(["spool"]);
+    expect(sha(await readContent(recs.find(isBigContent)!))).toBe(sha(bigData));
+    await imp.close();
+    expect(readdirSync(scratch)).toEqual([]);
+  });
+
   it("stops promptly on abort and closes the archive", async () => {
     const results = new Chan<ImportResult>();
     const ac = new AbortController();
@@ -810,6 +825,34 @@ describe("TarExporter", () => {
     quietTar("-xf", file, "-C", out);
     expect(await readdir(dir)).toEqual(["out", "x.tar"]);
     expect(await readFile(join(out, "ok/y"), "utf8")).toBe("y\n");
+  });
+
+  it("waits out a slow standard output at every backpressure without a MaxListenersExceededWarning", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    try {
+      // Each write is taken a tick later, so the exporter's 1 MiB buffer fills about once per MiB: some 24 waits for 'drain'.
+      let written = 0;
+      const stdout = new Writable({
+        highWaterMark: 64 << 10,
+        write(chunk: Buffer, _enc, cb) {
+          written += chunk.length;
+          setImmediate(cb);
+        },
+      });
+      const data = randomBytes(24 * MiB);
+      const exp = new TarExporter("-", { gzip: false, stdout });
+      await exp.export({ pathname: "/", fileInfo: info("dir") });
+      expect((await exp.export(fileRec("/big", data, {}, 64 << 10))).error).toBeUndefined();
+      await exp.finish();
+      await exp.close();
+      expect(written).toBeGreaterThan(data.length);
+      await new Promise<void>((res) => setImmediate(res));
+      expect(warnings.map((w) => `${w.name}: ${w.message}`)).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+    }
   });
 
   it("writes to a given standard output, as a STREAM", async () => {

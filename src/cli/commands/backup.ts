@@ -13,7 +13,7 @@ import { connectorOptions, type Context, userPath, withRepository } from "../con
 import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
 
-export interface BackupCmdOptions {
+interface BackupCmdOptions {
   tag?: string[];
   exclude?: string[];
   excludeFile?: string[];
@@ -25,11 +25,11 @@ export interface BackupCmdOptions {
   checkpointInterval?: string;
 }
 
-export interface BackupOutcome {
+interface BackupOutcome {
   exitCode: ExitCode;
 }
 
-export async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
+async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Context): Promise<BackupOutcome> {
   const excludes = [...(o.exclude ?? [])];
   for (const f of o.excludeFile ?? []) {
     let text: string;
@@ -77,6 +77,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       signal: ctx.signal,
       force: o.force ?? false,
       checkpoints,
+      tmpDir: ctx.tmpDir,
       onEvent: (e) => {
         if (e.type === "failed" || e.type === "xattr-failed") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
         else if (e.type === "warning") say(ctx.stderr, `coffer: warning: ${shown(e.path)}: ${e.message}`);

@@ -8,7 +8,7 @@ import { CofferError } from "../../util/errors.js";
 import { type Context, withRepository } from "../context.js";
 import { parseSnapshotTarget } from "../snapshot-target.js";
 
-export async function runCat(target: string, ctx: Context): Promise<void> {
+async function runCat(target: string, ctx: Context): Promise<void> {
   const { snapshot, path } = parseSnapshotTarget(target);
   if (!target.includes(":") || path === "/") throw new CofferError("USAGE", `cat needs SNAP:PATH naming a file, not ${JSON.stringify(target)}`);
   await withRepository(ctx, { readOnly: true }, async (repo) => {

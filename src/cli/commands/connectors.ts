@@ -6,7 +6,7 @@ import type { ConnectorKind } from "../../connectors/registry.js";
 import type { Context } from "../context.js";
 import { say } from "../format.js";
 
-export function flagNames(flags: number): string[] {
+function flagNames(flags: number): string[] {
   return Object.entries(LocationFlag)
     .filter(([, bit]) => (flags & bit) !== 0)
     .map(([name]) => name.toLowerCase());
@@ -18,7 +18,7 @@ const KINDS: [ConnectorKind, string][] = [
   ["storage", "Stores (coffer at LOCATION ...)"],
 ];
 
-export function runConnectors(o: { json?: boolean }, ctx: Context): void {
+function runConnectors(o: { json?: boolean }, ctx: Context): void {
   if (o.json) {
     const all = KINDS.flatMap(([kind]) =>
       ctx.registry.list(kind).map((d) => ({ kind, protocols: d.protocols, flags: flagNames(d.flags), provider: d.provider, description: d.description, params: d.params })),

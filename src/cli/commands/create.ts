@@ -8,7 +8,7 @@ import { toHex } from "../../util/hex.js";
 import { assertWritable, type Context, getPassphrase, knownRepositories, openStore, passphraseGiven, repositoryLocation } from "../context.js";
 import { say, shown } from "../format.js";
 
-export interface CreateOptions {
+interface CreateOptions {
   plaintext?: boolean;
   hashing: "blake3" | "sha256";
   compression: "zstd" | "none";
@@ -17,7 +17,7 @@ export interface CreateOptions {
   json?: boolean;
 }
 
-export async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
+async function runCreate(o: CreateOptions, ctx: Context): Promise<void> {
   const location = repositoryLocation(ctx);
   const store = await openStore(ctx, location);
   try {

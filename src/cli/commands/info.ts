@@ -6,7 +6,7 @@ import { type Context, repositoryLocation, withRepository } from "../context.js"
 import { bytes, isoTime, say, shown, shownSource, snapshotJson } from "../format.js";
 import { parseSnapshotSelector } from "../snapshot-target.js";
 
-export async function runInfo(snap: string | undefined, o: { json?: boolean }, ctx: Context): Promise<void> {
+async function runInfo(snap: string | undefined, o: { json?: boolean }, ctx: Context): Promise<void> {
   const snapshot = snap === undefined ? undefined : parseSnapshotSelector(snap);
   await withRepository(ctx, { readOnly: true }, async (repo) => {
     const w = (s: string) => say(ctx.stdout, s);

@@ -9,14 +9,14 @@ import { ExitCode } from "../exit-codes.js";
 import { bytes, entryJson, localTime, modeString, say, shortId, shown, shownSource, snapshotJson } from "../format.js";
 import { parseSnapshotTarget } from "../snapshot-target.js";
 
-export interface LsOptions {
+interface LsOptions {
   recursive?: boolean;
   json?: boolean;
   long?: boolean;
 }
 
 /** Lists snapshots, or a directory's entries; exits 3 when a snapshot's header cannot be read (each is named). */
-export async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<ExitCode> {
+async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const out = ctx.stdout;
     if (target === undefined) {

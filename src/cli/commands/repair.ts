@@ -12,12 +12,12 @@ import { type Context, withRepository } from "../context.js";
 import { ExitCode } from "../exit-codes.js";
 import { say, shown } from "../format.js";
 
-export interface RepairCmdOptions {
+interface RepairCmdOptions {
   dryRun?: boolean;
   json?: boolean;
 }
 
-export async function runRepairIndex(o: RepairCmdOptions, ctx: Context): Promise<ExitCode> {
+async function runRepairIndex(o: RepairCmdOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: o.dryRun ?? false }, async (repo) => {
     if (!o.dryRun) await repo.acquire("exclusive", "repair index");
     const r = await repairIndex(repo, { dryRun: o.dryRun ?? false, signal: ctx.signal });
@@ -27,7 +27,7 @@ export async function runRepairIndex(o: RepairCmdOptions, ctx: Context): Promise
   });
 }
 
-export async function runRepairSnapshots(o: RepairCmdOptions, ctx: Context): Promise<ExitCode> {
+async function runRepairSnapshots(o: RepairCmdOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: o.dryRun ?? false }, async (repo) => {
     if (!o.dryRun) await repo.acquire("shared", "repair snapshots");
     const r = await repairSnapshots(repo, { dryRun: o.dryRun ?? false, signal: ctx.signal });

@@ -12,7 +12,7 @@ import { ExitCode } from "../exit-codes.js";
 import { bytes, say, shortId, shown } from "../format.js";
 import { parseSnapshotTarget } from "../snapshot-target.js";
 
-export interface RestoreCmdOptions {
+interface RestoreCmdOptions {
   to?: string;
   json?: boolean;
   quiet?: boolean;
@@ -20,7 +20,7 @@ export interface RestoreCmdOptions {
   force?: boolean;
 }
 
-export async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<ExitCode> {
+async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<ExitCode> {
   const { snapshot, path } = parseSnapshotTarget(target);
   const exporter = await ctx.registry.make("exporter", o.to ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
   try {

@@ -33,7 +33,7 @@ export interface FsImporterOptions {
 }
 
 /** Size of one content read (and the largest piece open() yields). */
-export const READ_PIECE = 4 << 20;
+const READ_PIECE = 4 << 20;
 const MIN_READ = 64 << 10;
 
 interface Entry {

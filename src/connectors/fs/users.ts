@@ -62,8 +62,3 @@ export function userId(name: string): number | undefined {
 export function groupId(name: string): number | undefined {
   return table("/etc/group").byName.get(name);
 }
-
-/** Forgets the cached databases (tests, long-running processes). */
-export function clearUserCache(): void {
-  tables.clear();
-}

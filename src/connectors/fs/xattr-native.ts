@@ -37,7 +37,7 @@ export interface XattrSyscalls {
   remove(path: Buffer, name: Buffer): void;
 }
 
-export const ENOTSUP = constants.errno.ENOTSUP;
+const ENOTSUP = constants.errno.ENOTSUP;
 export const EOPNOTSUPP = constants.errno.EOPNOTSUPP ?? ENOTSUP;
 const ERANGE = constants.errno.ERANGE;
 

@@ -68,7 +68,7 @@ export class XattrReader {
  * an access ACL's mask, and the ACL carries the mode bits anyway) and file
  * capabilities (cleared by chown, set last with the ACLs).
  */
-export function setAfterMode(name: string): boolean {
+function setAfterMode(name: string): boolean {
   return name === "system.posix_acl_access" || name === "system.posix_acl_default" || name === "security.capability";
 }
 

@@ -15,6 +15,7 @@ export interface PluginConnectorSpec {
   name: string;
   executable: string;
   args?: readonly string[] | undefined;
+  /** Added to the run's environment (ConnectorOptions.env). */
   env?: Readonly<Record<string, string>> | undefined;
   /** Deadline of unary calls, ms (default 60 s). */
   timeoutMs?: number | undefined;
@@ -83,11 +84,12 @@ function describeBits(bits: number): string {
 }
 
 /**
- * Starts the plugin and calls Init; on any failure the process is ended
- * before the error is thrown.
+ * Starts the plugin, in the run's environment and scratch directory of
+ * `opts`, and calls Init; on any failure the process is ended before the
+ * error is thrown.
  */
-export async function startConnector(spec: PluginConnectorSpec, service: grpc.ServiceDefinition, request: unknown): Promise<{ proc: PluginProcess; init: InitAnswer }> {
-  const proc = await startPlugin(spec);
+export async function startConnector(spec: PluginConnectorSpec, opts: ConnectorOptions, service: grpc.ServiceDefinition, request: unknown): Promise<{ proc: PluginProcess; init: InitAnswer }> {
+  const proc = await startPlugin(spec, opts);
   try {
     const res = await unary<{ origin: string; type: string; root: string; flags: number }>({ proc, method: method(service, "Init") }, request);
     const flags = res.flags >>> 0;

@@ -124,7 +124,7 @@ export class PluginExporter extends PluginConnector implements Exporter {
 
   /** Starts the plugin and calls Init{options, proto, config}. */
   static async start(spec: PluginConnectorSpec, proto: string, config: Record<string, string>, opts: ConnectorOptions): Promise<PluginExporter> {
-    const { proc, init } = await startConnector(spec, services().exporter, { options: wireOptions(opts), proto, config });
+    const { proc, init } = await startConnector(spec, opts, services().exporter, { options: wireOptions(opts), proto, config });
     return new PluginExporter(proc, init, opts);
   }
 

@@ -85,7 +85,7 @@ export class PluginImporter extends PluginConnector implements Importer {
 
   /** Starts the plugin and calls Init{options, proto, config}. */
   static async start(spec: PluginConnectorSpec, proto: string, config: Record<string, string>, opts: ConnectorOptions): Promise<PluginImporter> {
-    const { proc, init } = await startConnector(spec, services().importer, { options: wireOptions(opts), proto, config });
+    const { proc, init } = await startConnector(spec, opts, services().importer, { options: wireOptions(opts), proto, config });
     return new PluginImporter(proc, init, opts);
   }
 

@@ -17,7 +17,7 @@ import protobuf from "protobufjs";
 import { nameFromBytes, nameToBytes } from "../../util/names.js";
 
 /** The `string` fields that hold names, by message: the only fields retyped. */
-export const NAME_FIELDS: Readonly<Record<string, readonly string[]>> = {
+const NAME_FIELDS: Readonly<Record<string, readonly string[]>> = {
   "plakar.connectors.Record": ["pathname", "xattrName", "target", "extendedAttributes"],
   "plakar.connectors.FileInfo": ["name"],
 };
@@ -27,7 +27,7 @@ export const NAME_FIELDS: Readonly<Record<string, readonly string[]>> = {
  * valid UTF-8 (messageText), as a Go peer requires and protobufjs would
  * not ensure (it writes a short string's lone surrogate as 3 invalid bytes).
  */
-export const MESSAGE_FIELDS: Readonly<Record<string, readonly string[]>> = {
+const MESSAGE_FIELDS: Readonly<Record<string, readonly string[]>> = {
   "plakar.connectors.Record": ["error"],
   "plakar.connectors.Result": ["error"],
 };

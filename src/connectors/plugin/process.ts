@@ -47,6 +47,7 @@ import { extname, join } from "node:path";
 import { createInterface } from "node:readline";
 import * as grpc from "@grpc/grpc-js";
 import { CofferError } from "../../util/errors.js";
+import type { ConnectorOptions } from "../records.js";
 import { escapeControls } from "../../util/names.js";
 import { MAX_MESSAGE } from "./wire.js";
 
@@ -56,7 +57,7 @@ export interface PluginSpec {
   /** Run directly, or with this Node (process.execPath) when it ends in .js, .mjs, .cjs, .ts or .mts (Node 24 runs TypeScript by stripping types). */
   executable: string;
   args?: readonly string[] | undefined;
-  /** Added to the host's environment. */
+  /** Added to the run's environment (startPlugin's `run.env`). */
   env?: Readonly<Record<string, string>> | undefined;
   /** Deadline of unary calls, ms (default 60 s). */
   timeoutMs?: number | undefined;
@@ -73,13 +74,13 @@ export interface PluginExit {
   error?: Error | undefined;
 }
 
-export const DEFAULT_TIMEOUT_MS = 60_000;
+const DEFAULT_TIMEOUT_MS = 60_000;
 /** How long close() waits for the process to exit on its own before SIGKILL. */
-export const EXIT_GRACE_MS = 2_000;
+const EXIT_GRACE_MS = 2_000;
 /** Deadline of the Close call made by close(). */
-export const CLOSE_DEADLINE_MS = 2_000;
+const CLOSE_DEADLINE_MS = 2_000;
 
-export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.client_idle_timeout_ms": 2 ** 31 - 1,
   "grpc.max_receive_message_length": MAX_MESSAGE + 64 * 1024,
   "grpc.max_send_message_length": MAX_MESSAGE,
@@ -112,10 +113,15 @@ function killGroup(child: ChildProcess): void {
   }
 }
 
-/** Starts a plugin and its bridge; rejects (IO) when the executable cannot be started. */
-export async function startPlugin(spec: PluginSpec): Promise<PluginProcess> {
-  const dir = await mkdtemp(join(tmpdir(), "coffer-plugin-"));
-  const p = new PluginProcess(spec, dir);
+/**
+ * Starts a plugin and its bridge; rejects (IO) when the executable cannot be
+ * started. The plugin's environment is the run's (`run.env`, none without
+ * it: never the host process's) plus its spec's; the bridge's socket is in
+ * the run's scratch directory (`run.tmpDir`, default os.tmpdir()).
+ */
+export async function startPlugin(spec: PluginSpec, run: Pick<ConnectorOptions, "env" | "tmpDir"> = {}): Promise<PluginProcess> {
+  const dir = await mkdtemp(join(run.tmpDir ?? tmpdir(), "coffer-plugin-"));
+  const p = new PluginProcess(spec, dir, { ...run.env, ...spec.env });
   try {
     await p.started();
   } catch (e) {
@@ -149,9 +155,11 @@ export class PluginProcess {
   private dirRemoved: Promise<void> | undefined;
   private readonly stderrTail: string[] = [];
 
+  /** `dir`: the bridge's fresh directory; `env`: the plugin's whole environment. */
   constructor(
     spec: PluginSpec,
     private readonly dir: string,
+    env: Readonly<Record<string, string | undefined>>,
   ) {
     this.name = spec.name;
     this.timeoutMs = spec.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -159,7 +167,7 @@ export class PluginProcess {
     const isScript = [".js", ".mjs", ".cjs", ".ts", ".mts"].includes(extname(spec.executable));
     const cmd = isScript ? process.execPath : spec.executable;
     const args = isScript ? [...sdkPreload(), spec.executable, ...(spec.args ?? [])] : [...(spec.args ?? [])];
-    this.child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, ...spec.env }, detached: true, windowsHide: true });
+    this.child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], env, detached: true, windowsHide: true });
     track(this.child);
     const child = this.child;
     let resolveExit!: (e: PluginExit) => void;

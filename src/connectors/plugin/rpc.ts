@@ -30,7 +30,7 @@ export interface CallContext {
 
 const STATUS_NAME = Object.fromEntries(Object.entries(grpc.status).map(([k, v]) => [v, k])) as Record<number, string>;
 
-export function isServiceError(e: unknown): e is grpc.ServiceError {
+function isServiceError(e: unknown): e is grpc.ServiceError {
   return e instanceof Error && typeof (e as { code?: unknown }).code === "number" && "details" in e;
 }
 

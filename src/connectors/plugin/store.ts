@@ -45,7 +45,7 @@ export class PluginStore extends PluginConnector implements Store {
 
   /** Starts the plugin and calls Init{proto, config}. */
   static async start(spec: PluginConnectorSpec, proto: string, config: Record<string, string>, opts: ConnectorOptions): Promise<PluginStore> {
-    const { proc, init } = await startConnector(spec, services().store, { proto, config });
+    const { proc, init } = await startConnector(spec, opts, services().store, { proto, config });
     return new PluginStore(proc, init, opts.readOnly === true);
   }
 

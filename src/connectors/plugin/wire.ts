@@ -26,7 +26,7 @@ export const LOADER_OPTIONS = { keepCase: true, longs: String, enums: Number, by
 
 let loaded: PackageDefinition | undefined;
 /** The wire's services and messages; names (pathnames, targets, FileInfo.name, xattr names) travel as their bytes (name-codec.ts). */
-export function packageDefinition(): PackageDefinition {
+function packageDefinition(): PackageDefinition {
   return (loaded ??= loadWithNamesAsBytes(["connectors.proto", "importer.proto", "exporter.proto", "storage.proto"], protoDir(), LOADER_OPTIONS));
 }
 
@@ -46,7 +46,7 @@ export const MAX_CHUNK = 1 << 20;
 export const MAX_MESSAGE = 4 << 20;
 
 // Go's os.FileMode bits.
-export const GoMode = {
+const GoMode = {
   Dir: 2 ** 31,
   Append: 2 ** 30,
   Exclusive: 2 ** 29,
@@ -73,7 +73,7 @@ const TYPE_BITS: [EntryKind, number][] = [
 ];
 
 /** A Go os.FileMode (uint32) from a kind and POSIX mode bits (0o7777). */
-export function toGoMode(kind: EntryKind, mode: number): number {
+function toGoMode(kind: EntryKind, mode: number): number {
   let m = mode & 0o777;
   if (mode & 0o4000) m += GoMode.Setuid;
   if (mode & 0o2000) m += GoMode.Setgid;
@@ -83,7 +83,7 @@ export function toGoMode(kind: EntryKind, mode: number): number {
 }
 
 /** The kind and POSIX mode bits of a Go os.FileMode. */
-export function fromGoMode(goMode: number): { kind: EntryKind; mode: number } {
+function fromGoMode(goMode: number): { kind: EntryKind; mode: number } {
   const g = goMode >>> 0;
   const has = (bit: number) => Math.floor(g / bit) % 2 === 1;
   let kind: EntryKind = "file";
@@ -140,7 +140,7 @@ export interface WireResult {
 
 const big = (v: string | number | undefined): bigint => (v === undefined || v === "" ? 0n : BigInt(v));
 
-export function toWireTimestamp(ns: bigint): WireTimestamp {
+function toWireTimestamp(ns: bigint): WireTimestamp {
   let s = ns / 1_000_000_000n;
   let n = ns % 1_000_000_000n;
   if (n < 0n) {
@@ -150,12 +150,12 @@ export function toWireTimestamp(ns: bigint): WireTimestamp {
   return { seconds: s.toString(), nanos: Number(n) };
 }
 
-export function fromWireTimestamp(t: WireTimestamp | null | undefined): bigint {
+function fromWireTimestamp(t: WireTimestamp | null | undefined): bigint {
   if (!t) return 0n;
   return big(t.seconds) * 1_000_000_000n + BigInt(t.nanos ?? 0);
 }
 
-export function toWireFileInfo(fi: FileInfo): WireFileInfo {
+function toWireFileInfo(fi: FileInfo): WireFileInfo {
   return {
     name: fi.name,
     size: String(fi.size),
@@ -197,7 +197,7 @@ export function fromWireFileInfo(w: WireFileInfo | null | undefined): FileInfo {
   return fi;
 }
 
-export function emptyWireRecord(pathname: string): WireRecord {
+function emptyWireRecord(pathname: string): WireRecord {
   return {
     hasReader: false,
     pathname,

@@ -10,7 +10,7 @@ import type { ExportRecord, ExportResult, Exporter, FileInfo, ImportOptions, Imp
 import { CofferError, throwIfAborted } from "../../util/errors.js";
 
 /** The NAME of `stdin:NAME` as a snapshot pathname: relative, '/'-separated, no `.` or `..`. */
-export function stdinPathname(name: string): string {
+function stdinPathname(name: string): string {
   const parts = name.split("/").filter((p) => p !== "");
   if (parts.length === 0) throw new CofferError("USAGE", 'stdin: needs a file name, as in "stdin:dump.sql"');
   for (const p of parts) if (p === "." || p === ".." || p.includes("\0")) throw new CofferError("USAGE", `stdin: invalid file name "${name}"`);
@@ -33,7 +33,7 @@ function info(name: string, kind: "dir" | "file", mtimeNs: bigint): FileInfo {
 }
 
 /** Why a snapshot pathname is unsafe ('/'-rooted, no '.', '..' or empty component, no NUL), or undefined. */
-export function unsafePathname(p: string): string | undefined {
+function unsafePathname(p: string): string | undefined {
   if (!p.startsWith("/")) return `unsafe path ${JSON.stringify(p)}: not absolute`;
   if (p.includes("\0")) return `unsafe path ${JSON.stringify(p)}: contains NUL`;
   if (p !== "/" && p.slice(1).split("/").some((c) => c === "" || c === "." || c === "..")) return `unsafe path ${JSON.stringify(p)}`;

@@ -44,6 +44,7 @@ import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import { LocationFlag } from "../flags.js";
 import type { ExportRecord, ExportResult, Exporter, ImportOptions, Xattr } from "../records.js";
+import { drained } from "../../util/drain.js";
 import { CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { devNumbers, safeParts } from "../fs/exporter.js";
 import { isRawName, nameToBytes } from "../../util/names.js";
@@ -85,6 +86,8 @@ interface Output {
   src: PassThrough;
   /** Settles when everything is written (or the pipeline failed). */
   done: Promise<void>;
+  /** Aborted once `done` settles (the pipeline failed, or the archive ended early): a write waiting for 'drain' then fails. */
+  ended: AbortSignal;
   fh?: FileHandle | undefined;
   tmp?: string | undefined;
   detach?: (() => void) | undefined;
@@ -178,7 +181,7 @@ export class TarExporter implements Exporter {
     throwIfAborted(opts.signal);
     const out = await this.output();
     try {
-      if (!out.src.write(END_OF_ARCHIVE)) await drained(out.src);
+      if (!out.src.write(END_OF_ARCHIVE)) await drained(out.src, "tar entry");
       out.src.end();
       await out.done;
       if (out.fh !== undefined && out.tmp !== undefined && this.path !== null) {
@@ -245,7 +248,8 @@ export class TarExporter implements Exporter {
       const sink = sinkOf((b) => new Promise<void>((res, rej) => dest.write(b, (e) => (e ? rej(e) : res()))));
       const onError = (e: unknown) => this.setFatal(e);
       dest.on("error", onError);
-      const out: Output = { src: source, done: pipeline([source, ...stages, sink]), detach: () => dest.removeListener("error", onError) };
+      const done = pipeline([source, ...stages, sink]);
+      const out: Output = { src: source, done, ended: endOf(done), detach: () => dest.removeListener("error", onError) };
       out.done.catch((e: unknown) => this.setFatal(e));
       return out;
     }
@@ -256,7 +260,8 @@ export class TarExporter implements Exporter {
       for (let w = 0; w < b.length; ) w += (await fh.write(b, w, b.length - w, pos + w)).bytesWritten;
       pos += b.length;
     });
-    const out: Output = { src: source, done: pipeline([source, ...stages, ws]), fh, tmp };
+    const done = pipeline([source, ...stages, ws]);
+    const out: Output = { src: source, done, ended: endOf(done), fh, tmp };
     out.done.catch((e: unknown) => this.setFatal(e));
     return out;
   }
@@ -434,19 +439,13 @@ export class TarExporter implements Exporter {
   private async writeEntry(out: Output, entry: Entry, file: ExportRecord | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
     const h = entry.h;
     const size = file !== undefined ? h.size : 0;
-    const failed = new Promise<never>((_, rej) => {
-      out.done.then(() => rej(new Error("the archive ended early")), rej);
-    });
-    failed.catch(() => {});
-    const guard = async <T>(p: Promise<T>): Promise<T> => {
+    const write = async (data: Uint8Array): Promise<void> => {
+      if (out.src.write(data)) return;
       try {
-        return await Promise.race([p, failed]);
+        await drained(out.src, "tar entry", out.ended);
       } catch (e) {
         throw this.setFatal(this.fatal ?? e);
       }
-    };
-    const write = async (data: Uint8Array): Promise<void> => {
-      if (!out.src.write(data)) await guard(drained(out.src));
     };
     const zeros = async (n: number): Promise<void> => {
       for (let left = n; left > 0; left -= ZEROS.length) await write(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
@@ -494,16 +493,22 @@ export class TarExporter implements Exporter {
   }
 }
 
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+/**
+ * A signal aborted when `done` settles. One per archive, whose listeners
+ * each wait removes: a promise per entry raced at each wait would stay
+ * referenced by the pending `done`, a list growing over a large restore.
+ */
+function endOf(done: Promise<void>): AbortSignal {
+  const ac = new AbortController();
+  done.then(
+    () => ac.abort(new Error("the archive ended early")),
+    (e: unknown) => ac.abort(e),
+  );
+  return ac.signal;
 }
 
-function drained(sink: { once(event: string, fn: (...a: unknown[]) => void): unknown }): Promise<void> {
-  return new Promise((res, rej) => {
-    sink.once("drain", () => res());
-    sink.once("error", (e) => rej(e));
-    sink.once("close", () => rej(new Error("tar entry closed")));
-  });
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /**

@@ -55,7 +55,7 @@ export function isAscii(s: string): boolean {
  * most 100 bytes, else split at a "/" into a prefix of at most 155 bytes
  * and a name of 1 to 100 (the shortest prefix); null when it cannot be.
  */
-export function ustarSplit(b: Buffer): { prefix: Buffer; name: Buffer } | null {
+function ustarSplit(b: Buffer): { prefix: Buffer; name: Buffer } | null {
   if (b.includes(0)) return null;
   if (b.length <= 100) return { prefix: Buffer.alloc(0), name: b };
   for (let i = b.indexOf(0x2f); i !== -1 && i <= 155; i = b.indexOf(0x2f, i + 1)) {

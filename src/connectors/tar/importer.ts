@@ -65,6 +65,8 @@ export interface TarImporterOptions {
   excludes?: string[] | undefined;
   /** Do not import extended attributes. */
   noXattr?: boolean | undefined;
+  /** Where content spooled to disk goes (default: os.tmpdir()). */
+  tmpDir?: string | undefined;
 }
 
 interface Built {
@@ -93,7 +95,7 @@ export class TarImporter implements Importer {
     this.flags = LocationFlag.FILE | (this.path === null ? LocationFlag.STREAM : 0);
     const patterns = (opts.excludes ?? []).filter((p) => p.trim() !== "");
     this.ig = patterns.length > 0 ? ignore().add(patterns) : undefined;
-    this.spool = new Spool();
+    this.spool = new Spool(opts.tmpDir);
   }
 
   /** What error messages call the archive. */

@@ -552,7 +552,7 @@ function fieldBytes(b: Buffer, offset: number, length: number): Buffer {
  * NUL; empty is 0), or GNU base-256 (first byte 0x80 positive, 0xff
  * negative). undefined when malformed.
  */
-export function numField(b: Buffer, offset: number, length: number): number | undefined {
+function numField(b: Buffer, offset: number, length: number): number | undefined {
   const first = b[offset] as number;
   if ((first & 0x80) !== 0) {
     if (first !== 0x80 && first !== 0xff) return undefined;

@@ -1,7 +1,8 @@
 /**
  * The spool of a tar import without a results channel: content the import
  * had to pass before anyone opened it, in memory when small, else in a
- * temporary file. Dropped once read, and at close().
+ * temporary file in the run's scratch directory. Dropped once read, and at
+ * close().
  */
 import { mkdtemp, open, rm } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
@@ -19,12 +20,18 @@ const SPOOL_PIECE = 1 << 20;
 export type SpoolRef = { mem: Buffer } | { offset: number; length: number };
 
 export class Spool {
+  private readonly parent: string;
   private dir: string | undefined;
   private fh: FileHandle | undefined;
   private opening: Promise<FileHandle> | undefined;
   private end = 0;
   private memory = 0;
   private closed = false;
+
+  /** `parent`: where the spool's temporary directory is made. */
+  constructor(parent: string = tmpdir()) {
+    this.parent = parent;
+  }
 
   async add(reader: MemberReader, size: number): Promise<SpoolRef> {
     if (size <= SPOOL_MEM_ENTRY && this.memory + size <= SPOOL_MEMORY) {
@@ -49,7 +56,7 @@ export class Spool {
   private file(): Promise<FileHandle> {
     if (this.closed) return Promise.reject(closedError());
     this.opening ??= (async () => {
-      this.dir = await mkdtemp(join(tmpdir(), "coffer-tar-spool-"));
+      this.dir = await mkdtemp(join(this.parent, "coffer-tar-spool-"));
       this.fh = await open(join(this.dir, "spool"), "w+", 0o600);
       return this.fh;
     })();

@@ -141,7 +141,7 @@ export function isEntryKind(k: unknown): k is EntryKind {
 }
 
 /** Why `p` is not a snapshot pathname ('/'-rooted, normalised, no '.' or '..', no NUL), or undefined. */
-export function pathnameProblem(p: unknown): string | undefined {
+function pathnameProblem(p: unknown): string | undefined {
   if (typeof p !== "string") return "not a string";
   if (p === "/") return undefined;
   if (!p.startsWith("/")) return "does not start with '/'";

@@ -55,7 +55,7 @@ interface Pending {
 const ADS = 2;
 
 /** The Go SDK's key of a record (integration-grpc HoldingReaders): the pathname, or xattr:PATH:NAME (@ for ADS). */
-export function recordKey(r: { pathname: string; isXattr?: boolean; xattrName?: string; xattrType?: number }): string {
+function recordKey(r: { pathname: string; isXattr?: boolean; xattrName?: string; xattrType?: number }): string {
   if (!r.isXattr) return r.pathname;
   return `xattr:${r.pathname}${r.xattrType === ADS ? "@" : ":"}${r.xattrName ?? ""}`;
 }

@@ -10,7 +10,7 @@ import { MAX_CHUNK } from "../../connectors/plugin/wire.js";
 import type { ContentPiece } from "../../connectors/records.js";
 
 /** Bytes kept in memory before the spool moves to a temporary file. */
-export const SPOOL_MEMORY = 8 << 20;
+const SPOOL_MEMORY = 8 << 20;
 
 export class Spool {
   private readonly mem: Uint8Array[] = [];

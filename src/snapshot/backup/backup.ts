@@ -42,6 +42,8 @@ export interface BackupOptions {
   workers?: number;
   /** Default: NEEDACK_CHECKPOINTS for NEEDACK importers (NEEDACK_FILE_STORE_CHECKPOINTS on a FILE store), else DEFAULT_CHECKPOINTS. */
   checkpoints?: CheckpointPolicy | undefined;
+  /** Where the scan cache goes when it moves to disk (default: os.tmpdir()). */
+  tmpDir?: string | undefined;
 }
 
 export interface BackupResult {
@@ -68,7 +70,7 @@ export async function backup(repo: Repository, o: BackupOptions): Promise<Backup
   // walk, which sqlite's inserts and ordered scan slow down. A first backup
   // waits on reading and compressing instead, and keeps that memory for the
   // rest of its peak (docs/PERFORMANCE.md).
-  const cache = new ScanCache(undefined, parent ? SCAN_CACHE_MEMORY : 0);
+  const cache = new ScanCache(o.tmpDir, parent ? SCAN_CACHE_MEMORY : 0);
   const links = new HardLinks((path) => cache.get(path));
   const files = new FileSaver(repo, makeChunker(repo.config.chunking, repo.keys.gear), { parent: parentIndex, links, tally, signal, writeSignal, workers: o.workers });
   const trees = new TreeSaver(repo, cache, tally, {

@@ -9,7 +9,7 @@ import type { Summary } from "../header.js";
 import { toHex } from "../../util/hex.js";
 import type { BackupEvent } from "./events.js";
 
-export function emptySummary(): Summary {
+function emptySummary(): Summary {
   return { files: 0, dirs: 0, symlinks: 0, others: 0, bytes: 0, errors: 0, readBytes: 0, newBlobs: 0, newBytes: 0 };
 }
 
