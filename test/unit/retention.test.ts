@@ -17,11 +17,12 @@ import {
 } from "../../src/snapshot/retention.js";
 import type { CalendarDuration } from "../../src/util/calendar.js";
 import { fuzzParams } from "../helpers/fuzz.js";
+import { refBucket as refBucketOf, refCount as refCountOf, type RefSnapshot, refSorted as refSortedOf, refWithin as refWithinOf } from "../helpers/retention-reference.js";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const T0 = Date.parse("2025-01-01T00:00:00Z");
-const NOW = Date.parse("2027-01-01T00:00:00Z");
+const NOW = Date.parse("2030-01-01T00:00:00Z");
 
 function snap(id: string, iso: string | number, o: Partial<RetentionSnapshot> = {}): RetentionSnapshot {
   const ms = typeof iso === "number" ? iso : Date.parse(iso);
@@ -40,70 +41,16 @@ function kept(snapshots: RetentionSnapshot[], p: Partial<RetentionPolicy>, zone 
     .sort();
 }
 
-// ------------------------------------------------------------ reference ---
-
-const pad = (n: number) => String(n).padStart(2, "0");
-
-/** An ISO week by counting from the Monday of week 1 (the week holding Jan 4), not by the Thursday rule. */
-function isoWeekByMonday(ms: number): string {
-  const d = new Date(ms);
-  const day = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate());
-  const mondayOfWeek1 = (y: number) => {
-    const jan4 = Date.UTC(y, 0, 4);
-    return jan4 - ((new Date(jan4).getUTCDay() + 6) % 7) * DAY;
-  };
-  let y = d.getUTCFullYear() + 1;
-  while (mondayOfWeek1(y) > day) y--;
-  return `${y}W${pad(1 + Math.floor((day - mondayOfWeek1(y)) / (7 * DAY)))}`;
-}
-
-/** The bucket of an instant in a zone `offsetH` hours east of UTC, from toISOString (no Intl). */
-function refBucket(rule: WithinRule, ms: number, offsetH: number): string {
-  const shifted = ms + offsetH * HOUR;
-  const iso = new Date(shifted).toISOString();
-  if (rule === "hourly") return iso.slice(0, 13);
-  if (rule === "daily") return iso.slice(0, 10);
-  if (rule === "monthly") return iso.slice(0, 7);
-  if (rule === "yearly") return iso.slice(0, 4);
-  return isoWeekByMonday(shifted);
-}
-
+/** The oracle on the engine's records. */
+const ref = (list: RetentionSnapshot[]): RefSnapshot[] => list.map((s) => ({ id: s.id, ms: msOf(s) }));
 const msOf = (s: RetentionSnapshot) => Number(s.timeNs / 1_000_000n);
-
-function refSorted(list: RetentionSnapshot[]): RetentionSnapshot[] {
-  return [...list].sort((a, b) => msOf(b) - msOf(a) || (a.id < b.id ? -1 : 1));
-}
-
-/** restic's count rule stated directly: the newest of each of the first N buckets, and the oldest snapshot if fewer than N buckets came before it. */
-function refCount(list: RetentionSnapshot[], rule: CountRule, n: number, offsetH: number): Set<string> {
-  const sorted = refSorted(list);
-  const bucketOf = (s: RetentionSnapshot, i: number) => (rule === "last" ? String(i) : refBucket(rule, msOf(s), offsetH));
-  const keep = new Set<string>();
-  const seen = new Set<string>();
-  sorted.forEach((s, i) => {
-    const b = bucketOf(s, i);
-    const fresh = !seen.has(b);
-    const countsLeft = n === UNLIMITED || seen.size < n;
-    if (countsLeft && (fresh || i === sorted.length - 1)) keep.add(s.id);
-    if (countsLeft && fresh) seen.add(b);
-  });
-  return keep;
-}
-
-/** restic's within rule stated directly: among snapshots after newest - d, the newest of each bucket and the oldest. */
-function refWithin(list: RetentionSnapshot[], rule: WithinRule, hours: number, offsetH: number): Set<string> {
-  const sorted = refSorted(list);
-  const start = msOf(sorted[0]!) - hours * HOUR;
-  const keep = new Set<string>();
-  const seen = new Set<string>();
-  sorted.forEach((s, i) => {
-    if (msOf(s) <= start) return;
-    const b = refBucket(rule, msOf(s), offsetH);
-    if (!seen.has(b) || i === sorted.length - 1) keep.add(s.id);
-    seen.add(b);
-  });
-  return keep;
-}
+const refCount = (list: RetentionSnapshot[], rule: CountRule, n: number, offsetH: number) => refCountOf(ref(list), rule, n, offsetH * 60);
+const refWithin = (list: RetentionSnapshot[], rule: WithinRule, h: number, offsetH: number) => refWithinOf(ref(list), rule, { hours: h }, offsetH * 60);
+const refBucket = (rule: WithinRule, ms: number, offsetH: number) => refBucketOf(rule, ms, offsetH * 60);
+const refSorted = (list: RetentionSnapshot[]) => {
+  const byId = new Map(list.map((s) => [s.id, s]));
+  return refSortedOf(ref(list)).map((r) => byId.get(r.id)!);
+};
 
 // ------------------------------------------------------------ arbitraries ---
 
