@@ -23,7 +23,8 @@ export type ErrorCode =
   | "PATH_NOT_FOUND"
   | "UNSAFE_PATH"
   | "INTERRUPTED"
-  | "IO";
+  | "IO"
+  | "RECLAIMED";
 
 export class CofferError extends Error {
   readonly code: ErrorCode;
