@@ -11,6 +11,7 @@ export const ExitCode = {
   ERROR: 1,
   USAGE: 2,
   PARTIAL: 3,
+  PLAN_CHANGED: 4,
   RECLAIMED: 5,
   NO_REPOSITORY: 10,
   LOCKED: 11,
@@ -49,6 +50,11 @@ export const EXIT_CODES: readonly ExitCodeDoc[] = [
       "finished, but some entries failed; each is named on stderr (and recorded in the snapshot for `backup`); for `ls`, some snapshots could not be read (each is named)",
   },
   {
+    code: ExitCode.PLAN_CHANGED,
+    summary: "prune --apply: the repository changed since the plan",
+    meaning: "`prune --apply`: the repository changed since the plan was made in a way that alters it (a snapshot of the plan is gone or removed, or a snapshot is new in a group the plan covers); nothing was removed",
+  },
+  {
     code: ExitCode.RECLAIMED,
     summary: "undelete: the snapshot's data is already reclaimed",
     meaning: "`undelete`: the removed snapshot cannot be taken back, because maintenance has reclaimed data it references (the blobs gone are named)",
@@ -80,6 +86,7 @@ export const EXIT_OF_ERROR: Readonly<Record<ErrorCode, ExitCode>> = {
   UNSAFE_PATH: ExitCode.ERROR,
   INTERRUPTED: ExitCode.INTERRUPTED,
   IO: ExitCode.ERROR,
+  PLAN_CHANGED: ExitCode.PLAN_CHANGED,
   RECLAIMED: ExitCode.RECLAIMED,
 };
 

@@ -12,6 +12,7 @@ import { createCommand } from "./commands/create.js";
 import { infoCommand } from "./commands/info.js";
 import { lsCommand } from "./commands/ls.js";
 import { pkgCommand } from "./commands/pkg.js";
+import { pruneCommand } from "./commands/prune.js";
 import { repairCommand } from "./commands/repair.js";
 import { restoreCommand } from "./commands/restore.js";
 import type { CliIo, Context } from "./context.js";
@@ -50,6 +51,7 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     repairCommand(ctx, setExit),
     connectorsCommand(ctx),
     pkgCommand(ctx),
+    pruneCommand(ctx, setExit),
   ]) {
     configure(c, output);
     program.addCommand(c);

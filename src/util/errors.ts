@@ -24,7 +24,8 @@ export type ErrorCode =
   | "UNSAFE_PATH"
   | "INTERRUPTED"
   | "IO"
-  | "RECLAIMED";
+  | "RECLAIMED"
+  | "PLAN_CHANGED";
 
 export class CofferError extends Error {
   readonly code: ErrorCode;

@@ -70,7 +70,7 @@ export interface RefDuration {
 }
 
 /** The instant `d` before `ms` in a zone `offsetMin` east of UTC: the date fields moved back (overflow normalised by Date), then the hours. */
-export function refBefore(ms: number, d: RefDuration, offsetMin = 0): number {
+function refBefore(ms: number, d: RefDuration, offsetMin = 0): number {
   const t = new Date(ms + offsetMin * MINUTE);
   t.setUTCFullYear(t.getUTCFullYear() - (d.years ?? 0), t.getUTCMonth() - (d.months ?? 0), t.getUTCDate() - (d.days ?? 0));
   return t.getTime() - offsetMin * MINUTE - (d.hours ?? 0) * 60 * MINUTE;
