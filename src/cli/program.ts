@@ -15,6 +15,8 @@ import { pkgCommand } from "./commands/pkg.js";
 import { pruneCommand } from "./commands/prune.js";
 import { repairCommand } from "./commands/repair.js";
 import { restoreCommand } from "./commands/restore.js";
+import { rmCommand } from "./commands/rm.js";
+import { undeleteCommand } from "./commands/undelete.js";
 import type { CliIo, Context } from "./context.js";
 import { type ExitCode, exitCodesHelp } from "./exit-codes.js";
 import { say } from "./format.js";
@@ -49,6 +51,8 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     infoCommand(ctx),
     checkCommand(ctx, setExit),
     repairCommand(ctx, setExit),
+    rmCommand(ctx, setExit),
+    undeleteCommand(ctx),
     connectorsCommand(ctx),
     pkgCommand(ctx),
     pruneCommand(ctx, setExit),
