@@ -5,9 +5,10 @@
  * `prune --dry-run --json` (the BUILT CLI, in process) must keep exactly
  * what restic's rules, restated naively (test/helpers/retention-reference.ts),
  * keep per group; then coffer's three differences: one declared zone,
- * keep-min, and a policy that keeps nothing refused. The snapshots are
- * headers cloned from one real backup through the Repository API (hundreds
- * of backups would take minutes), so check and restore work on them.
+ * keep-min, and a policy that keeps nothing refused. The tagged snapshots
+ * are real backups made with `backup --time --host`; the rest (hundreds of
+ * backups would take minutes) are their headers cloned with other times
+ * through the Repository API, so check and restore work on them all.
  */
 import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
@@ -28,7 +29,8 @@ const PASS = "retention timeline";
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const HOSTS = ["alpha", "beta"];
-const SOURCES = ["/srv/www", "/srv/db"];
+/** The two sources: directories under `base`. */
+let SOURCES: string[] = [];
 let base: string;
 let repo: string;
 
@@ -100,33 +102,44 @@ function expected(rule: (group: Made[]) => Set<string>): string[] {
 beforeAll(async () => {
   base = await fsp.mkdtemp(path.join(tmpdir(), "coffer-retention-"));
   repo = path.join(base, "repo");
-  await fsp.mkdir(path.join(base, "src"));
-  await fsp.writeFile(path.join(base, "src", "a.txt"), "the one tree every snapshot of the timeline points at\n");
+  SOURCES = [path.join(base, "www"), path.join(base, "db")];
+  for (const dir of SOURCES) {
+    await fsp.mkdir(dir);
+    await fsp.writeFile(path.join(dir, "a.txt"), `the tree of ${path.basename(dir)}\n`);
+  }
   await run(["create", ...FAST_KDF]);
-  await run(["backup", "-q", path.join(base, "src")]);
-  const r = await Repository.open(new FsStore(repo), { passphrase: async () => PASS });
-  try {
-    const [model] = (await listSnapshots(r)).snapshots;
-    await r.acquire("shared", "test");
-    let g = 0;
-    for (const host of HOSTS) {
-      for (const source of SOURCES) {
-        for (const ms of groupTimes(g++)) {
-          const id = randomBytes(32);
-          const d = new Date(ms);
-          const tags = d.getUTCDate() === 1 && d.getUTCMonth() % 3 === 0 ? ["archive"] : [];
-          await r.putBlob(BlobType.SNAPSHOT, encodeHeader({ ...model!, run: undefined, prior: undefined, parent: undefined, id, timeNs: BigInt(ms) * 1_000_000n, hostname: host, importer: { type: "fs", origin: host, root: source }, tags }), id);
-          made.push({ id: toHex(id), ms, host, source, tags });
-        }
+  const planned: Made[] = [];
+  let g = 0;
+  for (const host of HOSTS) {
+    for (const source of SOURCES) {
+      for (const ms of groupTimes(g++)) {
+        const d = new Date(ms);
+        planned.push({ id: "", ms, host, source, tags: d.getUTCDate() === 1 && d.getUTCMonth() % 3 === 0 ? ["archive"] : [] });
       }
     }
+  }
+  for (const m of planned.filter((x) => x.tags.length > 0)) {
+    const r = await run(["backup", "-q", "--json", "--time", new Date(m.ms).toISOString(), "--host", m.host, "--tag", "archive", m.source]);
+    m.id = (JSON.parse(r.stdout) as { id: string }).id;
+  }
+  const r = await Repository.open(new FsStore(repo), { passphrase: async () => PASS });
+  try {
+    const models = new Map((await listSnapshots(r)).snapshots.map((h) => [h.importer.root, h]));
+    expect([...models.keys()].sort()).toEqual([...SOURCES].sort());
+    await r.acquire("shared", "test");
+    for (const m of planned.filter((x) => x.id === "")) {
+      const id = randomBytes(32);
+      const model = models.get(m.source)!;
+      const header = { ...model, run: undefined, prior: undefined, parent: undefined, id, timeNs: BigInt(m.ms) * 1_000_000n, hostname: m.host, tags: [] };
+      await r.putBlob(BlobType.SNAPSHOT, encodeHeader(header), id);
+      m.id = toHex(id);
+    }
     await r.flush();
-    // The model itself is not part of the timeline.
-    await r.removeSnapshots([{ snapshot: model!.id, why: "model of the timeline", timeMs: Date.now() }]);
   } finally {
     await r.close();
   }
-}, 120_000);
+  made.push(...planned);
+}, 180_000);
 
 afterAll(async () => {
   await fsp.rm(base, { recursive: true, force: true });
@@ -194,9 +207,9 @@ describe("retention timeline: each policy keeps what restic's rules keep", () =>
     const plan = await planOf(policy);
     expect(plan.entries.filter((e) => e.action === "keep").map((e) => e.id).sort()).toEqual([...union].sort());
     expect(plan.entries).toHaveLength(made.length);
-    const newest = plan.entries.filter((e) => e.host === "alpha" && e.source === "/srv/www").at(-1)!;
+    const newest = plan.entries.filter((e) => e.host === "alpha" && e.source === SOURCES[0]).at(-1)!;
     expect(newest.reasons).toEqual(["daily snapshot", "weekly snapshot", "monthly snapshot"]);
-    expect(newest.group).toBe("host=alpha source=/srv/www");
+    expect(newest.group).toBe(`host=alpha source=${SOURCES[0]}`);
   });
 
   it("--group-by host decides per host, over both sources", async () => {
@@ -235,5 +248,15 @@ describe("retention timeline: coffer's differences from restic", () => {
     const empty = await run(["prune", "--keep-tag", "nothing-has-this", "--keep-min", "0", "--tz", "UTC"], EXIT.USAGE);
     expect(empty.stderr).toMatch(/keeps no snapshot of group host=\S+ source=/);
     expect((await planOf(["--keep-last", "1", "--tz", "UTC"])).entries).toHaveLength(made.length);
+  });
+
+  it("applied for real, the policy leaves exactly the planned snapshots, and check passes", async () => {
+    const policy = ["--keep-daily", "7", "--keep-weekly", "5", "--keep-monthly", "12", "--keep-yearly", "2", "--tz", "Europe/Berlin"];
+    const plan = await planOf(policy);
+    const applied = JSON.parse((await run(["prune", "--json", ...policy])).stdout) as PlanJson;
+    expect(applied.entries.map((e) => [e.id, e.action])).toEqual(plan.entries.map((e) => [e.id, e.action]));
+    const listed = (JSON.parse((await run(["ls", "--json"])).stdout) as { id: string }[]).map((x) => x.id).sort();
+    expect(listed).toEqual(plan.entries.filter((e) => e.action === "keep").map((e) => e.id).sort());
+    await run(["check"]);
   });
 });
