@@ -118,6 +118,18 @@ describe("retention engine", () => {
     );
   });
 
+  it("measures within-durations from the group's newest snapshot: when now is makes no difference", () => {
+    fc.assert(
+      fc.property(timeline, hoursDuration, fc.integer({ min: 1, max: 3650 }), (list, h, laterDays) => {
+        const newest = Math.max(...list.map(msOf));
+        const at = (nowMs: number) =>
+          applyRetention({ snapshots: list, policy: policy({ within: asDuration(h), withinBuckets: { daily: asDuration(h) } }), zone: "UTC", groupBy: [], nowMs }).flatMap((g) => g.decisions);
+        expect(at(newest + laterDays * DAY)).toEqual(at(newest + 1));
+      }),
+      params(),
+    );
+  });
+
   it("keep-last N keeps the N newest", () => {
     fc.assert(
       fc.property(timeline, fc.integer({ min: 1, max: 50 }), (list, n) => {
