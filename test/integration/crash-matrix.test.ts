@@ -1,7 +1,7 @@
 /**
  * The crash matrix (issue 16): every command that writes to a repository
  * (backup, repair index, repair snapshots, check recording damage, create,
- * prune)
+ * rm, prune)
  * run with one store operation failed, and separately killed, at each
  * operation it makes in turn. After each: the repository opens; `check
  * --read-data` finds nothing but the damage the run started from; no
@@ -443,6 +443,32 @@ const createSpec: Spec = {
   },
 };
 
+/** rm's starting point: v1 backed up as of 2020-01-01, v2 as of 2020-06-01 (wide packfiles). */
+const rmStart = await created(WIDE);
+await cliOk(() => inMemory(rmStart).writable(), ["backup", "--json", "--time", "2020-01-01T00:00:00Z", v1]);
+await cliOk(() => inMemory(rmStart).writable(), ["backup", "--json", "--time", "2020-06-01T00:00:00Z", v2]);
+
+const rmSpec: Spec = {
+  name: "rm",
+  argv: ["rm", "--json", "--before", "2020-03-01T00:00:00Z"],
+  code: 0,
+  start: rmStart,
+  async afterFault(c, what, finished) {
+    // v1 removed or not, v2 kept, both intact.
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    expect(snaps.map((h) => h.importer.root), what).toEqual(finished ? [v2] : snaps.length === 1 ? [v2] : [v1, v2]);
+    for (const h of snaps) await expectRestores(c, h, what);
+  },
+  async afterRetry(c, retry, what) {
+    expect(retry.code, `${what}: the next rm\n${describeOutcome(retry)}`).toBe(0);
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    expect(snaps.map((h) => h.importer.root), what).toEqual([v2]);
+    await expectRestores(c, snaps[0]!, what);
+  },
+};
+
 /** prune's starting point: three snapshots (v1, v2, v1 again) in wide packfiles, so that keeping the last of each source removes the first. */
 const pruneStart = await (async () => {
   const b = await created(WIDE);
@@ -476,7 +502,7 @@ const pruneSpec: Spec = {
   },
 };
 
-const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, pruneSpec];
+const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, rmSpec, pruneSpec];
 
 // --------------------------------------------------------------------- cells ---
 

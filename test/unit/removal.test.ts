@@ -72,6 +72,26 @@ describe("removeSnapshots", () => {
     await repo.close();
   });
 
+  it("runs beside a backup's shared lock, and waits for no one but an exclusive holder (LOCKED)", async () => {
+    const { mem, repo } = await setup();
+    const backup = await reopen(mem);
+    await backup.acquire("shared", "backup");
+    expect(await removeSnapshots(repo, [{ id: id("aa"), why: "rm" }], { command: "rm" })).toHaveLength(1);
+    expect(listed(await reopen(mem))).toEqual(["bb", "cc"]);
+    await backup.close();
+    await repo.close();
+    const holder = await reopen(mem);
+    await holder.acquire("exclusive", "repair index");
+    const other = await reopen(mem);
+    const e = await removeSnapshots(other, [{ id: id("bb"), why: "rm" }], { command: "rm" }).catch((x: unknown) => x);
+    expect(isCofferError(e, "LOCKED")).toBe(true);
+    const u = await undeleteSnapshot(other, "aa", { command: "undelete" }).catch((x: unknown) => x);
+    expect(isCofferError(u, "LOCKED")).toBe(true);
+    expect(listed(await reopen(mem))).toEqual(["bb", "cc"]);
+    await holder.close();
+    await other.close();
+  });
+
   it("takes a plan's removals with the plan's command and reasons", async () => {
     const { headers } = await setup();
     const plan: Plan = { command: "prune", entries: [planEntry(headers[0]!, "remove", ["not kept by any rule"]), planEntry(headers[1]!, "keep", ["last 1"])] };
