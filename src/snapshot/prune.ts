@@ -21,6 +21,8 @@ export interface PruneSettings {
 
 /** What the plan says of a partial snapshot: the policy leaves it alone. */
 const PARTIAL_REASON = "partial snapshot of an interrupted backup: not subject to the policy";
+/** What the plan (and the removal record) says of a snapshot the policy removes. */
+const REMOVED_REASON = "kept by no rule of the policy";
 
 /**
  * The plan of a prune over `headers` (listSnapshots's): every complete
@@ -40,7 +42,7 @@ export function prunePlan(headers: readonly SnapshotHeader[], s: PruneSettings):
   });
   const sections = groups.map((g) => {
     const group = s.groupBy.length > 0 ? describeGroupKey(g.key) : undefined;
-    return { key: JSON.stringify(g.key), entries: g.decisions.map((d) => planEntry(byId.get(d.id)!, d.action, d.reasons, group)).reverse() };
+    return { key: JSON.stringify(g.key), entries: g.decisions.map((d) => planEntry(byId.get(d.id)!, d.action, d.action === "keep" ? d.reasons : [REMOVED_REASON], group)).reverse() };
   });
   const partials = headers.filter(isPartial);
   for (const h of partials) {

@@ -96,7 +96,7 @@ describe("prune", () => {
     expect(kept(p).sort()).toEqual([a[3]!, b[0]!, b[1]!].sort());
     const e = p.entries.find((x) => x.id === b[0])!;
     expect(e).toMatchObject({ short: b[0]!.slice(0, 8), time: "2026-03-01T12:00:00.000Z", host: "b", source: src, tags: ["keep"], reasons: ["has tags keep"], group: `host=b source=${src}` });
-    expect(p.entries.find((x) => x.id === a[0])!.reasons).toEqual([]);
+    expect(p.entries.find((x) => x.id === a[0])!.reasons).toEqual(["kept by no rule of the policy"]);
   });
 
   it("removes what the policy does not keep: check passes, the kept restore, a removed one can be taken back", async () => {
@@ -112,7 +112,7 @@ describe("prune", () => {
     expect(await fsp.readFile(path.join(to, "a.txt"), "utf8")).toBe("pruned or kept\n");
     // Again: nothing more to remove.
     expect(json(await run(repo, ["prune", "--json", "--keep-daily", "2", "--tz", "UTC"])).remove).toBe(0);
-    await run(repo, ["undelete", a[0]!.slice(0, 12)]);
+    expect((await run(repo, ["undelete", a[0]!.slice(0, 12)])).stdout).toContain("prune: kept by no rule of the policy");
     expect(await listed(repo)).toContain(a[0]);
   });
 
