@@ -31,9 +31,24 @@ function isoWeekByMonday(ms: number): string {
   return `${y}W${pad(1 + Math.floor((day - mondayOfWeek1(y)) / (7 * DAY)))}`;
 }
 
-/** The bucket of an instant in a zone `offsetMin` minutes east of UTC. */
-export function refBucket(period: Period, ms: number, offsetMin = 0): string {
-  const shifted = ms + offsetMin * MINUTE;
+/** A zone's offset east of UTC in minutes: fixed, or a function of the instant (a zone with daylight saving time). */
+export type RefOffset = number | ((ms: number) => number);
+
+const offsetAt = (o: RefOffset, ms: number) => (typeof o === "number" ? o : o(ms));
+
+/** The offset of Central European Time by the EU rule: +2 h from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday of October, else +1 h. */
+export function centralEuropeanOffset(ms: number): number {
+  const year = new Date(ms).getUTCFullYear();
+  const lastSundayAt1 = (month: number) => {
+    const last = Date.UTC(year, month + 1, 0, 1);
+    return last - new Date(last).getUTCDay() * DAY;
+  };
+  return ms >= lastSundayAt1(2) && ms < lastSundayAt1(9) ? 120 : 60;
+}
+
+/** The bucket of an instant in a zone `offset` minutes east of UTC. */
+export function refBucket(period: Period, ms: number, offset: RefOffset = 0): string {
+  const shifted = ms + offsetAt(offset, ms) * MINUTE;
   const iso = new Date(shifted).toISOString();
   if (period === "hourly") return iso.slice(0, 13);
   if (period === "daily") return iso.slice(0, 10);
@@ -48,7 +63,7 @@ export function refSorted<T extends RefSnapshot>(list: readonly T[]): T[] {
 }
 
 /** A count rule: the newest of each of the first N buckets, and the oldest snapshot if fewer than N buckets came before it. */
-export function refCount(list: readonly RefSnapshot[], rule: "last" | Period, n: number, offsetMin = 0): Set<string> {
+export function refCount(list: readonly RefSnapshot[], rule: "last" | Period, n: number, offsetMin: RefOffset = 0): Set<string> {
   const sorted = refSorted(list);
   const keep = new Set<string>();
   const seen = new Set<string>();

@@ -23,7 +23,7 @@ import { listSnapshots } from "../../src/snapshot/snapshots.js";
 import { toHex } from "../../src/util/hex.js";
 import { describeRun, EXIT, FAST_KDF } from "../helpers/cli.js";
 import { cofferInProcess } from "../helpers/in-process.js";
-import { type Period, refBucket, refCount, type RefDuration, type RefSnapshot, refWithin } from "../helpers/retention-reference.js";
+import { centralEuropeanOffset, type Period, refBucket, refCount, type RefDuration, type RefSnapshot, refWithin } from "../helpers/retention-reference.js";
 
 const PASS = "retention timeline";
 const HOUR = 3_600_000;
@@ -231,6 +231,16 @@ describe("retention timeline: coffer's differences from restic", () => {
     expect(refBucket("daily", lateEvening.ms, 330)).not.toBe(refBucket("daily", lateEvening.ms));
     const text = (await run(["prune", "--dry-run", "--keep-daily", "20", "--tz", "Asia/Kolkata"])).stdout;
     expect(text).toContain("time zone: Asia/Kolkata");
+  });
+
+  it("counts in the zone's own offsets across daylight saving time", async () => {
+    const berlin = await keptBy(["--keep-daily", "unlimited", "--keep-hourly", "unlimited", "--tz", "Europe/Berlin", "--keep-min", "0"]);
+    const rule = (g: Made[]) => new Set([...refCount(g, "daily", -1, centralEuropeanOffset), ...refCount(g, "hourly", -1, centralEuropeanOffset)]);
+    expect(berlin).toEqual(expected(rule));
+    // A fixed +1 h is wrong in summer: late-evening snapshots from April to October fall on other days.
+    const daily = await keptBy(["--keep-daily", "unlimited", "--tz", "Europe/Berlin", "--keep-min", "0"]);
+    expect(daily).toEqual(expected((g) => refCount(g, "daily", -1, centralEuropeanOffset)));
+    expect(daily).not.toEqual(expected((g) => refCount(g, "daily", -1, 60)));
   });
 
   it("keeps the --keep-min newest of every group whatever the policy (default 1)", async () => {

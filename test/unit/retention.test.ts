@@ -224,6 +224,13 @@ describe("retention rules, by example", () => {
     expect(kept(list, { counts: { daily: 2 } }, "Europe/Paris")).toEqual(["a", "c"]);
   });
 
+  it("takes the wall clock of the zone: the hour repeated when daylight saving time ends is one bucket", () => {
+    // 00:30 and 01:30 UTC on 2025-10-26 are both 02:30 in Berlin.
+    const list = [snap("a", "2025-10-26T03:00:00Z"), snap("b", "2025-10-26T01:30:00Z"), snap("c", "2025-10-26T00:30:00Z"), snap("d", "2025-10-25T12:00:00Z")];
+    expect(kept(list, { counts: { hourly: UNLIMITED } }, "Europe/Berlin")).toEqual(["a", "b", "d"]);
+    expect(kept(list, { counts: { hourly: UNLIMITED } }, "UTC")).toEqual(["a", "b", "c", "d"]);
+  });
+
   it("decides per group and refuses a policy that keeps nothing", () => {
     const list = [snap("a", "2025-01-01T00:00:00Z", { host: "one" }), snap("b", "2025-01-02T00:00:00Z", { host: "two" }), snap("c", "2025-01-03T00:00:00Z", { host: "two" })];
     expect(kept(list, { counts: { last: 1 } }, "UTC", ["host"])).toEqual(["a", "c"]);
