@@ -30,10 +30,8 @@ import { say } from "../format.js";
 import { planJson, planLines } from "../plan-output.js";
 import { readPlanFile, writePlanFile } from "../prune-plan-file.js";
 
-type Capital<S extends string> = Capitalize<S>;
-
 /** commander's camel-cased options: keepLast, keepWithinDaily, ... */
-type PruneOptions = { [K in CountRule as `keep${Capital<K>}`]?: number } & { [K in WithinRule as `keepWithin${Capital<K>}`]?: CalendarDuration } & {
+type PruneOptions = { [K in CountRule as `keep${Capitalize<K>}`]?: number } & { [K in WithinRule as `keepWithin${Capitalize<K>}`]?: CalendarDuration } & {
   keepWithin?: CalendarDuration;
   keepTag?: string[][];
   keepMin: number;
@@ -45,7 +43,7 @@ type PruneOptions = { [K in CountRule as `keep${Capital<K>}`]?: number } & { [K 
   apply?: string;
 };
 
-const capital = <S extends string>(s: S) => (s[0]!.toUpperCase() + s.slice(1)) as Capital<S>;
+const capital = <S extends string>(s: S) => (s[0]!.toUpperCase() + s.slice(1)) as Capitalize<S>;
 
 function policyOf(o: PruneOptions): RetentionPolicy {
   return {
