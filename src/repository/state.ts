@@ -5,8 +5,9 @@
  * only after the packfiles it names are stored (docs/FORMAT.md, "State").
  * A delta adds packfiles and may record damage (blobs found damaged or
  * missing), dropped packfiles (left out by `repair index`), removed
- * snapshots and verified packfiles (read whole by `check`). Deltas form a
- * set: none depends on the order they are read in.
+ * snapshots, removals taken back (`undelete`) and verified packfiles (read
+ * whole by `check`). Deltas form a set: none depends on the order they are
+ * read in.
  */
 import { encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
@@ -19,7 +20,7 @@ import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
 /** Deltas that only add packfiles are written as version 1 (older readers read them); any other record needs version 2. */
 export const STATE_VERSION = 1;
 const STATE_VERSION_RECORDS = 2;
-/** Deltas carrying a record kind that version 2 lacks (`verified`) are version 3; a version-3 decoder takes a missing record array as empty. */
+/** Deltas carrying a record kind that version 2 lacks (`verified`, `undeleted`) are version 3; a version-3 decoder takes a missing record array as empty. */
 export const STATE_VERSION_KINDS = 3;
 
 export interface PackRecord {
@@ -55,30 +56,42 @@ export interface VerifiedRecord {
   timeMs: number;
 }
 
+/** A removal taken back (`undelete`): cancels the removal records of `snapshot` whose time is at most `removedUpTo`; a later removal wins. */
+export interface UndeletedRecord {
+  snapshot: Uint8Array;
+  removedUpTo: number;
+  why: string;
+  timeMs: number;
+}
+
 export interface StateDelta {
   packs: PackRecord[];
   damaged: DamageRecord[];
   dropped: DroppedRecord[];
   removed: RemovalRecord[];
   verified: VerifiedRecord[];
+  undeleted: UndeletedRecord[];
 }
 
 export function emptyDelta(): StateDelta {
-  return { packs: [], damaged: [], dropped: [], removed: [], verified: [] };
+  return { packs: [], damaged: [], dropped: [], removed: [], verified: [], undeleted: [] };
 }
 
 export function encodeDelta(d: Partial<StateDelta>): Uint8Array {
   const packs = (d.packs ?? []).map((p) => [p.mac, encodeIndex(p.entries)]);
   const damaged = d.damaged ?? [], dropped = d.dropped ?? [], removed = d.removed ?? [];
   const verified = d.verified ?? [];
-  if (damaged.length + dropped.length + removed.length + verified.length === 0) return encode({ v: STATE_VERSION, packs });
+  const undeleted = d.undeleted ?? [];
+  const v3 = verified.length + undeleted.length > 0;
+  if (damaged.length + dropped.length + removed.length + verified.length + undeleted.length === 0) return encode({ v: STATE_VERSION, packs });
   return encode({
-    v: verified.length > 0 ? STATE_VERSION_KINDS : STATE_VERSION_RECORDS,
+    v: v3 ? STATE_VERSION_KINDS : STATE_VERSION_RECORDS,
     packs,
     damaged: damaged.map((r) => [r.pack, r.blobs === null ? null : r.blobs.map((b) => [b.type, b.mac]), r.why, r.timeMs]),
     dropped: dropped.map((r) => [r.pack, r.why, r.timeMs]),
     removed: removed.map((r) => [r.snapshot, r.why, r.timeMs]),
     ...(verified.length > 0 ? { verified: verified.map((r) => [r.pack, r.timeMs]) } : {}),
+    ...(undeleted.length > 0 ? { undeleted: undeleted.map((r) => [r.snapshot, r.removedUpTo, r.why, r.timeMs]) } : {}),
   });
 }
 
@@ -89,7 +102,7 @@ const isType = (v: unknown): v is BlobType => typeof v === "number" && Object.va
 export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
   const what = `state ${toHex(name)}`;
   const o = decodeBounded(raw, (why) => new CorruptError(what, `undecodable (${why})`));
-  const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown; verified?: unknown };
+  const d = o as { v?: unknown; packs?: unknown; damaged?: unknown; dropped?: unknown; removed?: unknown; verified?: unknown; undeleted?: unknown };
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw new CorruptError(what, "bad structure");
   if (d.v !== STATE_VERSION && d.v !== STATE_VERSION_RECORDS && d.v !== STATE_VERSION_KINDS) throw new CorruptError(what, `unknown state version ${String(d.v)}`);
   if (!Array.isArray(d.packs)) throw new CorruptError(what, "bad structure");
@@ -123,7 +136,11 @@ export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
     if (!Array.isArray(r) || r.length !== 2 || !isMac(r[0]) || !isTime(r[1])) throw bad("verified");
     return { pack: r[0], timeMs: r[1] };
   });
-  return { packs, damaged, dropped, removed, verified };
+  const undeleted = (d.v === STATE_VERSION_KINDS ? list(d.undeleted, "undeleted") : []).map((r): UndeletedRecord => {
+    if (!Array.isArray(r) || r.length !== 4 || !isMac(r[0]) || !isTime(r[1]) || typeof r[2] !== "string" || !isTime(r[3])) throw bad("undeleted");
+    return { snapshot: r[0], removedUpTo: r[1], why: r[2], timeMs: r[3] };
+  });
+  return { packs, damaged, dropped, removed, verified, undeleted };
 }
 
 export interface BlobLocation {
@@ -160,6 +177,8 @@ export class Index {
   readonly packs = new Map<string, Uint8Array>();
   /** Snapshot IDs (hex) -> ID, from the SNAPSHOT blobs of the index, less removed ones (a damaged header stays listed). */
   readonly snapshots = new Map<string, Uint8Array>();
+  /** Every snapshot ID (hex) a SNAPSHOT blob of the index names, removed or not: what an undelete makes listed again. */
+  private readonly headers = new Map<string, Uint8Array>();
   /** Damage known for a packfile (hex): the blob keys, or null for all of it. */
   readonly damaged = new Map<string, { keys: Set<string> | null; why: string; timeMs: number }>();
   /** Why a blob has no usable location left, by key. */
@@ -167,7 +186,12 @@ export class Index {
   /** Locations given up because of damage, by packfile (hex): where `repair index` looks for intact blobs to salvage. */
   private readonly givenUp = new Map<string, [string, BlobLocation][]>();
   readonly dropped = new Map<string, DroppedRecord>();
+  /** Snapshots (hex) removed now: the latest removal record of each, unless an undelete cancels it. */
   readonly removed = new Map<string, RemovalRecord>();
+  /** The latest removal record of each snapshot (hex), cancelled or not. */
+  private readonly latestRemoval = new Map<string, RemovalRecord>();
+  /** The undelete record with the highest `removedUpTo` of each snapshot (hex). */
+  readonly undeleted = new Map<string, UndeletedRecord>();
   /** When each packfile (hex) was last found intact by a read of it whole (`verified` records; the latest wins). */
   readonly verified = new Map<string, number>();
   /** Bytes of each packfile (hex) that its blobs span, from its index: what coverage and `--read-data-subset SIZE` count. */
@@ -176,6 +200,7 @@ export class Index {
   /** Applies every record of a delta. */
   apply(d: StateDelta): void {
     for (const r of d.removed) this.addRemoval(r);
+    for (const r of d.undeleted) this.addUndeleted(r);
     for (const r of d.verified) this.addVerified(r);
     for (const r of d.damaged) this.markDamaged(r);
     for (const r of d.dropped) this.dropped.set(toHex(r.pack), r);
@@ -194,6 +219,7 @@ export class Index {
     for (const e of p.entries) {
       const k = blobKey(e.type, e.mac);
       const loc = { pack, offset: e.offset, length: e.length, rawLength: e.rawLength };
+      if (e.type === BlobType.SNAPSHOT && !this.headers.has(toHex(e.mac))) this.headers.set(toHex(e.mac), e.mac);
       const snapshot = e.type === BlobType.SNAPSHOT && !this.removed.has(toHex(e.mac));
       if (damage && (damage.keys === null || damage.keys.has(k))) {
         this.giveUp(pk, k, loc);
@@ -263,10 +289,33 @@ export class Index {
     if (cur === undefined || r.timeMs > cur) this.verified.set(hex, r.timeMs);
   }
 
+  /** A removal record: the latest of a snapshot's wins (ties by reason, so that the order records are read in does not matter). */
   addRemoval(r: RemovalRecord): void {
     const hex = toHex(r.snapshot);
-    this.removed.set(hex, r);
-    this.snapshots.delete(hex);
+    const cur = this.latestRemoval.get(hex);
+    if (!cur || r.timeMs > cur.timeMs || (r.timeMs === cur.timeMs && r.why > cur.why)) this.latestRemoval.set(hex, r);
+    this.settleRemoval(hex);
+  }
+
+  addUndeleted(r: UndeletedRecord): void {
+    const hex = toHex(r.snapshot);
+    const cur = this.undeleted.get(hex);
+    if (!cur || r.removedUpTo > cur.removedUpTo || (r.removedUpTo === cur.removedUpTo && r.timeMs > cur.timeMs)) this.undeleted.set(hex, r);
+    this.settleRemoval(hex);
+  }
+
+  /** Whether a snapshot is removed: its latest removal is later than every undelete's `removedUpTo`. */
+  private settleRemoval(hex: string): void {
+    const r = this.latestRemoval.get(hex);
+    const upTo = this.undeleted.get(hex)?.removedUpTo;
+    if (r && (upTo === undefined || r.timeMs > upTo)) {
+      this.removed.set(hex, r);
+      this.snapshots.delete(hex);
+      return;
+    }
+    this.removed.delete(hex);
+    const id = this.headers.get(hex);
+    if (id) this.snapshots.set(hex, id);
   }
 
   get(type: BlobType, mac: Uint8Array): BlobLocation | undefined {

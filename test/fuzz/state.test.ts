@@ -4,7 +4,8 @@
  * Repository.readDelta on mutated and forged STATE objects in a store (the
  * blob must authenticate and its content match its name). A delta either
  * decodes to records the index can apply, or fails with a CorruptError;
- * deltas with `verified` records are version 3, the others 1 or 2.
+ * deltas with `verified` or `undeleted` records are version 3, the others 1
+ * or 2.
  */
 import { decode } from "@msgpack/msgpack";
 import fc from "fast-check";
@@ -53,6 +54,7 @@ const arbDelta: fc.Arbitrary<StateDelta> = fc.record({
   dropped: fc.array(fc.record({ pack: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   removed: fc.array(fc.record({ snapshot: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   verified: fc.array(fc.record({ pack: arbMac, timeMs: arbTime }), { maxLength: 3 }),
+  undeleted: fc.array(fc.record({ snapshot: arbMac, removedUpTo: arbTime, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
 });
 
 /** A delta's msgpack as a forger may write it: valid, its value tree mutated, any value, mutated bytes, or random bytes. */
@@ -79,6 +81,7 @@ function expectApplicable(d: StateDelta): void {
   for (const r of d.dropped) expect(mac32(r.pack) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.removed) expect(mac32(r.snapshot) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.verified) expect(mac32(r.pack) && time(r.timeMs)).toBe(true);
+  for (const r of d.undeleted) expect(mac32(r.snapshot) && time(r.removedUpTo) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   new Index().apply(d);
 }
 
