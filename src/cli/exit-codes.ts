@@ -11,6 +11,8 @@ export const ExitCode = {
   ERROR: 1,
   USAGE: 2,
   PARTIAL: 3,
+  PLAN_CHANGED: 4,
+  RECLAIMED: 5,
   NO_REPOSITORY: 10,
   LOCKED: 11,
   WRONG_PASSPHRASE: 12,
@@ -47,6 +49,16 @@ export const EXIT_CODES: readonly ExitCodeDoc[] = [
     meaning:
       "finished, but some entries failed; each is named on stderr (and recorded in the snapshot for `backup`); for `ls` and `locate`, some snapshots could not be read (each is named)",
   },
+  {
+    code: ExitCode.PLAN_CHANGED,
+    summary: "prune --apply: the repository changed since the plan",
+    meaning: "`prune --apply`: the repository changed since the plan was made in a way that alters it (a snapshot of the plan is gone or removed, or a snapshot is new in a group the plan covers); nothing was removed",
+  },
+  {
+    code: ExitCode.RECLAIMED,
+    summary: "undelete: the snapshot's data is already reclaimed",
+    meaning: "`undelete`: the removed snapshot cannot be taken back, because maintenance has reclaimed data it references (the blobs gone are named)",
+  },
   { code: ExitCode.NO_REPOSITORY, summary: "no repository at the location", meaning: "no repository at the location" },
   { code: ExitCode.LOCKED, summary: "repository locked by another process", meaning: "repository locked by another process" },
   { code: ExitCode.WRONG_PASSPHRASE, summary: "wrong passphrase", meaning: "wrong passphrase" },
@@ -74,6 +86,8 @@ export const EXIT_OF_ERROR: Readonly<Record<ErrorCode, ExitCode>> = {
   UNSAFE_PATH: ExitCode.ERROR,
   INTERRUPTED: ExitCode.INTERRUPTED,
   IO: ExitCode.ERROR,
+  PLAN_CHANGED: ExitCode.PLAN_CHANGED,
+  RECLAIMED: ExitCode.RECLAIMED,
 };
 
 /** The exit code of a CofferError's code. */

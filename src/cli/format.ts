@@ -1,6 +1,7 @@
 /** Human-readable output helpers. */
 import { escapeControls, escapeName, isRawName, lossyName, nameToBytes } from "../util/names.js";
 import type { SnapshotHeader } from "../snapshot/header.js";
+import { snapshotSource } from "../snapshot/select.js";
 import type { Entry } from "../snapshot/tree.js";
 import { toHex } from "../util/hex.js";
 
@@ -45,13 +46,9 @@ export function localTime(ns: bigint): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
-/** The snapshot's source as `ls` and `info` show it (the JSON field is source()). */
+/** The snapshot's source as `ls` and `info` show it (the JSON field is snapshotSource()). */
 export function shownSource(h: SnapshotHeader): string {
   return h.importer.type === "fs" ? shown(h.importer.root) : `${h.importer.type}:${shown(h.importer.root)}`;
-}
-
-function source(h: SnapshotHeader): string {
-  return h.importer.type === "fs" ? h.importer.root : `${h.importer.type}:${h.importer.root}`;
 }
 
 export function snapshotJson(h: SnapshotHeader): Record<string, unknown> {
@@ -62,7 +59,7 @@ export function snapshotJson(h: SnapshotHeader): Record<string, unknown> {
     durationSeconds: Number(h.durationNs) / 1e9,
     hostname: h.hostname,
     username: h.username,
-    source: source(h),
+    source: snapshotSource(h),
     importer: h.importer,
     tags: h.tags,
     ...(h.parent ? { parent: toHex(h.parent) } : {}),

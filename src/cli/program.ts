@@ -16,9 +16,13 @@ import { locateCommand } from "./commands/locate.js";
 import { lsCommand } from "./commands/ls.js";
 import { maintenanceCommand } from "./commands/maintenance.js";
 import { pkgCommand } from "./commands/pkg.js";
+import { pruneCommand } from "./commands/prune.js";
 import { repairCommand } from "./commands/repair.js";
 import { restoreCommand } from "./commands/restore.js";
 import { syncCommand } from "./commands/sync.js";
+
+import { rmCommand } from "./commands/rm.js";
+import { undeleteCommand } from "./commands/undelete.js";
 import type { CliIo, Context } from "./context.js";
 import { type ExitCode, exitCodesHelp } from "./exit-codes.js";
 import { say } from "./format.js";
@@ -57,9 +61,13 @@ export function buildProgram(ctx: () => Context, setExit: (code: ExitCode) => vo
     repairCommand(ctx, setExit),
     maintenanceCommand(ctx, setExit),
     syncCommand(ctx, setExit),
+
+    rmCommand(ctx, setExit),
+    undeleteCommand(ctx),
     connectorsCommand(ctx),
     keyCommand(ctx),
     pkgCommand(ctx),
+    pruneCommand(ctx, setExit),
   ]) {
     configure(c, output);
     program.addCommand(c);

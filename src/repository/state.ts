@@ -5,10 +5,10 @@
  * only after the packfiles it names are stored (docs/FORMAT.md, "State").
  * A delta adds packfiles and may record damage (blobs found damaged or
  * missing), dropped packfiles (left out by `repair index`), removed
- * snapshots, verified packfiles (read whole by `check`) and the records of
- * garbage collection (marks, revivals, holdouts, deletions: docs/FORMAT.md,
- * "Garbage collection"). Deltas form a set: none depends on the order they
- * are read in.
+ * snapshots, removals taken back (`undelete`), verified packfiles (read
+ * whole by `check`) and the records of garbage collection (marks,
+ * revivals, holdouts, deletions: docs/FORMAT.md, "Garbage collection").
+ * Deltas form a set: none depends on the order they are read in.
  */
 import { encode } from "@msgpack/msgpack";
 import { CorruptError } from "../util/errors.js";
@@ -21,7 +21,7 @@ import { type BlobEntry, decodeIndex, encodeIndex } from "./packfile.js";
 /** Deltas that only add packfiles are written as version 1 (older readers read them); any other record needs version 2. */
 export const STATE_VERSION = 1;
 const STATE_VERSION_RECORDS = 2;
-/** Deltas carrying a record kind that version 2 lacks (`verified`, the garbage collection's) are version 3; a version-3 decoder takes a missing record array as empty. */
+/** Deltas carrying a record kind that version 2 lacks (`verified`, `undeleted`, the garbage collection's) are version 3; a version-3 decoder takes a missing record array as empty. */
 export const STATE_VERSION_KINDS = 3;
 
 export interface PackRecord {
@@ -57,6 +57,14 @@ export interface VerifiedRecord {
   timeMs: number;
 }
 
+/** A removal taken back (`undelete`): cancels the removal records of `snapshot` whose time is at most `removedUpTo`; a later removal wins. */
+export interface UndeletedRecord {
+  snapshot: Uint8Array;
+  removedUpTo: number;
+  why: string;
+  timeMs: number;
+}
+
 /** A packfile marked for deletion by `maintenance` at `markTimeMs`: it serves reads but offers nothing to deduplication. */
 export interface UnusedRecord {
   pack: Uint8Array;
@@ -89,6 +97,7 @@ export interface StateDelta {
   dropped: DroppedRecord[];
   removed: RemovalRecord[];
   verified: VerifiedRecord[];
+  undeleted: UndeletedRecord[];
   unused: UnusedRecord[];
   revived: RevivedRecord[];
   holdouts: HoldoutsRecord[];
@@ -96,12 +105,13 @@ export interface StateDelta {
 }
 
 export function emptyDelta(): StateDelta {
-  return { packs: [], damaged: [], dropped: [], removed: [], verified: [], unused: [], revived: [], holdouts: [], deleted: [] };
+  return { packs: [], damaged: [], dropped: [], removed: [], verified: [], undeleted: [], unused: [], revived: [], holdouts: [], deleted: [] };
 }
 
 /** The record kinds of version 3, each encoded as an array of arrays. */
 const V3_KINDS = {
   verified: (r: VerifiedRecord) => [r.pack, r.timeMs],
+  undeleted: (r: UndeletedRecord) => [r.snapshot, r.removedUpTo, r.why, r.timeMs],
   unused: (r: UnusedRecord) => [r.pack, r.markTimeMs],
   revived: (r: RevivedRecord) => [r.pack, r.markTimeMs, r.timeMs],
   holdouts: (r: HoldoutsRecord) => [r.markTimeMs, r.locks, r.timeMs],
@@ -176,6 +186,10 @@ export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
     if (!isMac(r[0]) || !isTime(r[1])) throw bad("verified");
     return { pack: r[0], timeMs: r[1] };
   });
+  const undeleted = v3("undeleted", 4).map((r): UndeletedRecord => {
+    if (!isMac(r[0]) || !isTime(r[1]) || typeof r[2] !== "string" || !isTime(r[3])) throw bad("undeleted");
+    return { snapshot: r[0], removedUpTo: r[1], why: r[2], timeMs: r[3] };
+  });
   const unused = v3("unused", 2).map((r): UnusedRecord => {
     if (!isMac(r[0]) || !isTime(r[1])) throw bad("unused");
     return { pack: r[0], markTimeMs: r[1] };
@@ -192,7 +206,7 @@ export function decodeDelta(raw: Uint8Array, name: Uint8Array): StateDelta {
     if (!isMac(r[0]) || !isTime(r[1])) throw bad("deleted");
     return { pack: r[0], timeMs: r[1] };
   });
-  return { packs, damaged, dropped, removed, verified, unused, revived, holdouts, deleted };
+  return { packs, damaged, dropped, removed, verified, undeleted, unused, revived, holdouts, deleted };
 }
 
 export interface BlobLocation {
@@ -229,6 +243,8 @@ export class Index {
   readonly packs = new Map<string, Uint8Array>();
   /** Snapshot IDs (hex) -> ID, from the SNAPSHOT blobs of the index, less removed ones (a damaged header stays listed). */
   readonly snapshots = new Map<string, Uint8Array>();
+  /** Every snapshot ID (hex) a SNAPSHOT blob of the index names, removed or not: what an undelete makes listed again. */
+  private readonly headers = new Map<string, Uint8Array>();
   /** Damage known for a packfile (hex): the blob keys, or null for all of it. */
   readonly damaged = new Map<string, { keys: Set<string> | null; why: string; timeMs: number }>();
   /** Why a blob has no usable location left, by key. */
@@ -236,7 +252,12 @@ export class Index {
   /** Locations given up because of damage, by packfile (hex): where `repair index` looks for intact blobs to salvage. */
   private readonly givenUp = new Map<string, [string, BlobLocation][]>();
   readonly dropped = new Map<string, DroppedRecord>();
+  /** Snapshots (hex) removed now: the latest removal record of each, unless an undelete cancels it. */
   readonly removed = new Map<string, RemovalRecord>();
+  /** The latest removal record of each snapshot (hex), cancelled or not. */
+  private readonly latestRemoval = new Map<string, RemovalRecord>();
+  /** The undelete record with the highest `removedUpTo` of each snapshot (hex). */
+  readonly undeleted = new Map<string, UndeletedRecord>();
   /** When each packfile (hex) was last found intact by a read of it whole (`verified` records; the latest wins). */
   readonly verified = new Map<string, number>();
   /** Bytes of each packfile (hex) that its blobs span, from its index: what coverage and `--read-data-subset SIZE` count. */
@@ -256,6 +277,7 @@ export class Index {
     for (const r of d.revived) this.addRevived(r);
     for (const r of d.holdouts) this.addHoldouts(r);
     for (const r of d.removed) this.addRemoval(r);
+    for (const r of d.undeleted) this.addUndeleted(r);
     for (const r of d.verified) this.addVerified(r);
     for (const r of d.damaged) this.markDamaged(r);
     for (const r of d.dropped) this.dropped.set(toHex(r.pack), r);
@@ -276,6 +298,7 @@ export class Index {
     for (const e of p.entries) {
       const k = blobKey(e.type, e.mac);
       const loc = { pack, offset: e.offset, length: e.length, rawLength: e.rawLength };
+      if (e.type === BlobType.SNAPSHOT && !this.headers.has(toHex(e.mac))) this.headers.set(toHex(e.mac), e.mac);
       const snapshot = e.type === BlobType.SNAPSHOT && !this.removed.has(toHex(e.mac));
       if (damage && (damage.keys === null || damage.keys.has(k))) {
         this.giveUp(pk, k, loc);
@@ -398,7 +421,11 @@ export class Index {
       if (first) this.blobs.set(k, first);
       else {
         this.blobs.delete(k);
-        if (keyType(k) === BlobType.SNAPSHOT) this.snapshots.delete(toHex(keyMac(k)));
+        if (keyType(k) === BlobType.SNAPSHOT) {
+          // Its header is gone: no undelete lists it again.
+          this.snapshots.delete(toHex(keyMac(k)));
+          this.headers.delete(toHex(keyMac(k)));
+        }
       }
       if (left.length > 0) this.extra.set(k, left);
       else this.extra.delete(k);
@@ -435,10 +462,33 @@ export class Index {
     if (cur === undefined || r.timeMs > cur) this.verified.set(hex, r.timeMs);
   }
 
+  /** A removal record: the latest of a snapshot's wins (ties by reason, so that the order records are read in does not matter). */
   addRemoval(r: RemovalRecord): void {
     const hex = toHex(r.snapshot);
-    this.removed.set(hex, r);
-    this.snapshots.delete(hex);
+    const cur = this.latestRemoval.get(hex);
+    if (!cur || r.timeMs > cur.timeMs || (r.timeMs === cur.timeMs && r.why > cur.why)) this.latestRemoval.set(hex, r);
+    this.settleRemoval(hex);
+  }
+
+  addUndeleted(r: UndeletedRecord): void {
+    const hex = toHex(r.snapshot);
+    const cur = this.undeleted.get(hex);
+    if (!cur || r.removedUpTo > cur.removedUpTo || (r.removedUpTo === cur.removedUpTo && r.timeMs > cur.timeMs)) this.undeleted.set(hex, r);
+    this.settleRemoval(hex);
+  }
+
+  /** Whether a snapshot is removed: its latest removal is later than every undelete's `removedUpTo`. */
+  private settleRemoval(hex: string): void {
+    const r = this.latestRemoval.get(hex);
+    const upTo = this.undeleted.get(hex)?.removedUpTo;
+    if (r && (upTo === undefined || r.timeMs > upTo)) {
+      this.removed.set(hex, r);
+      this.snapshots.delete(hex);
+      return;
+    }
+    this.removed.delete(hex);
+    const id = this.headers.get(hex);
+    if (id) this.snapshots.set(hex, id);
   }
 
   get(type: BlobType, mac: Uint8Array): BlobLocation | undefined {

@@ -23,7 +23,9 @@ export type ErrorCode =
   | "PATH_NOT_FOUND"
   | "UNSAFE_PATH"
   | "INTERRUPTED"
-  | "IO";
+  | "IO"
+  | "RECLAIMED"
+  | "PLAN_CHANGED";
 
 export class CofferError extends Error {
   readonly code: ErrorCode;

@@ -11,7 +11,9 @@
  * - a shared lock does not block `backup` (backups share), but does block
  *   an exclusive locker;
  * - read-only commands (`ls`, `restore`) take no lock and work while an
- *   exclusive lock is held.
+ *   exclusive lock is held;
+ * - `prune` holds a shared lock: it runs beside a backup's, not beside an
+ *   exclusive one.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { existsSync, promises as fsp } from "node:fs";
@@ -262,5 +264,24 @@ describe("repository locks (real processes)", () => {
     expect(await lockFiles(repo)).toEqual(held);
     expectExit(await run(["at", repo, "backup", "--json", src]), EXIT.LOCKED);
     await releaseHolder(holder);
+  });
+
+  it("prune runs beside a backup's shared lock, and is refused by an exclusive one", async () => {
+    const repo = await createRepo();
+    const first = await backupJson(repo);
+    const second = await backupJson(repo);
+    const shared = await startHolder(repo, "shared");
+    const held = await lockFiles(repo);
+    const pruned = parseJson<{ remove: number }>(await ok(["at", repo, "prune", "--json", "--keep-last", "1", "--tz", "UTC"]));
+    expect(pruned.remove).toBe(1);
+    expect(await lockFiles(repo), "the holder's lock is untouched, prune's own is gone").toEqual(held);
+    await releaseHolder(shared);
+    expect(parseJson<{ id: string }[]>(await ok(["at", repo, "ls", "--json"])).map((s) => s.id)).toEqual([second.id]);
+
+    await ok(["at", repo, "undelete", first.id.slice(0, 12)]);
+    const exclusive = await startHolder(repo, "exclusive");
+    expectExit(await run(["at", repo, "prune", "--keep-last", "1", "--tz", "UTC"]), EXIT.LOCKED);
+    await releaseHolder(exclusive);
+    expect(parseJson<{ id: string }[]>(await ok(["at", repo, "ls", "--json"]))).toHaveLength(2);
   });
 });

@@ -12,7 +12,6 @@ import { FsStore } from "../../src/connectors/fs/store.js";
 import { Repository } from "../../src/repository/repository.js";
 import { describeRun, EXIT, FAST_KDF, parseJson } from "../helpers/cli.js";
 import { cofferInProcess } from "../helpers/in-process.js";
-import { removeSnapshots } from "../helpers/remove-snapshots.js";
 import { writeSeededFile } from "../helpers/tree.js";
 
 const PASS = "maintenance cli";
@@ -46,7 +45,7 @@ beforeAll(async () => {
     await writeSeededFile(path.join(dir, "f.bin"), `v${v}`, 200_000);
     ids.push(parseJson<{ id: string }>(await run(["backup", "--json", dir])).id);
   }
-  await removeSnapshots(new FsStore(repo), PASS, [ids[0]!]);
+  await run(["rm", ids[0]!]);
 }, 60_000);
 
 afterAll(async () => {

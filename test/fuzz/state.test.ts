@@ -4,8 +4,9 @@
  * Repository.readDelta on mutated and forged STATE objects in a store (the
  * blob must authenticate and its content match its name). A delta either
  * decodes to records the index can apply, or fails with a CorruptError;
- * deltas with `verified` records or the garbage collection's (`unused`,
- * `revived`, `holdouts`, `deleted`) are version 3, the others 1 or 2.
+ * deltas with `verified`, `undeleted` or the garbage collection's records
+ * (`unused`, `revived`, `holdouts`, `deleted`) are version 3, the others 1
+ * or 2.
  */
 import { decode } from "@msgpack/msgpack";
 import fc from "fast-check";
@@ -54,6 +55,7 @@ const arbDelta: fc.Arbitrary<StateDelta> = fc.record({
   dropped: fc.array(fc.record({ pack: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   removed: fc.array(fc.record({ snapshot: arbMac, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   verified: fc.array(fc.record({ pack: arbMac, timeMs: arbTime }), { maxLength: 3 }),
+  undeleted: fc.array(fc.record({ snapshot: arbMac, removedUpTo: arbTime, why: arbWhy, timeMs: arbTime }), { maxLength: 2 }),
   unused: fc.array(fc.record({ pack: arbMac, markTimeMs: arbTime }), { maxLength: 2 }),
   revived: fc.array(fc.record({ pack: arbMac, markTimeMs: arbTime, timeMs: arbTime }), { maxLength: 2 }),
   holdouts: fc.array(fc.record({ markTimeMs: arbTime, locks: fc.array(arbMac, { maxLength: 2 }), timeMs: arbTime }), { maxLength: 2 }),
@@ -84,6 +86,7 @@ function expectApplicable(d: StateDelta): void {
   for (const r of d.dropped) expect(mac32(r.pack) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.removed) expect(mac32(r.snapshot) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.verified) expect(mac32(r.pack) && time(r.timeMs)).toBe(true);
+  for (const r of d.undeleted) expect(mac32(r.snapshot) && time(r.removedUpTo) && typeof r.why === "string" && time(r.timeMs)).toBe(true);
   for (const r of d.unused) expect(mac32(r.pack) && time(r.markTimeMs)).toBe(true);
   for (const r of d.revived) expect(mac32(r.pack) && time(r.markTimeMs) && time(r.timeMs)).toBe(true);
   for (const r of d.holdouts) expect(time(r.markTimeMs) && r.locks.every(mac32) && time(r.timeMs)).toBe(true);

@@ -1,19 +1,18 @@
 /**
- * Removes snapshots the way `coffer rm` will (a `removed` record each,
- * under a shared lock, through the Repository API), for the tests of
- * `maintenance` until `rm` exists: switching them to `coffer rm ID...` is a
- * one-line change here.
+ * Removes snapshots as `coffer rm ID...` does (src/snapshot/removal.ts: one
+ * delta of `removed` records under a shared lock), on a store the test
+ * holds, for tests that drive the Repository API.
  */
 import type { Store } from "../../src/connectors/store.js";
 import { Repository } from "../../src/repository/repository.js";
+import { removeSnapshots as remove } from "../../src/snapshot/removal.js";
 import { fromHex } from "../../src/util/hex.js";
 
-/** Writes a `removed` record for each snapshot ID (hex, whole) in the repository on `store`. */
-export async function removeSnapshots(store: Store, passphrase: string | null, ids: readonly string[], timeMs = Date.now()): Promise<void> {
+/** Removes each snapshot (ID in hex, whole) of the repository on `store`. */
+export async function removeSnapshots(store: Store, passphrase: string | null, ids: readonly string[]): Promise<void> {
   const repo = await Repository.open(store, { passphrase: async () => passphrase });
   try {
-    await repo.acquire("shared", "rm (test)");
-    await repo.removeSnapshots(ids.map((id) => ({ snapshot: fromHex(id), why: "removed by a test", timeMs })));
+    await remove(repo, ids.map((id) => ({ id: fromHex(id), why: "rm: test" })), { command: "rm" });
   } finally {
     await repo.close();
   }

@@ -1,7 +1,7 @@
 /**
  * The crash matrix (issue 16): every command that writes to a repository
- * (backup, repair index, repair snapshots, check recording damage, create,
- * key add, key passwd) run with one store operation failed, and separately killed, at each
+ * (backup, repair index, repair snapshots, check recording damage, create, sync,
+ * key add, key passwd, rm, prune) run with one store operation failed, and separately killed, at each
  * operation it makes in turn. After each: the repository opens; `check
  * --read-data` finds nothing but the damage the run started from; no
  * partial snapshot is visible and every listed snapshot restores equal to
@@ -55,7 +55,6 @@ import { toHex } from "../../src/util/hex.js";
 import { coffer, FAST_KDF } from "../helpers/cli.js";
 import { cutShort, failing, faults, type Fault, OBJECT_OPS, type Op, recording } from "../helpers/faults.js";
 import { installKillable, readRawStore, readTrace, runKilled, writeRawStore } from "../helpers/killable.js";
-import { removeSnapshots } from "../helpers/remove-snapshots.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
 const KiB = 1024;
@@ -569,10 +568,10 @@ const gcStart = await (async () => {
   await cliOk(() => inMemory(b).writable(), ["backup", "--json", v1]);
   await cliOk(() => inMemory(b).writable(), ["backup", "--json", v2]);
   const [first, second] = await withRepo(inMemory(b).readOnly(), async (r) => (await listSnapshots(r)).snapshots.map((h) => toHex(h.id)));
-  await removeSnapshots(inMemory(b).writable(), PASS, [first!]);
+  await cliOk(() => inMemory(b).writable(), ["rm", first!]);
   await cliOk(() => inMemory(b).writable(), ["maintenance", "--grace", "0", "--json"]);
   const again = JSON.parse((await cliOk(() => inMemory(b).writable(), ["backup", "--json", v1])).stdout) as { id: string };
-  await removeSnapshots(inMemory(b).writable(), PASS, [second!]);
+  await cliOk(() => inMemory(b).writable(), ["rm", second!]);
   return { backing: b, kept: again.id };
 })();
 
@@ -691,7 +690,67 @@ const syncSpec: Spec = {
   },
 };
 
-const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, maintenanceSpec, syncSpec, keyAddSpec, keyPasswdSpec];
+
+/** rm's starting point: v1 backed up as of 2020-01-01, v2 as of 2020-06-01 (wide packfiles). */
+const rmStart = await created(WIDE);
+await cliOk(() => inMemory(rmStart).writable(), ["backup", "--json", "--time", "2020-01-01T00:00:00Z", v1]);
+await cliOk(() => inMemory(rmStart).writable(), ["backup", "--json", "--time", "2020-06-01T00:00:00Z", v2]);
+
+const rmSpec: Spec = {
+  name: "rm",
+  argv: ["rm", "--json", "--before", "2020-03-01T00:00:00Z"],
+  code: 0,
+  start: rmStart,
+  async afterFault(c, what, finished) {
+    // v1 removed or not, v2 kept, both intact.
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    expect(snaps.map((h) => h.importer.root), what).toEqual(finished ? [v2] : snaps.length === 1 ? [v2] : [v1, v2]);
+    for (const h of snaps) await expectRestores(c, h, what);
+  },
+  async afterRetry(c, retry, what) {
+    expect(retry.code, `${what}: the next rm\n${describeOutcome(retry)}`).toBe(0);
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    expect(snaps.map((h) => h.importer.root), what).toEqual([v2]);
+    await expectRestores(c, snaps[0]!, what);
+  },
+};
+
+/** prune's starting point: three snapshots (v1, v2, v1 again) in wide packfiles, so that keeping the last of each source removes the first. */
+const pruneStart = await (async () => {
+  const b = await created(WIDE);
+  for (const tree of [v1, v2, v1]) await cliOk(() => inMemory(b).writable(), ["backup", "--json", tree]);
+  const ids = await withRepo(inMemory(b).readOnly(), async (r) => (await listSnapshots(r)).snapshots.map((h) => toHex(h.id)));
+  return { backing: b, ids, kept: ids.slice(1) };
+})();
+
+/** prune keeping the newest of each source: its removal is one state delta, so the first snapshot is there or not, the others always. */
+const pruneSpec: Spec = {
+  name: "prune",
+  argv: ["prune", "--keep-last", "1", "--tz", "UTC", "--json"],
+  code: 0,
+  start: pruneStart.backing,
+  async afterFault(c, what, finished) {
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    const ids = snaps.map((h) => toHex(h.id));
+    if (finished) expect(ids, `${what}: finished, so pruned`).toEqual(pruneStart.kept);
+    else expect([pruneStart.ids, pruneStart.kept], what).toContainEqual(ids);
+    for (const h of snaps) await expectRestores(c, h, what);
+  },
+  async afterRetry(c, retry, what) {
+    expect(retry.code, `${what}: the next prune\n${describeOutcome(retry)}`).toBe(0);
+    const plan = JSON.parse(retry.stdout) as { entries: { id: string; action: string }[] };
+    expect(plan.entries.filter((e) => e.action === "keep").map((e) => e.id).sort(), what).toEqual([...pruneStart.kept].sort());
+    expect(await problems(c), what).toEqual([]);
+    const snaps = await snapshots(c, what);
+    expect(snaps.map((h) => toHex(h.id)), what).toEqual(pruneStart.kept);
+    for (const h of snaps) await expectRestores(c, h, `${what}: after the next prune`);
+  },
+};
+
+const SPECS = [backupSpec, repairIndexSpec, repairSnapshotsSpec, checkSpec, createSpec, maintenanceSpec, syncSpec, keyAddSpec, keyPasswdSpec, rmSpec, pruneSpec];
 
 // --------------------------------------------------------------------- cells ---
 

@@ -78,6 +78,41 @@ describe("encodeDelta / decodeDelta", () => {
     expect(decodeDelta(encode({ v: 2, packs: [], verified: [[pack, 1]] }), NAME).verified).toEqual([]);
   });
 
+  it("undeleted records make a version-3 delta: [snapshotID, removedUpTo, why, time]", () => {
+    const snap = new Uint8Array(32).fill(6);
+    const raw = encodeDelta({ undeleted: [{ snapshot: snap, removedUpTo: 10, why: "undelete", timeMs: 20 }] });
+    expect(decode(raw)).toEqual({ v: STATE_VERSION_KINDS, packs: [], damaged: [], dropped: [], removed: [], undeleted: [[snap, 10, "undelete", 20]] });
+    expect(decodeDelta(raw, NAME).undeleted).toEqual([{ snapshot: snap, removedUpTo: 10, why: "undelete", timeMs: 20 }]);
+    expect(decodeDelta(encode({ v: 2, packs: [], undeleted: [[snap, 10, "x", 20]] }), NAME).undeleted).toEqual([]);
+    for (const bad of [{}, [[snap, 10, "x"]], [[snap, "10", "x", 20]], [[snap, 10, 5, 20]], [[new Uint8Array(31), 10, "x", 20]], [[snap, 10, "x", 1.5]]]) {
+      expect(() => decodeDelta(encode({ v: 3, packs: [], undeleted: bad }), NAME)).toThrow(CorruptError);
+    }
+  });
+
+  it("an undelete cancels the removals up to its time, in any order; a later removal wins", () => {
+    const snap = new Uint8Array(32).fill(9);
+    const pack: PackRecord = { mac: new Uint8Array(32).fill(100), entries: [{ type: BlobType.SNAPSHOT, mac: snap, offset: 0, length: 10, rawLength: 10 }] };
+    const deltas = [
+      { ...emptyDelta(), packs: [pack] },
+      { ...emptyDelta(), removed: [{ snapshot: snap, why: "rm", timeMs: 5 }] },
+      { ...emptyDelta(), undeleted: [{ snapshot: snap, removedUpTo: 5, why: "undelete", timeMs: 6 }] },
+    ];
+    const later = { ...emptyDelta(), removed: [{ snapshot: snap, why: "rm again", timeMs: 7 }] };
+    const orders = [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1], [1, 0, 2], [0, 2, 1]];
+    for (const order of orders) {
+      const ix = new Index();
+      for (const i of order) ix.apply(deltas[i]!);
+      expect([...ix.snapshots.keys()], `order ${order.join()}`).toEqual([toHex(snap)]);
+      expect(ix.removed.size).toBe(0);
+      for (const withLater of [[later, ...order.map((i) => deltas[i]!)], [...order.map((i) => deltas[i]!), later]]) {
+        const again = new Index();
+        for (const d of withLater) again.apply(d);
+        expect(again.snapshots.size).toBe(0);
+        expect(again.removed.get(toHex(snap))?.why).toBe("rm again");
+      }
+    }
+  });
+
   it("the index keeps each packfile's latest verification, and the bytes its blobs span", () => {
     const index = new Index();
     const pack = new Uint8Array(32).fill(4);

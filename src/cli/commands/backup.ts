@@ -7,6 +7,7 @@ import { numericValue, parseOptions } from "../../connectors/params.js";
 import { backup } from "../../snapshot/backup/backup.js";
 import { type CheckpointPolicy, DEFAULT_CHECKPOINTS, NEEDACK_CHECKPOINTS } from "../../snapshot/backup/checkpointer.js";
 import type { Importer } from "../../connectors/records.js";
+import { parseRfc3339 } from "../../util/calendar.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { connectorOptions, type Context, userPath, withRepository } from "../context.js";
@@ -23,6 +24,8 @@ interface BackupCmdOptions {
   quiet?: boolean;
   option?: string[];
   checkpointInterval?: string;
+  time?: string;
+  host?: string;
 }
 
 interface BackupOutcome {
@@ -45,15 +48,28 @@ async function runBackup(path: string | undefined, o: BackupCmdOptions, ctx: Con
     interval = numericValue("duration", o.checkpointInterval);
     if (!Number.isFinite(interval)) throw new CofferError("USAGE", `--checkpoint-interval must be a duration such as 30s or 5m, not ${JSON.stringify(o.checkpointInterval)}`);
   }
-  const importer = await ctx.registry.make("importer", path ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { excludes, noXattr: !o.xattr }));
+  const timeNs = o.time === undefined ? undefined : parseRfc3339(o.time);
+  if (o.time !== undefined && timeNs === undefined) {
+    throw new CofferError("USAGE", `--time must be an RFC 3339 timestamp with an offset or Z, such as 2026-03-01T02:00:00Z or 2026-03-01T03:00:00+01:00, not ${JSON.stringify(o.time)}`);
+  }
+  if (o.host !== undefined && o.host === "") throw new CofferError("USAGE", "--host must not be empty");
+  const host = o.host ?? hostname();
+  const importer = await ctx.registry.make("importer", path ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { excludes, noXattr: !o.xattr, hostname: host }));
   try {
-    return await backupFrom(importer, o, interval, ctx);
+    return await backupFrom(importer, o, { interval, timeNs, host }, ctx);
   } finally {
     await importer.close();
   }
 }
 
-async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: number | undefined, ctx: Context): Promise<BackupOutcome> {
+/** What the options resolve to: the checkpoint interval, the time recorded and the host recorded. */
+interface BackupSettings {
+  interval: number | undefined;
+  timeNs: bigint | undefined;
+  host: string;
+}
+
+async function backupFrom(importer: Importer, o: BackupCmdOptions, { interval, timeNs, host }: BackupSettings, ctx: Context): Promise<BackupOutcome> {
   // The source first: a missing one fails before the passphrase is asked, and
   // an importer may start scanning while the repository opens.
   await importer.ping();
@@ -70,7 +86,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
     const { header } = await backup(repo, {
       importer,
       tags: o.tag ?? [],
-      hostname: hostname(),
+      hostname: host,
       username: safeUser(),
       os: platform(),
       arch: arch(),
@@ -78,6 +94,7 @@ async function backupFrom(importer: Importer, o: BackupCmdOptions, interval: num
       force: o.force ?? false,
       checkpoints,
       tmpDir: ctx.tmpDir,
+      timeNs,
       onEvent: (e) => {
         if (e.type === "failed" || e.type === "xattr-failed") say(ctx.stderr, `coffer: ${shown(e.path)}: ${e.message}`);
         else if (e.type === "warning") say(ctx.stderr, `coffer: warning: ${shown(e.path)}: ${e.message}`);
@@ -119,6 +136,8 @@ export function backupCommand(ctx: () => Context, done: (code: ExitCode) => void
     .option("-o, --option <key=value>", "configure the importer (repeatable)", collect)
     .option("--checkpoint-interval <duration>", "commit a partial snapshot this often (default 5s for sources that need acknowledgements, else 5m; 0 disables)")
     .option("--tag <tag>", "tag the snapshot (repeatable)", collect)
+    .option("--time <timestamp>", "record the snapshot at this time (RFC 3339 with an offset or Z), e.g. when importing an old archive")
+    .option("--host <name>", "record this host name instead of this machine's")
     .option("--exclude <pattern>", "exclude paths matching a gitignore-style pattern (repeatable)", collect)
     .option("--exclude-file <file>", "read exclude patterns from a file (repeatable)", collect)
     .option("--no-xattr", "do not record extended attributes")

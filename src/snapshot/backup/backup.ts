@@ -56,6 +56,8 @@ export interface BackupOptions {
   copyOf?: { timeNs: bigint; syncOf: SyncOrigin } | undefined;
   /** Where the scan cache goes when it moves to disk (default: os.tmpdir()). */
   tmpDir?: string | undefined;
+  /** The time the snapshot records (ns since the epoch; default: when the backup starts), for importing old archives and timelines. */
+  timeNs?: bigint | undefined;
 }
 
 export interface BackupResult {
@@ -66,7 +68,7 @@ export interface BackupResult {
 export async function backup(repo: Repository, o: BackupOptions): Promise<BackupResult> {
   const startedHr = process.hrtime.bigint();
   const run = randomKey(16);
-  const timeNs = o.copyOf?.timeNs ?? BigInt(Date.now()) * 1_000_000n;
+  const timeNs = o.copyOf?.timeNs ?? o.timeNs ?? BigInt(Date.now()) * 1_000_000n;
   // The work stops at the first failure (or the caller's abort). Writes to
   // the repository take the caller's signal only: a packfile being stored
   // holds other files' chunks too, and a checkpoint already committing

@@ -1,0 +1,152 @@
+/**
+ * Removing snapshots and taking a removal back, the one place that writes
+ * `removed` and `undeleted` records (docs/FORMAT.md, "State"). Removal is a
+ * record: the snapshot is hidden, its data stays until maintenance reclaims
+ * it. Both hold a shared lock, as a backup does (they never block one), and
+ * commit all their records in one state delta: all or nothing.
+ */
+import { BlobType, blobTypeName } from "../repository/codec.js";
+import type { Repository } from "../repository/repository.js";
+import type { RemovalRecord, UndeletedRecord } from "../repository/state.js";
+import { CofferError, isCofferError, throwIfAborted } from "../util/errors.js";
+import { toHex } from "../util/hex.js";
+import { decodeHeader, type SnapshotHeader } from "./header.js";
+import type { Plan } from "./plan.js";
+import { decodeTree, type Entry } from "./tree.js";
+
+/** A snapshot to remove and why (the reason goes into its removal record). */
+export interface RemovalRequest {
+  id: Uint8Array;
+  why: string;
+}
+
+export interface RemovalOptions {
+  /** The command named in the lock (`rm`, `prune`). */
+  command: string;
+  signal?: AbortSignal | undefined;
+  onWarning?: (m: string) => void;
+  /** The time recorded (ms since the epoch; default now). */
+  nowMs?: number;
+}
+
+/**
+ * Removes the snapshots of `requests` in one state delta under a shared
+ * lock. Snapshots already removed are left as they are; the IDs of those
+ * removed now come back.
+ */
+export async function removeSnapshots(repo: Repository, requests: readonly RemovalRequest[], o: RemovalOptions): Promise<Uint8Array[]> {
+  const pending = new Map<string, RemovalRequest>();
+  for (const r of requests) if (!repo.index.removed.has(toHex(r.id))) pending.set(toHex(r.id), r);
+  if (pending.size === 0) return [];
+  throwIfAborted(o.signal);
+  await repo.acquire("shared", o.command, o.onWarning);
+  const timeMs = o.nowMs ?? Date.now();
+  const records: RemovalRecord[] = [...pending.values()].map((r) => ({ snapshot: r.id, why: r.why, timeMs }));
+  await repo.removeSnapshots(records, o.signal);
+  return records.map((r) => r.snapshot);
+}
+
+/** The removal a plan decides: each entry marked `remove`, with the plan's command and the entry's reasons as why. */
+export function planRemovals(plan: Plan): RemovalRequest[] {
+  return plan.entries
+    .filter((e) => e.action === "remove")
+    .map((e) => ({ id: Uint8Array.from(Buffer.from(e.id, "hex")), why: `${plan.command}: ${e.reasons.join("; ")}` }));
+}
+
+/** A removed snapshot: its ID and its removal record. */
+export interface RemovedSnapshot {
+  id: Uint8Array;
+  record: RemovalRecord;
+}
+
+/**
+ * The removed snapshot whose ID starts with `idPrefix` (hex digits):
+ * SNAPSHOT_NOT_FOUND when none does (saying so when a snapshot that is not
+ * removed does), SNAPSHOT_AMBIGUOUS naming the candidates.
+ */
+export function resolveRemoved(repo: Repository, idPrefix: string): RemovedSnapshot {
+  const p = idPrefix.toLowerCase();
+  const matches = [...repo.index.removed].filter(([hex]) => hex.startsWith(p));
+  if (matches.length === 0) {
+    const live = repo.snapshotIds().some((id) => toHex(id).startsWith(p));
+    throw new CofferError("SNAPSHOT_NOT_FOUND", live ? `snapshot ${JSON.stringify(idPrefix)} is not removed` : `no removed snapshot matches ${JSON.stringify(idPrefix)}`);
+  }
+  if (matches.length > 1) {
+    throw new CofferError("SNAPSHOT_AMBIGUOUS", `snapshot prefix ${JSON.stringify(idPrefix)} is ambiguous: it matches removed snapshots ${matches.map(([hex]) => hex.slice(0, 12)).join(", ")}`);
+  }
+  const [, record] = matches[0]!;
+  return { id: record.snapshot, record };
+}
+
+/** How many missing blobs a RECLAIMED error names. */
+const MISSING_NAMED = 5;
+
+/**
+ * The blobs a snapshot references (header, errors, trees, chunks) that have
+ * no location in the index, by name: what maintenance has reclaimed. A
+ * tree that is missing is named and not descended into.
+ */
+export async function missingBlobs(repo: Repository, id: Uint8Array, signal?: AbortSignal): Promise<string[]> {
+  const missing: string[] = [];
+  const name = (type: BlobType, mac: Uint8Array) => `${blobTypeName(type)} blob ${toHex(mac).slice(0, 16)}`;
+  if (!repo.index.has(BlobType.SNAPSHOT, id)) return [name(BlobType.SNAPSHOT, id)];
+  const header: SnapshotHeader = decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id);
+  if (header.errors && !repo.index.has(BlobType.ERRORS, header.errors)) missing.push(name(BlobType.ERRORS, header.errors));
+  const seenTrees = new Set<string>();
+  const seenChunks = new Set<string>();
+  const visit = async (e: Entry): Promise<void> => {
+    for (const c of e.chunks ?? []) {
+      const k = toHex(c.mac);
+      if (seenChunks.has(k)) continue;
+      seenChunks.add(k);
+      if (!repo.index.has(BlobType.CHUNK, c.mac)) missing.push(name(BlobType.CHUNK, c.mac));
+    }
+    if (!e.tree) return;
+    const k = toHex(e.tree);
+    if (seenTrees.has(k)) return;
+    seenTrees.add(k);
+    throwIfAborted(signal);
+    if (!repo.index.has(BlobType.TREE, e.tree)) {
+      missing.push(name(BlobType.TREE, e.tree));
+      return;
+    }
+    for (const c of decodeTree(await repo.getBlob(BlobType.TREE, e.tree, signal), `tree ${k.slice(0, 16)}`)) await visit(c);
+  };
+  await visit(header.root);
+  return missing;
+}
+
+export interface UndeleteResult {
+  id: Uint8Array;
+  /** The removal taken back. */
+  removal: RemovalRecord;
+}
+
+/**
+ * Takes back the removal of the snapshot `idPrefix` names: checks that every
+ * blob it references is still in the index (RECLAIMED naming what is gone
+ * otherwise), then records an `undeleted` record cancelling its removals up
+ * to the latest one, under a shared lock. A later removal of it wins.
+ */
+export async function undeleteSnapshot(repo: Repository, idPrefix: string, o: RemovalOptions): Promise<UndeleteResult> {
+  const { id, record } = resolveRemoved(repo, idPrefix);
+  let missing: string[];
+  try {
+    missing = await missingBlobs(repo, id, o.signal);
+  } catch (e) {
+    if (!isCofferError(e, "NOT_FOUND")) throw e;
+    missing = [e.message];
+  }
+  if (missing.length > 0) {
+    const named = missing.slice(0, MISSING_NAMED).join(", ") + (missing.length > MISSING_NAMED ? `, and ${missing.length - MISSING_NAMED} more` : "");
+    throw new CofferError("RECLAIMED", `snapshot ${toHex(id).slice(0, 8)} cannot be taken back: ${missing.length} blobs it references are reclaimed (${named})`, {
+      snapshot: toHex(id),
+      missing: missing.length,
+    });
+  }
+  throwIfAborted(o.signal);
+  await repo.acquire("shared", o.command, o.onWarning);
+  const undeleted: UndeletedRecord = { snapshot: id, removedUpTo: record.timeMs, why: "undelete", timeMs: o.nowMs ?? Date.now() };
+  await repo.writeDelta({ undeleted: [undeleted] }, o.signal);
+  return { id, removal: record };
+}
