@@ -36,7 +36,7 @@ export function planLines(plan: Plan, o: PlanOutcome): string[] {
     }
     const tags = e.tags.length > 0 ? `  [${e.tags.map(shown).join(",")}]` : "";
     const partial = e.partial ? "  (partial)" : "";
-    lines.push(`${e.action.padEnd(6)}  ${e.id.slice(0, 8)}  ${planTime(e, zone)}  ${shown(e.host)}  ${shown(e.source)}${tags}${partial}  ${e.reasons.map(shown).join("; ")}`);
+    lines.push(`${e.action.padEnd(6)}  ${e.id.slice(0, 8)}  ${planTime(e, zone)}  ${shown(e.host)}  ${shown(e.source)}${tags}${partial}${e.reasons.length > 0 ? `  ${e.reasons.map(shown).join("; ")}` : ""}`);
   }
   const { keep, remove } = planCounts(plan);
   lines.push(`${plan.entries.length} snapshots: ${keep} kept, ${remove} ${o.dryRun ? "to remove (dry run: nothing removed)" : "removed"}`);

@@ -8,6 +8,7 @@
 import { BlobType, blobTypeName } from "../repository/codec.js";
 import type { Repository } from "../repository/repository.js";
 import type { RemovalRecord, UndeletedRecord } from "../repository/state.js";
+import { mapLimit } from "../util/concurrency.js";
 import { CofferError, isCofferError, throwIfAborted } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { decodeHeader, type SnapshotHeader } from "./header.js";
@@ -76,6 +77,28 @@ export function resolveRemoved(repo: Repository, idPrefix: string): RemovedSnaps
   }
   const [, record] = matches[0]!;
   return { id: record.snapshot, record };
+}
+
+/** A removed snapshot as `ls --removed` lists it: its header when it can still be read, else why not (reclaimed or damaged). */
+export interface ListedRemoval extends RemovedSnapshot {
+  header?: SnapshotHeader;
+  unreadable?: string;
+}
+
+/** Every snapshot whose removal is in force, in the order of the removals (oldest first), each with its header if it can still be read. */
+export async function listRemoved(repo: Repository, signal?: AbortSignal): Promise<ListedRemoval[]> {
+  const removals = [...repo.index.removed.values()].sort((a, b) => a.timeMs - b.timeMs || (toHex(a.snapshot) < toHex(b.snapshot) ? -1 : 1));
+  return mapLimit(removals, 8, async (record): Promise<ListedRemoval> => {
+    const id = record.snapshot;
+    if (!repo.index.has(BlobType.SNAPSHOT, id)) return { id, record, unreadable: "its header is reclaimed" };
+    try {
+      return { id, record, header: decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id) };
+    } catch (e) {
+      throwIfAborted(signal);
+      if (!isCofferError(e, "CORRUPT") && !isCofferError(e, "NOT_FOUND")) throw e;
+      return { id, record, unreadable: e.message };
+    }
+  });
 }
 
 /** How many missing blobs a RECLAIMED error names. */

@@ -160,6 +160,24 @@ describe("undelete", () => {
     expect(text.stdout).toMatch(new RegExp(`^undeleted ${ids[1]!.slice(0, 8)} \\(removed at `));
   });
 
+  it("ls --removed lists removed snapshots with when and why; an undeleted one leaves the list", async () => {
+    const { repo, ids } = await timeline();
+    expect(parseJson<unknown[]>(await ok(["at", repo, "ls", "--removed", "--json"]))).toEqual([]);
+    await ok(["at", repo, "rm", ids[0]!.slice(0, 8), ids[3]!.slice(0, 8)]);
+    type Removed = { id: string; hostname: string; tags: string[]; removed: { time: string; why: string } };
+    const rows = parseJson<Removed[]>(await ok(["at", repo, "ls", "--removed", "--json"]));
+    expect(rows.map((r) => r.id).sort()).toEqual([ids[0], ids[3]].sort());
+    const b = rows.find((r) => r.id === ids[3])!;
+    expect(b).toMatchObject({ hostname: "b", tags: ["weekly"], removed: { why: "rm: named on the command line" } });
+    expect(Number.isNaN(Date.parse(b.removed.time))).toBe(false);
+    const text = await ok(["at", repo, "ls", "--removed"]);
+    expect(text.stdout.trim().split("\n")).toHaveLength(2);
+    expect(text.stdout).toMatch(new RegExp(`^${ids[3]!.slice(0, 8)} .* removed .*: rm: named on the command line$`, "m"));
+    await ok(["at", repo, "undelete", ids[3]!.slice(0, 8)]);
+    expect(parseJson<Removed[]>(await ok(["at", repo, "ls", "--removed", "--json"])).map((r) => r.id)).toEqual([ids[0]]);
+    expectExit(await run(["at", repo, "ls", "--removed", ids[0]!.slice(0, 8)]), EXIT.USAGE);
+  });
+
   it("fails with exit 5, naming what is gone, once the snapshot's data is no longer in the repository", async () => {
     const { repo, ids } = await timeline();
     await ok(["at", repo, "rm", ids[0]!.slice(0, 8)]);
@@ -173,6 +191,8 @@ describe("undelete", () => {
     await run(["at", repo, "backup", other]);
     const r = expectExit(await run(["at", repo, "undelete", ids[0]!.slice(0, 8)]), EXIT.RECLAIMED);
     expect(r.stderr, describeRun(r)).toMatch(/reclaimed \(snapshot blob [0-9a-f]{16}/);
+    const listed = parseJson<{ id: string; unreadable?: string }[]>(await ok(["at", repo, "ls", "--removed", "--json"]));
+    expect(listed).toEqual([expect.objectContaining({ id: ids[0], unreadable: expect.any(String) })]);
   });
 
   it("through the binary: rm and undelete", async () => {

@@ -1,8 +1,12 @@
 /** `coffer ls`: list snapshots, or the entries of a directory in a snapshot. */
 import { Command } from "commander";
+import { listRemoved } from "../../snapshot/removal.js";
 import { listSnapshots, resolveSnapshot } from "../../snapshot/snapshots.js";
 import { joinPath, lookupOrThrow, TreeReader } from "../../snapshot/tree-reader.js";
 import type { Entry } from "../../snapshot/tree.js";
+import type { Repository } from "../../repository/repository.js";
+import type { RemovalRecord } from "../../repository/state.js";
+import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { type Context, withRepository } from "../context.js";
 import { ExitCode } from "../exit-codes.js";
@@ -13,12 +17,17 @@ interface LsOptions {
   recursive?: boolean;
   json?: boolean;
   long?: boolean;
+  removed?: boolean;
 }
 
 /** Lists snapshots, or a directory's entries; exits 3 when a snapshot's header cannot be read (each is named). */
 async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: true }, async (repo) => {
     const out = ctx.stdout;
+    if (o.removed) {
+      if (target !== undefined || o.recursive) throw new CofferError("USAGE", "ls --removed lists removed snapshots: it takes no SNAP and no -R");
+      return listRemovedSnapshots(repo, o, ctx);
+    }
     if (target === undefined) {
       const { snapshots: all, unreadable } = await listSnapshots(repo, ctx.signal);
       if (o.json) out.write(`${JSON.stringify(all.map(snapshotJson))}\n`);
@@ -55,11 +64,32 @@ async function runLs(target: string | undefined, o: LsOptions, ctx: Context): Pr
   });
 }
 
+/** `ls --removed`: the snapshots whose removal is in force, with when and why, for `undelete`. */
+async function listRemovedSnapshots(repo: Repository, o: LsOptions, ctx: Context): Promise<ExitCode> {
+  const removed = await listRemoved(repo, ctx.signal);
+  const removal = (r: RemovalRecord) => ({ time: new Date(r.timeMs).toISOString(), why: r.why });
+  if (o.json) {
+    const rows = removed.map((r) => ({
+      ...(r.header ? snapshotJson(r.header) : { id: toHex(r.id), short: shortId(r.id), unreadable: r.unreadable }),
+      removed: removal(r.record),
+    }));
+    ctx.stdout.write(`${JSON.stringify(rows)}\n`);
+    return ExitCode.OK;
+  }
+  for (const r of removed) {
+    const h = r.header;
+    const what = h ? `${localTime(h.timeNs)}  ${shown(h.hostname)}  ${bytes(h.summary.bytes).padStart(10)}  ${shownSource(h)}` : `(${shown(r.unreadable ?? "")})`;
+    say(ctx.stdout, `${shortId(r.id)}  ${what}  removed ${localTime(BigInt(r.record.timeMs) * 1_000_000n)}: ${shown(r.record.why)}`);
+  }
+  return ExitCode.OK;
+}
+
 export function lsCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("ls")
     .description("list snapshots, or the entries of SNAP[:PATH]")
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")
     .option("-R, --recursive", "list the whole subtree")
+    .option("--removed", "list removed snapshots (for `undelete`) instead")
     .option("--json", "print JSON")
     .action(async (target: string | undefined, o: LsOptions) => done(await runLs(target, o, ctx())));
 }
