@@ -105,16 +105,18 @@ export async function listRemoved(repo: Repository, signal?: AbortSignal): Promi
 const MISSING_NAMED = 5;
 
 /**
- * The blobs a snapshot references (header, errors, trees, chunks) that have
- * no location in the index, by name: what maintenance has reclaimed. A
+ * The blobs a snapshot references (header, errors, trees, chunks) that the
+ * repository no longer offers, by name: those maintenance has reclaimed,
+ * and those left only in packfiles it has marked for deletion (a later run
+ * may delete them at any moment: docs/FORMAT.md, "Garbage collection"). A
  * tree that is missing is named and not descended into.
  */
 export async function missingBlobs(repo: Repository, id: Uint8Array, signal?: AbortSignal): Promise<string[]> {
   const missing: string[] = [];
   const name = (type: BlobType, mac: Uint8Array) => `${blobTypeName(type)} blob ${toHex(mac).slice(0, 16)}`;
-  if (!repo.index.has(BlobType.SNAPSHOT, id)) return [name(BlobType.SNAPSHOT, id)];
+  if (!repo.has(BlobType.SNAPSHOT, id)) return [name(BlobType.SNAPSHOT, id)];
   const header: SnapshotHeader = decodeHeader(await repo.getBlob(BlobType.SNAPSHOT, id, signal), id);
-  if (header.errors && !repo.index.has(BlobType.ERRORS, header.errors)) missing.push(name(BlobType.ERRORS, header.errors));
+  if (header.errors && !repo.has(BlobType.ERRORS, header.errors)) missing.push(name(BlobType.ERRORS, header.errors));
   const seenTrees = new Set<string>();
   const seenChunks = new Set<string>();
   const visit = async (e: Entry): Promise<void> => {
@@ -122,14 +124,14 @@ export async function missingBlobs(repo: Repository, id: Uint8Array, signal?: Ab
       const k = toHex(c.mac);
       if (seenChunks.has(k)) continue;
       seenChunks.add(k);
-      if (!repo.index.has(BlobType.CHUNK, c.mac)) missing.push(name(BlobType.CHUNK, c.mac));
+      if (!repo.has(BlobType.CHUNK, c.mac)) missing.push(name(BlobType.CHUNK, c.mac));
     }
     if (!e.tree) return;
     const k = toHex(e.tree);
     if (seenTrees.has(k)) return;
     seenTrees.add(k);
     throwIfAborted(signal);
-    if (!repo.index.has(BlobType.TREE, e.tree)) {
+    if (!repo.has(BlobType.TREE, e.tree)) {
       missing.push(name(BlobType.TREE, e.tree));
       return;
     }
@@ -146,12 +148,18 @@ export interface UndeleteResult {
 }
 
 /**
- * Takes back the removal of the snapshot `idPrefix` names: checks that every
- * blob it references is still in the index (RECLAIMED naming what is gone
- * otherwise), then records an `undeleted` record cancelling its removals up
- * to the latest one, under a shared lock. A later removal of it wins.
+ * Takes back the removal of the snapshot `idPrefix` names: under a shared
+ * lock, checks that every blob it references is still offered (RECLAIMED
+ * naming what is gone or marked otherwise), then records an `undeleted`
+ * record cancelling its removals up to the latest one. A later removal of
+ * it wins.
  */
 export async function undeleteSnapshot(repo: Repository, idPrefix: string, o: RemovalOptions): Promise<UndeleteResult> {
+  resolveRemoved(repo, idPrefix);
+  // The lock first: acquiring it reloads the state, so the check below sees
+  // every mark made before it, and a mark made after it lists this lock as a
+  // holdout, whose end the deleting run waits for.
+  await repo.acquire("shared", o.command, o.onWarning, o.signal);
   const { id, record } = resolveRemoved(repo, idPrefix);
   let missing: string[];
   try {
@@ -162,13 +170,12 @@ export async function undeleteSnapshot(repo: Repository, idPrefix: string, o: Re
   }
   if (missing.length > 0) {
     const named = missing.slice(0, MISSING_NAMED).join(", ") + (missing.length > MISSING_NAMED ? `, and ${missing.length - MISSING_NAMED} more` : "");
-    throw new CofferError("RECLAIMED", `snapshot ${toHex(id).slice(0, 8)} cannot be taken back: ${missing.length} blobs it references are reclaimed (${named})`, {
+    throw new CofferError("RECLAIMED", `snapshot ${toHex(id).slice(0, 8)} cannot be taken back: ${missing.length} blobs it references are reclaimed or marked for reclaiming by maintenance (${named})`, {
       snapshot: toHex(id),
       missing: missing.length,
     });
   }
   throwIfAborted(o.signal);
-  await repo.acquire("shared", o.command, o.onWarning);
   const undeleted: UndeletedRecord = { snapshot: id, removedUpTo: record.timeMs, why: "undelete", timeMs: o.nowMs ?? Date.now() };
   await repo.writeDelta({ undeleted: [undeleted] }, o.signal);
   return { id, removal: record };

@@ -190,7 +190,7 @@ describe("undelete", () => {
     await fsp.writeFile(path.join(other, "b.txt"), "other data\n");
     await run(["at", repo, "backup", other]);
     const r = expectExit(await run(["at", repo, "undelete", ids[0]!.slice(0, 8)]), EXIT.RECLAIMED);
-    expect(r.stderr, describeRun(r)).toMatch(/reclaimed \(snapshot blob [0-9a-f]{16}/);
+    expect(r.stderr, describeRun(r)).toMatch(/reclaimed or marked for reclaiming by maintenance \(snapshot blob [0-9a-f]{16}/);
     const listed = parseJson<{ id: string; unreadable?: string }[]>(await ok(["at", repo, "ls", "--removed", "--json"]));
     expect(listed).toEqual([expect.objectContaining({ id: ids[0], unreadable: expect.any(String) })]);
   });

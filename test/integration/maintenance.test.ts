@@ -21,6 +21,8 @@ import { decodeTree, type Entry, encodeTree } from "../../src/snapshot/tree.js";
 import { toHex } from "../../src/util/hex.js";
 import { seededBytes } from "../helpers/tree.js";
 import { removeSnapshots } from "../helpers/remove-snapshots.js";
+import { undeleteSnapshot } from "../../src/snapshot/removal.js";
+import { isCofferError } from "../../src/util/errors.js";
 
 const KiB = 1024;
 const info = (kind: "dir" | "file", size: number) => ({ name: "", kind, size, mode: 0o755, mtimeNs: 1n, dev: 1n, ino: 1n, uid: 0, gid: 0, nlink: 1 }) as const;
@@ -237,5 +239,35 @@ describe("maintenance", () => {
     expect(freed.freed).toEqual(marked.marked);
     expect(packNames(b).has(g1)).toBe(false);
     await expectIntact(b, { [s2]: ["g2"] });
+  });
+
+  it("undelete refuses a snapshot whose data is marked; one whose lock was there before the mark keeps its data", async () => {
+    const b = await created();
+    const s1 = await commitIn(b, ["u1"]);
+    const s2 = await commitIn(b, ["u2"]);
+    const u1 = await chunkPack(b, "u1");
+    await removeIn(b, s1);
+    const undelete = (repo: Repository) => undeleteSnapshot(repo, s1.slice(0, 8), { command: "undelete" });
+    // Its lock stored (and the state read) before the marks: a holdout of them.
+    const early = await open(b);
+    await early.acquire("shared", "undelete (test)");
+    const marked = await gc(b);
+    expect(marked.marked.packs).toBeGreaterThanOrEqual(1);
+    // Marked now: a later undelete sees the marks and refuses, writing nothing.
+    const refused = await withRepo(b, (repo) => undelete(repo).then(() => "undeleted", (e: unknown) => e));
+    expect(isCofferError(refused, "RECLAIMED"), String(refused)).toBe(true);
+    expect(String(refused)).toMatch(/marked for reclaiming/);
+    // The holdout's undelete goes through on the state it read; its data is not freed.
+    await undelete(early);
+    const waiting = await gc(b);
+    expect(waiting.freed.packs).toBe(0);
+    expect(packNames(b).has(u1)).toBe(true);
+    await early.close();
+    // The snapshot is live again: u1's mark is revived (by that run or the next), its packfile kept
+    // (what the next run frees are the old copies of the small packfiles the first run merged).
+    const after = await gc(b);
+    expect(waiting.revived.packs + after.revived.packs).toBeGreaterThanOrEqual(1);
+    expect(packNames(b).has(u1)).toBe(true);
+    await expectIntact(b, { [s1]: ["u1"], [s2]: ["u2"] });
   });
 });
