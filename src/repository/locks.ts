@@ -27,6 +27,7 @@ import { toHex } from "../util/hex.js";
 import { decodeBounded } from "../util/msgpack.js";
 import { BlobType, type Codec } from "./codec.js";
 import { randomKey } from "./crypto.js";
+import { processAlive } from "../util/process.js";
 
 export const REFRESH_MS = 60_000;
 export const STALE_MS = 5 * 60_000;
@@ -77,18 +78,10 @@ async function writeLock(store: Store, codec: Codec, name: Uint8Array, info: Loc
   await store.put(Resource.LOCK, name, await codec.encode(BlobType.LOCK, name, raw));
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 export function isStale(l: LockInfo, now = Date.now()): boolean {
   if (now - l.timeMs > STALE_MS) return true;
-  return l.host === hostname() && l.pid !== process.pid && !pidAlive(l.pid);
+  return l.host === hostname() && l.pid !== process.pid && !processAlive(l.pid);
 }
 
 /**
@@ -102,7 +95,7 @@ export function holdoutEnded(lockHex: string, current: readonly LockEntry[], gra
   if (!l) return true;
   if (l.info === null) return false;
   if (now - l.info.timeMs > STALE_MS + graceMs) return true;
-  return l.info.host === hostname() && l.info.pid !== process.pid && !pidAlive(l.info.pid);
+  return l.info.host === hostname() && l.info.pid !== process.pid && !processAlive(l.info.pid);
 }
 
 export interface LockEntry {

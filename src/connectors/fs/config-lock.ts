@@ -12,19 +12,12 @@ import { promises as fsp } from "node:fs";
 import { hostname } from "node:os";
 import * as path from "node:path";
 import { CofferError } from "../../util/errors.js";
-import { errno, type LocalIo } from "../local-io.js";
+import type { LocalIo } from "../local-io.js";
 import { TMP } from "./layout.js";
+import { processAlive } from "../../util/process.js";
 
 const NAME = "config.replacing";
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errno(e) === "EPERM";
-  }
-}
 
 /** Whether the lock file at `file` was left by a process of this host that is gone. */
 async function abandoned(file: string): Promise<boolean> {
@@ -32,7 +25,7 @@ async function abandoned(file: string): Promise<boolean> {
   if (text === null) return false;
   try {
     const o = JSON.parse(text) as { host?: unknown; pid?: unknown };
-    return o.host === hostname() && typeof o.pid === "number" && o.pid !== process.pid && !pidAlive(o.pid);
+    return o.host === hostname() && typeof o.pid === "number" && o.pid !== process.pid && !processAlive(o.pid);
   } catch {
     return false;
   }

@@ -12,6 +12,7 @@ import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
 import { errno } from "../local-io.js";
 import { io } from "./archive-file.js";
 import { commitMutex, processState } from "./process-state.js";
+import { processAlive } from "../../util/process.js";
 
 /** A commit lock not refreshed for this long is stale (its holder is gone or hung). */
 const LOCK_STALE_MS = 3 * 60 * 1000;
@@ -130,7 +131,7 @@ function isStaleHolder(h: LockHolder): boolean {
   if (h.host !== hostname() || h.pid === undefined) return false;
   // Our own pid: stale unless this process holds it (a dead process's pid reused by us).
   if (h.pid === process.pid) return h.nonce === undefined || !processState.heldLocks.has(h.nonce);
-  return !pidAlive(h.pid);
+  return !processAlive(h.pid);
 }
 
 /**
@@ -151,14 +152,6 @@ async function breakStaleLock(lockPath: string, holder: LockHolder): Promise<voi
   await fsp.rm(aside, { force: true }).catch(() => undefined);
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errno(e) === "EPERM";
-  }
-}
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
