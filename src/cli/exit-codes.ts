@@ -57,7 +57,7 @@ export const EXIT_CODES: readonly ExitCodeDoc[] = [
   {
     code: ExitCode.RECLAIMED,
     summary: "undelete: the snapshot's data is already reclaimed",
-    meaning: "`undelete`: the removed snapshot cannot be taken back, because maintenance has reclaimed data it references (the blobs gone are named)",
+    meaning: "`undelete`: the removed snapshot cannot be taken back, because maintenance has reclaimed data it references or marked it for reclaiming (the blobs are named)",
   },
   { code: ExitCode.NO_REPOSITORY, summary: "no repository at the location", meaning: "no repository at the location" },
   { code: ExitCode.LOCKED, summary: "repository locked by another process", meaning: "repository locked by another process" },

@@ -1,7 +1,7 @@
 /**
  * `coffer undelete SNAP`: takes back the removal of a snapshot (src/snapshot/
  * removal.ts) while every blob it references is still in the repository;
- * once maintenance has reclaimed some, it fails with exit code 5 naming them.
+ * once maintenance has reclaimed or marked some, it fails with exit code 5 naming them.
  */
 import { Command } from "commander";
 import { undeleteSnapshot } from "../../snapshot/removal.js";
