@@ -18,12 +18,17 @@ export interface FilterOptions {
 
 const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 
-/** Adds the filter options to `cmd`. */
-export function addFilterOptions(cmd: Command): Command {
+/** Adds the options that match snapshots by what they are (`--tag`, `--host`, `--source`) to `cmd`. */
+export function addMatchOptions(cmd: Command): Command {
   return cmd
     .option("--tag <tags>", "snapshots with these tags (comma-separated: all of them); repeatable: any of the sets", collect)
     .option("--host <host>", "snapshots of this host (repeatable: any)", collect)
-    .option("--source <source>", "snapshots of this source as `ls` shows it: a path, or TYPE:ROOT (repeatable: any)", collect)
+    .option("--source <source>", "snapshots of this source as `ls` shows it: a path, or TYPE:ROOT (repeatable: any)", collect);
+}
+
+/** Adds the filter options to `cmd`: the match options, `--before` and `--latest`. */
+export function addFilterOptions(cmd: Command): Command {
+  return addMatchOptions(cmd)
     .option("--before <date>", "snapshots taken before this time: RFC 3339, or YYYY-MM-DD (midnight, this machine's time zone)")
     .option("--latest <n>", "then only the N newest of each host and source");
 }

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { readFile, rename, rm, writeFile } from "node:fs/promises";
 import type { Plan, PlanEntry } from "../snapshot/plan.js";
 import { GROUP_KEYS, type GroupKey } from "../snapshot/retention.js";
+import type { SnapshotFilter } from "../snapshot/select.js";
 import { CofferError } from "../util/errors.js";
 import { planJson } from "./plan-output.js";
 
@@ -22,6 +23,8 @@ export interface PlanFile {
   /** When it was made, ms since the epoch. */
   createdMs: number;
   groupBy: GroupKey[];
+  /** The snapshots the policy was applied to (`--tag`, `--host`, `--source`); empty: all. Absent in files of older coffers: all. */
+  filter: SnapshotFilter;
   /** The policy as the plan printed it. */
   policy: string;
   plan: Plan;
@@ -35,6 +38,7 @@ export async function writePlanFile(path: string, f: PlanFile): Promise<void> {
     repository: f.repository,
     created: new Date(f.createdMs).toISOString(),
     groupBy: f.groupBy,
+    filter: { tags: f.filter.tags ?? [], hosts: f.filter.hosts ?? [], sources: f.filter.sources ?? [] },
     policy: f.policy,
     plan: planJson(f.plan, { dryRun: true }),
   };
@@ -76,6 +80,14 @@ export async function readPlanFile(path: string): Promise<PlanFile> {
   if (Number.isNaN(createdMs)) throw bad(path, "created is not a time");
   const groupBy = strings(o.groupBy, "groupBy");
   for (const g of groupBy) if (!(GROUP_KEYS as readonly string[]).includes(g)) throw bad(path, `unknown group key ${JSON.stringify(g)}`);
+  const filter: SnapshotFilter = {};
+  if (o.filter !== undefined) {
+    const f = record(o.filter, () => bad(path, "filter is not an object"));
+    if (!Array.isArray(f.tags)) throw bad(path, "filter.tags is not a list");
+    filter.tags = f.tags.map((t, i) => strings(t, `filter.tags[${i}]`));
+    filter.hosts = strings(f.hosts, "filter.hosts");
+    filter.sources = strings(f.sources, "filter.sources");
+  }
   const p = record(o.plan, () => bad(path, "plan is not an object"));
   if (p.command !== "prune") throw bad(path, "plan is not a prune plan");
   if (!Array.isArray(p.entries)) throw bad(path, "plan.entries is not a list");
@@ -105,6 +117,7 @@ export async function readPlanFile(path: string): Promise<PlanFile> {
     repository: str(o.repository, "repository"),
     createdMs,
     groupBy: groupBy as GroupKey[],
+    filter,
     policy: str(o.policy, "policy"),
     plan: { command: "prune", entries, ...(p.zone !== undefined ? { zone: str(p.zone, "plan.zone") } : {}) },
   };

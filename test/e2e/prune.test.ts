@@ -147,10 +147,33 @@ describe("prune", () => {
     expect(g.stderr).toContain(`snapshot ${a[3]!.slice(0, 8)} (planned to be kept) is gone or already removed`);
   });
 
+  it("--host, --tag and --source limit the snapshots the policy sees; the others are left alone, also by --apply", async () => {
+    const { repo, a, b } = await timeline("filtered");
+    const p = json(await run(repo, ["prune", "--json", "--host", "a", "--keep-last", "1", "--group-by", "", "--tz", "UTC"]));
+    expect(p.entries.map((e) => e.id).sort()).toEqual([...a].sort());
+    expect(kept(p)).toEqual([a[3]]);
+    expect(p).toMatchObject({ only: "--host a" });
+    expect((await listed(repo)).sort()).toEqual([a[3]!, ...b].sort());
+    // --tag: only b's tagged snapshot is considered, and keep-min keeps it.
+    const t = json(await run(repo, ["prune", "--json", "--tag", "keep", "--keep-last", "1", "--tz", "UTC"]));
+    expect(t.entries.map((e) => e.id)).toEqual([b[0]]);
+    expect(await run(repo, ["prune", "--source", "/nowhere", "--keep-last", "1", "--tz", "UTC"])).toMatchObject({ exitCode: 0 });
+    expect((await listed(repo)).sort()).toEqual([a[3]!, ...b].sort());
+    // A plan made for host b only: a new snapshot of host a does not alter it, and applying it leaves a alone.
+    await run(repo, ["prune", "--plan", "only-b.json", "--host", "b", "--keep-last", "1", "--group-by", "", "--tz", "UTC"]);
+    const doc = JSON.parse(await fsp.readFile(path.join(base, "only-b.json"), "utf8")) as { filter: unknown };
+    expect(doc.filter).toEqual({ tags: [], hosts: ["b"], sources: [] });
+    const newA = await backupAt(repo, "2026-03-06T10:00:00Z", "a");
+    const applied = json(await run(repo, ["prune", "--json", "--apply", "only-b.json"]));
+    expect(removed(applied)).toEqual([b[0]]);
+    expect((await listed(repo)).sort()).toEqual([a[3]!, b[1]!, newA].sort());
+    expect((await run(repo, ["prune", "--apply", "only-b.json", "--host", "a"], EXIT.USAGE)).stderr).toContain("--apply takes the policy");
+  });
+
   it("--apply takes no policy, and refuses a file that is not a plan of this repository", async () => {
     const { repo } = await timeline("bad-apply");
     await run(repo, ["prune", "--plan", "mine.json", "--keep-last", "1", "--tz", "UTC"]);
-    expect((await run(repo, ["prune", "--apply", "mine.json", "--keep-last", "1"], EXIT.USAGE)).stderr).toContain("--apply takes the policy from its plan");
+    expect((await run(repo, ["prune", "--apply", "mine.json", "--keep-last", "1"], EXIT.USAGE)).stderr).toContain("--apply takes the policy and the snapshots it covers from its plan");
     const doc = JSON.parse(await fsp.readFile(path.join(base, "mine.json"), "utf8")) as { version: number; repository: string };
     await fsp.writeFile(path.join(base, "v9.json"), JSON.stringify({ ...doc, version: 9 }));
     expect((await run(repo, ["prune", "--apply", "v9.json"], EXIT.USAGE)).stderr).toContain("version 9");

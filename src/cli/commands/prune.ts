@@ -20,18 +20,20 @@ import {
   WITHIN_RULES,
   type WithinRule,
 } from "../../snapshot/retention.js";
+import { describeFilter, hasFilters, selectSnapshots, type SnapshotFilter } from "../../snapshot/select.js";
 import { listSnapshots } from "../../snapshot/snapshots.js";
 import { type CalendarDuration, formatCalendarDuration, isTimeZone, isZeroDuration, machineTimeZone, parseCalendarDuration } from "../../util/calendar.js";
 import { CofferError } from "../../util/errors.js";
 import { toHex } from "../../util/hex.js";
 import { type Context, userPath, withRepository } from "../context.js";
 import { ExitCode } from "../exit-codes.js";
+import { addMatchOptions, type FilterOptions, parseFilterOptions } from "../filter-options.js";
 import { say } from "../format.js";
 import { planJson, planLines } from "../plan-output.js";
 import { readPlanFile, writePlanFile } from "../prune-plan-file.js";
 
 /** commander's camel-cased options: keepLast, keepWithinDaily, ... */
-type PruneOptions = { [K in CountRule as `keep${Capitalize<K>}`]?: number } & { [K in WithinRule as `keepWithin${Capitalize<K>}`]?: CalendarDuration } & {
+type PruneOptions = MatchOptions & { [K in CountRule as `keep${Capitalize<K>}`]?: number } & { [K in WithinRule as `keepWithin${Capitalize<K>}`]?: CalendarDuration } & {
   keepWithin?: CalendarDuration;
   keepTag?: string[][];
   keepMin: number;
@@ -42,6 +44,8 @@ type PruneOptions = { [K in CountRule as `keep${Capitalize<K>}`]?: number } & { 
   plan?: string;
   apply?: string;
 };
+
+type MatchOptions = Pick<FilterOptions, "tag" | "host" | "source">;
 
 const capital = <S extends string>(s: S) => (s[0]!.toUpperCase() + s.slice(1)) as Capitalize<S>;
 
@@ -76,8 +80,9 @@ function describePolicy(p: RetentionPolicy): string {
 }
 
 async function runPrune(o: PruneOptions, ctx: Context): Promise<ExitCode> {
-  if (o.apply !== undefined && (hasPolicyOptions(o) || o.plan !== undefined || o.tz !== undefined)) {
-    throw new CofferError("USAGE", "--apply takes the policy from its plan: give no --keep-*, --tz or --plan with it");
+  const given: SnapshotFilter = parseFilterOptions({ ...(o.tag && { tag: o.tag }), ...(o.host && { host: o.host }), ...(o.source && { source: o.source }) });
+  if (o.apply !== undefined && (hasPolicyOptions(o) || hasFilters(given) || o.plan !== undefined || o.tz !== undefined)) {
+    throw new CofferError("USAGE", "--apply takes the policy and the snapshots it covers from its plan: give no --keep-*, --tag, --host, --source, --tz or --plan with it");
   }
   const zone = o.tz ?? machineTimeZone();
   if (!isTimeZone(zone)) throw new CofferError("USAGE", `--tz: unknown time zone ${JSON.stringify(zone)} (an IANA name such as Europe/Paris, or UTC)`);
@@ -85,27 +90,30 @@ async function runPrune(o: PruneOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: !writes }, async (repo) => {
     const { snapshots, unreadable } = await listSnapshots(repo, ctx.signal);
     for (const u of unreadable) say(ctx.stderr, `coffer: snapshot ${toHex(u.id)} cannot be read (${u.message}): the policy leaves it out and it is not removed`);
-    let plan, policy: string, groupBy: GroupKey[];
+    let plan, policy: string, groupBy: GroupKey[], filter: SnapshotFilter;
     if (o.apply !== undefined) {
       const file = await readPlanFile(userPath(ctx, o.apply));
       if (file.repository !== repo.id) throw new CofferError("USAGE", `${o.apply}: the plan is for repository ${file.repository}, not this one (${repo.id})`);
-      const changes = planChanges(file.plan, file.groupBy, snapshots);
+      const changes = planChanges(file.plan, file.groupBy, selectSnapshots(snapshots, file.filter));
       if (changes.length > 0) {
         throw new CofferError("PLAN_CHANGED", `the repository changed since the plan was made, so it was not applied (make a new one): ${changes.join("; ")}`, { changes });
       }
-      ({ plan, policy, groupBy } = file);
+      ({ plan, policy, groupBy, filter } = file);
     } else {
       policy = describePolicy(policyOf(o));
       groupBy = o.groupBy;
-      plan = prunePlan(snapshots, { policy: policyOf(o), zone, groupBy, nowMs: Date.now() });
+      filter = given;
+      plan = prunePlan(selectSnapshots(snapshots, filter), { policy: policyOf(o), zone, groupBy, nowMs: Date.now() });
     }
-    if (o.plan !== undefined) await writePlanFile(userPath(ctx, o.plan), { repository: repo.id, createdMs: Date.now(), groupBy, policy, plan });
+    if (o.plan !== undefined) await writePlanFile(userPath(ctx, o.plan), { repository: repo.id, createdMs: Date.now(), groupBy, filter, policy, plan });
     if (writes) await removeSnapshots(repo, planRemovals(plan), { command: "prune", signal: ctx.signal, onWarning: (m) => say(ctx.stderr, `coffer: warning: ${m}`) });
     const outcome = { dryRun: !writes };
-    if (o.json) ctx.stdout.write(`${JSON.stringify({ ...planJson(plan, outcome), policy, groupBy, ...(o.plan !== undefined ? { planFile: o.plan } : {}) })}\n`);
+    const only = hasFilters(filter) ? describeFilter(filter) : undefined;
+    if (o.json) ctx.stdout.write(`${JSON.stringify({ ...planJson(plan, outcome), policy, groupBy, ...(only !== undefined ? { only } : {}), ...(o.plan !== undefined ? { planFile: o.plan } : {}) })}\n`);
     else {
       say(ctx.stdout, `policy: ${policy}`);
       say(ctx.stdout, `grouped by: ${groupBy.length ? groupBy.join(",") : "nothing (one group)"}`);
+      if (only !== undefined) say(ctx.stdout, `only snapshots matching: ${only} (the others are left alone)`);
       for (const line of planLines(plan, outcome)) say(ctx.stdout, line);
       if (o.plan !== undefined) say(ctx.stdout, `plan written to ${o.plan}: apply it with \`coffer prune --apply ${o.plan}\``);
     }
@@ -155,7 +163,7 @@ export function pruneCommand(ctx: () => Context, done: (code: ExitCode) => void)
   for (const r of COUNT_RULES.slice(1)) c.option(`--keep-${r} <n>`, `keep the newest snapshot of each of the N newest ${PERIODS[r as WithinRule]} that have one (unlimited: all)`, count(`--keep-${r}`));
   c.option("--keep-within <duration>", "keep every snapshot less than DURATION (1y2m3d4h) older than the group's newest", duration("--keep-within"));
   for (const r of WITHIN_RULES) c.option(`--keep-within-${r} <duration>`, `keep the newest snapshot of each of the ${PERIODS[r]} within DURATION of the group's newest`, duration(`--keep-within-${r}`));
-  return c
+  return addMatchOptions(c)
     .option("--keep-tag <tags>", "keep snapshots having all these tags (comma-separated; repeatable: any list)", (v: string, p: string[][] | undefined) => [...(p ?? []), v.split(",").filter((t) => t !== "")])
     .addOption(new Option("--keep-min <n>", "never remove the N newest snapshots of a group, whatever the policy").default(1).argParser(wholeNumber("--keep-min")))
     .addOption(new Option("--group-by <keys>", "apply the policy per group of these keys: host, source, tags (comma-separated; '' for one group)").default(["host", "source"], "host,source").argParser(groupBy))
