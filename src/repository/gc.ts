@@ -7,7 +7,7 @@
  * deleted packfiles. The plan (./gc-plan.ts) decides what; these do it.
  */
 import { Resource } from "../connectors/flags.js";
-import { CorruptError, isCofferError, throwIfAborted } from "../util/errors.js";
+import { CorruptError, throwIfAborted } from "../util/errors.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { blobTypeName, BlobType } from "./codec.js";
 import { readLocks } from "./locks.js";
@@ -75,12 +75,7 @@ export async function deleteRecorded(repo: Repository, stored: ReadonlySet<strin
   for (const [hex, r] of repo.index.deleted) {
     if (!stored.has(hex)) continue;
     throwIfAborted(signal);
-    try {
-      await repo.store.delete(Resource.PACKFILE, r.pack, { signal });
-      n++;
-    } catch (e) {
-      if (!isCofferError(e, "NOT_FOUND")) throw e;
-    }
+    if (await repo.deleteObject(Resource.PACKFILE, r.pack, signal)) n++;
   }
   return n;
 }
@@ -103,12 +98,7 @@ export async function consolidateDeltas(repo: Repository, signal?: AbortSignal):
   let n = 0;
   for (const d of stale) {
     throwIfAborted(signal);
-    try {
-      await repo.store.delete(Resource.STATE, d.name, { signal });
-      n++;
-    } catch (e) {
-      if (!isCofferError(e, "NOT_FOUND")) throw e;
-    }
+    if (await repo.deleteObject(Resource.STATE, d.name, signal)) n++;
     repo.deltas.delete(toHex(d.name));
   }
   return n;

@@ -142,12 +142,7 @@ export async function repairIndex(repo: Repository, o: IndexRepairOptions = {}):
   for (const name of oldDeltas) {
     if (repo.deltasWritten.has(toHex(name))) continue;
     throwIfAborted(signal);
-    try {
-      await repo.store.delete(Resource.STATE, name, { signal });
-      report.deltasRemoved++;
-    } catch (e) {
-      if (!isCofferError(e, "NOT_FOUND")) throw e;
-    }
+    if (await repo.deleteObject(Resource.STATE, name, signal)) report.deltasRemoved++;
   }
   await repo.store.sync?.({ signal });
   return report;

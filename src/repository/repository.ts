@@ -312,6 +312,17 @@ export class Repository {
     return repositoryWriteError(e, this.store.root);
   }
 
+  /** Deletes an object of the store: false when it was gone already (deleted by a run that was then killed). */
+  async deleteObject(resource: Resource, name: Uint8Array, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.store.delete(resource, name, { signal });
+      return true;
+    } catch (e) {
+      if (!isCofferError(e, "NOT_FOUND")) throw e;
+      return false;
+    }
+  }
+
   async releaseLock(): Promise<void> {
     const l = this.lock;
     this.lock = null;
