@@ -116,6 +116,7 @@ export function s3Error(e: unknown, where: { display: string; bucket: string }, 
   const object = key !== undefined ? `key "${key}" in bucket "${where.bucket}"` : `bucket "${where.bucket}"`;
   const data = { location: where.display, bucket: where.bucket, ...(key !== undefined ? { key } : {}), ...(f.status !== undefined ? { status: f.status } : {}), s3Code: f.name };
   const status = f.status !== undefined ? `, HTTP ${f.status}` : "";
+  const name = f.name === "Error" && f.errno !== undefined ? f.errno : f.name;
   switch (f.name) {
     case "NoSuchBucket":
       return new CofferError("IO", `[s3] ${where.display}: bucket "${where.bucket}" does not exist (${op} of ${object})`, data, { cause: e });
@@ -131,5 +132,5 @@ export function s3Error(e: unknown, where: { display: string; bucket: string }, 
       return new CorruptError(`[s3] ${object}`, `range not satisfiable (${op})`, data);
   }
   const detail = f.message !== "" && f.message !== "UnknownError" && f.message !== f.name ? `: ${f.message}` : "";
-  return new CofferError("IO", `[s3] ${where.display}: ${op} of ${object} failed (${f.name}${status})${detail}`, data, { cause: e });
+  return new CofferError("IO", `[s3] ${where.display}: ${op} of ${object} failed (${name}${status})${detail}`, data, { cause: e });
 }

@@ -80,7 +80,10 @@ export class S3Store implements Store {
     try {
       return await this.#get(key, undefined, signal);
     } catch (e) {
-      if (e instanceof NotFoundError || (e instanceof CofferError && e.data.s3Code === "NoSuchBucket")) throw noRepository(this.root);
+      if (e instanceof NotFoundError) throw noRepository(this.root);
+      if (e instanceof CofferError && e.data.s3Code === "NoSuchBucket") {
+        throw new CofferError("NO_REPOSITORY", `no repository at ${this.root}: bucket "${this.#s.bucket}" does not exist`, { root: this.root, bucket: this.#s.bucket });
+      }
       throw e;
     }
   }
