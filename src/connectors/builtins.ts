@@ -1,7 +1,8 @@
 /**
  * The connectors coffer ships, registered in a registry: fs (importer,
  * exporter, store), stdin/stdout, tar and tar+gz (importer, exporter), ptar
- * (a repository in one file) and memory (a store for tests, shared within
+ * (a repository in one file), s3 (a repository in a bucket, on AWS or
+ * any S3-compatible server) and memory (a store for tests, shared within
  * one process by name). Connectors with heavier dependencies are loaded
  * when they are used.
  */
@@ -13,6 +14,7 @@ import { localPath } from "./location.js";
 import { type MemoryBacking, MemoryStore } from "./memory/store.js";
 import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
+import { S3_PARAMS, s3Settings } from "./s3/settings.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
 
 const ONE_FILE_SYSTEM: ParamSpec = {
@@ -69,6 +71,18 @@ function registerBuiltins(r: Registry): Registry {
     params: [],
     provider: "builtin",
     make: async (loc, _cfg, o) => new (await import("./ptar/store.js")).PtarStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
+  });
+  r.register({
+    kind: "storage",
+    protocols: ["s3", "s3+http"],
+    flags: 0,
+    description: "a repository in an S3 bucket: s3://[ENDPOINT/]BUCKET[/PREFIX], or s3+http:// for a plain-HTTP endpoint",
+    params: S3_PARAMS,
+    provider: "builtin",
+    make: async (loc, cfg, o) => {
+      const settings = s3Settings(loc, cfg, o.env ?? {});
+      return new (await import("./s3/store.js")).S3Store(settings, { readOnly: o.readOnly, env: o.env });
+    },
   });
   r.register({
     kind: "storage",

@@ -39,3 +39,31 @@ export function localPath(loc: Location, cwd: string): string {
   if (loc.rest === "") throw new CofferError("USAGE", `location "${loc.raw}" needs a path`);
   return isAbsolute(loc.rest) ? resolve(loc.rest) : resolve(cwd, loc.rest);
 }
+
+/** Where an `s3:` or `s3+http:` location points (docs/CLI.md, "S3"). */
+export interface S3Location {
+  /** The endpoint named in the location (host[:port]), if any. */
+  endpoint: string | undefined;
+  bucket: string;
+  /** The key prefix, without leading or trailing `/` ("" for the bucket's root). */
+  prefix: string;
+  /** false for `s3+http:`. */
+  tls: boolean;
+}
+
+/**
+ * Parses `s3://[ENDPOINT/]BUCKET[/PREFIX]` (or `s3+http://`): the first
+ * component is the endpoint when it holds a `.` or `:`, as in restic's
+ * `s3:` locations, unless `endpointGiven` (an `endpoint` parameter), when
+ * it is always the bucket.
+ */
+export function parseS3Location(loc: Location, endpointGiven = false): S3Location {
+  const parts = loc.rest.split("/").filter((p) => p !== "");
+  const endpoint = !endpointGiven && parts.length > 0 && /[.:]/.test(parts[0]!) ? parts.shift() : undefined;
+  const bucket = parts.shift();
+  if (bucket === undefined) throw new CofferError("USAGE", `location "${loc.raw}" names no bucket: write ${loc.proto}://[ENDPOINT/]BUCKET[/PREFIX]`);
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new CofferError("USAGE", `location "${loc.raw}": "${bucket}" is not a valid bucket name (3 to 63 characters: lower-case letters, digits, "." and "-")`);
+  }
+  return { endpoint, bucket, prefix: parts.join("/"), tls: loc.proto !== "s3+http" };
+}

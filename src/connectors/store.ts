@@ -9,7 +9,8 @@
  * Rules every implementation follows (test/conformance/store.ts checks them):
  * - put() is atomic: a reader sees the whole object or none of it, never a
  *   partial one, even if the process dies mid-write. Putting an existing MAC
- *   replaces it (same name, same content in practice).
+ *   replaces it (same name, same content in practice); a write-once store
+ *   (s3: it never overwrites) keeps the object there instead.
  * - get() of a missing object rejects with NotFoundError; a range past the
  *   end rejects too (a short read is never returned silently).
  * - list() yields every MAC of a resource once, in no particular order.

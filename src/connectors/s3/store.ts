@@ -1,0 +1,351 @@
+/**
+ * The S3 store (type "s3"): a repository under a prefix of a bucket on AWS
+ * or any S3-compatible server, laid out as layout.ts says.
+ *
+ * Every object is one PutObject with Content-Length and Content-MD5 (which
+ * Object Lock buckets require), so it is visible whole or not at all. No
+ * put replaces an object: `If-None-Match: *` makes the server refuse one
+ * that exists, and since a name is the MAC of the content, the one there
+ * is kept and the put succeeds. A server that answers the header with
+ * NotImplemented gets a HEAD before each put instead, which leaves open a
+ * race between two writers of the same name (docs/FORMAT.md).
+ */
+import { createHash } from "node:crypto";
+import type { Readable } from "node:stream";
+import {
+  type _Object,
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type PutObjectCommandInput,
+  type S3Client,
+} from "@aws-sdk/client-s3";
+import { CofferError, CorruptError, NotFoundError, throwIfAborted } from "../../util/errors.js";
+import { fromHex, toHex } from "../../util/hex.js";
+import { Resource, resourceName } from "../flags.js";
+import { checkRange, collectPut, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
+import type { CallOptions, Mac, Range, Store } from "../store.js";
+import { makeClient } from "./client.js";
+import { CONFIG_KEY, macOfKey, objectKey, resourcePrefix } from "./layout.js";
+import { s3Code, s3Error, ShortBody, withRetries } from "./requests.js";
+import type { S3Settings } from "./settings.js";
+
+export interface S3StoreOptions {
+  readOnly?: boolean | undefined;
+  /** The run's environment, for the credentials (client.ts). */
+  env?: Readonly<Record<string, string | undefined>> | undefined;
+}
+
+export class S3Store implements Store {
+  readonly origin: string;
+  readonly type = "s3";
+  readonly root: string;
+  readonly flags = 0;
+  readonly #s: S3Settings;
+  readonly #client: S3Client;
+  readonly #readOnly: boolean;
+  /** Cleared once the server answers `If-None-Match: *` with NotImplemented. */
+  #conditionalPuts = true;
+
+  constructor(settings: S3Settings, opts: S3StoreOptions = {}) {
+    this.#s = settings;
+    this.root = settings.display;
+    this.origin = settings.endpoint ?? "s3.amazonaws.com";
+    this.#readOnly = opts.readOnly === true;
+    this.#client = makeClient(settings, opts.env ?? {});
+  }
+
+  /** Makes the bucket when it is missing, then writes the config unless one is there. */
+  async create(config: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "s3", this.root, "create");
+    if (!(await this.#bucketExists(signal))) await this.#createBucket(signal);
+    const key = this.#s.prefix + CONFIG_KEY;
+    if ((await this.#head(key, signal)) !== undefined) throw repositoryExists(this.root);
+    throwIfAborted(signal);
+    const created = await this.#put(key, new Uint8Array(config), "STANDARD", signal);
+    if (!created) throw repositoryExists(this.root);
+  }
+
+  async open(opts: CallOptions = {}): Promise<Uint8Array> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    const key = this.#s.prefix + CONFIG_KEY;
+    try {
+      return await this.#get(key, undefined, signal);
+    } catch (e) {
+      if (e instanceof NotFoundError) throw noRepository(this.root);
+      if (e instanceof CofferError && e.data.s3Code === "NoSuchBucket") {
+        throw new CofferError("NO_REPOSITORY", `no repository at ${this.root}: bucket "${this.#s.bucket}" does not exist`, { root: this.root, bucket: this.#s.bucket });
+      }
+      throw e;
+    }
+  }
+
+  async ping(opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    if (!(await this.#bucketExists(signal))) throw noRepository(this.root);
+  }
+
+  async mode(opts: CallOptions = {}): Promise<number> {
+    throwIfAborted(opts.signal);
+    return storeMode(this.#readOnly);
+  }
+
+  /** Bytes of every object under the prefix, from a listing. */
+  async size(opts: CallOptions = {}): Promise<number> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    let total = 0;
+    for await (const o of this.#listKeys(this.#s.prefix, signal)) total += o.Size ?? 0;
+    return total;
+  }
+
+  async *list(resource: Resource, opts: CallOptions = {}): AsyncIterable<Mac> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    const prefix = resourcePrefix(this.#s.prefix, resource);
+    for await (const o of this.#listKeys(prefix, signal)) {
+      throwIfAborted(signal);
+      const hex = o.Key !== undefined ? macOfKey(prefix, resource, o.Key) : undefined;
+      if (hex !== undefined) yield fromHex(hex);
+    }
+  }
+
+  async put(resource: Resource, mac: Mac, data: Uint8Array | AsyncIterable<Uint8Array>, opts: CallOptions = {}): Promise<number> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "s3", this.root, "put");
+    const key = objectKey(this.#s.prefix, resource, mac);
+    const body = await collectPut(data, signal);
+    throwIfAborted(signal);
+    await this.#put(key, body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", signal);
+    return body.byteLength;
+  }
+
+  async get(resource: Resource, mac: Mac, range?: Range, opts: CallOptions = {}): Promise<Uint8Array> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    if (range !== undefined) checkRange(range);
+    return this.#get(objectKey(this.#s.prefix, resource, mac), range, signal, `${resourceName(resource)} ${toHex(mac)}`);
+  }
+
+  /** A HEAD first: S3 answers a DELETE of a missing key with success, and the contract wants NOT_FOUND. */
+  async delete(resource: Resource, mac: Mac, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "s3", this.root, "delete");
+    const key = objectKey(this.#s.prefix, resource, mac);
+    if ((await this.#head(key, signal)) === undefined) throw new NotFoundError(`${resourceName(resource)} ${toHex(mac)}`, { resource, mac: toHex(mac) });
+    throwIfAborted(signal);
+    await this.#send("delete", key, signal, (abortSignal) => this.#client.send(new DeleteObjectCommand({ Bucket: this.#s.bucket, Key: key }), aborting(abortSignal)));
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
+  }
+
+  /** Sends one request with retries; a failure becomes the CofferError naming `op` and `key`. */
+  async #send<T>(op: string, key: string | undefined, signal: AbortSignal | undefined, request: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+    try {
+      return await withRetries(signal, () => request(signal));
+    } catch (e) {
+      throw s3Error(e, this.#s, op, key, signal);
+    }
+  }
+
+  async #bucketExists(signal: AbortSignal | undefined): Promise<boolean> {
+    try {
+      await withRetries(signal, () => this.#client.send(new HeadBucketCommand({ Bucket: this.#s.bucket }), aborting(signal)));
+      return true;
+    } catch (e) {
+      const c = s3Code(e);
+      if (c.status === 404 || c.name === "NoSuchBucket" || c.name === "NotFound") return false;
+      if (c.status === 403) throw s3Error({ ...(e as object), Code: "AccessDenied" }, this.#s, "read", undefined, signal);
+      throw s3Error(e, this.#s, "check", undefined, signal);
+    }
+  }
+
+  async #createBucket(signal: AbortSignal | undefined): Promise<void> {
+    const { bucket, region } = this.#s;
+    try {
+      await withRetries(signal, () =>
+        this.#client.send(
+          new CreateBucketCommand({
+            Bucket: bucket,
+            ...(region !== "us-east-1" ? { CreateBucketConfiguration: { LocationConstraint: region as never } } : {}),
+            ...(this.#s.objectLock !== undefined ? { ObjectLockEnabledForBucket: true } : {}),
+          }),
+          aborting(signal),
+        ),
+      );
+    } catch (e) {
+      const c = s3Code(e);
+      if (c.name === "BucketAlreadyOwnedByYou") return; // made meanwhile by another create
+      throw s3Error(e, this.#s, "create", undefined, signal);
+    }
+  }
+
+  /** The size of `key`, or undefined when there is none. */
+  async #head(key: string, signal: AbortSignal | undefined): Promise<number | undefined> {
+    try {
+      const r = await withRetries(signal, () => this.#client.send(new HeadObjectCommand({ Bucket: this.#s.bucket, Key: key }), aborting(signal)));
+      return r.ContentLength ?? 0;
+    } catch (e) {
+      const c = s3Code(e);
+      if (c.status === 404 || c.name === "NotFound" || c.name === "NoSuchKey") return undefined;
+      throw s3Error(e, this.#s, "read", key, signal);
+    }
+  }
+
+  /**
+   * One PutObject of `body` that never replaces an object; resolves false
+   * when `key` was there already (and is kept).
+   */
+  async #put(key: string, body: Uint8Array, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<boolean> {
+    const input: PutObjectCommandInput = {
+      Bucket: this.#s.bucket,
+      Key: key,
+      Body: body,
+      ContentLength: body.byteLength,
+      ContentMD5: createHash("md5").update(body).digest("base64"),
+      ...(storageClass !== undefined && storageClass !== "STANDARD" ? { StorageClass: storageClass as never } : {}),
+      ...this.#encryption(),
+      ...this.#retention(),
+    };
+    for (;;) {
+      if (!this.#conditionalPuts && (await this.#head(key, signal)) !== undefined) return false;
+      try {
+        const conditional = this.#conditionalPuts;
+        await withRetries(signal, () => this.#client.send(new PutObjectCommand({ ...input, ...(conditional ? { IfNoneMatch: "*" } : {}) }), aborting(signal)));
+        return true;
+      } catch (e) {
+        const c = s3Code(e);
+        if (c.status === 412 || c.name === "PreconditionFailed") return false;
+        // Another conditional put of the same key in flight (AWS): the other one wins.
+        if (c.status === 409 && c.name === "ConditionalRequestConflict") return false;
+        if (this.#conditionalPuts && (c.status === 501 || c.name === "NotImplemented")) {
+          this.#conditionalPuts = false;
+          continue;
+        }
+        throw s3Error(e, this.#s, "write", key, signal);
+      }
+    }
+  }
+
+  #encryption(): Partial<PutObjectCommandInput> {
+    const sse = this.#s.sse;
+    if (sse === undefined) return {};
+    return { ServerSideEncryption: sse.algorithm, ...(sse.kmsKeyId !== undefined ? { SSEKMSKeyId: sse.kmsKeyId } : {}) };
+  }
+
+  #retention(): Partial<PutObjectCommandInput> {
+    const lock = this.#s.objectLock;
+    if (lock === undefined) return {};
+    return { ObjectLockMode: lock.mode, ObjectLockRetainUntilDate: new Date(Date.now() + lock.days * 86_400_000) };
+  }
+
+  /**
+   * The bytes of `key`, or of `range` of it: exactly those, or an error.
+   * Every response body is read to its end or destroyed, since an unread
+   * one keeps its connection. A zero-length range is a HEAD, as HTTP has no
+   * empty byte range.
+   */
+  async #get(key: string, range: Range | undefined, signal: AbortSignal | undefined, what = key): Promise<Uint8Array> {
+    const notFound = () => new NotFoundError(what, { key, bucket: this.#s.bucket });
+    if (range !== undefined && range.length === 0) {
+      const size = await this.#head(key, signal);
+      if (size === undefined) throw notFound();
+      rangeWithin(range, size, what, { key, size });
+      return new Uint8Array(0);
+    }
+    try {
+      return await withRetries(signal, async () => {
+        const r = await this.#client.send(
+          new GetObjectCommand({ Bucket: this.#s.bucket, Key: key, ...(range !== undefined ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}) }),
+          aborting(signal),
+        );
+        const body = r.Body as Readable | undefined;
+        const expected = range !== undefined ? range.length : (r.ContentLength ?? 0);
+        if (body === undefined) {
+          if (expected === 0) return new Uint8Array(0);
+          throw new ShortBody(`no body (${expected} bytes expected)`);
+        }
+        if (range !== undefined) {
+          const total = /\/(\d+)$/.exec(r.ContentRange ?? "")?.[1];
+          if (r.ContentLength !== undefined && r.ContentLength < range.length) {
+            body.destroy();
+            throw new CorruptError(what, `range ${range.offset}+${range.length} past the end (${total ?? "?"} bytes)`, { key, size: total === undefined ? undefined : Number(total) });
+          }
+        }
+        return readExactly(body, expected, signal);
+      });
+    } catch (e) {
+      const c = s3Code(e);
+      if (c.status === 404 && c.name !== "NoSuchBucket") throw notFound();
+      if (c.status === 416 || c.name === "InvalidRange") {
+        const size = await this.#head(key, signal);
+        if (size === undefined) throw notFound();
+        throw new CorruptError(what, `range ${range?.offset ?? 0}+${range?.length ?? 0} past the end (${size} bytes)`, { key, size });
+      }
+      throw s3Error(e, this.#s, "read", key, signal);
+    }
+  }
+
+  /** Every object under `prefix`, following continuations (a page holds at most 1,000 keys). */
+  async *#listKeys(prefix: string, signal: AbortSignal | undefined): AsyncIterable<_Object> {
+    const Bucket = this.#s.bucket;
+    let token: string | undefined;
+    for (;;) {
+      throwIfAborted(signal);
+      const at = token;
+      if (this.#s.listV1) {
+        const page = await this.#send("list", prefix, signal, (abortSignal) => this.#client.send(new ListObjectsCommand({ Bucket, Prefix: prefix, ...(at !== undefined ? { Marker: at } : {}) }), aborting(abortSignal)));
+        const contents = page.Contents ?? [];
+        yield* contents;
+        const last = contents.at(-1)?.Key;
+        if (page.IsTruncated !== true || last === undefined) return;
+        token = page.NextMarker ?? last;
+      } else {
+        const page = await this.#send("list", prefix, signal, (abortSignal) =>
+          this.#client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ...(at !== undefined ? { ContinuationToken: at } : {}) }), aborting(abortSignal)),
+        );
+        yield* page.Contents ?? [];
+        if (page.IsTruncated !== true || page.NextContinuationToken === undefined) return;
+        token = page.NextContinuationToken;
+      }
+    }
+  }
+}
+
+/** The SDK's per-request options for a call's signal. */
+function aborting(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+  return signal !== undefined ? { abortSignal: signal } : {};
+}
+
+/** Reads `body` whole into exactly `length` bytes: a body that ends short is a ShortBody (retried), a longer one CORRUPT. */
+async function readExactly(body: Readable, length: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let at = 0;
+  const onAbort = () => body.destroy();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    for await (const chunk of body as AsyncIterable<Uint8Array>) {
+      if (at + chunk.byteLength > length) throw new CorruptError("s3 response", `body longer than the ${length} bytes announced`);
+      out.set(chunk, at);
+      at += chunk.byteLength;
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    body.destroy();
+  }
+  if (at < length) throw new ShortBody(`body ended after ${at} of ${length} bytes`);
+  return out;
+}
