@@ -1,7 +1,7 @@
 /**
  * The connectors coffer ships, registered in a registry: fs (importer,
  * exporter, store), stdin/stdout, tar and tar+gz (importer, exporter), ptar
- * (a repository in one file) and memory (a store for tests, shared within
+ * (a repository in one file), sftp (a repository on an SSH host) and memory (a store for tests, shared within
  * one process by name). Connectors with heavier dependencies are loaded
  * when they are used.
  */
@@ -13,6 +13,7 @@ import { localPath } from "./location.js";
 import { type MemoryBacking, MemoryStore } from "./memory/store.js";
 import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
+import { SFTP_PARAMS, sftpSettings } from "./sftp/params.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
 
 const ONE_FILE_SYSTEM: ParamSpec = {
@@ -69,6 +70,15 @@ function registerBuiltins(r: Registry): Registry {
     params: [],
     provider: "builtin",
     make: async (loc, _cfg, o) => new (await import("./ptar/store.js")).PtarStore(localPath(loc, o.cwd), { readOnly: o.readOnly }),
+  });
+  r.register({
+    kind: "storage",
+    protocols: ["sftp"],
+    flags: 0,
+    description: "a repository on an SSH host: sftp://[USER@]HOST[:PORT]/PATH",
+    params: SFTP_PARAMS,
+    provider: "builtin",
+    make: async (loc, cfg, o) => new (await import("./sftp/store.js")).SftpStore(sftpSettings(loc, cfg, o), { readOnly: o.readOnly }),
   });
   r.register({
     kind: "storage",
