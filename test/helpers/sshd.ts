@@ -32,7 +32,7 @@ export interface Sshd {
   otherHostKeyFingerprint: string;
   /** A known_hosts file naming another key for the server. */
   wrongKnownHosts: string;
-  /** Kills every session process (the connections drop), leaving the listener. */
+  /** Kills every session process, each connection's monitor and its children (the connections drop), leaving the listener. */
   killSessions(): number;
   stop(): Promise<void>;
 }
@@ -128,7 +128,7 @@ export async function startSshd(): Promise<Sshd> {
       wrongKnownHosts,
       killSessions: () => {
         let n = 0;
-        for (const p of childrenOf(pid)) {
+        for (const p of descendantsOf(pid)) {
           try {
             process.kill(p, "SIGKILL");
             n++;
@@ -170,6 +170,13 @@ function listening(child: ChildProcess, port: number): Promise<true | string> {
     child.stderr!.on("data", onData);
     child.once("exit", onExit);
   });
+}
+
+/** PIDs below `pid` (children first, then theirs), from /proc. */
+function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  for (let level = childrenOf(pid); level.length > 0; level = level.flatMap(childrenOf)) out.push(...level);
+  return out;
 }
 
 /** PIDs whose parent is `pid`, from /proc. */
