@@ -2,8 +2,8 @@
  * The connectors coffer ships, registered in a registry: fs (importer,
  * exporter, store), stdin/stdout, tar and tar+gz (importer, exporter), ptar
  * (a repository in one file), s3 (a repository in a bucket, on AWS or
- * any S3-compatible server) and memory (a store for tests, shared within
- * one process by name). Connectors with heavier dependencies are loaded
+ * any S3-compatible server), sftp (a repository on an SSH host) and memory
+ * (a store for tests, shared within one process by name). Connectors with heavier dependencies are loaded
  * when they are used.
  */
 import { LocationFlag } from "./flags.js";
@@ -15,6 +15,7 @@ import { type MemoryBacking, MemoryStore } from "./memory/store.js";
 import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
 import { S3_PARAMS, s3Settings } from "./s3/settings.js";
+import { SFTP_PARAMS, sftpSettings } from "./sftp/params.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
 
 const ONE_FILE_SYSTEM: ParamSpec = {
@@ -83,6 +84,15 @@ function registerBuiltins(r: Registry): Registry {
       const settings = s3Settings(loc, cfg, o.env ?? {});
       return new (await import("./s3/store.js")).S3Store(settings, { readOnly: o.readOnly, env: o.env });
     },
+  });
+  r.register({
+    kind: "storage",
+    protocols: ["sftp"],
+    flags: 0,
+    description: "a repository on an SSH host: sftp://[USER@]HOST[:PORT]/PATH",
+    params: SFTP_PARAMS,
+    provider: "builtin",
+    make: async (loc, cfg, o) => new (await import("./sftp/store.js")).SftpStore(sftpSettings(loc, cfg, o), { readOnly: o.readOnly }),
   });
   r.register({
     kind: "storage",

@@ -67,3 +67,29 @@ export function parseS3Location(loc: Location, endpointGiven = false): S3Locatio
   }
   return { endpoint, bucket, prefix: parts.join("/"), tls: loc.proto !== "s3+http" };
 }
+
+/** Where an `sftp://[USER@]HOST[:PORT]/PATH` location points. */
+export interface SftpAddress {
+  user: string | undefined;
+  /** The host name or address (an IPv6 address without its brackets). */
+  host: string;
+  port: number | undefined;
+  /** The path on the server: relative to the login directory, or absolute when written with two slashes (`sftp://HOST//srv/repo`). */
+  path: string;
+}
+
+const SFTP_AUTHORITY = /^(?:([^@/]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:/[\]@]+)(?::(\d+))?(?:\/(.*))?$/s;
+
+/** Parses what follows `sftp://`; a USAGE error naming the location when it is not of that form or has no path. */
+export function parseSftpLocation(loc: Location): SftpAddress {
+  const bad = (why: string) => new CofferError("USAGE", `location "${loc.raw}": ${why} (the form is sftp://[USER@]HOST[:PORT]/PATH)`);
+  if (!loc.slashes) throw bad("expected sftp://");
+  const m = SFTP_AUTHORITY.exec(loc.rest);
+  if (!m) throw bad("not a host and path");
+  const host = m[2]!.startsWith("[") ? m[2]!.slice(1, -1) : m[2]!;
+  const port = m[3] === undefined ? undefined : Number(m[3]);
+  if (port !== undefined && (port < 1 || port > 65535)) throw bad(`port ${m[3]} out of range`);
+  const p = m[4] ?? "";
+  if (p === "" || p === "/") throw bad("no path");
+  return { user: m[1] === undefined ? undefined : decodeURIComponent(m[1]), host, port, path: p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p };
+}
