@@ -67,22 +67,31 @@ export async function readTree(client: S3Client, bucket: string, prefix: string,
       if (!entries.has(p)) entries.set(p, { pathname: p, kind: "dir" });
     }
   };
-  for (const o2 of await listAll(client, bucket, prefix)) {
-    const rel = (o2.Key ?? "").slice(prefix.length);
+  const files: ExpectedEntry[] = [];
+  for (const obj of await listAll(client, bucket, prefix)) {
+    const rel = (obj.Key ?? "").slice(prefix.length);
     if (rel === "") continue;
     if (rel.endsWith("/")) {
       dirs(`${rel}x`);
       continue;
     }
     dirs(rel);
-    const e: ExpectedEntry = { pathname: `/${rel}`, kind: "file", size: o2.Size ?? 0 };
-    if (o.content === true) {
-      const b = await readBody(client, bucket, o2.Key!);
-      e.sha256 = b.sha256;
-      e.size = b.size;
-      if (b.mtime !== undefined) e.mtimeNs = mtimeOfMeta(b.mtime);
-    }
+    const e: ExpectedEntry = { pathname: `/${rel}`, kind: "file", size: obj.Size ?? 0 };
     entries.set(e.pathname, e);
+    files.push(e);
+  }
+  if (o.content === true) {
+    // Read 16 at once: a listing of a thousand keys is read back in seconds.
+    for (let i = 0; i < files.length; i += 16) {
+      await Promise.all(
+        files.slice(i, i + 16).map(async (e) => {
+          const b = await readBody(client, bucket, prefix + e.pathname.slice(1));
+          e.sha256 = b.sha256;
+          e.size = b.size;
+          if (b.mtime !== undefined) e.mtimeNs = mtimeOfMeta(b.mtime);
+        }),
+      );
+    }
   }
   return [...entries.values()];
 }
