@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { builtinRegistry } from "../../src/connectors/builtins.js";
 import type { ConnectorOptions, ContentPiece, Exporter, Importer, ImportRecord } from "../../src/connectors/records.js";
 import { exporterKit, type ExpectedEntry, importerKit } from "../../src/sdk/kits/index.js";
+import { countingProxy } from "../helpers/counting-proxy.js";
 import { lacks } from "../helpers/prerequisites.js";
 import { freshBucketName, hasCeph, type Radosgw, radosgw } from "../helpers/radosgw.js";
 import { listAll, makeBucket, putObjects, rawClient, readTree } from "../helpers/s3-objects.js";
@@ -199,6 +200,24 @@ describe.skipIf(!ceph)("S3 importer and exporter on radosgw", () => {
       const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
       for (const u of uploads.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
       expect(uploads.Uploads ?? []).toEqual([]);
+    });
+
+    it("a read whose connection drops goes on from where it stopped, for the same version of the object", async () => {
+      const { prefix, expected } = await sourceTree();
+      const proxy = await countingProxy(server);
+      try {
+        const imp = await importerAt(`s3+http://${proxy.hostPort}/${bucket}/${prefix}`);
+        const got = await importAll(imp);
+        proxy.cutNext(1024 * 1024 + 7);
+        const hash = createHash("sha256");
+        for await (const c of await got.get("/dir/big.bin")!.open!()) hash.update(c);
+        await imp.close();
+        expect(hash.digest("hex")).toBe(expected.find((e) => e.pathname === "/dir/big.bin")!.sha256);
+        expect(proxy.ranges).toEqual(["", expect.stringMatching(/^bytes=\d+-$/)]);
+        expect(Number(/\d+/.exec(proxy.ranges[1]!)![0])).toBeLessThanOrEqual(1024 * 1024 + 7);
+      } finally {
+        await proxy.close();
+      }
     });
 
     it("a missing bucket and a denied object are errors naming the bucket and the key", async () => {
