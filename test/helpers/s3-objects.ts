@@ -96,8 +96,9 @@ export async function readTree(client: S3Client, bucket: string, prefix: string,
   return [...entries.values()];
 }
 
-/** The `mtime` metadata ("SECONDS.FRACTION") in ns. */
+/** The `mtime` metadata ("[-]SECONDS.FRACTION") in ns. */
 function mtimeOfMeta(s: string): bigint {
-  const [secs, frac = ""] = s.split(".");
-  return BigInt(secs!) * 1_000_000_000n + BigInt(frac.padEnd(9, "0").slice(0, 9));
+  const [secs, frac = ""] = s.replace(/^-/, "").split(".");
+  const ns = BigInt(secs!) * 1_000_000_000n + BigInt(frac.padEnd(9, "0").slice(0, 9));
+  return s.startsWith("-") ? -ns : ns;
 }

@@ -78,8 +78,8 @@ export class S3Importer implements Importer {
     try {
       for await (const o of listObjects(this.#client, s, s.prefix, signal)) {
         const key = o.Key ?? "";
-        const k = keyPath(key.slice(s.prefix.length));
         if (!key.startsWith(s.prefix)) continue;
+        const k = keyPath(key.slice(s.prefix.length));
         if ("problem" in k) {
           this.#warn(`${s.display}: key "${key}" skipped: ${k.problem}`);
           continue;

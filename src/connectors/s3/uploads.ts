@@ -84,12 +84,10 @@ export class Uploader {
 
   #objectInput(key: string, meta: ObjectMeta): PutObjectCommandInput {
     const s = this.s;
-    const secs = meta.mtimeNs / 1_000_000_000n;
-    const frac = (meta.mtimeNs - secs * 1_000_000_000n).toString().padStart(9, "0");
     return {
       Bucket: s.bucket,
       Key: key,
-      Metadata: { mtime: `${secs}.${frac}` },
+      Metadata: { mtime: mtimeText(meta.mtimeNs) },
       ...(s.storageClass !== undefined ? { StorageClass: s.storageClass as never } : {}),
       ...(s.sse !== undefined ? { ServerSideEncryption: s.sse.algorithm, ...(s.sse.kmsKeyId !== undefined ? { SSEKMSKeyId: s.sse.kmsKeyId } : {}) } : {}),
       ...(s.objectLock !== undefined ? { ObjectLockMode: s.objectLock.mode, ObjectLockRetainUntilDate: new Date(Date.now() + s.objectLock.days * 86_400_000) } : {}),
@@ -259,6 +257,12 @@ class Budget {
     if (next !== undefined) next();
     else this.#free++;
   }
+}
+
+/** Nanoseconds as decimal seconds with nine digits of fraction: "1700000000.123456789", "-1.500000000". */
+function mtimeText(ns: bigint): string {
+  const abs = ns < 0n ? -ns : ns;
+  return `${ns < 0n ? "-" : ""}${abs / 1_000_000_000n}.${(abs % 1_000_000_000n).toString().padStart(9, "0")}`;
 }
 
 function md5(b: Uint8Array): string {
