@@ -4,16 +4,17 @@
  * third bucket: more than 1,000 keys under nested prefixes, listed in one
  * request per 1,000 keys; a no-change backup that reads no object (counted
  * by a proxy in front of the source, test/helpers/counting-proxy.ts); a
- * restore whose objects equal the source's; and a denied object, named,
- * failing only its own entry.
+ * restore whose objects equal the source's; a denied object, named,
+ * failing only its own entry; and the AWS SDK loaded for s3 locations only.
  */
+import { execFileSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 import { DeleteBucketPolicyCommand, PutBucketPolicyCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BUILT_MAIN, builtCliExists, coffer, type CofferResult, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson } from "../helpers/cli.js";
+import { BUILT_MAIN, PROJECT_ROOT, builtCliExists, coffer, type CofferResult, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson } from "../helpers/cli.js";
 import { type CountingProxy, countingProxy } from "../helpers/counting-proxy.js";
 import { lacks } from "../helpers/prerequisites.js";
 import { freshBucketName, hasCeph, type Radosgw, radosgw } from "../helpers/radosgw.js";
@@ -99,6 +100,25 @@ describe.skipIf(lacks(hasCeph(), "ceph-mon, ceph-osd, radosgw, ceph (Debian's ce
     for (const o of listed.filter((x) => !x.Key!.endsWith("/")).slice(0, 20)) expect(restored.get(`/${o.Key}`)).toBe(BigInt(o.LastModified!.getTime()) * 1_000_000n);
     await run(["at", repo, "check"]);
   }, 300_000);
+
+  it("the AWS SDK is loaded for an s3 source or target only", () => {
+    const script = `
+      import { createRequire } from "node:module";
+      const { builtinRegistry } = await import(${JSON.stringify(path.join(PROJECT_ROOT, "dist", "connectors", "builtins.js"))});
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes("/node_modules/@aws-sdk/")).length;
+      const r = builtinRegistry();
+      const o = { hostname: "h", os: "linux", arch: "x64", cwd: "/", maxConcurrency: 1, excludes: [], noXattr: false, env: {} };
+      await r.make("importer", ${JSON.stringify(base)}, {}, o);
+      await r.make("exporter", ${JSON.stringify(path.join(base, "out"))}, {}, o);
+      const before = loaded();
+      await (await r.make("importer", "s3+http://127.0.0.1:1/some-bucket", {}, o)).close();
+      console.log(JSON.stringify([before, loaded()]));
+    `;
+    const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    const [before, after] = JSON.parse(out) as [number, number];
+    expect(before).toBe(0);
+    expect(after).toBeGreaterThan(0);
+  });
 
   it("a missing bucket fails the backup naming it; a denied object fails its own entry, naming its key", async () => {
     const repo = `s3+http://${server.hostPort}/${freshBucketName("repo")}`;
