@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { builtinRegistry } from "../../src/connectors/builtins.js";
 import { Resource } from "../../src/connectors/flags.js";
@@ -137,6 +138,47 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
       await expect(builtinRegistry().make("storage", "sftp://127.0.0.1", {}, OPTIONS)).rejects.toMatchObject({ code: "USAGE", message: expect.stringContaining("no path") });
     });
   });
+
+  it("a server that stops answering: the watchdog fails the connection and the operation succeeds on a fresh one", async () => {
+    const dir = await freshDir();
+    const store = await open(dir, { connections: "1", timeout: "1s" });
+    try {
+      await store.create(new Uint8Array([5]));
+      const o = { m: mac(), data: new Uint8Array(randomBytes(3_000_000)) };
+      await store.put(Resource.PACKFILE, o.m, o.data);
+      expect(sshd.stopSessions()).toBeGreaterThan(0);
+      expect(Buffer.from(await store.get(Resource.PACKFILE, o.m)).equals(o.data)).toBe(true);
+      const p = { m: mac(), data: new Uint8Array(randomBytes(1_000_000)) };
+      expect(sshd.stopSessions()).toBeGreaterThan(0);
+      await store.put(Resource.PACKFILE, p.m, p.data);
+      expect(Buffer.from(await store.get(Resource.PACKFILE, p.m)).equals(p.data)).toBe(true);
+    } finally {
+      sshd.killSessions();
+      await store.close();
+    }
+  });
+
+  it("an abort cancels requests the server does not answer", async () => {
+    const dir = await freshDir();
+    const store = await open(dir, { connections: "1", timeout: "1h" });
+    try {
+      await store.create(new Uint8Array([6]));
+      const o = { m: mac(), data: new Uint8Array(randomBytes(2_000_000)) };
+      await store.put(Resource.PACKFILE, o.m, o.data);
+      expect(sshd.stopSessions()).toBeGreaterThan(0);
+      const ac = new AbortController();
+      const got = store.get(Resource.PACKFILE, o.m, undefined, { signal: ac.signal });
+      // Abort once the requests are sent: unanswered, they would wait for the keepalives (45 s and more), past this test's limit.
+      await delay(300);
+      ac.abort();
+      await expect(got).rejects.toMatchObject({ code: "INTERRUPTED" });
+      const put = store.put(Resource.PACKFILE, mac(), o.data, { signal: ac.signal });
+      await expect(put).rejects.toMatchObject({ code: "INTERRUPTED" });
+    } finally {
+      sshd.killSessions();
+      await store.close();
+    }
+  }, 30_000);
 
   it("a dropped connection: the operations after it reconnect and succeed", async () => {
     const dir = await freshDir();

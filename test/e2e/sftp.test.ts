@@ -1,16 +1,18 @@
 /**
  * The BUILT CLI (run `npm run build` first) at an sftp:// repository on a
  * real OpenSSH server (test/helpers/sshd.ts): create, backup, restore and
- * check; the host key checked against ~/.ssh/known_hosts; an unknown host
- * refused with a clear message and no stack trace; and ssh2 loaded only for
- * an sftp:// location.
+ * check; the sessions killed mid-backup (the backup retries and succeeds, or
+ * fails cleanly, and the repository stays whole); the host key checked
+ * against ~/.ssh/known_hosts; an unknown host refused with a clear message
+ * and no stack trace; and ssh2 loaded only for an sftp:// location.
  */
 import { execFileSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { builtCliExists, coffer, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT } from "../helpers/cli.js";
+import { builtCliExists, coffer, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, startCoffer } from "../helpers/cli.js";
 import { lacks } from "../helpers/prerequisites.js";
 import { hasSshd, type Sshd, startSshd } from "../helpers/sshd.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
@@ -48,6 +50,14 @@ async function makeTree(dir: string, files: number, size: number): Promise<void>
   for (let i = 0; i < files; i++) await writeSeededFile(path.join(dir, i % 2 ? "sub" : "", `f${i}.bin`), `sftp-${i}`, size);
 }
 
+/** Packfiles stored under `repo`'s fan-out directories. */
+async function storedPackfiles(repo: string): Promise<number> {
+  const top = path.join(repo, "packfiles");
+  let n = 0;
+  for (const d of await fsp.readdir(top).catch(() => [])) n += (await fsp.readdir(path.join(top, d)).catch(() => [])).length;
+  return n;
+}
+
 describe.skipIf(skip)("coffer at sftp://", () => {
   beforeAll(async () => {
     sshd = await startSshd();
@@ -78,6 +88,30 @@ describe.skipIf(skip)("coffer at sftp://", () => {
     // A second create at the same place is refused.
     const again = await run(["at", at(repo), "create", ...FAST_KDF], EXIT.ERROR);
     expect(again.stderr).toContain("already exists");
+  });
+
+  it("sessions killed mid-backup: the backup retries or fails cleanly; then backup, restore and check succeed", async () => {
+    const src = fresh("src");
+    await makeTree(src, 24, 4 * 1024 * 1024);
+    const repo = path.join(sshd.dir, "dropped-repo");
+    await run(["at", at(repo), "create", ...FAST_KDF]);
+    const job = startCoffer(["--store-opt", `identity_file=${sshd.identityFile}`, "at", at(repo), "backup", src], { env: env(), cwd: base });
+    const exited = job.result.then(() => true);
+    // Once the first packfile is on the server, every session dies under the backup.
+    let killed = 0;
+    while (killed === 0 && !(await Promise.race([exited, delay(20).then(() => false)]))) {
+      if ((await storedPackfiles(repo)) > 0) killed = sshd.killSessions();
+    }
+    const r = await job.result;
+    expectNoStackTrace(r);
+    expectExit(r, EXIT.OK, EXIT.ERROR);
+    expect(killed, "the backup ended before a packfile was stored").toBeGreaterThan(0);
+    if (r.exitCode === EXIT.ERROR) expect(r.stderr).toMatch(/sftp:\/\/.*connection/);
+    await run(["at", at(repo), "backup", src]);
+    const to = fresh("restored");
+    await run(["at", at(repo), "restore", "--to", to]);
+    expect(await compareTrees(src, to)).toEqual([]);
+    await run(["at", at(repo), "check", "--read-data"]);
   });
 
   it("an unknown host is an error naming the host and its fingerprint, exit 1, no stack trace", async () => {

@@ -34,6 +34,8 @@ export interface Sshd {
   wrongKnownHosts: string;
   /** Kills every session process, each connection's monitor and its children (the connections drop), leaving the listener. */
   killSessions(): number;
+  /** Stops (SIGSTOP) every session process, leaving the listener: the connections stay open but nothing answers. killSessions() ends them. */
+  stopSessions(): number;
   stop(): Promise<void>;
 }
 
@@ -126,18 +128,8 @@ export async function startSshd(): Promise<Sshd> {
       otherIdentityFile,
       otherHostKeyFingerprint: fingerprint(`${otherHostKey}.pub`),
       wrongKnownHosts,
-      killSessions: () => {
-        let n = 0;
-        for (const p of descendantsOf(pid)) {
-          try {
-            process.kill(p, "SIGKILL");
-            n++;
-          } catch {
-            // gone already
-          }
-        }
-        return n;
-      },
+      killSessions: () => signalSessions(pid, "SIGKILL"),
+      stopSessions: () => signalSessions(pid, "SIGSTOP"),
       stop: async () => {
         if (child.exitCode === null && child.signalCode === null) {
           const exited = new Promise((r) => child.once("exit", r));
@@ -170,6 +162,20 @@ function listening(child: ChildProcess, port: number): Promise<true | string> {
     child.stderr!.on("data", onData);
     child.once("exit", onExit);
   });
+}
+
+/** Sends `signal` to every process below the listener `pid`; returns how many got it. */
+function signalSessions(pid: number, signal: NodeJS.Signals): number {
+  let n = 0;
+  for (const p of descendantsOf(pid)) {
+    try {
+      process.kill(p, signal);
+      n++;
+    } catch {
+      // gone already
+    }
+  }
+  return n;
 }
 
 /** PIDs below `pid` (children first, then theirs), from /proc. */

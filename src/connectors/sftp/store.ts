@@ -77,7 +77,11 @@ export class SftpStore implements Store {
         await ops.renameNoReplace(sftp, tmp, this.#path(CONFIG));
       } catch (e) {
         await ops.unlink(sftp, tmp).catch(() => undefined);
-        if (sftpStatus(e) !== undefined && (await this.#exists(sftp, this.#path(CONFIG)))) throw repositoryExists(this.root);
+        if (sftpStatus(e) !== undefined && (await this.#exists(sftp, this.#path(CONFIG)))) {
+          // A run whose answer was lost may have renamed it already: the config holds a random ID, so equal bytes are ours.
+          if (Buffer.from(await this.#readWhole(sftp, this.#path(CONFIG), signal)).equals(config)) return;
+          throw repositoryExists(this.root);
+        }
         throw this.#error(e, "rename to", CONFIG);
       }
     }, signal);
@@ -274,6 +278,8 @@ export class SftpStore implements Store {
         if (rename === ops.renameNoReplace && (await this.#exists(sftp, target))) return void (await ops.unlink(sftp, tmp).catch(() => undefined));
         throw e;
       }
+      // No temp file but the target: a run whose answer was lost renamed it already.
+      if (!(await this.#exists(sftp, tmp)) && (await this.#exists(sftp, target))) return;
       await this.#mkdirs(sftp, posix.dirname(target));
       await rename(sftp, tmp, target);
     }
