@@ -5,6 +5,7 @@
  * server refuses, the layout on the server, pipelined objects larger than
  * one request, and a connection dropped under the store.
  */
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
@@ -15,8 +16,8 @@ import { Resource } from "../../src/connectors/flags.js";
 import type { ConnectorOptions } from "../../src/connectors/records.js";
 import type { Store } from "../../src/connectors/store.js";
 import { toHex } from "../../src/util/hex.js";
-import { lacks } from "../helpers/prerequisites.js";
-import { hasSshd, type Sshd, startSshd } from "../helpers/sshd.js";
+import { lacks, skipOrFail } from "../helpers/prerequisites.js";
+import { canAddPasswordUser, hasSshAgent, hasSshd, type Sshd, startSshAgent, startSshd } from "../helpers/sshd.js";
 import { storeConformance } from "./store.js";
 
 const skip = lacks(hasSshd(), "sshd, ssh-keygen and setpriv (openssh-server, openssh-client, util-linux)");
@@ -27,8 +28,13 @@ const OPTIONS: ConnectorOptions = { hostname: "testhost", os: "linux", arch: "x6
 
 /** An sftp store on the test server at the absolute directory `dir`, with the test's key and known_hosts unless `params` says otherwise. */
 function open(dir: string, params: Record<string, string> = {}, readOnly = false): Promise<Store> {
-  const location = `sftp://${sshd.user}@127.0.0.1:${sshd.port}/${dir}`;
-  return builtinRegistry().make("storage", location, { identity_file: sshd.identityFile, known_hosts: sshd.knownHosts, ...params }, { ...OPTIONS, readOnly });
+  return openAs(sshd.user, dir, { identity_file: sshd.identityFile, ...params }, {}, readOnly);
+}
+
+/** An sftp store as `user`, with only the credentials `params` and `env` give. */
+function openAs(user: string, dir: string, params: Record<string, string>, env: Record<string, string>, readOnly = false): Promise<Store> {
+  const location = `sftp://${user}@127.0.0.1:${sshd.port}/${dir}`;
+  return builtinRegistry().make("storage", location, { known_hosts: sshd.knownHosts, ...params }, { ...OPTIONS, env: { ...OPTIONS.env, ...env }, readOnly });
 }
 
 async function freshDir(): Promise<string> {
@@ -41,7 +47,7 @@ const mac = () => new Uint8Array(randomBytes(32));
 
 describe.skipIf(skip)("sftp store on OpenSSH", () => {
   beforeAll(async () => {
-    sshd = await startSshd();
+    sshd = await startSshd({ passwordUser: canAddPasswordUser() });
   });
   afterAll(async () => {
     await sshd?.stop();
@@ -85,7 +91,11 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
 
   describe("host keys and credentials", () => {
     async function failure(params: Record<string, string>): Promise<{ code: string; message: string }> {
-      const store = await open(await freshDir(), params);
+      return failureOf(await open(await freshDir(), params));
+    }
+
+    /** How a ping of `store` fails (code "none" if it does not), closing it. */
+    async function failureOf(store: Store): Promise<{ code: string; message: string }> {
       try {
         return (await store.ping().then(
           () => ({ code: "none", message: "" }),
@@ -124,11 +134,115 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
       expect(e.message).toContain(sshd.otherHostKeyFingerprint);
     });
 
+    /** A known_hosts file of `lines`, with `{right}` and `{other}` standing for the server's key and another (each "TYPE BASE64"). */
+    async function knownHosts(name: string, ...lines: string[]): Promise<string> {
+      const right = (await fsp.readFile(sshd.knownHosts, "utf8")).trim().split(" ").slice(1).join(" ");
+      const other = (await fsp.readFile(sshd.wrongKnownHosts, "utf8")).trim().split(" ").slice(1).join(" ");
+      const file = path.join(sshd.dir, `known_hosts-${name}`);
+      await fsp.writeFile(file, lines.map((l) => `${l.replace("{right}", right).replace("{other}", other)}\n`).join(""));
+      return file;
+    }
+
+    /** Resolves when the store connects (a ping of a missing repository reaches the server). */
+    async function connects(params: Record<string, string>): Promise<void> {
+      const store = await open(await freshDir(), params);
+      try {
+        await expect(store.ping()).rejects.toMatchObject({ code: "NO_REPOSITORY" });
+      } finally {
+        await store.close();
+      }
+    }
+
+    it("hashed known_hosts entries (ssh-keygen -H) are matched: the right key connects, another is a mismatch", async () => {
+      const name = `[127.0.0.1]:${sshd.port}`;
+      const good = await knownHosts("hashed", `${name} {right}`);
+      const bad = await knownHosts("hashed-wrong", `${name} {other}`);
+      for (const f of [good, bad]) execFileSync("ssh-keygen", ["-H", "-f", f], { stdio: "ignore" });
+      expect(await fsp.readFile(good, "utf8")).toMatch(/^\|1\|/);
+      expect(await fsp.readFile(good, "utf8")).not.toContain("127.0.0.1");
+      await connects({ known_hosts: good });
+      const e = await failure({ known_hosts: bad });
+      expect(e.message).toContain("host key mismatch");
+      expect(e.message).toContain(sshd.hostKeyFingerprint);
+      expect(e.message).toContain(sshd.otherHostKeyFingerprint);
+    });
+
+    it("wildcard patterns match, and a negated pattern excludes the host", async () => {
+      await connects({ known_hosts: await knownHosts("wildcard", `other.example,[127.0.0.?]:${sshd.port} {right}`) });
+      const negated = await knownHosts("negated", `[127.0.0.*]:*,![127.0.0.1]:${sshd.port} {right}`);
+      expect((await failure({ known_hosts: negated })).message).toContain("unknown host");
+    });
+
+    it("a key marked @revoked is refused even when another line lists it", async () => {
+      const file = await knownHosts("revoked", `[127.0.0.1]:${sshd.port} {right}`, `@revoked * {right}`);
+      const e = await failure({ known_hosts: file });
+      expect(e.code).toBe("IO");
+      expect(e.message).toContain("@revoked");
+      expect(e.message).toContain(sshd.hostKeyFingerprint);
+      expect(e.message).toContain(file);
+    });
+
+    it("insecure_ignore_host_key connects whatever known_hosts says", async () => {
+      await connects({ known_hosts: sshd.wrongKnownHosts, insecure_ignore_host_key: "true" });
+    });
+
     it("a key the server does not accept fails authentication, naming the key", async () => {
       const e = await failure({ identity_file: sshd.otherIdentityFile });
       expect(e.code).toBe("IO");
       expect(e.message).toContain("authentication failed");
       expect(e.message).toContain(sshd.otherIdentityFile);
+    });
+
+    it("the ssh agent at SSH_AUTH_SOCK: its key logs in; an agent without it, or no agent at its socket, is a clear error", async (t) => {
+      if (!hasSshAgent()) skipOrFail(t, "ssh-agent and ssh-add (openssh-client)");
+      const agent = await startSshAgent(sshd.dir);
+      const other = await startSshAgent(sshd.dir);
+      try {
+        agent.add(sshd.identityFile);
+        other.add(sshd.otherIdentityFile);
+        const dir = await freshDir();
+        const store = await openAs(sshd.user, dir, {}, { SSH_AUTH_SOCK: agent.socket });
+        try {
+          await store.create(new Uint8Array([7]));
+          expect([...(await store.open())]).toEqual([7]);
+        } finally {
+          await store.close();
+        }
+        const refused = await failureOf(await openAs(sshd.user, await freshDir(), {}, { SSH_AUTH_SOCK: other.socket }));
+        expect(refused.code).toBe("IO");
+        expect(refused.message).toContain(`authentication failed (tried the agent at ${other.socket})`);
+        const gone = path.join(sshd.dir, "no-agent.sock");
+        const missing = await failureOf(await openAs(sshd.user, await freshDir(), {}, { SSH_AUTH_SOCK: gone }));
+        expect(missing.code).toBe("IO");
+        expect(missing.message).toContain(`authentication failed (tried the agent at ${gone}); the agent at ${gone} failed`);
+      } finally {
+        await agent.stop();
+        await other.stop();
+      }
+    });
+
+    it("password_file: the password logs in; a wrong one is refused naming the file", async (t) => {
+      if (!sshd.password) return skipOrFail(t, "root, unshare and mount (util-linux) and openssl, to add a password user in sshd's own mount namespace");
+      const { user, file, writable } = sshd.password;
+      const dir = path.join(writable, `r${fixtures++}`);
+      const store = await openAs(user, dir, { password_file: file }, {});
+      try {
+        await store.create(new Uint8Array([8]));
+        const m = mac();
+        const data = new Uint8Array(randomBytes(700_000));
+        await store.put(Resource.PACKFILE, m, data);
+        expect(Buffer.from(await store.get(Resource.PACKFILE, m)).equals(data)).toBe(true);
+      } finally {
+        await store.close();
+      }
+      const wrong = path.join(sshd.dir, "wrong-password");
+      await fsp.writeFile(wrong, "not the password\n");
+      const e = await failureOf(await openAs(user, await freshDir(), { password_file: wrong }, {}));
+      expect(e.code).toBe("IO");
+      expect(e.message).toContain(`authentication failed (tried the password of ${wrong})`);
+      const none = await failureOf(await openAs(user, await freshDir(), { password_file: path.join(sshd.dir, "nonexistent") }, {}));
+      expect(none.code).toBe("USAGE");
+      expect(none.message).toContain("cannot read password_file");
     });
 
     it("bad parameters are usage errors naming them", async () => {

@@ -123,7 +123,26 @@ describe.skipIf(skip)("coffer at sftp://", () => {
     expect(r.stderr).toContain(sshd.hostKeyFingerprint);
     const m = await run(["--store-opt", `known_hosts=${sshd.wrongKnownHosts}`, "at", at(path.join(sshd.dir, "nowhere")), "create", ...FAST_KDF], EXIT.ERROR);
     expect(m.stderr).toContain("host key mismatch");
+    expect(m.stderr).toContain(sshd.hostKeyFingerprint);
     expect(m.stderr).toContain(sshd.otherHostKeyFingerprint);
+    expect(m.stderr).toContain(sshd.wrongKnownHosts);
+  });
+
+  it("a pinned fingerprint, @revoked and insecure_ignore_host_key through the CLI", async () => {
+    const repo = path.join(sshd.dir, "pinned-repo");
+    const pinned = ["--store-opt", `known_hosts=${sshd.wrongKnownHosts}`, "--store-opt", `host_key_fingerprint=${sshd.hostKeyFingerprint}`];
+    await run([...pinned, "at", at(repo), "create", ...FAST_KDF]);
+    const wrong = await run(["--store-opt", `host_key_fingerprint=${sshd.otherHostKeyFingerprint}`, "at", at(repo), "ls"], EXIT.ERROR);
+    expect(wrong.stderr).toContain("host key mismatch");
+    expect(wrong.stderr).toContain(sshd.hostKeyFingerprint);
+    expect(wrong.stderr).toContain(`host_key_fingerprint expects ${sshd.otherHostKeyFingerprint}`);
+    const revoked = path.join(base, "revoked_known_hosts");
+    await fsp.writeFile(revoked, `${await fsp.readFile(sshd.knownHosts, "utf8")}@revoked ${await fsp.readFile(sshd.knownHosts, "utf8")}`);
+    const r = await run(["--store-opt", `known_hosts=${revoked}`, "at", at(repo), "ls"], EXIT.ERROR);
+    expect(r.stderr).toContain(`is marked @revoked in ${revoked}`);
+    await run(["--store-opt", `known_hosts=${sshd.wrongKnownHosts}`, "--store-opt", "insecure_ignore_host_key=true", "at", at(repo), "ls"]);
+    const both = await run(["--store-opt", "insecure_ignore_host_key=true", "--store-opt", `host_key_fingerprint=${sshd.hostKeyFingerprint}`, "at", at(repo), "ls"], EXIT.USAGE);
+    expect(both.stderr).toContain("exclude each other");
   });
 
   it("ssh2 is loaded for an sftp:// location only", () => {

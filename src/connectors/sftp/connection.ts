@@ -259,11 +259,13 @@ async function connect(s: SftpSettings, signal?: AbortSignal): Promise<Connectio
   const client = new ssh2.Client();
   return new Promise<Connection>((resolve, reject) => {
     let settled = false;
+    let agentFailure = "";
     const done = () => {
       settled = true;
       signal?.removeEventListener("abort", onAbort);
       client.off("error", onError);
       client.off("close", onClose);
+      client.on("error", () => undefined); // ssh2 may emit more on a destroyed client; the Connection listens once made
     };
     const fail = (e: unknown) => {
       if (settled) return;
@@ -274,7 +276,9 @@ async function connect(s: SftpSettings, signal?: AbortSignal): Promise<Connectio
     const onAbort = () => fail(abortError(signal));
     const onError = (e: Error & { level?: string }) => {
       if (rejected) return fail(rejected);
-      if (e.level === "client-authentication") return fail(new CofferError("IO", `${s.where}: authentication failed (tried ${tried.join(", ")})`));
+      // An agent that cannot be reached is skipped by ssh2, which goes on to the other credentials.
+      if (e.level === "agent") return void (agentFailure = `; the agent at ${s.agent} failed: ${e.message}`);
+      if (e.level === "client-authentication") return fail(new CofferError("IO", `${s.where}: authentication failed (tried ${tried.join(", ")})${agentFailure}`));
       fail(lost(s.where, `cannot connect: ${e.message}`, e));
     };
     const onClose = () => fail(rejected ?? lost(s.where, "the server closed the connection before the SFTP session started"));
