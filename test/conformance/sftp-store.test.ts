@@ -7,6 +7,8 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import { Socket } from "node:net";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -86,6 +88,55 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
       expect(await fsp.readdir(path.join(dir, "tmp"))).toEqual([]);
     } finally {
       await store.close();
+    }
+  });
+
+  it("reads and writes keep several requests in flight, each of the length the server gives in limits@openssh.com, on a TCP_NODELAY socket", async () => {
+    // ssh2's SFTP session class, as the store loads it: its read and write are wrapped to watch the requests.
+    const { SFTP } = createRequire(import.meta.url)("ssh2/lib/protocol/SFTP.js") as { SFTP: { prototype: Record<string, unknown> } };
+    const seen = { read: { lengths: [] as number[], limits: new Set<number>(), inFlight: 0, most: 0 }, write: { lengths: [] as number[], limits: new Set<number>(), inFlight: 0, most: 0 } };
+    const original = { read: SFTP.prototype.read, write: SFTP.prototype.write };
+    for (const op of ["read", "write"] as const) {
+      const counts = seen[op];
+      SFTP.prototype[op] = function (this: { _maxReadLen: number; _maxWriteLen: number }, ...args: unknown[]) {
+        counts.lengths.push(args[3] as number);
+        counts.limits.add(op === "read" ? this._maxReadLen : this._maxWriteLen);
+        counts.most = Math.max(counts.most, ++counts.inFlight);
+        const cb = args[5] as (...r: unknown[]) => void;
+        args[5] = (...r: unknown[]) => {
+          counts.inFlight--;
+          cb(...r);
+        };
+        return (original[op] as (...a: unknown[]) => unknown).apply(this, args);
+      };
+    }
+    // And TCP_NODELAY on the connection's socket (ssh2 would otherwise wait on Nagle at each small write).
+    const setNoDelay = Socket.prototype.setNoDelay;
+    let noDelay = 0;
+    Socket.prototype.setNoDelay = function (this: Socket, on?: boolean) {
+      if (on === true) noDelay++;
+      return setNoDelay.call(this, on);
+    };
+    const dir = await freshDir();
+    const store = await open(dir, { connections: "1" });
+    try {
+      await store.create(new Uint8Array([9]));
+      const data = new Uint8Array(randomBytes(8 * 1024 * 1024));
+      const m = mac();
+      await store.put(Resource.PACKFILE, m, data);
+      expect(Buffer.from(await store.get(Resource.PACKFILE, m)).equals(data)).toBe(true);
+    } finally {
+      Object.assign(SFTP.prototype, original);
+      Socket.prototype.setNoDelay = setNoDelay;
+      await store.close();
+    }
+    expect(noDelay).toBe(1);
+    // OpenSSH's sftp-server answers limits@openssh.com with 256 KiB less 1 KiB; ssh2's own guess would be 256 KiB less 2 KiB.
+    for (const op of ["read", "write"] as const) {
+      expect([...seen[op].limits], op).toEqual([255 * 1024]);
+      expect(seen[op].most, `${op}s in flight at once`).toBeGreaterThan(4);
+      const full = seen[op].lengths.filter((n) => n === 255 * 1024).length;
+      expect(full, `${op}s of the full length`).toBe(Math.floor((8 * 1024 * 1024) / (255 * 1024)));
     }
   });
 
