@@ -47,6 +47,12 @@ async function freshDir(): Promise<string> {
 
 const mac = () => new Uint8Array(randomBytes(32));
 
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
 describe.skipIf(skip)("sftp store on OpenSSH", () => {
   beforeAll(async () => {
     sshd = await startSshd({ passwordUser: canAddPasswordUser() });
@@ -138,6 +144,57 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
       const full = seen[op].lengths.filter((n) => n === 255 * 1024).length;
       expect(full, `${op}s of the full length`).toBe(Math.floor((8 * 1024 * 1024) / (255 * 1024)));
     }
+  });
+
+  describe("stage()", () => {
+    const parts = (n: number, size: number) => Array.from({ length: n }, () => new Uint8Array(randomBytes(size)));
+
+    it("writes as the bytes come and commits them whole under the name; abort leaves nothing; read-only refuses", async () => {
+      const dir = await freshDir();
+      const store = await open(dir, { connections: "2" });
+      try {
+        await store.create(new Uint8Array([10]));
+        const staged = await store.stage!(Resource.PACKFILE);
+        const written = [...parts(3, 700_001), new Uint8Array(0), ...parts(2, 13)];
+        await staged.write(written.slice(0, 2));
+        await staged.write(written.slice(2));
+        const m = mac();
+        expect(await staged.commit(m)).toBe(2 * 700_001 + 700_001 + 26);
+        expect(Buffer.from(await store.get(Resource.PACKFILE, m)).equals(Buffer.concat(written))).toBe(true);
+        await expect(staged.write(parts(1, 10))).rejects.toMatchObject({ code: "IO", message: expect.stringContaining("after its end") });
+        const dropped = await store.stage!(Resource.PACKFILE);
+        await dropped.write(parts(1, 1000));
+        await dropped.abort();
+        expect(await fsp.readdir(path.join(dir, "tmp"))).toEqual([]);
+        expect((await collect(store.list(Resource.PACKFILE))).map(toHex)).toEqual([toHex(m)]);
+        const ro = await open(dir, {}, true);
+        await expect(ro.stage!(Resource.PACKFILE)).rejects.toMatchObject({ code: "READ_ONLY" });
+        await ro.close();
+      } finally {
+        await store.close();
+      }
+    });
+
+    it("sessions killed between and during writes: the writes are done again on fresh connections and the object is whole", async () => {
+      const dir = await freshDir();
+      const store = await open(dir, { connections: "2" });
+      try {
+        await store.create(new Uint8Array([11]));
+        const staged = await store.stage!(Resource.PACKFILE);
+        const written = parts(6, 2_000_000);
+        await staged.write(written.slice(0, 2));
+        expect(sshd.killSessions()).toBeGreaterThan(0);
+        await staged.write(written.slice(2, 4));
+        const during = staged.write(written.slice(4));
+        sshd.killSessions();
+        await during;
+        const m = mac();
+        await staged.commit(m);
+        expect(Buffer.from(await store.get(Resource.PACKFILE, m)).equals(Buffer.concat(written))).toBe(true);
+      } finally {
+        await store.close();
+      }
+    });
   });
 
   describe("host keys and credentials", () => {
