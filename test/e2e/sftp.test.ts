@@ -145,6 +145,23 @@ describe.skipIf(skip)("coffer at sftp://", () => {
     expect(both.stderr).toContain("exclude each other");
   });
 
+  it("a key the server refuses and an agent that is not there: clear errors through the CLI, exit 1", async () => {
+    const where = at(path.join(sshd.dir, "nowhere"));
+    const key = await coffer(["--store-opt", `identity_file=${sshd.otherIdentityFile}`, "at", where, "ls"], { env: env(), cwd: base });
+    expectNoStackTrace(key);
+    expectExit(key, EXIT.ERROR);
+    expect(key.stderr).toContain(`authentication failed (tried the key ${sshd.otherIdentityFile})`);
+    const gone = path.join(base, "no-agent.sock");
+    const agent = await coffer(["at", where, "ls"], { env: env({ SSH_AUTH_SOCK: gone }), cwd: base });
+    expectNoStackTrace(agent);
+    expectExit(agent, EXIT.ERROR);
+    expect(agent.stderr).toContain(`authentication failed (tried the agent at ${gone}); the agent at ${gone} failed`);
+    const none = await coffer(["at", where, "ls"], { env: env({ SSH_AUTH_SOCK: undefined }), cwd: base });
+    expectNoStackTrace(none);
+    expectExit(none, EXIT.USAGE);
+    expect(none.stderr).toContain("no credentials");
+  });
+
   it("ssh2 is loaded for an sftp:// location only", () => {
     const script = `
       import { createRequire } from "node:module";

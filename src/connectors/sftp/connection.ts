@@ -287,7 +287,10 @@ async function connect(s: SftpSettings, signal?: AbortSignal): Promise<Connectio
     client.on("close", onClose);
     client.once("ready", () => {
       client.setNoDelay(true);
+      // The handshake has readyTimeout; the SFTP session's start gets the request watchdog's time.
+      const stalled = setTimeout(() => fail(lost(s.where, `no SFTP session after ${s.stallTimeoutMs / 1000} s`)), s.stallTimeoutMs);
       client.sftp((e, sftp) => {
+        clearTimeout(stalled);
         if (settled) return;
         if (e) return fail(new CofferError("IO", `${s.where}: no SFTP service: ${e.message}`, {}, { cause: e }));
         done();
