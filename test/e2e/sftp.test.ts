@@ -95,12 +95,20 @@ describe.skipIf(skip)("coffer at sftp://", () => {
     await makeTree(src, 24, 4 * 1024 * 1024);
     const repo = path.join(sshd.dir, "dropped-repo");
     await run(["at", at(repo), "create", ...FAST_KDF]);
-    const job = startCoffer(["--store-opt", `identity_file=${sshd.identityFile}`, "at", at(repo), "backup", src], { env: env(), cwd: base });
+    // A backup that hangs is killed, and fails the test, long before the test's own limit.
+    const job = startCoffer(["--store-opt", `identity_file=${sshd.identityFile}`, "at", at(repo), "backup", src], { env: env(), cwd: base, timeoutMs: 60_000 });
     const exited = job.result.then(() => true);
-    // Once the first packfile is on the server, every session dies under the backup.
+    // Each time a packfile appears on the server, up to three times, every session dies under the backup.
     let killed = 0;
-    while (killed === 0 && !(await Promise.race([exited, delay(20).then(() => false)]))) {
-      if ((await storedPackfiles(repo)) > 0) killed = sshd.killSessions();
+    let kills = 0;
+    let stored = 0;
+    while (kills < 3 && !(await Promise.race([exited, delay(20).then(() => false)]))) {
+      const n = await storedPackfiles(repo);
+      if (n > stored) {
+        stored = n;
+        killed += sshd.killSessions();
+        kills++;
+      }
     }
     const r = await job.result;
     expectNoStackTrace(r);
