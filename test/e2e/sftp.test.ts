@@ -1,16 +1,18 @@
 /**
  * The BUILT CLI (run `npm run build` first) at an sftp:// repository on a
  * real OpenSSH server (test/helpers/sshd.ts): create, backup, restore and
- * check; the host key checked against ~/.ssh/known_hosts; an unknown host
- * refused with a clear message and no stack trace; and ssh2 loaded only for
- * an sftp:// location.
+ * check; the sessions killed mid-backup (the backup retries and succeeds, or
+ * fails cleanly, and the repository stays whole); the host key checked
+ * against ~/.ssh/known_hosts; an unknown host refused with a clear message
+ * and no stack trace; and ssh2 loaded only for an sftp:// location.
  */
 import { execFileSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { builtCliExists, coffer, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT } from "../helpers/cli.js";
+import { builtCliExists, coffer, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, startCoffer } from "../helpers/cli.js";
 import { lacks } from "../helpers/prerequisites.js";
 import { hasSshd, type Sshd, startSshd } from "../helpers/sshd.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
@@ -48,6 +50,14 @@ async function makeTree(dir: string, files: number, size: number): Promise<void>
   for (let i = 0; i < files; i++) await writeSeededFile(path.join(dir, i % 2 ? "sub" : "", `f${i}.bin`), `sftp-${i}`, size);
 }
 
+/** Packfiles stored under `repo`'s fan-out directories. */
+async function storedPackfiles(repo: string): Promise<number> {
+  const top = path.join(repo, "packfiles");
+  let n = 0;
+  for (const d of await fsp.readdir(top).catch(() => [])) n += (await fsp.readdir(path.join(top, d)).catch(() => [])).length;
+  return n;
+}
+
 describe.skipIf(skip)("coffer at sftp://", () => {
   beforeAll(async () => {
     sshd = await startSshd();
@@ -80,6 +90,38 @@ describe.skipIf(skip)("coffer at sftp://", () => {
     expect(again.stderr).toContain("already exists");
   });
 
+  it("sessions killed mid-backup: the backup retries or fails cleanly; then backup, restore and check succeed", async () => {
+    const src = fresh("src");
+    await makeTree(src, 24, 4 * 1024 * 1024);
+    const repo = path.join(sshd.dir, "dropped-repo");
+    await run(["at", at(repo), "create", ...FAST_KDF]);
+    // A backup that hangs is killed, and fails the test, long before the test's own limit.
+    const job = startCoffer(["--store-opt", `identity_file=${sshd.identityFile}`, "at", at(repo), "backup", src], { env: env(), cwd: base, timeoutMs: 60_000 });
+    const exited = job.result.then(() => true);
+    // Each time a packfile appears on the server, up to three times, every session dies under the backup.
+    let killed = 0;
+    let kills = 0;
+    let stored = 0;
+    while (kills < 3 && !(await Promise.race([exited, delay(20).then(() => false)]))) {
+      const n = await storedPackfiles(repo);
+      if (n > stored) {
+        stored = n;
+        killed += sshd.killSessions();
+        kills++;
+      }
+    }
+    const r = await job.result;
+    expectNoStackTrace(r);
+    expectExit(r, EXIT.OK, EXIT.ERROR);
+    expect(killed, "the backup ended before a packfile was stored").toBeGreaterThan(0);
+    if (r.exitCode === EXIT.ERROR) expect(r.stderr).toMatch(/sftp:\/\/.*connection/);
+    await run(["at", at(repo), "backup", src]);
+    const to = fresh("restored");
+    await run(["at", at(repo), "restore", "--to", to]);
+    expect(await compareTrees(src, to)).toEqual([]);
+    await run(["at", at(repo), "check", "--read-data"]);
+  });
+
   it("an unknown host is an error naming the host and its fingerprint, exit 1, no stack trace", async () => {
     const empty = path.join(base, "empty_known_hosts");
     await fsp.writeFile(empty, "");
@@ -89,7 +131,43 @@ describe.skipIf(skip)("coffer at sftp://", () => {
     expect(r.stderr).toContain(sshd.hostKeyFingerprint);
     const m = await run(["--store-opt", `known_hosts=${sshd.wrongKnownHosts}`, "at", at(path.join(sshd.dir, "nowhere")), "create", ...FAST_KDF], EXIT.ERROR);
     expect(m.stderr).toContain("host key mismatch");
+    expect(m.stderr).toContain(sshd.hostKeyFingerprint);
     expect(m.stderr).toContain(sshd.otherHostKeyFingerprint);
+    expect(m.stderr).toContain(sshd.wrongKnownHosts);
+  });
+
+  it("a pinned fingerprint, @revoked and insecure_ignore_host_key through the CLI", async () => {
+    const repo = path.join(sshd.dir, "pinned-repo");
+    const pinned = ["--store-opt", `known_hosts=${sshd.wrongKnownHosts}`, "--store-opt", `host_key_fingerprint=${sshd.hostKeyFingerprint}`];
+    await run([...pinned, "at", at(repo), "create", ...FAST_KDF]);
+    const wrong = await run(["--store-opt", `host_key_fingerprint=${sshd.otherHostKeyFingerprint}`, "at", at(repo), "ls"], EXIT.ERROR);
+    expect(wrong.stderr).toContain("host key mismatch");
+    expect(wrong.stderr).toContain(sshd.hostKeyFingerprint);
+    expect(wrong.stderr).toContain(`host_key_fingerprint expects ${sshd.otherHostKeyFingerprint}`);
+    const revoked = path.join(base, "revoked_known_hosts");
+    await fsp.writeFile(revoked, `${await fsp.readFile(sshd.knownHosts, "utf8")}@revoked ${await fsp.readFile(sshd.knownHosts, "utf8")}`);
+    const r = await run(["--store-opt", `known_hosts=${revoked}`, "at", at(repo), "ls"], EXIT.ERROR);
+    expect(r.stderr).toContain(`is marked @revoked in ${revoked}`);
+    await run(["--store-opt", `known_hosts=${sshd.wrongKnownHosts}`, "--store-opt", "insecure_ignore_host_key=true", "at", at(repo), "ls"]);
+    const both = await run(["--store-opt", "insecure_ignore_host_key=true", "--store-opt", `host_key_fingerprint=${sshd.hostKeyFingerprint}`, "at", at(repo), "ls"], EXIT.USAGE);
+    expect(both.stderr).toContain("exclude each other");
+  });
+
+  it("a key the server refuses and an agent that is not there: clear errors through the CLI, exit 1", async () => {
+    const where = at(path.join(sshd.dir, "nowhere"));
+    const key = await coffer(["--store-opt", `identity_file=${sshd.otherIdentityFile}`, "at", where, "ls"], { env: env(), cwd: base });
+    expectNoStackTrace(key);
+    expectExit(key, EXIT.ERROR);
+    expect(key.stderr).toContain(`authentication failed (tried the key ${sshd.otherIdentityFile})`);
+    const gone = path.join(base, "no-agent.sock");
+    const agent = await coffer(["at", where, "ls"], { env: env({ SSH_AUTH_SOCK: gone }), cwd: base });
+    expectNoStackTrace(agent);
+    expectExit(agent, EXIT.ERROR);
+    expect(agent.stderr).toContain(`authentication failed (tried the agent at ${gone}); the agent at ${gone} failed`);
+    const none = await coffer(["at", where, "ls"], { env: env({ SSH_AUTH_SOCK: undefined }), cwd: base });
+    expectNoStackTrace(none);
+    expectExit(none, EXIT.USAGE);
+    expect(none.stderr).toContain("no credentials");
   });
 
   it("ssh2 is loaded for an sftp:// location only", () => {

@@ -22,7 +22,9 @@ export const SftpStatus = { EOF: 1, NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILU
 /** Requests in flight per read or write of one file. */
 const PIPELINE_DEPTH = 16;
 /** Runs of an operation whose connection dropped, the first included. */
-const ATTEMPTS = 3;
+const ATTEMPTS = 4;
+/** The wait before the second run of an operation; doubled before each later one. */
+const RETRY_BASE_MS = 250;
 const KEEPALIVE_MS = 15_000;
 const KEEPALIVE_COUNT = 3;
 const READY_TIMEOUT_MS = 20_000;
@@ -40,23 +42,90 @@ function connectionLost(e: unknown): boolean {
   return status === undefined || status === SftpStatus.NO_CONNECTION || status === SftpStatus.CONNECTION_LOST;
 }
 
-/** One SSH connection and its SFTP session. */
+/** The error every request of a dropped connection fails with. */
+function lost(where: string, why: string, cause?: unknown): CofferError {
+  return new CofferError("IO", `${where}: ${why}`, { connectionLost: true }, cause === undefined ? undefined : { cause });
+}
+
+/** The connection each SFTP session belongs to, so that every request goes through its guard. */
+const owners = new WeakMap<SFTPWrapper, Connection>();
+
+/**
+ * One SSH connection and its SFTP session. Every request is tracked until
+ * answered: when the connection closes or errors, or no answer comes for
+ * `stallMs` while requests wait, the connection is failed and every pending
+ * and later request rejects at once (ssh2 leaves a request sent on a dead
+ * channel unanswered forever).
+ */
 class Connection {
-  broken = false;
   busy = 0;
+  #failure: CofferError | undefined;
+  readonly #pending = new Set<(e: unknown) => void>();
+  #watchdog: NodeJS.Timeout | undefined;
+
   constructor(
     readonly client: ssh2.Client,
     readonly sftp: SFTPWrapper,
+    readonly where: string,
+    readonly stallMs: number,
   ) {
-    const drop = () => (this.broken = true);
-    client.on("close", drop);
-    client.on("error", drop);
-    sftp.on("close", drop);
+    owners.set(sftp, this);
+    client.on("close", () => this.fail(lost(where, "the connection closed")));
+    client.on("error", (e: Error) => this.fail(lost(where, `the connection failed: ${e.message}`, e)));
+    sftp.on("close", () => this.fail(lost(where, "the SFTP session closed")));
+    sftp.on("error", (e: Error) => this.fail(lost(where, `the SFTP session failed: ${e.message}`, e)));
+  }
+
+  get broken(): boolean {
+    return this.#failure !== undefined;
+  }
+
+  /** Sends one request (`f` calls ssh2 with the callback) and waits for its answer, or for the connection to fail. */
+  call<T>(f: (cb: (err: Error | undefined | null, v: T) => void) => void): Promise<T> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.add(reject);
+      this.#watchdog ??= setTimeout(() => this.fail(lost(this.where, `no answer from the server for ${this.stallMs / 1000} s`)), this.stallMs);
+      try {
+        f((err, v) => {
+          if (!this.#pending.delete(reject)) return;
+          this.#progress();
+          if (err) reject(err);
+          else resolve(v);
+        });
+      } catch (e) {
+        this.#pending.delete(reject);
+        this.#progress();
+        reject(e);
+      }
+    });
+  }
+
+  /** Fails the connection with `e`: every pending request rejects with it, and the socket is destroyed. */
+  fail(e: CofferError): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = e;
+    clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    const pending = [...this.#pending];
+    this.#pending.clear();
+    for (const reject of pending) reject(e);
+    this.client.destroy();
   }
 
   end(): void {
-    this.broken = true;
+    if (this.#failure === undefined) this.#failure = lost(this.where, "the connection was closed");
+    clearTimeout(this.#watchdog);
     this.client.end();
+  }
+
+  /** An answer came: the watchdog waits `stallMs` again for the next, or stops when none is pending. */
+  #progress(): void {
+    if (this.#pending.size > 0) this.#watchdog?.refresh();
+    else {
+      clearTimeout(this.#watchdog);
+      this.#watchdog = undefined;
+    }
   }
 }
 
@@ -70,28 +139,36 @@ export class SftpPool {
     this.#conns = new Array<undefined>(settings.connections).fill(undefined);
   }
 
-  /** Runs `fn` on a connection (the least busy), again on a fresh one if the connection drops under it. */
+  /**
+   * Runs `fn` on a connection (the least busy), again on a fresh one if the
+   * connection drops or stalls under it, up to ATTEMPTS runs in all, waiting
+   * longer before each. An abort fails the connection, so that its requests
+   * in flight end at once.
+   */
   async run<T>(fn: (sftp: SFTPWrapper) => Promise<T>, signal?: AbortSignal): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       throwIfAborted(signal);
       let conn: Connection | undefined;
+      const onAbort = () => conn?.fail(lost(this.#s.where, "the operation was cancelled"));
       try {
-        const got = await this.#acquire(signal);
-        conn = got.conn;
+        conn = await this.#acquire(signal);
         conn.busy++;
+        signal?.addEventListener("abort", onAbort, { once: true });
         try {
+          throwIfAborted(signal);
           return await fn(conn.sftp);
         } finally {
           conn.busy--;
+          signal?.removeEventListener("abort", onAbort);
         }
       } catch (e) {
         throwIfAborted(signal);
         if (!connectionLost(e) && !conn?.broken) throw e;
-        conn?.end();
+        conn?.fail(lost(this.#s.where, "the connection failed"));
         if (attempt >= ATTEMPTS) {
           throw new CofferError("IO", `${this.#s.where}: the connection failed ${ATTEMPTS} times: ${(e as Error).message}`, { connectionLost: true }, { cause: e });
         }
-        await new Promise((r) => setTimeout(r, 250 * attempt));
+        await sleep(RETRY_BASE_MS * 2 ** (attempt - 1), signal);
       }
     }
   }
@@ -102,7 +179,7 @@ export class SftpPool {
     for (const c of conns) if (c.status === "fulfilled" && c.value) c.value.end();
   }
 
-  async #acquire(signal?: AbortSignal): Promise<{ conn: Connection; slot: number }> {
+  async #acquire(signal?: AbortSignal): Promise<Connection> {
     if (this.#closed) throw new CofferError("IO", `${this.#s.where}: the store is closed`);
     // A free connection, else an empty slot, else the least busy.
     let slot = -1;
@@ -129,8 +206,23 @@ export class SftpPool {
       );
       c = made;
     }
-    return { conn: await c, slot };
+    return c;
   }
+}
+
+/** Waits `ms`, or rejects with the abort. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortError(signal));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** Opens a connection and its SFTP session; every failure is an IO error naming the server. */
@@ -166,25 +258,43 @@ async function connect(s: SftpSettings, signal?: AbortSignal): Promise<Connectio
   };
   const client = new ssh2.Client();
   return new Promise<Connection>((resolve, reject) => {
-    const fail = (e: unknown) => {
+    let settled = false;
+    let agentFailure = "";
+    const done = () => {
+      settled = true;
       signal?.removeEventListener("abort", onAbort);
-      client.end();
+      client.off("error", onError);
+      client.off("close", onClose);
+      client.on("error", () => undefined); // ssh2 may emit more on a destroyed client; the Connection listens once made
+    };
+    const fail = (e: unknown) => {
+      if (settled) return;
+      done();
+      client.destroy();
       reject(e);
     };
     const onAbort = () => fail(abortError(signal));
-    signal?.addEventListener("abort", onAbort, { once: true });
-    client.once("error", (e: Error & { level?: string }) => {
+    const onError = (e: Error & { level?: string }) => {
       if (rejected) return fail(rejected);
-      if (e.level === "client-authentication") return fail(new CofferError("IO", `${s.where}: authentication failed (tried ${tried.join(", ")})`));
-      fail(new CofferError("IO", `${s.where}: cannot connect: ${e.message}`, { connectionLost: true }, { cause: e }));
-    });
+      // An agent that cannot be reached is skipped by ssh2, which goes on to the other credentials.
+      if (e.level === "agent") return void (agentFailure = `; the agent at ${s.agent} failed: ${e.message}`);
+      if (e.level === "client-authentication") return fail(new CofferError("IO", `${s.where}: authentication failed (tried ${tried.join(", ")})${agentFailure}`));
+      fail(lost(s.where, `cannot connect: ${e.message}`, e));
+    };
+    const onClose = () => fail(rejected ?? lost(s.where, "the server closed the connection before the SFTP session started"));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    client.on("error", onError);
+    client.on("close", onClose);
     client.once("ready", () => {
       client.setNoDelay(true);
+      // The handshake has readyTimeout; the SFTP session's start gets the request watchdog's time.
+      const stalled = setTimeout(() => fail(lost(s.where, `no SFTP session after ${s.stallTimeoutMs / 1000} s`)), s.stallTimeoutMs);
       client.sftp((e, sftp) => {
+        clearTimeout(stalled);
+        if (settled) return;
         if (e) return fail(new CofferError("IO", `${s.where}: no SFTP service: ${e.message}`, {}, { cause: e }));
-        signal?.removeEventListener("abort", onAbort);
-        client.on("error", () => undefined); // a later drop is seen by the operation running on it
-        resolve(new Connection(client, sftp));
+        done();
+        resolve(new Connection(client, sftp, s.where, s.stallTimeoutMs));
       });
     });
     client.connect(cfg);
@@ -199,24 +309,26 @@ async function readCredential(s: SftpSettings, file: string, param: string): Pro
   }
 }
 
-/** ssh2's callback calls as promises. */
-function call<T = void>(f: (cb: (err: Error | undefined | null, v: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => f((err, v) => (err ? reject(err) : resolve(v))));
+/** One request on `sftp`, through its connection's guard. */
+function call<T = void>(sftp: SFTPWrapper, f: (cb: (err: Error | undefined | null, v: T) => void) => void): Promise<T> {
+  const conn = owners.get(sftp);
+  if (conn === undefined) throw new TypeError("an SFTP session not made by SftpPool");
+  return conn.call(f);
 }
 
 export const sftpOps = {
-  open: (sftp: SFTPWrapper, p: string, flags: OpenMode) => call<Buffer>((cb) => sftp.open(p, flags, cb)),
-  close: (sftp: SFTPWrapper, h: Buffer) => call((cb) => sftp.close(h, cb)),
-  fstat: (sftp: SFTPWrapper, h: Buffer) => call<Stats>((cb) => sftp.fstat(h, cb)),
-  stat: (sftp: SFTPWrapper, p: string) => call<Stats>((cb) => sftp.stat(p, cb)),
-  readdir: (sftp: SFTPWrapper, p: string) => call<FileEntryWithStats[]>((cb) => sftp.readdir(p, cb)),
-  mkdir: (sftp: SFTPWrapper, p: string) => call((cb) => sftp.mkdir(p, cb)),
-  unlink: (sftp: SFTPWrapper, p: string) => call((cb) => sftp.unlink(p, cb)),
+  open: (sftp: SFTPWrapper, p: string, flags: OpenMode) => call<Buffer>(sftp, (cb) => sftp.open(p, flags, cb)),
+  close: (sftp: SFTPWrapper, h: Buffer) => call(sftp, (cb) => sftp.close(h, cb)),
+  fstat: (sftp: SFTPWrapper, h: Buffer) => call<Stats>(sftp, (cb) => sftp.fstat(h, cb)),
+  stat: (sftp: SFTPWrapper, p: string) => call<Stats>(sftp, (cb) => sftp.stat(p, cb)),
+  readdir: (sftp: SFTPWrapper, p: string) => call<FileEntryWithStats[]>(sftp, (cb) => sftp.readdir(p, cb)),
+  mkdir: (sftp: SFTPWrapper, p: string) => call(sftp, (cb) => sftp.mkdir(p, cb)),
+  unlink: (sftp: SFTPWrapper, p: string) => call(sftp, (cb) => sftp.unlink(p, cb)),
   /** Plain SFTP rename, which refuses an existing target. */
-  renameNoReplace: (sftp: SFTPWrapper, from: string, to: string) => call((cb) => sftp.rename(from, to, cb)),
+  renameNoReplace: (sftp: SFTPWrapper, from: string, to: string) => call(sftp, (cb) => sftp.rename(from, to, cb)),
   /** posix-rename@openssh.com: replaces the target atomically (as rename(2)). */
-  renameReplace: (sftp: SFTPWrapper, from: string, to: string) => call((cb) => sftp.ext_openssh_rename(from, to, cb)),
-  fsync: (sftp: SFTPWrapper, h: Buffer) => call((cb) => sftp.ext_openssh_fsync(h, cb)),
+  renameReplace: (sftp: SFTPWrapper, from: string, to: string) => call(sftp, (cb) => sftp.ext_openssh_rename(from, to, cb)),
+  fsync: (sftp: SFTPWrapper, h: Buffer) => call(sftp, (cb) => sftp.ext_openssh_fsync(h, cb)),
 };
 
 /** Whether the server has the OpenSSH extension `name` (`posix-rename@openssh.com`, `fsync@openssh.com`). */
@@ -262,7 +374,7 @@ export async function readAt(sftp: SFTPWrapper, h: Buffer, out: Uint8Array, offs
       let at = i * size;
       const end = Math.min(at + size, out.byteLength);
       while (at < end) {
-        const got = await call<number>((cb) => sftp.read(h, buf, at, end - at, offset + at, cb));
+        const got = await call<number>(sftp, (cb) => sftp.read(h, buf, at, end - at, offset + at, cb));
         if (got <= 0) throw short(offset + at);
         at += got;
       }
@@ -281,5 +393,5 @@ export async function writeAt(sftp: SFTPWrapper, h: Buffer, parts: readonly Uint
     for (let o = 0; o < b.byteLength; o += size) pieces.push({ buf: b.subarray(o, o + size), at: at + o });
     at += b.byteLength;
   }
-  await pipelined(pieces.length, (i) => call((cb) => sftp.write(h, pieces[i]!.buf, 0, pieces[i]!.buf.byteLength, pieces[i]!.at, cb)), signal);
+  await pipelined(pieces.length, (i) => call(sftp, (cb) => sftp.write(h, pieces[i]!.buf, 0, pieces[i]!.buf.byteLength, pieces[i]!.at, cb)), signal);
 }

@@ -118,9 +118,9 @@ export async function hostKeyCheck(s: SftpSettings): Promise<HostKeyCheck> {
     algorithms: types.length > 0 ? types : undefined,
     verdict: (blob) => {
       const seen = fingerprintOf(blob);
-      const match = known.find((k) => k.blob.equals(blob));
-      if (match?.revoked) return new CofferError("IO", `${s.where}: the host key of ${host} (${seen}) is marked @revoked in ${rule.file}`, { host, seen });
-      if (match) return undefined;
+      const matches = known.filter((k) => k.blob.equals(blob));
+      if (matches.some((k) => k.revoked)) return new CofferError("IO", `${s.where}: the host key of ${host} (${seen}) is marked @revoked in ${rule.file}`, { host, seen });
+      if (matches.length > 0) return undefined;
       const expected = known.filter((k) => !k.revoked).map((k) => fingerprintOf(k.blob));
       if (expected.length === 0) {
         return new CofferError(

@@ -8,7 +8,7 @@
 import * as path from "node:path";
 import { CofferError } from "../../util/errors.js";
 import { type Location, parseSftpLocation } from "../location.js";
-import type { ParamSpec } from "../params.js";
+import { numericValue, type ParamSpec } from "../params.js";
 import type { ConnectorOptions } from "../records.js";
 
 export const SFTP_PARAMS: readonly ParamSpec[] = [
@@ -20,6 +20,7 @@ export const SFTP_PARAMS: readonly ParamSpec[] = [
   { name: "host_key_fingerprint", type: "string", regex: "SHA256:[A-Za-z0-9+/]{43}=?", description: "the host key's SHA256 fingerprint as ssh-keygen -l prints it: pins it, instead of known_hosts" },
   { name: "insecure_ignore_host_key", type: "bool", default: "false", description: "accept any host key (for tests only: anyone between here and the host can read and change the repository)" },
   { name: "connections", type: "int", default: "3", greaterThan: 0, lessThan: 17, description: "SSH connections used in parallel" },
+  { name: "timeout", type: "duration", default: "30s", greaterThan: 0, description: "a request unanswered this long fails its connection, and the operation is run again on a fresh one" },
 ];
 
 /** What a connection needs, resolved from the location, the parameters and the run's environment. */
@@ -36,6 +37,8 @@ export interface SftpSettings {
   agent: string | undefined;
   hostKey: { kind: "ignore" } | { kind: "fingerprint"; fingerprint: string } | { kind: "known_hosts"; file: string };
   connections: number;
+  /** How long requests may wait with no answer before their connection is failed. */
+  stallTimeoutMs: number;
 }
 
 export function sftpSettings(loc: Location, cfg: Record<string, string>, o: ConnectorOptions): SftpSettings {
@@ -69,5 +72,6 @@ export function sftpSettings(loc: Location, cfg: Record<string, string>, o: Conn
     agent: env.SSH_AUTH_SOCK !== undefined && env.SSH_AUTH_SOCK !== "" ? env.SSH_AUTH_SOCK : undefined,
     hostKey,
     connections: Number(cfg.connections),
+    stallTimeoutMs: numericValue("duration", cfg.timeout!),
   };
 }

@@ -6,7 +6,8 @@
  * then renamed into place with `posix-rename@openssh.com`, so a reader sees
  * it whole or not at all; CONFIG is renamed with plain SFTP rename, which
  * refuses an existing target, so two creates cannot both win. Puts hold
- * their data, so that one whose connection drops is written again whole.
+ * their data, so that one whose connection drops is written again whole;
+ * staged puts (stage()) write as the bytes come, and hold none.
  */
 import { randomBytes } from "node:crypto";
 import * as posix from "node:path/posix";
@@ -16,7 +17,7 @@ import { CofferError, CorruptError, isCofferError, NotFoundError, throwIfAborted
 import { fromHex, toHex } from "../../util/hex.js";
 import { Resource, resourceName } from "../flags.js";
 import { checkRange, checkResource, collectPut, macHex, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
-import type { CallOptions, Mac, Range, Store } from "../store.js";
+import type { CallOptions, Mac, Range, StagedPut, StageOptions, Store } from "../store.js";
 import { hasExtension, readAt, SftpPool, sftpOps as ops, SftpStatus, sftpStatus, writeAt } from "./connection.js";
 import type { SftpSettings } from "./params.js";
 
@@ -77,7 +78,11 @@ export class SftpStore implements Store {
         await ops.renameNoReplace(sftp, tmp, this.#path(CONFIG));
       } catch (e) {
         await ops.unlink(sftp, tmp).catch(() => undefined);
-        if (sftpStatus(e) !== undefined && (await this.#exists(sftp, this.#path(CONFIG)))) throw repositoryExists(this.root);
+        if (sftpStatus(e) !== undefined && (await this.#exists(sftp, this.#path(CONFIG)))) {
+          // A run whose answer was lost may have renamed it already: the config holds a random ID, so equal bytes are ours.
+          if (Buffer.from(await this.#readWhole(sftp, this.#path(CONFIG), signal)).equals(config)) return;
+          throw repositoryExists(this.root);
+        }
         throw this.#error(e, "rename to", CONFIG);
       }
     }, signal);
@@ -160,6 +165,89 @@ export class SftpStore implements Store {
       throw this.#error(e, "rename to", posix.relative(this.#s.path, target));
     });
     return bytes.byteLength;
+  }
+
+  /**
+   * Writes go to a temp file as they come, each at its offset, through a
+   * handle of the connection that runs it (opened by name when that
+   * connection has none): a write whose connection drops is written again at
+   * the same offset on a fresh one, and what the server acknowledged is in
+   * the file already, so nothing is held here. commit() fsyncs, closes and
+   * renames into place as put() does.
+   */
+  async stage(resource: Resource, opts: StageOptions = {}): Promise<StagedPut> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "sftp", this.root, "put");
+    checkResource(resource);
+    const tmp = await this.#pool.run(async (sftp) => {
+      const { tmp, h } = await this.#openTemp(sftp);
+      await ops.close(sftp, h);
+      return tmp;
+    }, signal);
+    const rel = posix.relative(this.#s.path, tmp);
+    let size = 0;
+    let state: "open" | "done" = "open";
+    /** The temp file's handle on the connection that last wrote it. */
+    let held: { sftp: SFTPWrapper; h: Buffer } | undefined;
+    /** Runs `fn` on the temp file, opened read-write on the connection it runs on; drops the file on failure. */
+    const onTemp = async (op: string, fn: (sftp: SFTPWrapper, h: Buffer) => Promise<void>, sig?: AbortSignal) => {
+      try {
+        await this.#pool.run(async (sftp) => {
+          if (held?.sftp !== sftp) {
+            const old = held;
+            held = undefined;
+            if (old) await ops.close(old.sftp, old.h).catch(() => undefined);
+            held = { sftp, h: await ops.open(sftp, tmp, "r+") };
+          }
+          await fn(sftp, held.h);
+        }, sig);
+      } catch (e) {
+        await drop();
+        throw this.#error(e, op, rel);
+      }
+    };
+    const release = async () => {
+      const old = held;
+      held = undefined;
+      if (old) await ops.close(old.sftp, old.h);
+    };
+    const drop = async () => {
+      state = "done";
+      await release().catch(() => undefined);
+      await this.#pool.run((sftp) => ops.unlink(sftp, tmp)).catch(() => undefined);
+    };
+    return {
+      write: async (parts) => {
+        if (state !== "open") throw new CofferError("IO", `[sftp] staged write to ${this.root}/${rel} after its end`);
+        const at = size;
+        await onTemp("write", (sftp, h) => writeAt(sftp, h, parts, at, signal), signal);
+        size += parts.reduce((n, p) => n + p.byteLength, 0);
+      },
+      commit: async (mac, o = {}) => {
+        if (state !== "open") throw new CofferError("IO", `[sftp] staged object ${this.root}/${rel} committed after its end`);
+        const target = this.#objectPath(resource, mac);
+        await onTemp("fsync", async (sftp, h) => {
+          if (hasExtension(sftp, "fsync@openssh.com")) await ops.fsync(sftp, h);
+          await release();
+        }, o.signal);
+        state = "done";
+        await this.#pool.run(async (sftp) => {
+          try {
+            await this.#renameInto(sftp, tmp, target);
+          } catch (e) {
+            await ops.unlink(sftp, tmp).catch(() => undefined);
+            throw e;
+          }
+        }, o.signal).catch((e: unknown) => {
+          throw this.#error(e, "rename to", posix.relative(this.#s.path, target));
+        });
+        return size;
+      },
+      abort: async () => {
+        if (state === "open") await drop();
+      },
+    };
   }
 
   async get(resource: Resource, mac: Mac, range?: Range, opts: CallOptions = {}): Promise<Uint8Array> {
@@ -274,23 +362,29 @@ export class SftpStore implements Store {
         if (rename === ops.renameNoReplace && (await this.#exists(sftp, target))) return void (await ops.unlink(sftp, tmp).catch(() => undefined));
         throw e;
       }
+      // No temp file but the target: a run whose answer was lost renamed it already.
+      if (!(await this.#exists(sftp, tmp)) && (await this.#exists(sftp, target))) return;
       await this.#mkdirs(sftp, posix.dirname(target));
       await rename(sftp, tmp, target);
+    }
+  }
+
+  /** Creates a fresh temp file (and tmp/ when missing); its path and open handle. */
+  async #openTemp(sftp: SFTPWrapper): Promise<{ tmp: string; h: Buffer }> {
+    const tmp = this.#path(posix.join(TMP, `${randomBytes(16).toString("hex")}.tmp`));
+    try {
+      return { tmp, h: await ops.open(sftp, tmp, "wx") };
+    } catch (e) {
+      if (sftpStatus(e) !== SftpStatus.NO_SUCH_FILE) throw this.#error(e, "create", posix.relative(this.#s.path, tmp));
+      await this.#mkdirs(sftp, this.#path(TMP));
+      return { tmp, h: await ops.open(sftp, tmp, "wx") };
     }
   }
 
   /** Writes `data` whole to a fresh temp file, fsynced where the server can; returns its path. A failed write leaves none. */
   async #writeTemp(data: Uint8Array, signal?: AbortSignal): Promise<string> {
     return this.#pool.run(async (sftp) => {
-      const tmp = this.#path(posix.join(TMP, `${randomBytes(16).toString("hex")}.tmp`));
-      let h: Buffer;
-      try {
-        h = await ops.open(sftp, tmp, "wx");
-      } catch (e) {
-        if (sftpStatus(e) !== SftpStatus.NO_SUCH_FILE) throw this.#error(e, "create", posix.relative(this.#s.path, tmp));
-        await this.#mkdirs(sftp, this.#path(TMP));
-        h = await ops.open(sftp, tmp, "wx");
-      }
+      const { tmp, h } = await this.#openTemp(sftp);
       try {
         await writeAt(sftp, h, [data], 0, signal);
         if (hasExtension(sftp, "fsync@openssh.com")) await ops.fsync(sftp, h);
