@@ -11,7 +11,7 @@
  */
 import { promises as fsp } from "node:fs";
 import ssh2 from "ssh2";
-import type { ConnectConfig, FileEntryWithStats, OpenMode, ServerHostKeyAlgorithm, SFTPWrapper, Stats } from "ssh2";
+import type { ConnectConfig, FileEntryWithStats, InputAttributes, OpenMode, ServerHostKeyAlgorithm, SFTPWrapper, Stats } from "ssh2";
 import { abortError, CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { hostKeyCheck } from "./host-keys.js";
 import type { SftpSettings } from "./params.js";
@@ -217,7 +217,26 @@ export const sftpOps = {
   /** posix-rename@openssh.com: replaces the target atomically (as rename(2)). */
   renameReplace: (sftp: SFTPWrapper, from: string, to: string) => call((cb) => sftp.ext_openssh_rename(from, to, cb)),
   fsync: (sftp: SFTPWrapper, h: Buffer) => call((cb) => sftp.ext_openssh_fsync(h, cb)),
+  // For the importer and exporter: trees, links and attributes.
+  lstat: (sftp: SFTPWrapper, p: string) => call<Stats>((cb) => sftp.lstat(p, cb)),
+  readlink: (sftp: SFTPWrapper, p: string) => call<string>((cb) => sftp.readlink(p, cb)),
+  symlink: (sftp: SFTPWrapper, target: string, p: string) => call((cb) => sftp.symlink(target, p, cb)),
+  hardlink: (sftp: SFTPWrapper, existing: string, p: string) => call((cb) => sftp.ext_openssh_hardlink(existing, p, cb)),
+  setstat: (sftp: SFTPWrapper, p: string, attrs: InputAttributes) => call((cb) => sftp.setstat(p, attrs, cb)),
+  /** lsetstat@openssh.com: setstat that does not follow a symlink. */
+  lsetstat: (sftp: SFTPWrapper, p: string, attrs: InputAttributes) => call((cb) => sftp.ext_openssh_lsetstat(p, attrs, cb)),
+  fsetstat: (sftp: SFTPWrapper, h: Buffer, attrs: InputAttributes) => call((cb) => sftp.fsetstat(h, attrs, cb)),
+  /** users-groups-by-id@openssh.com: the names of `uids` and `gids` ("" where the server has none). */
+  usersGroups: (sftp: SFTPWrapper, uids: number[], gids: number[]) =>
+    new Promise<{ users: string[]; groups: string[] }>((resolve, reject) =>
+      (sftp as unknown as UsersGroups).ext_users_groups(uids, gids, (err, users, groups) => (err ? reject(err) : resolve({ users, groups }))),
+    ),
 };
+
+/** ssh2's users-groups-by-id@openssh.com call, which its types lack. */
+interface UsersGroups {
+  ext_users_groups(uids: number[], gids: number[], cb: (err: Error | undefined, users: string[], groups: string[]) => void): void;
+}
 
 /** Whether the server has the OpenSSH extension `name` (`posix-rename@openssh.com`, `fsync@openssh.com`). */
 export function hasExtension(sftp: SFTPWrapper, name: string): boolean {
