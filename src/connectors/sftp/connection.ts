@@ -226,17 +226,7 @@ export const sftpOps = {
   /** lsetstat@openssh.com: setstat that does not follow a symlink. */
   lsetstat: (sftp: SFTPWrapper, p: string, attrs: InputAttributes) => call((cb) => sftp.ext_openssh_lsetstat(p, attrs, cb)),
   fsetstat: (sftp: SFTPWrapper, h: Buffer, attrs: InputAttributes) => call((cb) => sftp.fsetstat(h, attrs, cb)),
-  /** users-groups-by-id@openssh.com: the names of `uids` and `gids` ("" where the server has none). */
-  usersGroups: (sftp: SFTPWrapper, uids: number[], gids: number[]) =>
-    new Promise<{ users: string[]; groups: string[] }>((resolve, reject) =>
-      (sftp as unknown as UsersGroups).ext_users_groups(uids, gids, (err, users, groups) => (err ? reject(err) : resolve({ users, groups }))),
-    ),
 };
-
-/** ssh2's users-groups-by-id@openssh.com call, which its types lack. */
-interface UsersGroups {
-  ext_users_groups(uids: number[], gids: number[], cb: (err: Error | undefined, users: string[], groups: string[]) => void): void;
-}
 
 /** Whether the server has the OpenSSH extension `name` (`posix-rename@openssh.com`, `fsync@openssh.com`). */
 export function hasExtension(sftp: SFTPWrapper, name: string): boolean {

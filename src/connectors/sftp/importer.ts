@@ -1,7 +1,7 @@
 /**
  * The SFTP importer (type "sftp"): backs up a tree on an SSH host as
  * files, directories and symlinks, with sizes, modes, owners (names where
- * the server gives them, `users-groups-by-id@openssh.com`) and mtimes in
+ * the server gives them in its listings) and mtimes in
  * whole seconds (SFTP v3). Directories are listed several at a time over
  * the pool's connections; each listing, once read, yields the directory's
  * record and those of its entries but subdirectories, which come with their
@@ -13,11 +13,11 @@
 import * as posix from "node:path/posix";
 import ignore from "ignore";
 import type { Ignore } from "ignore";
-import type { Attributes, SFTPWrapper } from "ssh2";
+import type { Attributes, FileEntry, SFTPWrapper } from "ssh2";
 import { mapLimit } from "../../util/concurrency.js";
 import { CofferError, throwIfAborted } from "../../util/errors.js";
 import type { ImportOptions, Importer, ImportRecord } from "../records.js";
-import { hasExtension, readAt, SftpPool, sftpOps as ops, sftpStatus } from "./connection.js";
+import { readAt, SftpPool, sftpOps as ops, sftpStatus } from "./connection.js";
 import { infoOfAttrs, sftpError } from "./entries.js";
 import type { SftpSettings } from "./params.js";
 
@@ -80,8 +80,6 @@ export class SftpImporter implements Importer {
     throwIfAborted(signal);
     const rootAttrs = await this.#statRoot(signal);
     const root = this.#record("/", this.#s.path, posix.basename(this.#s.path) || "/", rootAttrs, signal);
-    await this.#resolveNames([rootAttrs], signal);
-    this.#name(root);
     if (root.fileInfo.kind !== "dir") {
       throwIfAborted(signal);
       yield root;
@@ -157,10 +155,8 @@ export class SftpImporter implements Importer {
     const rel = d.record.pathname === "/" ? "" : d.record.pathname.slice(1);
     entries.sort((a, b) => Buffer.compare(Buffer.from(a.filename), Buffer.from(b.filename)));
     const kept = entries.filter((e) => !this.#excluded(rel === "" ? e.filename : `${rel}/${e.filename}`, infoOfAttrs(e.filename, e.attrs).kind === "dir"));
-    await this.#resolveNames(
-      kept.map((e) => e.attrs),
-      signal,
-    );
+    for (const e of kept) this.#learnNames(e);
+    this.#name(d.record);
     for (const e of kept) {
       const rec = this.#record(rel === "" ? `/${e.filename}` : `/${rel}/${e.filename}`, posix.join(d.path, e.filename), e.filename, e.attrs, signal);
       this.#name(rec);
@@ -198,7 +194,7 @@ export class SftpImporter implements Importer {
     return rec;
   }
 
-  /** Sets the owner names the server gave for the record's ids. */
+  /** Sets the owner names learnt for the record's ids. */
   #name(r: ImportRecord): void {
     const user = this.#users.get(r.fileInfo.uid);
     const group = this.#groups.get(r.fileInfo.gid);
@@ -206,17 +202,17 @@ export class SftpImporter implements Importer {
     if (group) r.fileInfo.groupname = group;
   }
 
-  /** Asks the server the names of the owners not seen yet, where it has users-groups-by-id@openssh.com. */
-  async #resolveNames(attrs: readonly Attributes[], signal?: AbortSignal): Promise<void> {
-    const uids = [...new Set(attrs.map((a) => a.uid))].filter((u) => !this.#users.has(u));
-    const gids = [...new Set(attrs.map((a) => a.gid))].filter((g) => !this.#groups.has(g));
-    if (uids.length === 0 && gids.length === 0) return;
-    const got = await this.#pool.run(async (sftp) => {
-      if (!hasExtension(sftp, "users-groups-by-id@openssh.com")) return { users: [], groups: [] };
-      return ops.usersGroups(sftp, uids, gids).catch(() => ({ users: [], groups: [] }));
-    }, signal);
-    uids.forEach((u, i) => this.#users.set(u, got.users[i] ?? ""));
-    gids.forEach((g, i) => this.#groups.set(g, got.groups[i] ?? ""));
+  /**
+   * Learns owner names from an entry's `longname`, the ls -l line OpenSSH
+   * gives with each READDIR entry ("-rw-r--r-- 1 alice staff 42 ..."): a
+   * field that is only the id's digits is no name.
+   */
+  #learnNames(e: FileEntry): void {
+    const f = e.longname.split(/\s+/);
+    if (f.length < 9 || !/^[-dlpscb?][-rwxsStTl+.@]{9}/.test(f[0]!)) return;
+    const [user, group] = [f[2]!, f[3]!];
+    if (!this.#users.has(e.attrs.uid)) this.#users.set(e.attrs.uid, user === String(e.attrs.uid) ? "" : user);
+    if (!this.#groups.has(e.attrs.gid)) this.#groups.set(e.attrs.gid, group === String(e.attrs.gid) ? "" : group);
   }
 
   /** The `size` bytes of the file at `path`, in pieces; fails if the file ends first. */
