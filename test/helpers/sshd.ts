@@ -65,8 +65,13 @@ async function freePort(): Promise<number> {
   });
 }
 
+export interface SshdOptions {
+  /** Flags of internal-sftp, e.g. `-P open` to deny every open (the client then gets "permission denied"). */
+  sftpFlags?: string[] | undefined;
+}
+
 /** Starts the server (a few tries, should another process take the port first). */
-export async function startSshd(): Promise<Sshd> {
+export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   const dir = await fsp.mkdtemp(path.join(tmpdir(), "coffer-sshd-"));
   const user = userInfo().username;
   const hostKey = path.join(dir, "host_ed25519");
@@ -98,7 +103,7 @@ export async function startSshd(): Promise<Sshd> {
         "MaxStartups 64",
         "MaxSessions 64",
         "LogLevel VERBOSE",
-        "Subsystem sftp internal-sftp",
+        ["Subsystem sftp internal-sftp", ...(opts.sftpFlags ?? [])].join(" "),
         "",
       ].join("\n"),
     );
