@@ -116,15 +116,18 @@ describe.skipIf(skip)("sftp:// sources and targets", () => {
   it("a no-change backup reads no file whose size and mtime match the parent, but one written in the parent's second or later", async () => {
     const src = fresh("unchanged");
     await makeTree(src);
+    // An mtime after the first backup's start (as a file written in its last second would have).
+    const racy = path.join(src, "small.txt");
+    const later = Math.floor(Date.now() / 1000) + 3600;
+    await fsp.utimes(racy, later, later);
     const repo = await newRepo();
     await run(["at", repo, "backup", KEY, at(src)]);
     // Same size, same (old) mtime, other bytes: a backup that reads the file stores the new bytes.
     const unread = path.join(src, "sub", "deeper", "f0.bin");
     const before = await fsp.readFile(unread);
     await rewrite(unread, Math.floor((await fsp.stat(unread)).mtimeMs / 1000));
-    // Same size, other bytes, an mtime in this very second (after the first backup started): it must be read.
-    const racy = path.join(src, "small.txt");
-    await rewrite(racy, Math.floor(Date.now() / 1000));
+    // Same size, same mtime, other bytes, but the parent may have read it before it was written again in that second: read.
+    await rewrite(racy, later);
     const racyNow = await fsp.readFile(racy);
     await run(["at", repo, "backup", KEY, at(src)]);
     const to = path.join(base, `restored-${++counter}`);
