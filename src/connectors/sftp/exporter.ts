@@ -5,7 +5,8 @@
  * mode and mtime, fsynced where the server has `fsync@openssh.com`, then
  * renamed into place with `posix-rename@openssh.com`: its result comes once
  * it is there whole, and a file already at its path is replaced at once,
- * never seen half-written. Hard links are made with `hardlink@openssh.com`
+ * never seen half-written. A write whose connection drops is done again
+ * whole on a fresh one (content() read anew). Hard links are made with `hardlink@openssh.com`
  * (a copy where the server lacks it), symlinks with their owner and mtime
  * where it has `lsetstat@openssh.com`. Directories get their owner, mode
  * and mtime in finish(), deepest first. As in the fs exporter, a path with
@@ -24,7 +25,7 @@ import { hasExtension, SftpPool, sftpOps as ops, SftpStatus, sftpStatus, writeAt
 import { kindOfMode, nsToWholeSeconds, sftpError } from "./entries.js";
 import type { SftpSettings } from "./params.js";
 
-/** Directories whose metadata is set at once in finish(). */
+/** Directories whose metadata is set (and left temp files removed) at once in finish(). */
 const SETSTATS = 8;
 
 export interface SftpExporterOptions {
@@ -59,6 +60,8 @@ export class SftpExporter implements Exporter {
   readonly #dirs: PendingDir[] = [];
   /** dev:ino of multiply linked files -> the first path restored for it. */
   readonly #links = new Map<string, string>();
+  /** Temp files of writes whose connection dropped, removed by finish(). */
+  readonly #leftTemps = new Set<string>();
 
   constructor(settings: SftpSettings, opts: SftpExporterOptions = {}) {
     this.#s = settings;
@@ -97,6 +100,9 @@ export class SftpExporter implements Exporter {
   async finish(opts: ImportOptions = {}): Promise<ExportResult[]> {
     const { signal } = opts;
     throwIfAborted(signal);
+    const temps = [...this.#leftTemps];
+    this.#leftTemps.clear();
+    await mapLimit(temps, SETSTATS, (tmp) => this.#pool.run((sftp) => ops.unlink(sftp, tmp).catch(() => undefined), signal));
     const dirs = this.#dirs.splice(0);
     const depths = [...new Set(dirs.map((d) => d.depth))].sort((a, b) => b - a);
     for (const depth of depths) {
@@ -220,16 +226,13 @@ export class SftpExporter implements Exporter {
     const info = record.fileInfo;
     const key = info.nlink > 1 ? `${info.dev}:${info.ino}` : undefined;
     const first = key !== undefined ? this.#links.get(key) : undefined;
-    let started = false;
     await this.#pool.run(async (sftp) => {
       if (first !== undefined && hasExtension(sftp, "hardlink@openssh.com")) {
         await this.#clear(sftp, path, false);
         await ops.hardlink(sftp, first, path).catch((e: unknown) => Promise.reject(sftpError(e, "link", this.#at(path))));
         return;
       }
-      // The content can be read once: a write whose connection dropped is not run again.
-      if (started) throw new CofferError("IO", `[sftp] ${this.#at(path)}: the connection dropped while the file was written`, { path: this.#at(path) });
-      started = true;
+      // Run again whole (content() read anew) when the connection drops: the temp file left is a dead one's.
       await this.#clear(sftp, path, false);
       const tmp = posix.join(posix.dirname(path), `.coffer-${randomBytes(8).toString("hex")}.tmp`);
       let h: Buffer;
@@ -248,7 +251,7 @@ export class SftpExporter implements Exporter {
         await this.#renameInto(sftp, tmp, path);
       } catch (e) {
         await ops.close(sftp, h).catch(() => undefined);
-        await ops.unlink(sftp, tmp).catch(() => undefined);
+        await ops.unlink(sftp, tmp).catch(() => this.#leftTemps.add(tmp));
         throw sftpError(e, "write", this.#at(path));
       }
     }, signal);
