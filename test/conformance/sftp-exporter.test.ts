@@ -7,6 +7,7 @@
  * extended attributes. Then what only SFTP shows: owners, temp files never
  * left behind, and errors naming the server and the path.
  */
+import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -90,6 +91,32 @@ describe.skipIf(skip)("sftp exporter on OpenSSH", () => {
     expect([ln.uid, ln.gid, ln.mtimeMs]).toEqual([1234, 4321, 1_600_000_000_000]);
     expect(await fsp.readFile(path.join(target, "old.txt"), "utf8")).toBe("new\n");
     expect((await fsp.readdir(target)).sort()).toEqual(["ln", "old.txt", "owned"]);
+  });
+
+  it("a dropped connection mid-file: the file is written again whole, and no temp file is left", async () => {
+    const target = path.join(await freshBase(), "target");
+    const exp = await open(target, { connections: "2" });
+    const data = new Uint8Array(randomBytes(6 * 1024 * 1024 + 3));
+    let calls = 0;
+    let killed = 0;
+    async function* dropping() {
+      calls++;
+      for (let at = 0; at < data.byteLength; at += 1024 * 1024) {
+        if (at === 2 * 1024 * 1024 && calls === 1) killed += sshd.killSessions();
+        yield { offset: at, length: Math.min(1024 * 1024, data.byteLength - at), data: data.subarray(at, at + 1024 * 1024) };
+      }
+    }
+    try {
+      expect(await exp.export({ pathname: "/", fileInfo: info("", "dir", 0o755) })).toEqual({ pathname: "/" });
+      expect(await exp.export({ pathname: "/big", fileInfo: info("big", "file", 0o644, data.byteLength), content: dropping })).toEqual({ pathname: "/big" });
+      await exp.finish();
+    } finally {
+      await exp.close();
+    }
+    expect(killed).toBeGreaterThan(0);
+    expect(calls).toBe(2);
+    expect((await fsp.readFile(path.join(target, "big"))).equals(data)).toBe(true);
+    expect(await fsp.readdir(target)).toEqual(["big"]);
   });
 
   it("a FIFO cannot be made over SFTP: its record fails, naming it, and the next succeeds", async () => {
