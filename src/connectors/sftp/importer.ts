@@ -16,6 +16,7 @@ import type { Ignore } from "ignore";
 import type { Attributes, FileEntry, SFTPWrapper } from "ssh2";
 import { mapLimit } from "../../util/concurrency.js";
 import { CofferError, throwIfAborted } from "../../util/errors.js";
+import { compareNames } from "../../util/names.js";
 import type { ImportOptions, Importer, ImportRecord } from "../records.js";
 import { readAt, SftpPool, sftpOps as ops, sftpStatus } from "./connection.js";
 import { infoOfAttrs, sftpError } from "./entries.js";
@@ -153,7 +154,7 @@ export class SftpImporter implements Importer {
     const subdirs: PendingDir[] = [];
     const links: ImportRecord[] = [];
     const rel = d.record.pathname === "/" ? "" : d.record.pathname.slice(1);
-    entries.sort((a, b) => Buffer.compare(Buffer.from(a.filename), Buffer.from(b.filename)));
+    entries.sort((a, b) => compareNames(a.filename, b.filename));
     const kept = entries.filter((e) => !this.#excluded(rel === "" ? e.filename : `${rel}/${e.filename}`, infoOfAttrs(e.filename, e.attrs).kind === "dir"));
     for (const e of kept) this.#learnNames(e);
     this.#name(d.record);
