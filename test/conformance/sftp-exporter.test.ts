@@ -135,6 +135,12 @@ describe.skipIf(skip)("sftp exporter on OpenSSH", () => {
     }
   });
 
+  it("bad parameters are usage errors naming them", async () => {
+    const target = path.join(await freshBase(), "target");
+    await expect(open(target, { owners: "sometimes" })).rejects.toMatchObject({ code: "USAGE", message: expect.stringContaining("owners") });
+    await expect(open(target, { connections: "0" })).rejects.toMatchObject({ code: "USAGE", message: expect.stringContaining("connections") });
+  });
+
   it("a target that is a file fails ping(), naming the server and the path", async () => {
     const file = path.join(await freshBase(), "a-file");
     await fsp.writeFile(file, "x");

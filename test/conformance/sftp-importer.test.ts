@@ -142,6 +142,23 @@ describe.skipIf(skip)("sftp importer on OpenSSH", () => {
     }
   });
 
+  it("checks the host key as the store does: a mismatch fails ping(), naming both fingerprints", async () => {
+    const t = await (tree ??= makeTree());
+    const imp = await open(t.root, { known_hosts: sshd.wrongKnownHosts });
+    try {
+      const e = (await imp.ping().then(
+        () => ({ code: "none", message: "" }),
+        (err: unknown) => err,
+      )) as { code: string; message: string };
+      expect(e.code).toBe("IO");
+      expect(e.message).toContain("host key mismatch");
+      expect(e.message).toContain(sshd.hostKeyFingerprint);
+      expect(e.message).toContain(sshd.otherHostKeyFingerprint);
+    } finally {
+      await imp.close();
+    }
+  });
+
   it("a missing root fails the import, naming the server and the path", async () => {
     const missing = path.join(sshd.dir, "no-such-tree");
     const imp = await open(missing);
