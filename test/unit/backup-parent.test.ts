@@ -73,6 +73,13 @@ describe("ParentIndex", () => {
       const changed = fileRecord("/d/a", new Uint8Array(0), { size: 3000, ino: 11n, ctimeNs: 5n, ...over });
       expect(p.unchangedChunks(old, changed), JSON.stringify(over, (_k, v) => (typeof v === "bigint" ? String(v) : v))).toBeUndefined();
     }
+    // A content tag (S3's ETag): the same on both sides, or none on both.
+    const tagged: Entry = { ...old, info: { ...old.info, contentTag: '"e1"' } };
+    const withTag = (contentTag: string) => fileRecord("/d/a", new Uint8Array(0), { size: 3000, ino: 11n, ctimeNs: 5n, contentTag });
+    expect(p.unchangedChunks(tagged, withTag('"e1"')), "the same tag").toBe(old.chunks);
+    expect(p.unchangedChunks(tagged, withTag('"e2"')), "another tag").toBeUndefined();
+    expect(p.unchangedChunks(old, withTag('"e1"')), "a tag where the parent has none").toBeUndefined();
+    expect(p.unchangedChunks(tagged, same), "no tag where the parent has one").toBeUndefined();
     expect(p.unchangedChunks({ ...old, error: "cannot read" }, same), "an entry recorded as failed").toBeUndefined();
     expect(p.unchangedChunks((await p.entry("/d"))!, same), "not a file").toBeUndefined();
     expect(p.unchangedChunks(undefined, same)).toBeUndefined();
@@ -93,6 +100,10 @@ describe("ParentIndex", () => {
     expect(header.timeNs).toBeLessThan(whole);
     expect(await p.unchanged(fileRecord("/w", new Uint8Array(0), { size: 500, mtimeNs: whole }))).toBeUndefined();
     expect(await p.unchanged(fileRecord("/s", new Uint8Array(0), { size: 500, mtimeNs: sub }))).toBe((await p.entry("/s"))!.chunks);
+    // A content tag (S3's ETag) changes with the content: an equal one is proof enough.
+    const tagged = await snapshotOf(repo, [dirRecord("/"), fileRecord("/t", prng(7, 500), { mtimeNs: whole, contentTag: "etag-1" })]);
+    const pt = index(repo, tagged);
+    expect(await pt.unchanged(fileRecord("/t", new Uint8Array(0), { size: 500, mtimeNs: whole, contentTag: "etag-1" }))).toBe((await pt.entry("/t"))!.chunks);
     // Whole seconds before the parent's start prove the file unchanged.
     expect(await p.unchanged(fileRecord("/old", new Uint8Array(0), { size: 500 }))).toBe((await p.entry("/old"))!.chunks);
     await repo.close();
