@@ -14,8 +14,9 @@
  * readBack() describes what the exporter wrote, after finish(): for a tree
  * target, one ExpectedEntry per entry (fields left out are not compared,
  * except that files need content or sha256 and symlinks a target; mtimes
- * are compared within 1 ms, or to the target's `mtimeResolutionNs`); for an exporter that keeps only file content
- * (stdout), `{ concatenated }`: every byte written, which must be the
+ * are compared within 1 ms, after rounding down to `mtimeResolutionNs`
+ * when the target keeps no finer); for an exporter that keeps only file
+ * content (stdout), `{ concatenated }`: every byte written, which must be the
  * content of the files exported, in the order export() was called.
  * `supports` says which optional kinds to export (default none); xattrs
  * default to the EXPORTXATTR flag. escaped(), when given, lists what the
