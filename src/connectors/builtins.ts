@@ -120,6 +120,28 @@ function registerBuiltins(r: Registry): Registry {
     make: async (loc, cfg, o) => new (await import("./sftp/store.js")).SftpStore(sftpSettings(loc, cfg, o), { readOnly: o.readOnly }),
   });
   r.register({
+    kind: "importer",
+    protocols: ["sftp"],
+    flags: 0,
+    description: "a directory tree on an SSH host: sftp://[USER@]HOST[:PORT]/PATH",
+    params: SFTP_PARAMS,
+    provider: "builtin",
+    make: async (loc, cfg, o) => new (await import("./sftp/importer.js")).SftpImporter(sftpSettings(loc, cfg, o), { excludes: o.excludes }),
+  });
+  r.register({
+    kind: "exporter",
+    protocols: ["sftp"],
+    flags: 0,
+    description: "a directory on an SSH host: sftp://[USER@]HOST[:PORT]/PATH",
+    params: [
+      ...SFTP_PARAMS,
+      { name: "owners", type: "string", default: "auto", inclusion: ["auto", "true", "false"], description: "restore owners (uid and gid; auto: when logged in as root)" },
+    ],
+    provider: "builtin",
+    make: async (loc, cfg, o) =>
+      new (await import("./sftp/exporter.js")).SftpExporter(sftpSettings(loc, cfg, o), { owners: cfg.owners === "auto" ? undefined : cfg.owners === "true", onWarning: o.onWarning }),
+  });
+  r.register({
     kind: "storage",
     protocols: ["memory"],
     flags: 0,

@@ -103,8 +103,15 @@ async function passwordUserFiles(dir: string): Promise<{ passwd: string; shadow:
   return { passwd, shadow, file, writable };
 }
 
+export interface SshdOptions {
+  /** A user that logs in by password only, in sshd's own view of the accounts (see passwordUserFiles). */
+  passwordUser?: boolean | undefined;
+  /** Flags of internal-sftp, e.g. `-P open` to deny every open (the client then gets "permission denied"). */
+  sftpFlags?: string[] | undefined;
+}
+
 /** Starts the server (a few tries, should another process take the port first). */
-export async function startSshd(opts: { passwordUser?: boolean } = {}): Promise<Sshd> {
+export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   const dir = await fsp.mkdtemp(path.join(tmpdir(), "coffer-sshd-"));
   const user = userInfo().username;
   const hostKey = path.join(dir, "host_ed25519");
@@ -137,7 +144,7 @@ export async function startSshd(opts: { passwordUser?: boolean } = {}): Promise<
         "MaxStartups 64",
         "MaxSessions 64",
         "LogLevel VERBOSE",
-        "Subsystem sftp internal-sftp",
+        ["Subsystem sftp internal-sftp", ...(opts.sftpFlags ?? [])].join(" "),
         ...(pw ? [`Match User ${PASSWORD_USER}`, "  PasswordAuthentication yes", "  PubkeyAuthentication no"] : []),
         "",
       ].join("\n"),

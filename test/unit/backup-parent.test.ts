@@ -90,6 +90,25 @@ describe("ParentIndex", () => {
     await repo.close();
   });
 
+  it("a whole-second mtime (SFTP's) in the parent's starting second or later is racy: the file is read again; a sub-second one is not", async () => {
+    const repo = await makeRepo();
+    const startS = BigInt(Math.floor(Date.now() / 1000));
+    const whole = startS * 1_000_000_000n + 3_600_000_000_000n; // an hour after the parent started
+    const sub = whole + 1n;
+    const header = await snapshotOf(repo, [dirRecord("/"), fileRecord("/w", prng(4, 500), { mtimeNs: whole }), fileRecord("/s", prng(5, 500), { mtimeNs: sub }), fileRecord("/old", prng(6, 500))]);
+    const p = index(repo, header);
+    expect(header.timeNs).toBeLessThan(whole);
+    expect(await p.unchanged(fileRecord("/w", new Uint8Array(0), { size: 500, mtimeNs: whole }))).toBeUndefined();
+    expect(await p.unchanged(fileRecord("/s", new Uint8Array(0), { size: 500, mtimeNs: sub }))).toBe((await p.entry("/s"))!.chunks);
+    // A content tag (S3's ETag) changes with the content: an equal one is proof enough.
+    const tagged = await snapshotOf(repo, [dirRecord("/"), fileRecord("/t", prng(7, 500), { mtimeNs: whole, contentTag: "etag-1" })]);
+    const pt = index(repo, tagged);
+    expect(await pt.unchanged(fileRecord("/t", new Uint8Array(0), { size: 500, mtimeNs: whole, contentTag: "etag-1" }))).toBe((await pt.entry("/t"))!.chunks);
+    // Whole seconds before the parent's start prove the file unchanged.
+    expect(await p.unchanged(fileRecord("/old", new Uint8Array(0), { size: 500 }))).toBe((await p.entry("/old"))!.chunks);
+    await repo.close();
+  });
+
   it("an unreadable listing: no entries below it (the files are read again), one warning per unreadable tree", async () => {
     const repo = await makeRepo();
     const header = await snapshotOf(repo, tree());

@@ -11,7 +11,7 @@
  */
 import { promises as fsp } from "node:fs";
 import ssh2 from "ssh2";
-import type { ConnectConfig, FileEntryWithStats, OpenMode, ServerHostKeyAlgorithm, SFTPWrapper, Stats } from "ssh2";
+import type { ConnectConfig, FileEntryWithStats, InputAttributes, OpenMode, ServerHostKeyAlgorithm, SFTPWrapper, Stats } from "ssh2";
 import { abortError, CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { hostKeyCheck } from "./host-keys.js";
 import type { SftpSettings } from "./params.js";
@@ -329,6 +329,15 @@ export const sftpOps = {
   /** posix-rename@openssh.com: replaces the target atomically (as rename(2)). */
   renameReplace: (sftp: SFTPWrapper, from: string, to: string) => call(sftp, (cb) => sftp.ext_openssh_rename(from, to, cb)),
   fsync: (sftp: SFTPWrapper, h: Buffer) => call(sftp, (cb) => sftp.ext_openssh_fsync(h, cb)),
+  // For the importer and exporter: trees, links and attributes.
+  lstat: (sftp: SFTPWrapper, p: string) => call<Stats>(sftp, (cb) => sftp.lstat(p, cb)),
+  readlink: (sftp: SFTPWrapper, p: string) => call<string>(sftp, (cb) => sftp.readlink(p, cb)),
+  symlink: (sftp: SFTPWrapper, target: string, p: string) => call(sftp, (cb) => sftp.symlink(target, p, cb)),
+  hardlink: (sftp: SFTPWrapper, existing: string, p: string) => call(sftp, (cb) => sftp.ext_openssh_hardlink(existing, p, cb)),
+  setstat: (sftp: SFTPWrapper, p: string, attrs: InputAttributes) => call(sftp, (cb) => sftp.setstat(p, attrs, cb)),
+  /** lsetstat@openssh.com: setstat that does not follow a symlink. */
+  lsetstat: (sftp: SFTPWrapper, p: string, attrs: InputAttributes) => call(sftp, (cb) => sftp.ext_openssh_lsetstat(p, attrs, cb)),
+  fsetstat: (sftp: SFTPWrapper, h: Buffer, attrs: InputAttributes) => call(sftp, (cb) => sftp.fsetstat(h, attrs, cb)),
 };
 
 /** Whether the server has the OpenSSH extension `name` (`posix-rename@openssh.com`, `fsync@openssh.com`). */

@@ -14,8 +14,9 @@
  * readBack() describes what the exporter wrote, after finish(): for a tree
  * target, one ExpectedEntry per entry (fields left out are not compared,
  * except that files need content or sha256 and symlinks a target; mtimes
- * are compared within 1 ms); for an exporter that keeps only file content
- * (stdout), `{ concatenated }`: every byte written, which must be the
+ * are compared within 1 ms, after rounding down to `mtimeResolutionNs`
+ * when the target keeps no finer); for an exporter that keeps only file
+ * content (stdout), `{ concatenated }`: every byte written, which must be the
  * content of the files exported, in the order export() was called.
  * `supports` says which optional kinds to export (default none); xattrs
  * default to the EXPORTXATTR flag. escaped(), when given, lists what the
@@ -69,6 +70,8 @@ export interface ExporterSupports {
   fifos?: boolean | undefined;
   /** Default: whether the exporter has the EXPORTXATTR flag. */
   xattrs?: boolean | undefined;
+  /** The target keeps mtimes rounded down to this many nanoseconds (SFTP: 1 s); default exact. */
+  mtimeResolutionNs?: bigint | undefined;
 }
 
 /** What a content-only exporter (stdout) can give back: every byte it wrote. */
@@ -209,13 +212,14 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
 export function exporterKit(h: Harness, name: string, make: () => Promise<ExporterFixture>, opts: ExporterKitOptions = {}): void {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
 
-  function supportsOf(f: ExporterFixture): Required<{ [K in keyof ExporterSupports]: boolean }> {
+  function supportsOf(f: ExporterFixture): Required<{ [K in Exclude<keyof ExporterSupports, "mtimeResolutionNs">]: boolean }> & { mtimeResolutionNs: bigint } {
     const s = f.supports ?? {};
     return {
       symlinks: s.symlinks === true,
       hardlinks: s.hardlinks === true,
       fifos: s.fifos === true,
       xattrs: s.xattrs ?? (f.exporter.flags & LocationFlag.EXPORTXATTR) !== 0,
+      mtimeResolutionNs: s.mtimeResolutionNs ?? 1n,
     };
   }
 
@@ -376,8 +380,9 @@ export function exporterKit(h: Harness, name: string, make: () => Promise<Export
       if (e.kind === "symlink") assert.equal(g.target, e.target, `${p}: symlink target`);
       if (g.mode !== undefined && e.kind !== "symlink") assert.equal(octal(g.mode), octal(e.mode), `${p}: mode`);
       if (g.mtimeNs !== undefined && e.mtimeNs !== undefined) {
-        const diff = g.mtimeNs > e.mtimeNs ? g.mtimeNs - e.mtimeNs : e.mtimeNs - g.mtimeNs;
-        assert.ok(diff <= MTIME_SLACK_NS, `${p}: mtime ${g.mtimeNs} ns, expected ${e.mtimeNs} ns (within 1 ms)`);
+        const want = e.mtimeNs - (((e.mtimeNs % sup.mtimeResolutionNs) + sup.mtimeResolutionNs) % sup.mtimeResolutionNs);
+        const diff = g.mtimeNs > want ? g.mtimeNs - want : want - g.mtimeNs;
+        assert.ok(diff <= MTIME_SLACK_NS, `${p}: mtime ${g.mtimeNs} ns, expected ${want} ns (within 1 ms)`);
       }
       if (sup.xattrs) assert.deepEqual(userXattrs(g.xattrs), userXattrs(e.xattrs), `${p}: user.* xattrs`);
     }

@@ -91,8 +91,9 @@ export class ParentIndex {
   /**
    * The chunks of `old`, when `r` is that same file unchanged (same size,
    * mtime, inode, content tag or none on both, and, where both know it,
-   * ctime; or, with sameContent, the same size and what sameContent says)
-   * and they are all stored.
+   * ctime; without a content tag, an mtime that is not racy; or, with
+   * sameContent, the same size and what sameContent says) and they are all
+   * stored.
    */
   unchangedChunks(old: Entry | undefined, r: ImportRecord): ChunkRef[] | undefined {
     if (!old || old.info.kind !== "file" || old.error !== undefined || !old.chunks) return undefined;
@@ -103,6 +104,7 @@ export class ParentIndex {
     } else {
       if (a.mtimeNs !== b.mtimeNs || a.ino !== b.ino || a.contentTag !== b.contentTag) return undefined;
       if (a.ctimeNs !== undefined && b.ctimeNs !== undefined && a.ctimeNs !== b.ctimeNs) return undefined;
+      if (b.contentTag === undefined && racy(b.mtimeNs, this.header.timeNs)) return undefined;
     }
     for (const c of old.chunks) if (!this.repo.has(BlobType.CHUNK, c.mac)) return undefined;
     return old.chunks;
@@ -156,4 +158,18 @@ export function attrsUnchanged(old: ParentEntry, r: ImportRecord): Entry | undef
   if (old === NOT_LOADED || !old || old.error !== undefined) return undefined;
   const a = old.info, b = r.fileInfo;
   return a.kind === b.kind && a.ino === b.ino && a.ctimeNs !== undefined && a.ctimeNs === b.ctimeNs ? old : undefined;
+}
+
+const SECOND_NS = 1_000_000_000n;
+
+/**
+ * Whether a whole-second mtime (SFTP gives no more) falls in the second the
+ * parent backup started or later: the file may have been written again
+ * within that second after the parent read it, keeping its mtime, so an
+ * equal mtime proves nothing and the file is read. Sub-second mtimes, and
+ * files with a content tag (which changes with the content), are left as
+ * they were.
+ */
+function racy(mtimeNs: bigint, parentStartNs: bigint): boolean {
+  return mtimeNs % SECOND_NS === 0n && mtimeNs >= parentStartNs - (parentStartNs % SECOND_NS);
 }
