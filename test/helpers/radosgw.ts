@@ -22,6 +22,12 @@ import { fileURLToPath } from "node:url";
 const SCRIPT = fileURLToPath(new URL("./radosgw.sh", import.meta.url));
 const ACCESS_KEY = "COFFERTESTACCESSKEY0";
 const SECRET_KEY = "coffer-test-secret-key-0123456789abcdef";
+/** The bucket owner's user (radosgw.sh). */
+const OWNER_USER = "coffer";
+/** The second user's (radosgw.sh), which has only what a bucket policy grants it. */
+const APPEND_USER = "coffer-append";
+const APPEND_ACCESS_KEY = "COFFERTESTAPPENDKEY0";
+const APPEND_SECRET_KEY = "coffer-test-append-secret-0123456789abc";
 const START_TIMEOUT_MS = 120_000;
 
 export interface Radosgw {
@@ -33,6 +39,31 @@ export interface Radosgw {
   secretAccessKey: string;
   /** The credentials as the AWS environment variables, for CLI runs. */
   env: Record<string, string>;
+  /**
+   * A second user with no rights of its own, for append-only tests: a
+   * bucket policy by the owner grants it what it may do (appendOnlyPolicy).
+   */
+  appendOnly: { user: string; env: Record<string, string> };
+}
+
+/**
+ * A bucket policy that lets the append-only user get, put and list in
+ * `bucket` but never delete, and the owner read what that user wrote (on
+ * Ceph an object belongs to its writer): the Ceph sample in docs/CLI.md,
+ * "Append-only credentials", as PutBucketPolicy takes it.
+ */
+export function appendOnlyPolicy(bucket: string): string {
+  const appender = { AWS: [`arn:aws:iam:::user/${APPEND_USER}`] };
+  const owner = { AWS: [`arn:aws:iam:::user/${OWNER_USER}`] };
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      { Effect: "Allow", Principal: appender, Action: ["s3:ListBucket", "s3:GetBucketLocation"], Resource: [`arn:aws:s3:::${bucket}`] },
+      { Effect: "Allow", Principal: appender, Action: ["s3:GetObject", "s3:PutObject"], Resource: [`arn:aws:s3:::${bucket}/*`] },
+      { Effect: "Deny", Principal: appender, Action: ["s3:DeleteObject", "s3:DeleteObjectVersion"], Resource: [`arn:aws:s3:::${bucket}/*`] },
+      { Effect: "Allow", Principal: owner, Action: ["s3:GetObject"], Resource: [`arn:aws:s3:::${bucket}/*`] },
+    ],
+  });
 }
 
 /** Whether Debian's Ceph packages are installed (.ci/run installs them). */
@@ -61,6 +92,7 @@ function server(port: number): Radosgw {
     accessKeyId: ACCESS_KEY,
     secretAccessKey: SECRET_KEY,
     env: { AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY, AWS_REGION: "us-east-1" },
+    appendOnly: { user: APPEND_USER, env: { AWS_ACCESS_KEY_ID: APPEND_ACCESS_KEY, AWS_SECRET_ACCESS_KEY: APPEND_SECRET_KEY, AWS_REGION: "us-east-1" } },
   };
 }
 
@@ -97,7 +129,7 @@ async function start(watchPid: number): Promise<number> {
   const [monPort, rgwPort] = [await freePort(), await freePort()];
   const dir = await fsp.mkdtemp(path.join(tmpdir(), "coffer-radosgw-"));
   // Detached: it must outlive this test file, and it ends itself (see above).
-  const child = spawn("bash", [SCRIPT, dir, String(monPort), String(rgwPort), String(watchPid), ACCESS_KEY, SECRET_KEY], { detached: true, stdio: "ignore" });
+  const child = spawn("bash", [SCRIPT, dir, String(monPort), String(rgwPort), String(watchPid), ACCESS_KEY, SECRET_KEY, APPEND_ACCESS_KEY, APPEND_SECRET_KEY], { detached: true, stdio: "ignore" });
   child.unref();
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {

@@ -8,7 +8,9 @@
  * that exists, and since a name is the MAC of the content, the one there
  * is kept and the put succeeds. A server that answers the header with
  * NotImplemented gets a HEAD before each put instead, which leaves open a
- * race between two writers of the same name (docs/FORMAT.md).
+ * race between two writers of the same name (docs/FORMAT.md). Locks are
+ * the exception: a holder rewrites its lock to refresh it, so their puts
+ * replace.
  */
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
@@ -34,6 +36,9 @@ import { makeClient } from "./client.js";
 import { CONFIG_KEY, macOfKey, objectKey, resourcePrefix } from "./layout.js";
 import { s3Code, s3Error, ShortBody, withRetries } from "./requests.js";
 import type { S3Settings } from "./settings.js";
+
+/** The name under locks/ that checkDeleteRights deletes: never a lock's (64 hex digits), so never an object. */
+const DELETE_CHECK_NAME = "delete-check";
 
 export interface S3StoreOptions {
   readOnly?: boolean | undefined;
@@ -126,7 +131,7 @@ export class S3Store implements Store {
     const key = objectKey(this.#s.prefix, resource, mac);
     const body = await collectPut(data, signal);
     throwIfAborted(signal);
-    await this.#put(key, body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", signal);
+    await this.#put(key, body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", signal, resource === Resource.LOCK);
     return body.byteLength;
   }
 
@@ -146,6 +151,26 @@ export class S3Store implements Store {
     if ((await this.#head(key, signal)) === undefined) throw new NotFoundError(`${resourceName(resource)} ${toHex(mac)}`, { resource, mac: toHex(mac) });
     throwIfAborted(signal);
     await this.#send("delete", key, signal, (abortSignal) => this.#client.send(new DeleteObjectCommand({ Bucket: this.#s.bucket, Key: key }), aborting(abortSignal)));
+  }
+
+  /**
+   * A DELETE of a key that is never an object (S3 answers a missing key
+   * with success): a policy that denies s3:DeleteObject refuses it.
+   */
+  async checkDeleteRights(opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "s3", this.root, "delete");
+    const key = resourcePrefix(this.#s.prefix, Resource.LOCK) + DELETE_CHECK_NAME;
+    try {
+      await withRetries(signal, () => this.#client.send(new DeleteObjectCommand({ Bucket: this.#s.bucket, Key: key }), aborting(signal)));
+    } catch (e) {
+      const c = s3Code(e);
+      if (c.status === 403 || c.name === "AccessDenied") {
+        throw new CofferError("READ_ONLY", `[s3] ${this.root}: the credentials may not delete objects in bucket "${this.#s.bucket}" (append-only)`, { location: this.root, bucket: this.#s.bucket, key }, { cause: e });
+      }
+      throw s3Error(e, this.#s, "delete", key, signal);
+    }
   }
 
   async close(): Promise<void> {
@@ -206,10 +231,10 @@ export class S3Store implements Store {
   }
 
   /**
-   * One PutObject of `body` that never replaces an object; resolves false
-   * when `key` was there already (and is kept).
+   * One PutObject of `body` that never replaces an object, unless `replace`;
+   * resolves false when `key` was there already (and is kept).
    */
-  async #put(key: string, body: Uint8Array, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<boolean> {
+  async #put(key: string, body: Uint8Array, storageClass: string | undefined, signal: AbortSignal | undefined, replace = false): Promise<boolean> {
     const input: PutObjectCommandInput = {
       Bucket: this.#s.bucket,
       Key: key,
@@ -221,9 +246,9 @@ export class S3Store implements Store {
       ...this.#retention(),
     };
     for (;;) {
-      if (!this.#conditionalPuts && (await this.#head(key, signal)) !== undefined) return false;
+      if (!replace && !this.#conditionalPuts && (await this.#head(key, signal)) !== undefined) return false;
+      const conditional = !replace && this.#conditionalPuts;
       try {
-        const conditional = this.#conditionalPuts;
         await withRetries(signal, () => this.#client.send(new PutObjectCommand({ ...input, ...(conditional ? { IfNoneMatch: "*" } : {}) }), aborting(signal)));
         return true;
       } catch (e) {
@@ -231,7 +256,7 @@ export class S3Store implements Store {
         if (c.status === 412 || c.name === "PreconditionFailed") return false;
         // Another conditional put of the same key in flight (AWS): the other one wins.
         if (c.status === 409 && c.name === "ConditionalRequestConflict") return false;
-        if (this.#conditionalPuts && (c.status === 501 || c.name === "NotImplemented")) {
+        if (conditional && (c.status === 501 || c.name === "NotImplemented")) {
           this.#conditionalPuts = false;
           continue;
         }
