@@ -14,6 +14,7 @@ import { localPath } from "./location.js";
 import { type MemoryBacking, MemoryStore } from "./memory/store.js";
 import type { ParamSpec } from "./params.js";
 import { Registry } from "./registry.js";
+import { S3_EXPORTER_PARAMS, S3_IMPORTER_PARAMS } from "./s3/io-params.js";
 import { S3_PARAMS, s3Settings } from "./s3/settings.js";
 import { SFTP_PARAMS, sftpSettings } from "./sftp/params.js";
 import { StdinImporter, StdoutExporter } from "./stdio/stdio.js";
@@ -83,6 +84,30 @@ function registerBuiltins(r: Registry): Registry {
     make: async (loc, cfg, o) => {
       const settings = s3Settings(loc, cfg, o.env ?? {});
       return new (await import("./s3/store.js")).S3Store(settings, { readOnly: o.readOnly, env: o.env });
+    },
+  });
+  r.register({
+    kind: "importer",
+    protocols: ["s3", "s3+http"],
+    flags: 0,
+    description: "every object under a prefix of an S3 bucket, as files: s3://[ENDPOINT/]BUCKET[/PREFIX]",
+    params: S3_IMPORTER_PARAMS,
+    provider: "builtin",
+    make: async (loc, cfg, o) => {
+      const settings = s3Settings(loc, cfg, o.env ?? {});
+      return new (await import("./s3/importer.js")).S3Importer(settings, { env: o.env, excludes: o.excludes, onWarning: o.onWarning });
+    },
+  });
+  r.register({
+    kind: "exporter",
+    protocols: ["s3", "s3+http"],
+    flags: 0,
+    description: "each file as an object under a prefix of an S3 bucket: s3://[ENDPOINT/]BUCKET[/PREFIX]",
+    params: S3_EXPORTER_PARAMS,
+    provider: "builtin",
+    make: async (loc, cfg, o) => {
+      const settings = s3Settings(loc, cfg, o.env ?? {});
+      return new (await import("./s3/exporter.js")).S3Exporter(settings, { env: o.env });
     },
   });
   r.register({

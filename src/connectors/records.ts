@@ -16,6 +16,12 @@ export interface FileInfo {
   mtimeNs: bigint;
   /** Change time in ns when the source knows it (used for change detection only). */
   ctimeNs?: bigint | undefined;
+  /**
+   * A tag the source gives the file's content, that changes when the
+   * content does (S3's ETag): change detection only, compared with the
+   * parent snapshot's as size and mtime are.
+   */
+  contentTag?: string | undefined;
   dev: bigint;
   ino: bigint;
   /** Device number for character and block devices. */

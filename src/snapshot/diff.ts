@@ -195,11 +195,11 @@ function sameChunks(a: Entry, b: Entry): boolean {
   return x.every((c, i) => Buffer.compare(c.mac, y[i]!.mac) === 0);
 }
 
-/** What a backup takes as "unchanged" for a file: same size, mtime and, where both record it, ctime. */
+/** What a backup takes as "unchanged" for a file: same size, mtime, content tag (or none) and, where both record it, ctime. */
 function sameFileMetadata(a: Entry, b: Entry): boolean {
   const i = a.info;
   const k = b.info;
-  return i.size === k.size && i.mtimeNs === k.mtimeNs && (i.ctimeNs === undefined || k.ctimeNs === undefined || i.ctimeNs === k.ctimeNs);
+  return i.size === k.size && i.mtimeNs === k.mtimeNs && i.contentTag === k.contentTag && (i.ctimeNs === undefined || k.ctimeNs === undefined || i.ctimeNs === k.ctimeNs);
 }
 
 /** Every recorded field but the name, the content (chunks, tree) and the device number. */

@@ -51,6 +51,7 @@ export function encodeEntry(e: Entry): Record<string, unknown> {
     l: i.nlink,
   };
   if (i.ctimeNs !== undefined) o.c = i.ctimeNs;
+  if (i.contentTag !== undefined) o.ct = i.contentTag;
   if (i.rdev !== undefined && i.rdev !== 0n) o.r = i.rdev;
   if (i.username !== undefined) o.un = i.username;
   if (i.groupname !== undefined) o.gn = i.groupname;
@@ -92,6 +93,7 @@ export function decodeEntry(o: unknown, what: string): Entry {
   }
   const info: FileInfo = { name: entryName, kind, size, mode, mtimeNs, dev, ino, uid, gid, nlink };
   if (m.c !== undefined) info.ctimeNs = big(m.c);
+  if (m.ct !== undefined) info.contentTag = str(m.ct);
   if (m.r !== undefined) info.rdev = big(m.r);
   if (m.un !== undefined) info.username = str(m.un);
   if (m.gn !== undefined) info.groupname = str(m.gn);

@@ -26,6 +26,7 @@ export const arbEntry: fc.Arbitrary<Entry> = fc
       mode: fc.nat({ max: 0o7777 }),
       mtimeNs: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
       ctimeNs: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+      contentTag: fc.string({ maxLength: 34 }),
       dev: u64,
       ino: u64,
       rdev: u64,
@@ -43,9 +44,10 @@ export const arbEntry: fc.Arbitrary<Entry> = fc
     { requiredKeys: ["name", "kind", "size", "mode", "mtimeNs", "dev", "ino", "uid", "gid", "nlink"] },
   )
   .map((r) => {
-    const { name, kind, size, mode, mtimeNs, dev, ino, uid, gid, nlink, ctimeNs, rdev, username, groupname, target, xattrs, chunks, tree, error } = r;
+    const { name, kind, size, mode, mtimeNs, dev, ino, uid, gid, nlink, ctimeNs, contentTag, rdev, username, groupname, target, xattrs, chunks, tree, error } = r;
     const e: Entry = { name, info: { name, kind, size, mode, mtimeNs, dev, ino, uid, gid, nlink } };
     if (ctimeNs !== undefined) e.info.ctimeNs = ctimeNs;
+    if (contentTag !== undefined) e.info.contentTag = contentTag;
     if (rdev !== undefined && rdev !== 0n) e.info.rdev = rdev;
     if (username !== undefined) e.info.username = username;
     if (groupname !== undefined) e.info.groupname = groupname;
@@ -70,6 +72,7 @@ export function expectUsableEntry(e: Entry): void {
   expect(typeof i.mtimeNs === "bigint" && typeof i.dev === "bigint" && typeof i.ino === "bigint").toBe(true);
   expect(optional(i.ctimeNs, (v) => typeof v === "bigint") && optional(i.rdev, (v) => typeof v === "bigint")).toBe(true);
   expect(optional(i.username, (v) => typeof v === "string") && optional(i.groupname, (v) => typeof v === "string")).toBe(true);
+  expect(optional(i.contentTag, (v) => typeof v === "string")).toBe(true);
   expect(optional(e.target, (v) => typeof v === "string") && optional(e.error, (v) => typeof v === "string")).toBe(true);
   expect(optional(e.tree, isMac)).toBe(true);
   for (const x of e.xattrs ?? []) expect(typeof x.name === "string" && x.value instanceof Uint8Array).toBe(true);

@@ -12,18 +12,14 @@
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { Readable, Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Context } from "../../src/cli/context.js";
-import { buildProgram } from "../../src/cli/program.js";
 import { verifiedCacheFile } from "../../src/cli/verified-cache.js";
-import { builtinRegistry } from "../../src/connectors/builtins.js";
 import { Resource } from "../../src/connectors/flags.js";
 import { FsStore } from "../../src/connectors/fs/store.js";
-import type { Store } from "../../src/connectors/store.js";
 import { Repository } from "../../src/repository/repository.js";
 import { CofferError } from "../../src/util/errors.js";
 import { failing, recording, type RecordingStore } from "../helpers/faults.js";
+import { runProgram, storeLocation } from "../helpers/program.js";
 import { writeSeededFile } from "../helpers/tree.js";
 
 const PASS = "coverage";
@@ -38,11 +34,6 @@ let allPacks: string[];
 let seq = 0;
 const fresh = (what: string) => path.join(base, `${what}-${++seq}`);
 
-/** Stores of the runs, by the ID in their location `cov:ID`. */
-const stores = new Map<string, () => Store>();
-const registry = builtinRegistry();
-registry.register({ kind: "storage", protocols: ["cov"], flags: 0, description: "the coverage tests' store of one run", params: [], provider: "test", make: (loc) => stores.get(loc.rest)!() });
-
 interface Run {
   code: number | undefined;
   error?: unknown;
@@ -56,42 +47,18 @@ interface Run {
 
 /** `coffer check ARGS` on `repo` as host `host` (its own cache directory); `readOnly`: the store refuses every write with READ_ONLY, though its mode says it is writable. */
 async function cli(repo: string, host: string, argv: string[], o: { readOnly?: boolean } = {}): Promise<Run> {
-  const id = String(++seq);
   let rec: RecordingStore | undefined;
-  stores.set(id, () => {
+  const loc = storeLocation(() => {
     const fs = new FsStore(repo);
     const inner = o.readOnly ? failing(fs, { op: ["put", "delete", "stage"], times: Infinity, error: (c) => new CofferError("READ_ONLY", `${c.op} refused (injected)`) }) : fs;
     return (rec = recording(inner));
   });
-  const out = { stdout: "", stderr: "" };
-  const sink = (k: "stdout" | "stderr") => new Writable({ write: (c, _e, cb) => ((out[k] += String(c)), cb()) });
-  const streams = { stdout: sink("stdout"), stderr: sink("stderr") };
   const home = homeOf(repo, host);
-  const ctx = (): Context => ({
-    globals: { at: `cov:${id}` },
-    signal: new AbortController().signal,
-    ...streams,
-    stdin: Readable.from([]),
-    cwd: base,
-    tmpDir: base,
-    env: { COFFER_PASSPHRASE: PASS, HOME: home, XDG_CACHE_HOME: path.join(home, ".cache") },
-    registry,
-  });
-  let code: number | undefined = 0;
-  let error: unknown;
-  try {
-    await buildProgram(ctx, (c) => (code = c), streams).parseAsync(argv, { from: "user" });
-  } catch (e) {
-    error = e;
-    code = undefined;
-  } finally {
-    stores.delete(id);
-  }
+  const r = await runProgram(argv, { at: loc.at, env: { COFFER_PASSPHRASE: PASS, HOME: home, XDG_CACHE_HOME: path.join(home, ".cache") }, cwd: base }).finally(loc.release);
   const log = (rec as RecordingStore | undefined)?.entries({ op: "get", resource: Resource.PACKFILE }) ?? [];
   return {
-    code,
-    ...(error !== undefined ? { error } : {}),
-    ...out,
+    ...r,
+    code: r.error === undefined ? r.code : undefined,
     read: log.filter((l) => l.range === undefined).map((l) => l.mac!),
     writes: (rec as RecordingStore | undefined)?.entries({ op: ["put", "delete", "commit"] }, "done").length ?? 0,
   };

@@ -30,11 +30,7 @@
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { Readable, Writable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { buildProgram } from "../../src/cli/program.js";
-import type { Context } from "../../src/cli/context.js";
-import { builtinRegistry } from "../../src/connectors/builtins.js";
 import { FsExporter } from "../../src/connectors/fs/exporter.js";
 import { FsStore } from "../../src/connectors/fs/store.js";
 import { type MemoryBacking, MemoryStore } from "../../src/connectors/memory/store.js";
@@ -54,6 +50,7 @@ import { isCofferError } from "../../src/util/errors.js";
 import { toHex } from "../../src/util/hex.js";
 import { coffer, FAST_KDF } from "../helpers/cli.js";
 import { cutShort, failing, faults, type Fault, OBJECT_OPS, type Op, recording } from "../helpers/faults.js";
+import { type ProgramRun, runProgram, storeLocation } from "../helpers/program.js";
 import { installKillable, readRawStore, readTrace, runKilled, writeRawStore } from "../helpers/killable.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
 
@@ -80,44 +77,15 @@ const fresh = (what: string) => path.join(base, `${what}-${++seq}`);
 
 // ------------------------------------------------- the command, in process ---
 
-/** Stores the in-process runs use, by the ID in their location `cell:ID`. */
-const cellStores = new Map<string, () => Store>();
-const registry = builtinRegistry();
-registry.register({ kind: "storage", protocols: ["cell"], flags: 0, description: "the crash matrix's store of one run", params: [], provider: "test", make: (loc) => cellStores.get(loc.rest)!() });
-
-interface Outcome {
-  /** The exit code the command returned, when it did not throw. */
-  code?: number;
-  error?: unknown;
-  stdout: string;
-  stderr: string;
-}
+type Outcome = ProgramRun;
 
 /** Runs `coffer ARGV` in this process on the stores `store()` makes (one per open). */
 async function cli(store: () => Store, argv: string[]): Promise<Outcome> {
-  const id = String(++seq);
-  cellStores.set(id, store);
-  const out = { stdout: "", stderr: "" };
-  const sink = (k: "stdout" | "stderr") => new Writable({ write: (c, _e, cb) => ((out[k] += String(c)), cb()) });
-  const streams = { stdout: sink("stdout"), stderr: sink("stderr") };
-  const ctx = (): Context => ({
-    globals: { at: `cell:${id}` },
-    signal: new AbortController().signal,
-    ...streams,
-    stdin: Readable.from([]),
-    cwd: base,
-    env: { COFFER_PASSPHRASE: PASS, HOME: base, XDG_CACHE_HOME: path.join(base, "cache") },
-    registry,
-    tmpDir: base,
-  });
-  let code = 0;
+  const loc = storeLocation(store);
   try {
-    await buildProgram(ctx, (c) => (code = c), streams).parseAsync(argv, { from: "user" });
-    return { code, ...out };
-  } catch (error) {
-    return { error, ...out };
+    return await runProgram(argv, { at: loc.at, env: { COFFER_PASSPHRASE: PASS, HOME: base, XDG_CACHE_HOME: path.join(base, "cache") }, cwd: base });
   } finally {
-    cellStores.delete(id);
+    loc.release();
   }
 }
 

@@ -8,16 +8,13 @@
 import { promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { PassThrough, Readable, Writable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import type { Context } from "../../src/cli/context.js";
-import { buildProgram } from "../../src/cli/program.js";
-import { builtinRegistry } from "../../src/connectors/builtins.js";
 import { MemoryStore } from "../../src/connectors/memory/store.js";
 import type { Store } from "../../src/connectors/store.js";
 import { decodeConfig, unlock } from "../../src/repository/config.js";
 import { isCofferError } from "../../src/util/errors.js";
 import { failing, faults } from "../helpers/faults.js";
+import { type ProgramRun, runProgram, storeLocation } from "../helpers/program.js";
 
 const base = await fsp.mkdtemp(path.join(tmpdir(), "coffer-keys-"));
 afterAll(async () => {
@@ -26,54 +23,11 @@ afterAll(async () => {
 let seq = 0;
 const FAST = ["--kdf-memory", "1", "--kdf-passes", "1"];
 
-/** Stores for `cell:ID` locations (a fault-kit store around a real one). */
-const cells = new Map<string, () => Store>();
-const registry = builtinRegistry();
-registry.register({ kind: "storage", protocols: ["cell"], flags: 0, description: "a test's store", params: [], provider: "test", make: (loc) => cells.get(loc.rest)!() });
+type Run = ProgramRun;
 
-interface Run {
-  code?: number;
-  error?: unknown;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs `coffer ARGV` in process. With `typed`, stdin and stderr are a
- * terminal, and each prompt on stderr (a line ending in "passphrase: ") is
- * answered with the next of `typed`.
- */
-async function cli(at: string, argv: string[], env: Record<string, string>, typed?: string[]): Promise<Run> {
-  const out = { stdout: "", stderr: "" };
-  const terminal = new PassThrough();
-  const answers = [...(typed ?? [])];
-  const sink = (k: "stdout" | "stderr") =>
-    new Writable({
-      write: (c, _e, cb) => {
-        out[k] += String(c);
-        if (k === "stderr" && String(c).endsWith("passphrase: ") && answers.length > 0) setImmediate(() => terminal.write(`${answers.shift()!}\n`));
-        cb();
-      },
-    });
-  const streams = { stdout: sink("stdout"), stderr: sink("stderr") };
-  if (typed !== undefined) for (const s of [terminal, streams.stderr]) Object.assign(s, { isTTY: true });
-  const ctx = (): Context => ({
-    globals: { at },
-    signal: new AbortController().signal,
-    ...streams,
-    stdin: typed !== undefined ? terminal : Readable.from([]),
-    cwd: base,
-    tmpDir: base,
-    env: { HOME: base, XDG_CACHE_HOME: path.join(base, "cache"), ...env },
-    registry,
-  });
-  let code = 0;
-  try {
-    await buildProgram(ctx, (c) => (code = c), streams).parseAsync(argv, { from: "user" });
-    return { code, ...out };
-  } catch (error) {
-    return { error, ...out };
-  }
+/** Runs `coffer ARGV` in process at `at`; with `typed`, each passphrase prompt is answered with the next of them. */
+function cli(at: string, argv: string[], env: Record<string, string>, typed?: string[]): Promise<Run> {
+  return runProgram(argv, { at, env: { HOME: base, XDG_CACHE_HOME: path.join(base, "cache"), ...env }, cwd: base, ...(typed !== undefined ? { typed } : {}) });
 }
 
 const as = (p: string, extra: Record<string, string> = {}) => ({ COFFER_PASSPHRASE: p, ...extra });
@@ -161,11 +115,9 @@ describe("a failed configuration replacement", () => {
   it("leaves a configuration that opens with the old passphrase (and the new one when it was done)", async () => {
     for (const after of [false, true]) {
       const mem = new MemoryStore();
-      cells.set("create", () => mem.view());
-      await ok("cell:create", ["create", ...FAST], as("first"));
-      const id = String(++seq);
-      cells.set(id, () => failing(mem.view(), { op: "replaceConfig", error: faults.io, after }));
-      const r = await cli(`cell:${id}`, ["key", "add", ...FAST], as("first", { COFFER_NEW_PASSPHRASE: "second" }));
+      await ok(storeLocation(() => mem.view()).at, ["create", ...FAST], as("first"));
+      const faulty = storeLocation(() => failing(mem.view(), { op: "replaceConfig", error: faults.io, after }));
+      const r = await cli(faulty.at, ["key", "add", ...FAST], as("first", { COFFER_NEW_PASSPHRASE: "second" }));
       expect(codeOf(r)).toBe("IO");
       const config = decodeConfig(await mem.open());
       await unlock(config, "first");
@@ -176,8 +128,7 @@ describe("a failed configuration replacement", () => {
 
   it("a store without replaceConfig (as a plugin's) is refused, naming the store", async () => {
     const mem = new MemoryStore();
-    cells.set("plain", () => mem.view());
-    await ok("cell:plain", ["create", ...FAST], as("first"));
+    await ok(storeLocation(() => mem.view()).at, ["create", ...FAST], as("first"));
     const inner = mem.view();
     // The memory store less its replaceConfig: what a store plugin is (docs/WIRE.md has no such call).
     const bare = new Proxy(inner, {
@@ -187,13 +138,13 @@ describe("a failed configuration replacement", () => {
         return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
       },
     }) as Store;
-    cells.set("bare", () => bare);
-    const r = await cli("cell:bare", ["key", "add", ...FAST], as("first", { COFFER_NEW_PASSPHRASE: "second" }));
+    const { at } = storeLocation(() => bare);
+    const r = await cli(at, ["key", "add", ...FAST], as("first", { COFFER_NEW_PASSPHRASE: "second" }));
     expect(codeOf(r)).toBe("UNSUPPORTED");
     expect(String(r.error)).toMatch(/memory store/);
     await unlock(decodeConfig(await mem.open()), "first");
     // Listing replaces nothing: it works on such a store.
-    expect((await ok("cell:bare", ["key", "list"], as("first"))).stdout).toMatch(/^\* [0-9a-f]{8} {2}\?@\?/);
+    expect((await ok(at, ["key", "list"], as("first"))).stdout).toMatch(/^\* [0-9a-f]{8} {2}\?@\?/);
   });
 });
 

@@ -73,6 +73,13 @@ describe("ParentIndex", () => {
       const changed = fileRecord("/d/a", new Uint8Array(0), { size: 3000, ino: 11n, ctimeNs: 5n, ...over });
       expect(p.unchangedChunks(old, changed), JSON.stringify(over, (_k, v) => (typeof v === "bigint" ? String(v) : v))).toBeUndefined();
     }
+    // A content tag (S3's ETag): the same on both sides, or none on both.
+    const tagged: Entry = { ...old, info: { ...old.info, contentTag: '"e1"' } };
+    const withTag = (contentTag: string) => fileRecord("/d/a", new Uint8Array(0), { size: 3000, ino: 11n, ctimeNs: 5n, contentTag });
+    expect(p.unchangedChunks(tagged, withTag('"e1"')), "the same tag").toBe(old.chunks);
+    expect(p.unchangedChunks(tagged, withTag('"e2"')), "another tag").toBeUndefined();
+    expect(p.unchangedChunks(old, withTag('"e1"')), "a tag where the parent has none").toBeUndefined();
+    expect(p.unchangedChunks(tagged, same), "no tag where the parent has one").toBeUndefined();
     expect(p.unchangedChunks({ ...old, error: "cannot read" }, same), "an entry recorded as failed").toBeUndefined();
     expect(p.unchangedChunks((await p.entry("/d"))!, same), "not a file").toBeUndefined();
     expect(p.unchangedChunks(undefined, same)).toBeUndefined();

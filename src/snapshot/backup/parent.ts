@@ -90,8 +90,9 @@ export class ParentIndex {
 
   /**
    * The chunks of `old`, when `r` is that same file unchanged (same size,
-   * mtime, inode and, where both know it, ctime; or, with sameContent, the
-   * same size and what sameContent says) and they are all stored.
+   * mtime, inode, content tag or none on both, and, where both know it,
+   * ctime; or, with sameContent, the same size and what sameContent says)
+   * and they are all stored.
    */
   unchangedChunks(old: Entry | undefined, r: ImportRecord): ChunkRef[] | undefined {
     if (!old || old.info.kind !== "file" || old.error !== undefined || !old.chunks) return undefined;
@@ -100,7 +101,7 @@ export class ParentIndex {
     if (this.sameContent) {
       if (!this.sameContent(r)) return undefined;
     } else {
-      if (a.mtimeNs !== b.mtimeNs || a.ino !== b.ino) return undefined;
+      if (a.mtimeNs !== b.mtimeNs || a.ino !== b.ino || a.contentTag !== b.contentTag) return undefined;
       if (a.ctimeNs !== undefined && b.ctimeNs !== undefined && a.ctimeNs !== b.ctimeNs) return undefined;
     }
     for (const c of old.chunks) if (!this.repo.has(BlobType.CHUNK, c.mac)) return undefined;
