@@ -35,7 +35,7 @@ export const EXIT_CODES: readonly ExitCodeDoc[] = [
     code: ExitCode.ERROR,
     summary: "error",
     meaning:
-      "error (including damage found by `check`, an unknown snapshot prefix or path, a failed write to the repository such as `repository full`, `create` at a location that is not empty, `restore` to an existing archive file without `--force`, a repository configuration that was altered, or that says plaintext for a repository this client saw encrypted)",
+      "error (including damage found by `check`, an unknown snapshot prefix or path, a failed write to the repository such as `repository full`, `create` at a location that is not empty, `restore` to an existing archive file without `--force`, a repository configuration that was altered, or that says plaintext for a repository this client saw encrypted, a command that deletes or removes run with credentials that may not delete)",
   },
   {
     code: ExitCode.USAGE,

@@ -10,7 +10,8 @@
  * - put() is atomic: a reader sees the whole object or none of it, never a
  *   partial one, even if the process dies mid-write. Putting an existing MAC
  *   replaces it (same name, same content in practice); a write-once store
- *   (s3: it never overwrites) keeps the object there instead.
+ *   (s3: it never overwrites) keeps the object there instead, but for locks,
+ *   which every store replaces (a holder rewrites its lock to refresh it).
  * - get() of a missing object rejects with NotFoundError; a range past the
  *   end rejects too (a short read is never returned silently).
  * - list() yields every MAC of a resource once, in no particular order.
@@ -97,6 +98,13 @@ export interface Store {
    * without it cannot change a repository's keys.
    */
   replaceConfig?(config: Uint8Array, expected: Uint8Array, opts?: CallOptions): Promise<void>;
+  /**
+   * Optional: rejects with READ_ONLY, deleting nothing, when the store's
+   * credentials may put but not delete (an append-only key, docs/CLI.md).
+   * Commands that delete or remove call it before they change anything;
+   * stores whose rights cannot differ so need not implement it.
+   */
+  checkDeleteRights?(opts?: CallOptions): Promise<void>;
 }
 
 /** An object being written by Store.stage(): write() in order, then commit() or abort(), once. */

@@ -6,7 +6,13 @@
  * locks (docs/FORMAT.md, "Garbage collection"). A lock is
  * refreshed every REFRESH_MS; one not refreshed for STALE_MS, or held by a
  * dead process on this host, is stale and ignored (and removed by the next
- * exclusive locker).
+ * exclusive or maintenance locker).
+ *
+ * A lock that cannot be deleted on release (append-only credentials, which
+ * may put but not delete: docs/CLI.md) is rewritten as a stale marker, its
+ * time 0, and left: it is released for every reader at once, on any host,
+ * and the next locker with delete rights sweeps it. Failing the run for it
+ * would lose a backup that is stored whole.
  *
  * A lock that cannot be read (damaged: it does not authenticate or decode)
  * says nothing of its holder, so it counts as exclusive while it may still
@@ -51,6 +57,7 @@ export class Lock {
     private readonly codec: Codec,
     readonly name: Uint8Array,
     readonly info: LockInfo,
+    private readonly onWarning?: (m: string) => void,
   ) {}
 
   startRefresh(): void {
@@ -69,7 +76,24 @@ export class Lock {
     if (this.timer) clearInterval(this.timer);
     // A refresh already writing would put the lock back after our delete.
     await this.refreshing;
-    await this.store.delete(Resource.LOCK, this.name).catch(() => {});
+    try {
+      await this.store.delete(Resource.LOCK, this.name);
+    } catch (e) {
+      if (isCofferError(e, "NOT_FOUND")) return;
+      await this.leaveStaleMarker(e);
+    }
+  }
+
+  /** See the top of this file: a lock that cannot be deleted is left stale. */
+  private async leaveStaleMarker(why: unknown): Promise<void> {
+    const where = `lock ${toHex(this.name)}`;
+    const reason = (why as Error).message ?? String(why);
+    try {
+      await writeLock(this.store, this.codec, this.name, { ...this.info, timeMs: 0 });
+      this.onWarning?.(`${where} could not be removed (${reason}): left as a stale marker, which the next run with delete rights sweeps`);
+    } catch {
+      this.onWarning?.(`${where} could not be removed (${reason}) nor marked stale: it counts as held until ${STALE_MS / 60_000} minutes after its last refresh`);
+    }
   }
 }
 
@@ -163,7 +187,7 @@ function describe(l: LockEntry): string {
   return `${i.kind} lock held by ${i.command || "coffer"} (pid ${i.pid} on ${i.host}, refreshed ${new Date(i.timeMs).toISOString()})`;
 }
 
-/** Takes a lock or throws LOCKED naming the holder; `onWarning` hears of unreadable stale locks removed. */
+/** Takes a lock or throws LOCKED naming the holder; `onWarning` hears of unreadable stale locks removed, and of this lock if it cannot be removed on release. */
 export async function acquireLock(store: Store, codec: Codec, kind: LockKind, command: string, onWarning?: (m: string) => void): Promise<Lock> {
   const conflicts = (locks: LockEntry[], self?: Uint8Array) =>
     locks.filter((l) => {
@@ -180,7 +204,7 @@ export async function acquireLock(store: Store, codec: Codec, kind: LockKind, co
   await writeLock(store, codec, name, info).catch((e: unknown) => {
     throw repositoryWriteError(e, store.root);
   });
-  const lock = new Lock(store, codec, name, info);
+  const lock = new Lock(store, codec, name, info, onWarning);
   // Another process may have locked between our list and our put: look again.
   const after = conflicts(await readLocks(store, codec), name);
   if (after.length > 0) {
@@ -194,7 +218,8 @@ export async function acquireLock(store: Store, codec: Codec, kind: LockKind, co
       () => onWarning?.(`ignored an unreadable lock ${l.where} (${l.damage}), last modified ${new Date(l.mtimeMs!).toISOString()}: it could not be removed`),
     );
   }
-  if (kind === "exclusive") {
+  // Lockers that delete sweep stale locks, stale markers among them (see the top of this file).
+  if (kind === "exclusive" || kind === "maintenance") {
     for (const l of await readLocks(store, codec)) {
       if (l.info !== null && isStale(l.info)) await store.delete(Resource.LOCK, l.name).catch(() => {});
     }

@@ -298,6 +298,20 @@ export class Repository {
     await this.refreshState(signal);
   }
 
+  /**
+   * Fails with READ_ONLY, naming `command`, when the store's credentials may
+   * not delete (append-only): `command` removes or deletes, and must fail
+   * before it changes anything rather than on its first delete.
+   */
+  async requireDeleteRights(command: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.store.checkDeleteRights?.({ signal });
+    } catch (e) {
+      if (!isCofferError(e, "READ_ONLY")) throw e;
+      throw new CofferError("READ_ONLY", `${command} needs delete rights on the repository, which these credentials lack: ${e.message}; run it with credentials that may delete`, e.data, { cause: e });
+    }
+  }
+
   /** The name of the lock this process holds, if any. */
   get lockName(): Uint8Array | undefined {
     return this.lock?.name;

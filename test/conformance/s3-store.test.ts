@@ -64,7 +64,7 @@ describe.skipIf(!ceph)("S3 store on radosgw", () => {
         },
       };
     },
-    { writeOnce: true },
+    { writeOnce: true, replaceConfig: true },
   );
 
   it("lists more than 1,000 keys, across pages, with the documented layout", async () => {

@@ -5,7 +5,10 @@
 # stays until WATCH_PID (the test run) is gone or it gets SIGTERM, and then
 # kills the daemons by the PIDs it started and removes DIR.
 #
-# Usage: radosgw.sh DIR MON_PORT RGW_PORT WATCH_PID ACCESS_KEY SECRET_KEY
+# Usage: radosgw.sh DIR MON_PORT RGW_PORT WATCH_PID ACCESS_KEY SECRET_KEY APPEND_ACCESS_KEY APPEND_SECRET_KEY
+#
+# The second pair is a second user's, with no rights of its own: the
+# append-only tests grant it get, put and list by a bucket policy.
 #
 # What it takes to start (Ceph 16, Debian's packages):
 # - `auth ... = none` needs no keyrings for the daemons, but `ceph-mon --mkfs`
@@ -18,7 +21,7 @@
 #   radosgw-admin gets its own name (client.admin) so that its admin socket
 #   does not collide with radosgw's.
 set -u
-DIR=$1 MON_PORT=$2 RGW_PORT=$3 WATCH_PID=$4 ACCESS_KEY=$5 SECRET_KEY=$6
+DIR=$1 MON_PORT=$2 RGW_PORT=$3 WATCH_PID=$4 ACCESS_KEY=$5 SECRET_KEY=$6 APPEND_ACCESS_KEY=$7 APPEND_SECRET_KEY=$8
 CONF=$DIR/ceph.conf
 pids=()
 
@@ -91,6 +94,7 @@ pids+=($!)
 radosgw -c "$CONF" -n client.rgw -f >>"$DIR/log/rgw.out" 2>&1 &
 pids+=($!)
 run radosgw-admin -c "$CONF" -n client.admin user create --uid=coffer --display-name=coffer --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY"
+run radosgw-admin -c "$CONF" -n client.admin user create --uid=coffer-append --display-name=coffer-append --access-key="$APPEND_ACCESS_KEY" --secret-key="$APPEND_SECRET_KEY"
 echo "${pids[*]}" >"$DIR/ready"
 
 while kill -0 "$WATCH_PID" 2>/dev/null; do

@@ -20,8 +20,15 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const SCRIPT = fileURLToPath(new URL("./radosgw.sh", import.meta.url));
+const DAEMON_SCRIPT = fileURLToPath(new URL("./radosgw-daemon.sh", import.meta.url));
 const ACCESS_KEY = "COFFERTESTACCESSKEY0";
 const SECRET_KEY = "coffer-test-secret-key-0123456789abcdef";
+/** The bucket owner's user (radosgw.sh). */
+const OWNER_USER = "coffer";
+/** The second user's (radosgw.sh), which has only what a bucket policy grants it. */
+const APPEND_USER = "coffer-append";
+const APPEND_ACCESS_KEY = "COFFERTESTAPPENDKEY0";
+const APPEND_SECRET_KEY = "coffer-test-append-secret-0123456789abc";
 const START_TIMEOUT_MS = 120_000;
 
 export interface Radosgw {
@@ -33,6 +40,33 @@ export interface Radosgw {
   secretAccessKey: string;
   /** The credentials as the AWS environment variables, for CLI runs. */
   env: Record<string, string>;
+  /**
+   * A second user with no rights of its own, for append-only tests: a
+   * bucket policy by the owner grants it what it may do (appendOnlyPolicy).
+   */
+  appendOnly: { user: string; env: Record<string, string> };
+  /** The cluster's ceph.conf, for more daemons on it (ownRadosgw). */
+  conf: string;
+}
+
+/**
+ * A bucket policy that lets the append-only user get, put and list in
+ * `bucket` but never delete, and the owner read what that user wrote (on
+ * Ceph an object belongs to its writer): the Ceph sample in docs/CLI.md,
+ * "Append-only credentials", as PutBucketPolicy takes it.
+ */
+export function appendOnlyPolicy(bucket: string): string {
+  const appender = { AWS: [`arn:aws:iam:::user/${APPEND_USER}`] };
+  const owner = { AWS: [`arn:aws:iam:::user/${OWNER_USER}`] };
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      { Effect: "Allow", Principal: appender, Action: ["s3:ListBucket", "s3:GetBucketLocation"], Resource: [`arn:aws:s3:::${bucket}`] },
+      { Effect: "Allow", Principal: appender, Action: ["s3:GetObject", "s3:PutObject"], Resource: [`arn:aws:s3:::${bucket}/*`] },
+      { Effect: "Deny", Principal: appender, Action: ["s3:DeleteObject", "s3:DeleteObjectVersion"], Resource: [`arn:aws:s3:::${bucket}/*`] },
+      { Effect: "Allow", Principal: owner, Action: ["s3:GetObject"], Resource: [`arn:aws:s3:::${bucket}/*`] },
+    ],
+  });
 }
 
 /** Whether Debian's Ceph packages are installed (.ci/run installs them). */
@@ -53,7 +87,7 @@ export function freshBucketName(what: string): string {
   return `coffer-${what}-${randomBytes(6).toString("hex")}`;
 }
 
-function server(port: number): Radosgw {
+function server(port: number, conf: string): Radosgw {
   const hostPort = `127.0.0.1:${port}`;
   return {
     endpoint: `http://${hostPort}`,
@@ -61,6 +95,8 @@ function server(port: number): Radosgw {
     accessKeyId: ACCESS_KEY,
     secretAccessKey: SECRET_KEY,
     env: { AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY, AWS_REGION: "us-east-1" },
+    conf,
+    appendOnly: { user: APPEND_USER, env: { AWS_ACCESS_KEY_ID: APPEND_ACCESS_KEY, AWS_SECRET_ACCESS_KEY: APPEND_SECRET_KEY, AWS_REGION: "us-east-1" } },
   };
 }
 
@@ -78,26 +114,29 @@ async function startOrJoin(): Promise<Radosgw> {
     },
   );
   if (won) {
-    const port = await start(watchPid);
-    await fsp.writeFile(`${info}.tmp`, JSON.stringify({ port }));
+    const { port, conf } = await start(watchPid);
+    await fsp.writeFile(`${info}.tmp`, JSON.stringify({ port, conf }));
     await fsp.rename(`${info}.tmp`, info);
-    return server(port);
+    return server(port, conf);
   }
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     const text = await fsp.readFile(info, "utf8").catch(() => undefined);
-    if (text !== undefined) return server((JSON.parse(text) as { port: number }).port);
+    if (text !== undefined) {
+      const { port, conf } = JSON.parse(text) as { port: number; conf: string };
+      return server(port, conf);
+    }
     if (Date.now() > deadline) throw new Error(`radosgw: another test file started it but it was not ready within ${START_TIMEOUT_MS / 1000} s (${info})`);
     await sleep(200);
   }
 }
 
-/** Starts the cluster; resolves with radosgw's port once S3 answers. */
-async function start(watchPid: number): Promise<number> {
+/** Starts the cluster; resolves with radosgw's port and the cluster's ceph.conf once S3 answers. */
+async function start(watchPid: number): Promise<{ port: number; conf: string }> {
   const [monPort, rgwPort] = [await freePort(), await freePort()];
   const dir = await fsp.mkdtemp(path.join(tmpdir(), "coffer-radosgw-"));
   // Detached: it must outlive this test file, and it ends itself (see above).
-  const child = spawn("bash", [SCRIPT, dir, String(monPort), String(rgwPort), String(watchPid), ACCESS_KEY, SECRET_KEY], { detached: true, stdio: "ignore" });
+  const child = spawn("bash", [SCRIPT, dir, String(monPort), String(rgwPort), String(watchPid), ACCESS_KEY, SECRET_KEY, APPEND_ACCESS_KEY, APPEND_SECRET_KEY], { detached: true, stdio: "ignore" });
   child.unref();
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
@@ -106,13 +145,59 @@ async function start(watchPid: number): Promise<number> {
       await fsp.rm(`${dir}.failed`, { force: true });
       throw new Error(`radosgw did not start: ${failed}`);
     }
-    if ((await exists(path.join(dir, "ready"))) && (await answers(rgwPort))) return rgwPort;
+    if ((await exists(path.join(dir, "ready"))) && (await answers(rgwPort))) return { port: rgwPort, conf: path.join(dir, "ceph.conf") };
     if (Date.now() > deadline) {
       if (child.pid !== undefined) process.kill(child.pid, "SIGTERM");
       throw new Error(`radosgw did not answer within ${START_TIMEOUT_MS / 1000} s (logs in ${dir}/log)`);
     }
     await sleep(250);
   }
+}
+
+/**
+ * A radosgw daemon of the calling test file's own on the run's cluster (the
+ * same users and buckets), on a port of its own: stop() kills it at once,
+ * as a crash would, and start() brings it back on the same port, while the
+ * cluster and the other files' radosgw stay up. A watchdog
+ * (radosgw-daemon.sh) kills it if the test process dies.
+ */
+export interface OwnRadosgw {
+  endpoint: string;
+  hostPort: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function ownRadosgw(cluster: Radosgw): Promise<OwnRadosgw> {
+  const port = await freePort();
+  const name = `client.rgw-${randomBytes(4).toString("hex")}`;
+  let daemon: ReturnType<typeof spawn> | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  const own: OwnRadosgw = {
+    endpoint: `http://127.0.0.1:${port}`,
+    hostPort: `127.0.0.1:${port}`,
+    async start() {
+      if (daemon !== undefined) throw new Error("radosgw: already started");
+      const child = spawn("bash", [DAEMON_SCRIPT, cluster.conf, name, String(port), String(process.pid)], { stdio: "ignore" });
+      daemon = child;
+      exited = new Promise((resolve) => child.once("exit", () => resolve()));
+      const deadline = Date.now() + START_TIMEOUT_MS;
+      while (!(await answers(port))) {
+        if (child.exitCode !== null) throw new Error(`radosgw ${name} exited with ${child.exitCode} before it answered`);
+        if (Date.now() > deadline) throw new Error(`radosgw ${name} did not answer within ${START_TIMEOUT_MS / 1000} s`);
+        await sleep(250);
+      }
+    },
+    async stop() {
+      const child = daemon;
+      daemon = undefined;
+      if (child === undefined) return;
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
+  await own.start();
+  return own;
 }
 
 /** Whether the frontend answers (once the script made the user: its ready file). */

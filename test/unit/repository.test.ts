@@ -717,6 +717,28 @@ describe("locks", () => {
     await x.release();
   });
 
+  it("a lock that cannot be deleted is left as a stale marker, which the next maintenance or exclusive locker sweeps", async () => {
+    for (const sweeper of ["maintenance", "exclusive"] as const) {
+      const { store, repo } = await fresh(false);
+      const warnings: string[] = [];
+      const a = await acquireLock(store, repo.codec, "shared", "backup", (m) => warnings.push(m));
+      const refused = vi.spyOn(store, "delete").mockRejectedValue(new CofferError("IO", "access denied: the credentials may not delete"));
+      await a.release();
+      refused.mockRestore();
+      expect(warnings).toEqual([expect.stringContaining("left as a stale marker")]);
+      const [left] = await readLocks(store, repo.codec);
+      expect(left).toMatchObject({ info: { kind: "shared", timeMs: 0 } });
+      expect(toHex(left!.name)).toBe(toHex(a.name));
+      // Another shared locker ignores the marker but leaves it; a locker that deletes sweeps it.
+      const b = await acquireLock(store, repo.codec, "shared", "backup");
+      await b.release();
+      expect(await lockNames(store)).toEqual([toHex(a.name)]);
+      const x = await acquireLock(store, repo.codec, sweeper, sweeper);
+      expect(await lockNames(store)).toEqual([toHex(x.name)]);
+      await x.release();
+    }
+  });
+
   it("exclusive then shared is LOCKED; exclusive then exclusive is LOCKED", async () => {
     const { store, repo } = await fresh(true);
     const x = await acquireLock(store, repo.codec, "exclusive", "prune");

@@ -29,6 +29,8 @@ describe("S3 locations", () => {
     expect(settings("s3://bkt1", { object_lock_days: "30", object_lock_mode: "COMPLIANCE" }).objectLock).toEqual({ days: 30, mode: "COMPLIANCE" });
     expect(settings("s3://bkt1").objectLock).toBeUndefined();
     expect(settings("s3://bkt1").connections).toBe(8);
+    expect(settings("s3://bkt1").idleTimeoutMs).toBe(60_000);
+    expect(settings("s3://bkt1", { idle_timeout: "500ms" }).idleTimeoutMs).toBe(500);
   });
 
   it("bad locations and parameters are USAGE errors naming them", () => {
@@ -40,6 +42,8 @@ describe("S3 locations", () => {
     usage(() => settings("s3+http://127.0.0.1:1/bkt1", { tls: "true" }), "tls");
     usage(() => settings("s3://bkt1", { connections: "0" }), "connections");
     usage(() => settings("s3://bkt1", { sse: "rot13" }), "sse");
+    usage(() => settings("s3://bkt1", { idle_timeout: "0s" }), "idle_timeout");
+    usage(() => settings("s3://bkt1", { idle_timeout: "60" }), "idle_timeout");
     usage(() => settings("s3://bkt1", { bogus: "1" }), "bogus");
   });
 });

@@ -46,6 +46,7 @@ async function runMaintenance(o: MaintenanceCmdOptions, ctx: Context): Promise<E
   const maxRepackBytes = o.maxRepackSize === undefined ? Infinity : parseSize(o.maxRepackSize, "--max-repack-size");
   const dryRun = o.dryRun ?? false;
   return withRepository(ctx, { readOnly: dryRun }, async (repo) => {
+    if (!dryRun) await repo.requireDeleteRights("maintenance", ctx.signal);
     if (!dryRun) await repo.acquire("maintenance", "maintenance", (m) => say(ctx.stderr, `coffer: warning: ${m}`), ctx.signal);
     const r = await maintenance(repo, { graceMs, maxUnused, maxRepackBytes, dryRun, signal: ctx.signal });
     if (o.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);

@@ -88,6 +88,8 @@ async function runPrune(o: PruneOptions, ctx: Context): Promise<ExitCode> {
   if (!isTimeZone(zone)) throw new CofferError("USAGE", `--tz: unknown time zone ${JSON.stringify(zone)} (an IANA name such as Europe/Paris, or UTC)`);
   const writes = !o.dryRun && o.plan === undefined;
   return withRepository(ctx, { readOnly: !writes }, async (repo) => {
+    // As rm: what prune removes is reclaimed later, which append-only credentials may not start.
+    if (writes) await repo.requireDeleteRights("prune", ctx.signal);
     const { snapshots, unreadable } = await listSnapshots(repo, ctx.signal);
     for (const u of unreadable) say(ctx.stderr, `coffer: snapshot ${toHex(u.id)} cannot be read (${u.message}): the policy leaves it out and it is not removed`);
     let plan, policy: string, groupBy: GroupKey[], filter: SnapshotFilter;

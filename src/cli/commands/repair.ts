@@ -19,6 +19,7 @@ interface RepairCmdOptions {
 
 async function runRepairIndex(o: RepairCmdOptions, ctx: Context): Promise<ExitCode> {
   return withRepository(ctx, { readOnly: o.dryRun ?? false }, async (repo) => {
+    if (!o.dryRun) await repo.requireDeleteRights("repair index", ctx.signal);
     if (!o.dryRun) await repo.acquire("exclusive", "repair index");
     const r = await repairIndex(repo, { dryRun: o.dryRun ?? false, signal: ctx.signal });
     if (o.json) ctx.stdout.write(`${JSON.stringify(r)}\n`);

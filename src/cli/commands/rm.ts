@@ -34,7 +34,11 @@ async function runRm(snaps: string[], o: RmOptions, ctx: Context): Promise<ExitC
   const dryRun = o.dryRun ?? false;
   return withRepository(ctx, { readOnly: dryRun }, async (repo) => {
     const warn = (m: string) => say(ctx.stderr, `coffer: warning: ${m}`);
-    if (!dryRun) await repo.acquire("shared", "rm", warn);
+    if (!dryRun) {
+      // Removed snapshots are reclaimed by maintenance later: append-only credentials may not start that.
+      await repo.requireDeleteRights("rm", ctx.signal);
+      await repo.acquire("shared", "rm", warn);
+    }
     const { snapshots, unreadable } = await listSnapshots(repo, ctx.signal);
     for (const u of unreadable) say(ctx.stderr, `coffer: snapshot ${toHex(u.id)} cannot be read: ${u.message} (kept; \`coffer repair snapshots\` removes it)`);
     const all = [...snapshots];

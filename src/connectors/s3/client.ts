@@ -10,8 +10,6 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { CofferError } from "../../util/errors.js";
 import type { S3Settings } from "./settings.js";
 
-/** A connection that moves no byte for this long is dropped, and the request retried. */
-const IDLE_TIMEOUT_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export function makeClient(s: S3Settings, env: Readonly<Record<string, string | undefined>>): S3Client {
@@ -34,7 +32,8 @@ export function makeClient(s: S3Settings, env: Readonly<Record<string, string | 
     ...(s.aws ? {} : { requestChecksumCalculation: "WHEN_REQUIRED", responseChecksumValidation: "WHEN_REQUIRED" }),
     requestHandler: {
       connectionTimeout: CONNECT_TIMEOUT_MS,
-      socketTimeout: IDLE_TIMEOUT_MS,
+      // A connection that moves no byte for this long is dropped, and the request retried.
+      socketTimeout: s.idleTimeoutMs,
       httpAgent: new HttpAgent(agent),
       httpsAgent: new HttpsAgent({ ...agent, rejectUnauthorized: !s.insecureSkipVerify, ...(ca !== undefined ? { ca } : {}) }),
     },

@@ -6,7 +6,7 @@
  */
 import { CofferError } from "../../util/errors.js";
 import { type Location, parseS3Location } from "../location.js";
-import type { ParamSpec } from "../params.js";
+import { numericValue, type ParamSpec } from "../params.js";
 
 export const S3_PARAMS: readonly ParamSpec[] = [
   { name: "endpoint", type: "string", description: "the S3 endpoint, http(s)://HOST[:PORT] or HOST[:PORT] (default: AWS, or the location's first component when it holds a . or :)" },
@@ -15,6 +15,7 @@ export const S3_PARAMS: readonly ParamSpec[] = [
   { name: "tls", type: "string", default: "auto", inclusion: ["auto", "true", "false"], description: "HTTPS (auto: off for s3+http: locations and http:// endpoints)" },
   { name: "tls_insecure_skip_verify", type: "bool", default: "false", description: "accept any server certificate (for tests)" },
   { name: "ca_file", type: "string", description: "a PEM file of the certificate authorities to trust instead of the system's" },
+  { name: "idle_timeout", type: "duration", default: "60s", greaterThan: 0, description: "a request that moves no byte for this long is cancelled and retried" },
   { name: "connections", type: "int", default: "8", greaterThan: 0, lessThan: 257, description: "concurrent requests to the server" },
   { name: "storage_class", type: "string", regex: "[A-Z_]+", description: "the storage class of data packfiles (config, states and locks are always STANDARD)" },
   { name: "sse", type: "string", regex: "AES256|aws:kms(:.+)?", description: "server-side encryption: AES256, aws:kms or aws:kms:KEY_ID" },
@@ -34,6 +35,8 @@ export interface S3Settings {
   insecureSkipVerify: boolean;
   caFile: string | undefined;
   connections: number;
+  /** A request whose connection moves no byte for this long is cancelled (and retried: requests.ts). */
+  idleTimeoutMs: number;
   storageClass: string | undefined;
   sse: { algorithm: "AES256" | "aws:kms"; kmsKeyId: string | undefined } | undefined;
   objectLock: { days: number; mode: "GOVERNANCE" | "COMPLIANCE" } | undefined;
@@ -77,6 +80,7 @@ export function s3Settings(loc: Location, cfg: Readonly<Record<string, string>>,
     insecureSkipVerify: cfg.tls_insecure_skip_verify === "true",
     caFile: cfg.ca_file,
     connections: Number(cfg.connections ?? "8"),
+    idleTimeoutMs: numericValue("duration", cfg.idle_timeout ?? "60s"),
     storageClass: cfg.storage_class,
     sse,
     objectLock: lockDays > 0 ? { days: lockDays, mode: cfg.object_lock_mode === "COMPLIANCE" ? "COMPLIANCE" : "GOVERNANCE" } : undefined,

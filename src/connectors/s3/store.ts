@@ -8,7 +8,9 @@
  * that exists, and since a name is the MAC of the content, the one there
  * is kept and the put succeeds. A server that answers the header with
  * NotImplemented gets a HEAD before each put instead, which leaves open a
- * race between two writers of the same name (docs/FORMAT.md).
+ * race between two writers of the same name (docs/FORMAT.md). Locks are
+ * the exception: a holder rewrites its lock to refresh it, so their puts
+ * replace.
  */
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
@@ -26,14 +28,20 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { CofferError, CorruptError, NotFoundError, throwIfAborted } from "../../util/errors.js";
-import { fromHex, toHex } from "../../util/hex.js";
+import { equalBytes, fromHex, toHex } from "../../util/hex.js";
 import { Resource, resourceName } from "../flags.js";
-import { checkRange, collectPut, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
+import { checkRange, collectPut, configChanged, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, Store } from "../store.js";
 import { makeClient } from "./client.js";
 import { CONFIG_KEY, macOfKey, objectKey, resourcePrefix } from "./layout.js";
 import { s3Code, s3Error, ShortBody, withRetries } from "./requests.js";
 import type { S3Settings } from "./settings.js";
+
+/** The name under locks/ that checkDeleteRights deletes: never a lock's (64 hex digits), so never an object. */
+const DELETE_CHECK_NAME = "delete-check";
+
+/** The ETag as `If-Match` takes it: unquoted (Ceph), then quoted (AWS, RFC 9110). */
+const IF_MATCH_FORMS: readonly ((etag: string) => string)[] = [(etag) => etag.replace(/^"|"$/g, ""), (etag) => (etag.startsWith('"') ? etag : `"${etag}"`)];
 
 export interface S3StoreOptions {
   readOnly?: boolean | undefined;
@@ -51,6 +59,8 @@ export class S3Store implements Store {
   readonly #readOnly: boolean;
   /** Cleared once the server answers `If-None-Match: *` with NotImplemented. */
   #conditionalPuts = true;
+  /** How this server wants If-Match's ETag, once one form worked. */
+  #ifMatchForm: ((etag: string) => string) | undefined;
 
   constructor(settings: S3Settings, opts: S3StoreOptions = {}) {
     this.#s = settings;
@@ -126,7 +136,7 @@ export class S3Store implements Store {
     const key = objectKey(this.#s.prefix, resource, mac);
     const body = await collectPut(data, signal);
     throwIfAborted(signal);
-    await this.#put(key, body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", signal);
+    await this.#put(key, body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", signal, resource === Resource.LOCK);
     return body.byteLength;
   }
 
@@ -146,6 +156,68 @@ export class S3Store implements Store {
     if ((await this.#head(key, signal)) === undefined) throw new NotFoundError(`${resourceName(resource)} ${toHex(mac)}`, { resource, mac: toHex(mac) });
     throwIfAborted(signal);
     await this.#send("delete", key, signal, (abortSignal) => this.#client.send(new DeleteObjectCommand({ Bucket: this.#s.bucket, Key: key }), aborting(abortSignal)));
+  }
+
+  /**
+   * Puts `config` over the configuration if it still is `expected`, by a
+   * PutObject conditional on the ETag read (`If-Match`), atomic as every
+   * PutObject is. Ceph 16 compares If-Match with the ETag unquoted and AWS
+   * as sent, so a refusal while the configuration is still `expected` tries
+   * the other form; a server that honours neither gets a comparison then a
+   * plain put, which leaves a race open (docs/FORMAT.md).
+   */
+  async replaceConfig(config: Uint8Array, expected: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "s3", this.root, "replace the configuration");
+    const key = this.#s.prefix + CONFIG_KEY;
+    const head = await this.#headObject(key, signal);
+    if (head === undefined) throw noRepository(this.root);
+    if (!equalBytes(await this.#get(key, undefined, signal), expected)) throw configChanged(this.root);
+    const body = new Uint8Array(config);
+    const etag = head.etag;
+    const forms = etag === undefined ? [] : this.#ifMatchForm !== undefined ? [this.#ifMatchForm] : IF_MATCH_FORMS;
+    for (const form of forms) {
+      try {
+        await this.#putConfig(key, body, { IfMatch: form(etag!) }, signal);
+        this.#ifMatchForm = form;
+        return;
+      } catch (e) {
+        const c = s3Code(e);
+        if (c.status === 501 || c.name === "NotImplemented") break;
+        if (c.status !== 412 && c.name !== "PreconditionFailed") throw s3Error(e, this.#s, "write", key, signal);
+        // Refused: replaced meanwhile, landed already (a retry of a put whose answer was lost), or the form is not the server's.
+        const now = await this.#get(key, undefined, signal);
+        if (equalBytes(now, body)) return;
+        if (!equalBytes(now, expected)) throw configChanged(this.root);
+      }
+    }
+    await this.#putConfig(key, body, {}, signal);
+  }
+
+  async #putConfig(key: string, body: Uint8Array, condition: Partial<PutObjectCommandInput>, signal: AbortSignal | undefined): Promise<void> {
+    const input: PutObjectCommandInput = { Bucket: this.#s.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentMD5: createHash("md5").update(body).digest("base64"), ...this.#encryption(), ...this.#retention(), ...condition };
+    await withRetries(signal, () => this.#client.send(new PutObjectCommand(input), aborting(signal)));
+  }
+
+  /**
+   * A DELETE of a key that is never an object (S3 answers a missing key
+   * with success): a policy that denies s3:DeleteObject refuses it.
+   */
+  async checkDeleteRights(opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "s3", this.root, "delete");
+    const key = resourcePrefix(this.#s.prefix, Resource.LOCK) + DELETE_CHECK_NAME;
+    try {
+      await withRetries(signal, () => this.#client.send(new DeleteObjectCommand({ Bucket: this.#s.bucket, Key: key }), aborting(signal)));
+    } catch (e) {
+      const c = s3Code(e);
+      if (c.status === 403 || c.name === "AccessDenied") {
+        throw new CofferError("READ_ONLY", `[s3] ${this.root}: the credentials may not delete objects in bucket "${this.#s.bucket}" (append-only)`, { location: this.root, bucket: this.#s.bucket, key }, { cause: e });
+      }
+      throw s3Error(e, this.#s, "delete", key, signal);
+    }
   }
 
   async close(): Promise<void> {
@@ -195,9 +267,14 @@ export class S3Store implements Store {
 
   /** The size of `key`, or undefined when there is none. */
   async #head(key: string, signal: AbortSignal | undefined): Promise<number | undefined> {
+    return (await this.#headObject(key, signal))?.size;
+  }
+
+  /** The size and ETag of `key`, or undefined when there is none. */
+  async #headObject(key: string, signal: AbortSignal | undefined): Promise<{ size: number; etag: string | undefined } | undefined> {
     try {
       const r = await withRetries(signal, () => this.#client.send(new HeadObjectCommand({ Bucket: this.#s.bucket, Key: key }), aborting(signal)));
-      return r.ContentLength ?? 0;
+      return { size: r.ContentLength ?? 0, etag: r.ETag };
     } catch (e) {
       const c = s3Code(e);
       if (c.status === 404 || c.name === "NotFound" || c.name === "NoSuchKey") return undefined;
@@ -206,10 +283,10 @@ export class S3Store implements Store {
   }
 
   /**
-   * One PutObject of `body` that never replaces an object; resolves false
-   * when `key` was there already (and is kept).
+   * One PutObject of `body` that never replaces an object, unless `replace`;
+   * resolves false when `key` was there already (and is kept).
    */
-  async #put(key: string, body: Uint8Array, storageClass: string | undefined, signal: AbortSignal | undefined): Promise<boolean> {
+  async #put(key: string, body: Uint8Array, storageClass: string | undefined, signal: AbortSignal | undefined, replace = false): Promise<boolean> {
     const input: PutObjectCommandInput = {
       Bucket: this.#s.bucket,
       Key: key,
@@ -221,9 +298,9 @@ export class S3Store implements Store {
       ...this.#retention(),
     };
     for (;;) {
-      if (!this.#conditionalPuts && (await this.#head(key, signal)) !== undefined) return false;
+      if (!replace && !this.#conditionalPuts && (await this.#head(key, signal)) !== undefined) return false;
+      const conditional = !replace && this.#conditionalPuts;
       try {
-        const conditional = this.#conditionalPuts;
         await withRetries(signal, () => this.#client.send(new PutObjectCommand({ ...input, ...(conditional ? { IfNoneMatch: "*" } : {}) }), aborting(signal)));
         return true;
       } catch (e) {
@@ -231,7 +308,7 @@ export class S3Store implements Store {
         if (c.status === 412 || c.name === "PreconditionFailed") return false;
         // Another conditional put of the same key in flight (AWS): the other one wins.
         if (c.status === 409 && c.name === "ConditionalRequestConflict") return false;
-        if (this.#conditionalPuts && (c.status === 501 || c.name === "NotImplemented")) {
+        if (conditional && (c.status === 501 || c.name === "NotImplemented")) {
           this.#conditionalPuts = false;
           continue;
         }
