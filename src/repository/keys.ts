@@ -100,7 +100,7 @@ export function assertReplaceable(store: Store): NonNullable<Store["replaceConfi
   if (store.replaceConfig === undefined) {
     throw new CofferError(
       "UNSUPPORTED",
-      `the ${store.type} store at ${store.root} cannot replace the repository configuration, so its keys cannot change (the fs, ptar, s3 and memory stores can; a plugin's store protocol has no such call)`,
+      `the ${store.type} store at ${store.root} cannot replace the repository configuration, so its keys cannot change (the fs, ptar, s3, sftp and memory stores can; a plugin's store protocol has no such call)`,
       { type: store.type },
     );
   }

@@ -75,7 +75,7 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
         await fsp.rm(dir, { recursive: true, force: true });
       },
     };
-  });
+  }, { replaceConfig: true });
 
   it("keeps the fs store's layout, and objects larger than many requests come back whole, in ranges too", async () => {
     const dir = await freshDir();
@@ -91,6 +91,27 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
       const range = { offset: 300_001, length: 2 * 1024 * 1024 + 5 };
       expect(Buffer.from(await store.get(Resource.PACKFILE, p, range)).equals(big.subarray(range.offset, range.offset + range.length))).toBe(true);
       expect([...(await fsp.readFile(path.join(dir, "CONFIG")))]).toEqual([1, 2, 3]);
+      expect(await fsp.readdir(path.join(dir, "tmp"))).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("replaceConfig under a lock another run left: LOCKED naming the lock, CONFIG kept; replaced once the lock is gone", async () => {
+    const dir = await freshDir();
+    const store = await open(dir);
+    try {
+      await store.create(new Uint8Array([1, 2, 3]));
+      const lock = path.join(dir, "tmp", "config.replacing.tmp");
+      await fsp.writeFile(lock, "another run\n");
+      const refused = await store.replaceConfig!(new Uint8Array([4]), new Uint8Array([1, 2, 3])).catch((e: unknown) => e);
+      expect(refused).toMatchObject({ code: "LOCKED" });
+      expect(String(refused)).toContain("tmp/config.replacing.tmp");
+      expect([...(await fsp.readFile(path.join(dir, "CONFIG")))]).toEqual([1, 2, 3]);
+      expect(await fsp.readFile(lock, "utf8")).toBe("another run\n");
+      await fsp.rm(lock);
+      await store.replaceConfig!(new Uint8Array([4]), new Uint8Array([1, 2, 3]));
+      expect([...(await fsp.readFile(path.join(dir, "CONFIG")))]).toEqual([4]);
       expect(await fsp.readdir(path.join(dir, "tmp"))).toEqual([]);
     } finally {
       await store.close();

@@ -5,7 +5,8 @@
  * tmp/<random>.tmp, fsynced where the server can (`fsync@openssh.com`),
  * then renamed into place with `posix-rename@openssh.com`, so a reader sees
  * it whole or not at all; CONFIG is renamed with plain SFTP rename, which
- * refuses an existing target, so two creates cannot both win. Puts hold
+ * refuses an existing target, so two creates cannot both win, and
+ * replaceConfig() renames over it under a lock. Puts hold
  * their data, so that one whose connection drops is written again whole;
  * staged puts (stage()) write as the bytes come, and hold none.
  */
@@ -14,15 +15,17 @@ import * as posix from "node:path/posix";
 import type { SFTPWrapper } from "ssh2";
 import { mapLimit } from "../../util/concurrency.js";
 import { CofferError, CorruptError, isCofferError, NotFoundError, throwIfAborted } from "../../util/errors.js";
-import { fromHex, toHex } from "../../util/hex.js";
+import { equalBytes, fromHex, toHex } from "../../util/hex.js";
 import { Resource, resourceName } from "../flags.js";
-import { checkRange, checkResource, collectPut, macHex, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
+import { checkRange, checkResource, collectPut, configChanged, macHex, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, StagedPut, StageOptions, Store } from "../store.js";
 import { hasExtension, readAt, SftpPool, sftpOps as ops, SftpStatus, sftpStatus, writeAt } from "./connection.js";
 import type { SftpSettings } from "./params.js";
 
 const CONFIG = "CONFIG";
 const TMP = "tmp";
+/** replaceConfig()'s lock in tmp/: a temp file's name, so that one a dead run left is swept as they are. */
+const CONFIG_LOCK = "config.replacing.tmp";
 const MAC_NAME = /^[0-9a-f]{64}$/;
 const FANOUT_NAME = /^[0-9a-f]{2}$/;
 const RESOURCE_DIR: Record<Resource, { dir: string; fanout: boolean }> = {
@@ -101,6 +104,69 @@ export class SftpStore implements Store {
     }, signal);
     if (!this.#readOnly) await this.#sweepTemps(signal).catch(() => undefined);
     return config;
+  }
+
+  /**
+   * Replaces CONFIG (Store.replaceConfig) by a temp file renamed over it
+   * with `posix-rename@openssh.com`, under the lock tmp/config.replacing.tmp
+   * (created exclusively), so that two `coffer key` runs never both compare
+   * CONFIG with what they read and then rename over it.
+   */
+  async replaceConfig(config: Uint8Array, expected: Uint8Array, opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    throwIfAborted(signal);
+    refuseIfReadOnly(this.#readOnly, "sftp", this.root, "replace the configuration");
+    const configPath = this.#path(CONFIG);
+    const readConfig = (sftp: SFTPWrapper) =>
+      this.#readWhole(sftp, configPath, signal).catch((e: unknown) => {
+        if (sftpStatus(e) === SftpStatus.NO_SUCH_FILE) throw noRepository(this.root);
+        throw isCofferError(e) ? e : this.#error(e, "read", CONFIG);
+      });
+    const release = await this.#lockConfigReplace(signal);
+    try {
+      if (!equalBytes(await this.#pool.run(readConfig, signal), expected)) throw configChanged(this.root);
+      const tmp = await this.#writeTemp(config, signal);
+      await this.#pool.run(async (sftp) => {
+        try {
+          if (!hasExtension(sftp, "posix-rename@openssh.com")) throw new CofferError("UNSUPPORTED", `[sftp] ${this.root}: the server lacks posix-rename@openssh.com, so the configuration cannot be replaced atomically`, { root: this.root });
+          await ops.renameReplace(sftp, tmp, configPath);
+        } catch (e) {
+          // No temp file and CONFIG already the new one: a run whose answer was lost renamed it.
+          if (sftpStatus(e) === SftpStatus.NO_SUCH_FILE && !(await this.#exists(sftp, tmp)) && equalBytes(await readConfig(sftp), config)) return;
+          await ops.unlink(sftp, tmp).catch(() => undefined);
+          throw this.#error(e, "rename to", CONFIG);
+        }
+      }, signal);
+    } finally {
+      await release();
+    }
+  }
+
+  /** Takes the lock of replaceConfig(); the function returned releases it. LOCKED while another holds it (an abandoned one goes with the stale temp files, after an hour). */
+  async #lockConfigReplace(signal?: AbortSignal): Promise<() => Promise<void>> {
+    const lock = this.#path(posix.join(TMP, CONFIG_LOCK));
+    const token = Buffer.from(`${randomBytes(16).toString("hex")}\n`);
+    await this.#pool.run(async (sftp) => {
+      await this.#mkdirs(sftp, this.#path(TMP));
+      let h: Buffer;
+      try {
+        h = await ops.open(sftp, lock, "wx");
+      } catch (e) {
+        // Ours already, when a try whose answer was lost created it.
+        const held = await this.#readWhole(sftp, lock, signal).catch(() => undefined);
+        if (held !== undefined && equalBytes(held, token)) return;
+        if (sftpStatus(e) === SftpStatus.FAILURE || held !== undefined) {
+          throw new CofferError("LOCKED", `[sftp] another process is replacing the configuration of ${this.root} (${TMP}/${CONFIG_LOCK}); if none is, remove that file`, { root: this.root });
+        }
+        throw this.#error(e, "create", posix.join(TMP, CONFIG_LOCK));
+      }
+      try {
+        await writeAt(sftp, h, [token], 0, signal);
+      } finally {
+        await ops.close(sftp, h).catch(() => undefined);
+      }
+    }, signal);
+    return async () => void (await this.#pool.run((sftp) => ops.unlink(sftp, lock)).catch(() => undefined));
   }
 
   async ping(opts: CallOptions = {}): Promise<void> {
