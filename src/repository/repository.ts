@@ -64,8 +64,12 @@ const PLAINTEXT_PADDING = 16;
 const UNWRITTEN_MAX = 8 << 20;
 /** Blobs up to this size are encoded on the calling thread by putBlob (see there). */
 const SYNC_ENCODE_MAX = 64 << 10;
-/** Runs of tree blobs kept (see readTree), and how far one reaches before and after the tree asked for. */
-const TREE_RUNS = 4;
+/**
+ * Runs of tree blobs kept (see readTree: enough for the parent listings a
+ * backup loads ahead, backup/parent-prefetch.ts), and how far one reaches
+ * before and after the tree asked for.
+ */
+const TREE_RUNS = 12;
 const TREE_RUN_BEFORE = 768 << 10;
 const TREE_RUN_AFTER = 256 << 10;
 

@@ -14,6 +14,7 @@ import { PRIOR_SNAPSHOTS, type SnapshotHeader } from "../header.js";
 import type { ChunkRef, Entry } from "../tree.js";
 import { listSnapshots } from "../snapshots.js";
 import { TreeReader } from "../tree-reader.js";
+import { ListingPrefetch } from "./parent-prefetch.js";
 
 /**
  * The snapshots a backup starts from: the latest one of the same source (its
@@ -56,6 +57,7 @@ interface ParentListing {
  */
 export class ParentIndex {
   private readonly reader: TreeReader;
+  private readonly prefetch: ListingPrefetch;
   private readonly dirs = new Map<string, ParentListing>();
   /** Parent trees found unreadable (warned about once). */
   private readonly unreadable = new Set<string>();
@@ -69,6 +71,7 @@ export class ParentIndex {
     private readonly sameContent?: ((r: ImportRecord) => boolean) | undefined,
   ) {
     this.reader = new TreeReader(repo);
+    this.prefetch = new ListingPrefetch(this.reader, header.root, signal);
   }
 
   /** The parent's entry at `pathname`, or NOT_LOADED while its directory's listing is being loaded (then see entry()). */
@@ -123,6 +126,7 @@ export class ParentIndex {
   }
 
   private load(dir: string): ParentListing {
+    this.prefetch.asked(dir);
     const listing: ParentListing = {
       loaded: false,
       entries: undefined,
