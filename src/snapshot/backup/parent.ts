@@ -51,7 +51,8 @@ interface ParentListing {
 /**
  * The parent snapshot's entries by path. Records of a directory come
  * together, so the listings of the last few directories are kept: looking
- * each path up from the root had cost a cache lookup per component. A
+ * each path up from the root had cost a cache lookup per component; the
+ * listings that come next are loaded ahead (parent-prefetch.ts). A
  * listing that cannot be read is worked around (the files below it are read
  * from the source), with one warning per unreadable tree.
  */
