@@ -181,8 +181,9 @@ export class BlobReader {
     const slot = w.slot;
     if (!slot || --slot.users > 0) return;
     this.slots.delete(slot.key);
-    if (--slot.read.live === 0) this.held -= slot.read.length;
-    this.schedulePump();
+    if (--slot.read.live > 0) return;
+    this.held -= slot.read.length;
+    this.schedulePump(); // room for more
   }
 
   private attach(w: Want, slot: Slot): void {
