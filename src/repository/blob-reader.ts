@@ -19,7 +19,7 @@ import type { Repository } from "./repository.js";
 import { type BlobLocation, blobKey } from "./state.js";
 
 /** Bytes of read data a restore holds for blobs not yet taken. */
-const READ_BUDGET = 64 << 20;
+const READ_BUDGET = 32 << 20;
 /** Reads in flight on a store that does not tell (Store.connections). */
 const DEFAULT_CONNECTIONS = 4;
 /** Wanted blobs planned at once (a window of small files stays cheap to plan). */
@@ -179,6 +179,7 @@ export class BlobReader {
     w.done = true;
     this.waiting.delete(w);
     const slot = w.slot;
+    w.slot = undefined; // a want kept (by its taker, or in the queue) must not keep its read's bytes
     if (!slot || --slot.users > 0) return;
     this.slots.delete(slot.key);
     if (--slot.read.live > 0) return;
