@@ -105,7 +105,6 @@ export class BlobReader {
     this.parallelism = o.parallelism ?? parallelReads(repo.store);
     this.maxRead = o.maxRead ?? MAX_READ;
     this.signal = o.signal;
-    this.signal?.addEventListener("abort", () => this.wakeAll(), { once: true });
   }
 
   /** Bytes of read data held now (reads in flight included). */
@@ -151,6 +150,8 @@ export class BlobReader {
       this.schedulePump();
       await new Promise<void>((resolve) => {
         w.wake = resolve;
+        // Listened to only while someone waits: a reader per file (cat, sync) must not pile listeners on the command's signal.
+        if (this.waiting.size === 0) this.signal?.addEventListener("abort", this.onAbort, { once: true });
         this.waiting.add(w);
       });
       throwIfAborted(this.signal);
@@ -177,7 +178,7 @@ export class BlobReader {
   release(w: Want): void {
     if (w.done) return;
     w.done = true;
-    this.waiting.delete(w);
+    this.unwait(w);
     const slot = w.slot;
     w.slot = undefined; // a want kept (by its taker, or in the queue) must not keep its read's bytes
     if (!slot || --slot.users > 0) return;
@@ -190,15 +191,19 @@ export class BlobReader {
   private attach(w: Want, slot: Slot): void {
     w.slot = slot;
     slot.users++;
-    this.waiting.delete(w);
+    this.unwait(w);
     w.wake?.();
     w.wake = undefined;
   }
 
-  private wakeAll(): void {
+  private unwait(w: Want): void {
+    if (this.waiting.delete(w) && this.waiting.size === 0) this.signal?.removeEventListener("abort", this.onAbort);
+  }
+
+  private readonly onAbort = (): void => {
     for (const w of this.waiting) w.wake?.();
     this.waiting.clear();
-  }
+  };
 
   private schedulePump(): void {
     if (this.pumpQueued) return;

@@ -14,7 +14,7 @@ import { BlobType } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
 import { CorruptError } from "../../src/util/errors.js";
 import { CountingStore } from "../helpers/counting-store.js";
-import { type Call, DecoratedStore, failing, faults } from "../helpers/faults.js";
+import { type Call, DecoratedStore, delayed, failing, faults, gate } from "../helpers/faults.js";
 import { prng } from "../helpers/prng.js";
 
 const KDF = { memory: 8192, passes: 1, parallelism: 1 };
@@ -173,6 +173,25 @@ describe("BlobReader", () => {
     for (const b of blobs.slice(16, 32)) expect(Buffer.compare(await kept.next(), b.raw)).toBe(0);
     kept.release();
     expect(reader.heldBytes).toBe(0);
+    await repo.close();
+  });
+
+  it("an interrupt ends a taker waiting for a read to start, with INTERRUPTED", async () => {
+    const g = gate();
+    const repo = await open(delayed(mem, g, { op: "get", resource: Resource.PACKFILE }));
+    const ac = new AbortController();
+    const reader = new BlobReader(repo, { parallelism: 1, maxRead: SIZE, signal: ac.signal });
+    const wanted = reader.want(BlobType.CHUNK, [blobs[0]!.mac, blobs[9]!.mac]);
+    reader.end();
+    const first = wanted.next();
+    first.catch(() => {});
+    await g.reached; // the one read allowed is held: the second blob waits for it
+    const second = wanted.next();
+    await turn();
+    ac.abort();
+    await expect(second).rejects.toMatchObject({ code: "INTERRUPTED" });
+    g.open();
+    await first.catch(() => {});
     await repo.close();
   });
 
