@@ -126,7 +126,7 @@ export class BlobReader {
       if (slot) this.attach(w, slot);
       return w;
     });
-    this.wants.push(...wants);
+    for (const w of wants) this.wants.push(w); // a huge file's chunks are too many to spread as arguments
     this.schedulePump();
     return new WantedBlobs(this, wants);
   }
