@@ -16,6 +16,7 @@ export class CountingStore extends DecoratedStore {
   bytesAsked = 0;
   inFlight = 0;
   maxInFlight = 0;
+  private readonly turns: number;
 
   constructor(
     inner: Store,
@@ -25,8 +26,6 @@ export class CountingStore extends DecoratedStore {
     this.connections = o.connections;
     this.turns = o.turns ?? 3;
   }
-
-  private readonly turns: number;
 
   protected override async run<T>(c: Call, next: () => Promise<T>): Promise<T> {
     if (c.op !== "get" || c.resource !== Resource.PACKFILE) return next();
