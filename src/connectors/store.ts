@@ -51,6 +51,12 @@ export interface Store {
   readonly type: string;
   readonly root: string;
   readonly flags: number;
+  /**
+   * Optional: how many reads the store serves well at once (its
+   * `connections` parameter for s3 and sftp). Planned reads of restore and
+   * `check` keep that many in flight; stores without it get a default.
+   */
+  readonly connections?: number | undefined;
 
   /** Initialise an empty store with the repository's config blob; fails with REPOSITORY_EXISTS if one is there. */
   create(config: Uint8Array, opts?: CallOptions): Promise<void>;

@@ -64,8 +64,12 @@ const PLAINTEXT_PADDING = 16;
 const UNWRITTEN_MAX = 8 << 20;
 /** Blobs up to this size are encoded on the calling thread by putBlob (see there). */
 const SYNC_ENCODE_MAX = 64 << 10;
-/** Runs of tree blobs kept (see readTree), and how far one reaches before and after the tree asked for. */
-const TREE_RUNS = 4;
+/**
+ * Runs of tree blobs kept (see readTree: enough for the parent listings a
+ * backup loads ahead, backup/parent-prefetch.ts), and how far one reaches
+ * before and after the tree asked for.
+ */
+const TREE_RUNS = 12;
 const TREE_RUN_BEFORE = 768 << 10;
 const TREE_RUN_AFTER = 256 << 10;
 
@@ -361,7 +365,6 @@ export class Repository {
    */
   async getBlob(type: BlobType, mac: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
     const loc = this.locate(type, mac);
-    const what = `${blobTypeName(type)} blob ${toHex(mac)} in packfile ${toHex(loc.pack)}`;
     let bytes: Uint8Array;
     try {
       bytes = type === BT.TREE ? await this.readTree(loc, signal) : await this.store.get(Resource.PACKFILE, loc.pack, { offset: loc.offset, length: loc.length }, { signal });
@@ -374,10 +377,19 @@ export class Repository {
       }
       throw e;
     }
+    return this.decodeBlob(type, mac, loc, bytes);
+  }
+
+  /**
+   * Authenticates and decodes the stored bytes of the blob at `loc`; a blob
+   * that fails is noted as damaged and its CorruptError names its packfile.
+   */
+  async decodeBlob(type: BlobType, mac: Uint8Array, loc: BlobLocation, bytes: Uint8Array): Promise<Uint8Array> {
     try {
       return await this.codec.decode(type, mac, bytes);
     } catch (e) {
       if (!isCofferError(e, "CORRUPT")) throw e;
+      const what = `${blobTypeName(type)} blob ${toHex(mac)} in packfile ${toHex(loc.pack)}`;
       this.noteDamage({ pack: loc.pack, blobs: [{ type, mac }], why: `${what}: ${corruptDetail(e)}`, timeMs: Date.now() });
       throw inPackfile(e, loc.pack);
     }

@@ -14,6 +14,7 @@
  * found intact come back for the caller to record as verified.
  */
 import { Resource } from "../connectors/flags.js";
+import { parallelReads } from "../repository/blob-reader.js";
 import { BlobType, blobTypeName } from "../repository/codec.js";
 import { readPack } from "../repository/packfile.js";
 import type { Repository } from "../repository/repository.js";
@@ -42,6 +43,11 @@ export interface CheckProblem {
 function cause(e: unknown): { error?: CofferError } {
   return e instanceof CofferError ? { error: e } : {};
 }
+
+/** Bytes of whole packfiles read at once (their number is also at most the store's parallelism). */
+const READ_DATA_BUDGET = 128 << 20;
+/** Packfiles read at once from a store that does not tell its parallelism (Store.connections). */
+const DEFAULT_PACKS_AT_ONCE = 2;
 
 export interface CheckOptions {
   fast?: boolean;
@@ -116,7 +122,7 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
     const toRead = o.readPacks ? o.readPacks.map((m) => [toHex(m), m] as const) : packs;
     await readInTurn(
       toRead.filter(([hex]) => !missingPacks.has(hex)),
-      { clock, maxDurationMs: o.maxDurationMs, onStop: () => (read.stopped = true) },
+      { clock, maxDurationMs: o.maxDurationMs, onStop: () => (read.stopped = true), atOnce: packsAtOnce(repo) },
       async ([hex, mac]) => {
         throwIfAborted(signal);
         o.onProgress?.(`packfile ${hex.slice(0, 12)}`);
@@ -255,12 +261,17 @@ export async function check(repo: Repository, o: CheckOptions = {}): Promise<Che
   return { snapshots: ids.length, packs: packs.length, blobs, unreferencedPacks, problems, read, verified };
 }
 
+/** How many packfiles to read at once: the store's parallelism, within READ_DATA_BUDGET. */
+function packsAtOnce(repo: Repository): number {
+  return Math.max(1, Math.min(parallelReads(repo.store, DEFAULT_PACKS_AT_ONCE), Math.floor(READ_DATA_BUDGET / repo.config.packSize)));
+}
+
 /**
- * Runs `fn` over `items` in order, two at a time, starting none once
+ * Runs `fn` over `items` in order, `atOnce` at a time, starting none once
  * `maxDurationMs` has passed since the first started (`onStop` is told if
  * items are left); the first always starts.
  */
-async function readInTurn<T>(items: readonly T[], t: { clock: () => number; maxDurationMs: number | undefined; onStop: () => void }, fn: (item: T) => Promise<void>): Promise<void> {
+async function readInTurn<T>(items: readonly T[], t: { clock: () => number; maxDurationMs: number | undefined; onStop: () => void; atOnce: number }, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   let started: number | undefined;
   const take = (): T | undefined => {
@@ -276,7 +287,7 @@ async function readInTurn<T>(items: readonly T[], t: { clock: () => number; maxD
   const worker = async () => {
     for (let item = take(); item !== undefined; item = take()) await fn(item);
   };
-  await Promise.all(Array.from({ length: Math.min(2, items.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(t.atOnce, items.length) }, worker));
 }
 
 /** A path below a tree, what is wrong there, and the error behind it when a read failed. */

@@ -14,6 +14,7 @@ import { PRIOR_SNAPSHOTS, type SnapshotHeader } from "../header.js";
 import type { ChunkRef, Entry } from "../tree.js";
 import { listSnapshots } from "../snapshots.js";
 import { TreeReader } from "../tree-reader.js";
+import { ListingPrefetch } from "./parent-prefetch.js";
 
 /**
  * The snapshots a backup starts from: the latest one of the same source (its
@@ -50,12 +51,14 @@ interface ParentListing {
 /**
  * The parent snapshot's entries by path. Records of a directory come
  * together, so the listings of the last few directories are kept: looking
- * each path up from the root had cost a cache lookup per component. A
+ * each path up from the root had cost a cache lookup per component; the
+ * listings that come next are loaded ahead (parent-prefetch.ts). A
  * listing that cannot be read is worked around (the files below it are read
  * from the source), with one warning per unreadable tree.
  */
 export class ParentIndex {
   private readonly reader: TreeReader;
+  private readonly prefetch: ListingPrefetch;
   private readonly dirs = new Map<string, ParentListing>();
   /** Parent trees found unreadable (warned about once). */
   private readonly unreadable = new Set<string>();
@@ -69,6 +72,7 @@ export class ParentIndex {
     private readonly sameContent?: ((r: ImportRecord) => boolean) | undefined,
   ) {
     this.reader = new TreeReader(repo);
+    this.prefetch = new ListingPrefetch(this.reader, header.root, signal);
   }
 
   /** The parent's entry at `pathname`, or NOT_LOADED while its directory's listing is being loaded (then see entry()). */
@@ -126,6 +130,7 @@ export class ParentIndex {
   }
 
   private load(dir: string): ParentListing {
+    this.prefetch.asked(dir);
     const listing: ParentListing = {
       loaded: false,
       entries: undefined,

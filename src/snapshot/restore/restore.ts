@@ -7,11 +7,13 @@
  */
 import { LocationFlag } from "../../connectors/flags.js";
 import type { Exporter } from "../../connectors/records.js";
+import { BlobReader } from "../../repository/blob-reader.js";
 import type { Repository } from "../../repository/repository.js";
 import { throwIfAborted } from "../../util/errors.js";
 import type { SnapshotHeader } from "../header.js";
 import { lookupOrThrow, TreeReader } from "../tree-reader.js";
 import type { Entry } from "../tree.js";
+import { wantChunks } from "./content.js";
 import { type Failure, Outcome, type RestoreEvent, type RestoreResult } from "./outcome.js";
 import { RestorePool } from "./pool.js";
 import { exportEntry } from "./via-exporter.js";
@@ -26,7 +28,12 @@ export interface RestoreOptions {
   concurrency?: number;
   /** Worker threads writing local files (default: one per core, at least 2; 0: none). */
   workers?: number;
+  /** Bytes of read data held for file content not yet exported (default: blob-reader.ts READ_BUDGET). */
+  readBudget?: number;
 }
+
+/** Entries whose content is wanted from the reader while they wait for an export slot, at most. */
+const LOOKAHEAD = 1024;
 
 /** Restores the entry at `path` (as typed: see TreeReader.lookupTyped) of snapshot `header`, and all below it, through `exporter`. */
 export async function restore(repo: Repository, header: SnapshotHeader, path: string, exporter: Exporter, o: RestoreOptions = {}): Promise<RestoreResult> {
@@ -42,13 +49,30 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
   const pool = exporter.prepareFile && o.workers !== 0 ? await RestorePool.start(repo, o.workers).catch(() => null) : null;
 
   const settle = (pathname: string, e: Entry, failure: Failure | undefined) => (failure ? outcome.failed(pathname, failure) : outcome.succeeded(pathname, e));
-  const exportOne = async (pathname: string, e: Entry): Promise<void> => settle(pathname, e, await exportEntry(repo, exporter, pathname, e, { xattrs: wantsXattrs, signal }));
+  // File content through the exporter comes from one reader, which plans its
+  // reads over the files waiting (LOOKAHEAD of them) and bounds what it holds.
+  const blobReader = new BlobReader(repo, { signal, budget: o.readBudget });
+  const wanted = (e: Entry) => (e.info.kind === "file" ? wantChunks(blobReader, e.chunks ?? []) : undefined);
+  const exportOne = async (pathname: string, e: Entry, blobs = wanted(e)): Promise<void> =>
+    settle(pathname, e, await exportEntry(repo, exporter, pathname, e, { xattrs: wantsXattrs, signal, blobs }));
+  /** Exports waiting for a slot, in walk order (their content already wanted). */
+  const queued: (() => Promise<void>)[] = [];
+  const startQueued = () => {
+    while (inflight.size < limit && queued.length > 0) {
+      const run = queued.shift()!;
+      const p: Promise<void> = run().finally(() => {
+        inflight.delete(p);
+        startQueued();
+      });
+      inflight.add(p);
+    }
+  };
 
   /** Files handed to the worker pool (not counted against `limit`: the pool bounds itself). */
   const pooled = new Set<Promise<void>>();
   const drain = async () => {
     pool?.flush();
-    while (inflight.size > 0 || pooled.size > 0) await Promise.all([...inflight, ...pooled]);
+    while (queued.length > 0 || inflight.size > 0 || pooled.size > 0) await Promise.all([...inflight, ...pooled]);
   };
 
   // A file restored alone is exported under its own name.
@@ -77,10 +101,12 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
         pooled.add(p);
         continue;
       }
-      while (inflight.size >= limit) await Promise.race(inflight);
-      const p: Promise<void> = exportOne(rel, entry).finally(() => inflight.delete(p));
-      inflight.add(p);
+      const blobs = wanted(entry);
+      queued.push(() => exportOne(rel, entry, blobs));
+      startQueued();
+      while (queued.length >= LOOKAHEAD) await Promise.race(inflight);
     }
+    blobReader.end();
     await drain();
   } finally {
     await pool?.close();
