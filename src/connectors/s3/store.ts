@@ -62,12 +62,16 @@ export class S3Store implements Store {
   /** How this server wants If-Match's ETag, once one form worked. */
   #ifMatchForm: ((etag: string) => string) | undefined;
 
+  /** Store.connections: the requests the client keeps open at once. */
+  readonly connections: number;
+
   constructor(settings: S3Settings, opts: S3StoreOptions = {}) {
     this.#s = settings;
     this.root = settings.display;
     this.origin = settings.endpoint ?? "s3.amazonaws.com";
     this.#readOnly = opts.readOnly === true;
     this.#client = makeClient(settings, opts.env ?? {});
+    this.connections = settings.connections;
   }
 
   /** Makes the bucket when it is missing, then writes the config unless one is there. */

@@ -57,12 +57,16 @@ export class SftpStore implements Store {
   /** Directories known to exist, so that a put does not try to make them again. */
   readonly #dirs = new Set<string>();
 
+  /** Store.connections: one read at a time per SSH connection (each read pipelined). */
+  readonly connections: number;
+
   constructor(settings: SftpSettings, opts: SftpStoreOptions = {}) {
     this.#s = settings;
     this.origin = settings.host;
     this.root = `${settings.where}/${settings.path}`;
     this.#pool = new SftpPool(settings);
     this.#readOnly = opts.readOnly === true;
+    this.connections = settings.connections;
   }
 
   async create(config: Uint8Array, opts: CallOptions = {}): Promise<void> {
