@@ -152,6 +152,7 @@ function input(quick: boolean, failures: string[] = []): ReportInput {
     bigSize: 100 * MiB,
     seed: "s",
     tools: ["coffer", "restic", "borg"],
+    stores: ["local"],
     install: false,
     outDir: "/nonexistent",
     tmpBase: "/tmp",
@@ -182,12 +183,13 @@ function input(quick: boolean, failures: string[] = []): ReportInput {
         [3, ceiling(100)],
       ]),
       restoreChecks: [
-        { round: 1, tool: "coffer", ok: true, detail: "identical" },
-        { round: 1, tool: "restic", ok: false, detail: "Only in a: b" },
+        { round: 1, tool: "coffer", what: "restore", ok: true, detail: "identical" },
+        { round: 1, tool: "restic", what: "restore", ok: false, detail: "Only in a: b" },
       ],
       failures,
       settings: { coffer: "aes-256-gcm, argon2id" },
     },
+    remote: [],
     cache: { warm: false, reason: "" },
     timed: true,
   };
@@ -231,7 +233,7 @@ describe("buildReport", () => {
 
   it("gives the same figures in the JSON, with every raw measurement", () => {
     const json = buildReport(input(false)).json as Record<string, unknown>;
-    expect(Object.keys(json)).toEqual(["date", "command", "quick", "rounds", "machine", "cache", "tools", "corpus", "bigFile", "table", "raw", "restoreChecks", "failures", "units"]);
+    expect(Object.keys(json)).toEqual(["date", "command", "quick", "rounds", "machine", "cache", "tools", "corpus", "bigFile", "table", "remote", "remoteTable", "raw", "restoreChecks", "failures", "units"]);
     expect(json["command"]).toBe("npm run bench -- --rounds 3");
     const big = json["bigFile"] as { ceiling: Ceiling; ceilings: Ceiling[]; cofferShares: unknown[] };
     expect(big.ceiling.allMiBs).toBe(200);
