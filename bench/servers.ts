@@ -2,13 +2,15 @@
 // tests' own starters (test/helpers/radosgw.ts and sshd.ts, imported as they
 // are: they need nothing of vitest): Ceph's radosgw for S3, OpenSSH's sshd
 // for SFTP. stop() ends each by its PID; should the bench die first,
-// radosgw's script sees its PID gone and sshd gets its parent-death signal.
+// radosgw's script sees the bench's PID gone (outside a test run it
+// watches its caller) and sshd gets its parent-death signal.
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { hasCeph, startOwnRadosgw } from "../test/helpers/radosgw.ts";
+import { hasCeph, radosgw } from "../test/helpers/radosgw.ts";
+import type { Radosgw } from "../test/helpers/radosgw.ts";
 import { hasSshd, startSshd } from "../test/helpers/sshd.ts";
-import { execSync, hasCommand, rmrf } from "./process.ts";
+import { exec, execSync, hasCommand, rmrf } from "./process.ts";
 import type { RemoteStore, Repo } from "./tools.ts";
 
 export interface RemoteServer {
@@ -29,12 +31,73 @@ export function missingPackages(store: RemoteStore): string[] {
 }
 
 export function startServer(store: RemoteStore, work: string): Promise<RemoteServer> {
-  return store === "s3" ? startS3() : startSftp(path.join(work, "sftp"));
+  return store === "s3" ? startS3(path.join(work, "radosgw")) : startSftp(path.join(work, "sftp"));
+}
+
+/** The cluster's script: its PID and the cluster's ceph.conf. */
+interface ClusterScript {
+  pid: number;
+  conf: string;
+}
+
+/**
+ * Starts the tests' cluster, its directory under `tmp` (the tests' starter
+ * makes it in the temporary directory), and finds its script in /proc by
+ * its arguments (radosgw.sh DIR MON_PORT RGW_PORT WATCH_PID ...).
+ */
+async function startCluster(tmp: string): Promise<{ gw: Radosgw; script: ClusterScript }> {
+  fs.mkdirSync(tmp, { recursive: true });
+  const saved = process.env["TMPDIR"];
+  process.env["TMPDIR"] = tmp;
+  let gw: Radosgw;
+  try {
+    gw = await radosgw();
+  } finally {
+    if (saved === undefined) delete process.env["TMPDIR"];
+    else process.env["TMPDIR"] = saved;
+  }
+  const port = gw.hostPort.split(":")[1];
+  for (const pid of fs.readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
+    let args: string[];
+    try {
+      args = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (args[1]?.endsWith("radosgw.sh") && args[4] === port && args[5] === String(process.pid)) {
+      return { gw, script: { pid: Number(pid), conf: path.join(args[2]!, "ceph.conf") } };
+    }
+  }
+  throw new Error(`radosgw answers at ${gw.endpoint} but its script is not found in /proc`);
+}
+
+/** Ends the script by its PID: it stops the daemons by theirs and removes the cluster's directory. */
+async function stopCluster(pid: number): Promise<void> {
+  const alive = (): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (alive()) process.kill(pid, "SIGTERM");
+  for (let i = 0; i < 200 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+}
+
+/**
+ * Removes a bucket with its objects at once: radosgw's own deletes leave the
+ * data to its garbage collection for hours, and the memstore OSD holds it in
+ * memory until then.
+ */
+async function purgeBucket(conf: string, bucket: string): Promise<void> {
+  const r = await exec("radosgw-admin", ["-c", conf, "-n", "client.admin", "bucket", "rm", `--bucket=${bucket}`, "--purge-objects", "--bypass-gc"]);
+  if (r.code !== 0) throw new Error(`radosgw-admin bucket rm --bucket=${bucket} exited ${r.code}: ${r.stderr.trim()}`);
 }
 
 /** A bucket per repository, on a single-node Ceph cluster (one monitor, one memstore OSD). */
-async function startS3(): Promise<RemoteServer> {
-  const gw = await startOwnRadosgw();
+async function startS3(tmp: string): Promise<RemoteServer> {
+  const { gw, script } = await startCluster(tmp);
   const bucket = (name: string): string => `bench-${name}`;
   const version = execSync("ceph", ["--version"]).stdout.split(" ").slice(0, 3).join(" ");
   return {
@@ -47,8 +110,8 @@ async function startS3(): Promise<RemoteServer> {
       cwd: "/",
       env: gw.env,
     }),
-    purge: (name) => gw.purgeBucket(bucket(name)),
-    stop: () => gw.stop(),
+    purge: (name) => purgeBucket(script.conf, bucket(name)),
+    stop: () => stopCluster(script.pid),
   };
 }
 

@@ -93,13 +93,12 @@ async function startOrJoin(): Promise<Radosgw> {
 }
 
 /** Starts the cluster; resolves with radosgw's port once S3 answers. */
-async function start(watchPid: number, spawned?: (script: { pid: number; dir: string }) => void): Promise<number> {
+async function start(watchPid: number): Promise<number> {
   const [monPort, rgwPort] = [await freePort(), await freePort()];
   const dir = await fsp.mkdtemp(path.join(tmpdir(), "coffer-radosgw-"));
   // Detached: it must outlive this test file, and it ends itself (see above).
   const child = spawn("bash", [SCRIPT, dir, String(monPort), String(rgwPort), String(watchPid), ACCESS_KEY, SECRET_KEY], { detached: true, stdio: "ignore" });
   child.unref();
-  spawned?.({ pid: child.pid!, dir });
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     const failed = await fsp.readFile(`${dir}.failed`, "utf8").catch(() => undefined);
@@ -114,45 +113,6 @@ async function start(watchPid: number, spawned?: (script: { pid: number; dir: st
     }
     await sleep(250);
   }
-}
-
-/** A cluster of the caller's own, outside a test run (the bench's). */
-export interface OwnRadosgw extends Radosgw {
-  /**
-   * Removes a bucket and its objects at once: radosgw's own deletes leave
-   * the data to its garbage collection for hours, and the memstore OSD
-   * holds it in memory until then.
-   */
-  purgeBucket(bucket: string): Promise<void>;
-  /** Ends the script by its PID, which stops the daemons by theirs and removes the cluster's directory. */
-  stop(): Promise<void>;
-}
-
-/** Starts a cluster for this process alone: it ends at stop(), or when this process is gone. */
-export async function startOwnRadosgw(): Promise<OwnRadosgw> {
-  let script: { pid: number; dir: string } | undefined;
-  const port = await start(process.pid, (s) => (script = s));
-  const { pid, dir } = script!;
-  const alive = (): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  return {
-    ...server(port),
-    purgeBucket: async (bucket) => {
-      const args = ["-c", path.join(dir, "ceph.conf"), "-n", "client.admin", "bucket", "rm", `--bucket=${bucket}`, "--purge-objects", "--bypass-gc"];
-      const r = spawnSync("radosgw-admin", args, { encoding: "utf8", timeout: 120_000 });
-      if (r.status !== 0) throw new Error(`radosgw-admin bucket rm --bucket=${bucket} failed: ${(r.stderr ?? "").trim() || r.error?.message}`);
-    },
-    stop: async () => {
-      if (alive()) process.kill(pid, "SIGTERM");
-      for (let i = 0; i < 200 && alive(); i++) await sleep(100);
-    },
-  };
 }
 
 /** Whether the frontend answers (once the script made the user: its ready file). */
