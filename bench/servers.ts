@@ -121,14 +121,16 @@ async function startSftp(root: string): Promise<RemoteServer> {
   fs.mkdirSync(root, { recursive: true });
   const dir = (name: string): string => path.join(root, name);
   // restic runs ssh itself: no user config, only the run's key and host key
-  const ssh = ["ssh", "-F", "/dev/null", "-p", String(sshd.port), "-i", sshd.identityFile, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${sshd.knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", `${sshd.user}@${sshd.host}`, "-s", "sftp"];
+  const sshCmd = (key: string, knownHosts: string): string =>
+    ["ssh", "-F", "/dev/null", "-p", String(sshd.port), "-i", key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", `${sshd.user}@${sshd.host}`, "-s", "sftp"].join(" ");
+  const ssh = sshCmd(sshd.identityFile, sshd.knownHosts);
   const version = execSync("sh", ["-c", "ssh -V 2>&1"]).stdout.split(",")[0] ?? "OpenSSH";
   return {
     store: "sftp",
-    description: `OpenSSH sshd (${version}, \`internal-sftp\`) at ${sshd.host}:${sshd.port}, repositories on the work directory's disk; coffer at \`sftp://${sshd.user}@${sshd.host}:${sshd.port}//DIR\` with \`identity_file\` and \`known_hosts\`, restic at \`sftp:${sshd.user}@${sshd.host}:DIR\` with \`-o sftp.command='${ssh.join(" ")}'\``,
+    description: `OpenSSH sshd (${version}, \`internal-sftp\`) at ${sshd.host}:${sshd.port}, repositories on the work directory's disk; coffer at \`sftp://${sshd.user}@${sshd.host}:${sshd.port}//DIR\` with \`identity_file\` and \`known_hosts\`, restic at \`sftp:${sshd.user}@${sshd.host}:DIR\` with \`-o sftp.command='${sshCmd("KEY", "KNOWN_HOSTS")}'\` (the run's key and known_hosts)`,
     repo: (name) => ({
       coffer: ["--store-opt", `identity_file=${sshd.identityFile}`, "--store-opt", `known_hosts=${sshd.knownHosts}`, "at", `sftp://${sshd.user}@${sshd.host}:${sshd.port}/${dir(name)}`],
-      restic: ["-r", `sftp:${sshd.user}@${sshd.host}:${dir(name)}`, "-o", `sftp.command=${ssh.join(" ")}`],
+      restic: ["-r", `sftp:${sshd.user}@${sshd.host}:${dir(name)}`, "-o", `sftp.command=${ssh}`],
       borg: null,
       cwd: root,
       env: {},
