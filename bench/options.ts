@@ -6,9 +6,13 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ROOT } from "./process.ts";
-import { ALL_TOOLS } from "./tools.ts";
-import type { ToolName } from "./tools.ts";
+import { ALL_TOOLS, REMOTE_STORES } from "./tools.ts";
+import type { RemoteStore, ToolName } from "./tools.ts";
 import { GiB, KiB, MiB } from "./units.ts";
+
+/** Where the repositories are: the local disk, or a remote store on its server on 127.0.0.1. */
+export type StoreName = "local" | RemoteStore;
+export const ALL_STORES: readonly StoreName[] = ["local", ...REMOTE_STORES];
 
 export interface Options {
   quick: boolean;
@@ -18,6 +22,7 @@ export interface Options {
   bigSize: number;
   seed: string;
   tools: ToolName[];
+  stores: StoreName[];
   install: boolean;
   outDir: string;
   tmpBase: string;
@@ -32,7 +37,10 @@ export const HELP = `usage: npm run bench -- [options] [CORPUS_DIR]
 
 Benchmarks coffer against restic and borg on the same tree: first backup,
 no-change backup, backup after changing 1% of the files, full restore,
-repository size, peak RSS, and one big file's backup throughput.
+repository size, peak RSS, and one big file's backup throughput; then
+against S3 (Ceph radosgw) and SFTP (OpenSSH) servers it starts on
+127.0.0.1, coffer and restic's first and no-change backups and restores of
+the tree, and the big file's backup and restore.
 Without CORPUS_DIR a seeded corpus is generated. CORPUS_DIR is never
 modified: it is copied (cp -a) into the temporary directory first.
 
@@ -43,6 +51,7 @@ options:
   --big-size SIZE      big single file size (default 2G; --quick: 64M; 0 skips the phase)
   --seed S             seed of the generated data (default coffer-bench-1)
   --tools LIST         comma-separated subset of coffer,restic,borg (default: all)
+  --stores LIST        comma-separated subset of local,s3,sftp (default: all; --quick: local)
   --change-percent P   share of the files changed for the "1% change" phase (default 1)
   --no-install         do not apt-get install missing restic/borg
   --no-drop-caches     keep the page cache (the report says "warm cache")
@@ -71,6 +80,7 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
   let corpusSize: number | null = null;
   let bigSize: number | null = null;
   let corpusDir: string | null = null;
+  let stores: StoreName[] | null = null;
   const o = {
     seed: "coffer-bench-1",
     tools: [...ALL_TOOLS],
@@ -119,6 +129,13 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
         o.tools = ALL_TOOLS.filter((t) => list.includes(t));
         break;
       }
+      case "--stores": {
+        const list = val().split(",").map((s) => s.trim()).filter(Boolean);
+        for (const s of list) if (!ALL_STORES.includes(s as StoreName)) usage(`unknown store ${s}`);
+        if (list.length === 0) usage("--stores needs at least one of local,s3,sftp");
+        stores = ALL_STORES.filter((s) => list.includes(s));
+        break;
+      }
       case "--change-percent": {
         const p = Number(val());
         if (!(p > 0 && p <= 100)) usage("--change-percent needs a number in (0, 100]");
@@ -154,6 +171,7 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
     ...o,
     quick,
     corpusDir,
+    stores: stores ?? (quick ? ["local"] : [...ALL_STORES]),
     rounds: rounds ?? (quick ? 1 : 3),
     corpusSize: corpusSize ?? (quick ? 20 * MiB : 300 * MiB),
     bigSize: bigSize ?? (quick ? 64 * MiB : 2 * GiB),

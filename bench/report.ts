@@ -8,9 +8,10 @@ import { highestCeiling } from "./ceiling.ts";
 import type { Ceiling, Machine } from "./ceiling.ts";
 import type { Corpus } from "./corpus.ts";
 import type { Options } from "./options.ts";
+import type { RemoteRun } from "./remote.ts";
 import type { RoundsResult } from "./runs.ts";
-import { PHASES, PHASE_LABEL } from "./tools.ts";
-import type { Measure, Phase, Tool, ToolName } from "./tools.ts";
+import { PHASES, PHASE_LABEL, REMOTE_PHASES, STORE_LABEL, hasRemoteBackends } from "./tools.ts";
+import type { Measure, Phase, RemoteStore, Tool, ToolName } from "./tools.ts";
 import { GiB, MiB, fmtMiB, fmtSecs } from "./units.ts";
 
 /** The median of the finite values (the mean of the middle two for an even count), null when there are none. */
@@ -84,6 +85,36 @@ export function ceilingShares(big: readonly Measure[], roundCeiling: ReadonlyMap
   });
 }
 
+/** A remote store's rows (issue 18): each phase's wall time against restic's, the big file's restore throughput, and peak RSS. */
+export function remoteRows(store: RemoteStore, bigSize: number, values: (phase: Phase, f: (m: Measure) => number | null) => Partial<Record<ToolName, number | null>>, timed: boolean): Row[] {
+  const S = STORE_LABEL[store];
+  const secs = (n: number): string => fmtSecs(n);
+  const atMost = (_c: number, ratio: number | null): boolean => ratio !== null && ratio <= 1;
+  const rows: Row[] = [
+    { label: `${S} first backup (s)`, better: "lower", values: values(`${store}-first`, (m) => m.wall), fmt: secs, goal: "≤ 1.00x", met: atMost },
+    { label: `${S} no-change backup (s)`, better: "lower", values: values(`${store}-nochange`, (m) => m.wall), fmt: secs, goal: "≤ 1.00x", met: atMost },
+    { label: `${S} restore (s)`, better: "lower", values: values(`${store}-restore`, (m) => m.wall), fmt: secs, goal: "≤ 1.00x", met: atMost },
+  ];
+  if (bigSize > 0) {
+    rows.push({ label: `${S} big file (${fmtMiB(bigSize)} MiB) backup (s)`, better: "lower", values: values(`${store}-bigbackup`, (m) => m.wall), fmt: secs, goal: "", met: null });
+    rows.push({
+      label: `${S} big file restore throughput (MiB/s)`,
+      better: "higher",
+      values: values(`${store}-bigrestore`, (m) => (m.wall > 0 ? bigSize / MiB / m.wall : null)),
+      fmt: (n) => n.toFixed(0),
+      goal: "≥ 1.00x",
+      met: (_c, ratio) => ratio !== null && ratio >= 1,
+    });
+  }
+  if (timed) {
+    for (const p of REMOTE_PHASES) {
+      if ((p === "bigbackup" || p === "bigrestore") && bigSize === 0) continue;
+      rows.push({ label: `peak RSS, ${PHASE_LABEL[`${store}-${p}`]} (MiB)`, better: "lower", values: values(`${store}-${p}`, (m) => m.rss), fmt: (n) => fmtMiB(n), goal: "≤ 256 MiB", met: (c) => c <= 256 * MiB });
+    }
+  }
+  return rows;
+}
+
 export interface ReportInput {
   opts: Options;
   /** The command line after `npm run bench --`. */
@@ -96,6 +127,8 @@ export interface ReportInput {
   /** The ceiling measured before the rounds (null without a big file). */
   firstCeiling: Ceiling | null;
   rounds: RoundsResult;
+  /** The remote stores that ran (none without s3 or sftp in --stores). */
+  remote: readonly RemoteRun[];
   cache: { warm: boolean; reason: string };
   /** Whether /usr/bin/time measured peak RSS and CPU time. */
   timed: boolean;
@@ -173,34 +206,57 @@ export function buildReport(input: ReportInput): Report {
   md.push(`- **Change phase**: ${input.changedFiles} files (${opts.changePercent}%, seeded choice), 32 bytes overwritten at a seeded offset and 32 appended, in place; reverted after the round`);
   md.push(`- **Settings**: all repositories encrypted, each tool with a fresh repository per round on the same disk; every tool with the defaults a user gets: coffer \`create\` with no KDF flags (${cofferEncryption}); restic \`init\` defaults (${resticRepoVersion}); borg \`init --encryption repokey-blake2\` (borg has no default mode; this is one of the two its docs suggest) and \`create\` defaults (lz4 compression). Each tool has its own HOME in the work directory, so its cache starts empty; the cache is not part of the repository size (see the client cache row).`);
   md.push(`- **Cache**: ${input.cache.warm ? `**warm cache** (${input.cache.reason})` : "page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before each timed run, then the tool's own program warmed with its version/help command"}. Times are wall-clock seconds of the whole command; peak RSS from \`/usr/bin/time -f %M\`. Other load on the machine makes the figures indicative.`);
-  md.push("");
-  md.push(
-    ...markdownTable(
-      ["phase", ...shown, "best peer", "coffer / best", "goal (issue 5)"],
-      ["left", ...shown.map(() => "right" as const), "right", "right", "left"],
-      rows.map((r, i) => formatRow(r, out[i]!, shown, opts.quick)),
-    ),
-  );
-  md.push("");
-  md.push("Lower is better except throughput; `coffer / best` below 1.00x means coffer is ahead (above 1.00x for throughput).");
-  if (opts.bigSize > 0) {
+  const local = opts.stores.includes("local");
+  if (local) {
     md.push("");
-    md.push(`Big file (${fmtMiB(opts.bigSize)} MiB: first half seeded text, second half random):`);
-    if (catMed !== null) md.push(`- floor: \`cat FILE > /dev/null\` ${fmtSecs(catMed)} s = ${(opts.bigSize / MiB / catMed).toFixed(0)} MiB/s`);
-    if (ceiling) {
-      md.push(
-        `- ceiling: zstd level 3 + AES-256-GCM over 1 MiB pieces of the file's content (${fmtMiB(ceiling.sampleBytes)} MiB sample, compresses to ${((100 * ceiling.compressedBytes) / ceiling.sampleBytes).toFixed(0)}%), in-process, on ${ceiling.threads} threads: measured before the rounds and in each round before the big file's backups: ${ceilings.map((c) => c.allMiBs.toFixed(0)).join(", ")} MiB/s (the highest on 1 thread: ${ceiling.singleMiBs.toFixed(0)} MiB/s)`,
-      );
-      const c = coffer ? bigMiBs(coffer) : null;
-      if (shares.length > 0 && cofferShare !== null && c !== null) {
+    md.push(
+      ...markdownTable(
+        ["phase", ...shown, "best peer", "coffer / best", "goal (issue 5)"],
+        ["left", ...shown.map(() => "right" as const), "right", "right", "left"],
+        rows.map((r, i) => formatRow(r, out[i]!, shown, opts.quick)),
+      ),
+    );
+    md.push("");
+    md.push("Lower is better except throughput; `coffer / best` below 1.00x means coffer is ahead (above 1.00x for throughput).");
+    if (opts.bigSize > 0) {
+      md.push("");
+      md.push(`Big file (${fmtMiB(opts.bigSize)} MiB: first half seeded text, second half random):`);
+      if (catMed !== null) md.push(`- floor: \`cat FILE > /dev/null\` ${fmtSecs(catMed)} s = ${(opts.bigSize / MiB / catMed).toFixed(0)} MiB/s`);
+      if (ceiling) {
         md.push(
-          `- coffer against its round's ceiling: ${shares.map((r) => `r${r.round} ${r.miBs.toFixed(0)} / ${r.ceiling.toFixed(0)} = ${(100 * r.share).toFixed(0)}%`).join(", ")}; median ${(100 * cofferShare).toFixed(0)}% (its median throughput is ${((100 * c) / ceiling.allMiBs).toFixed(0)}% of the highest ceiling)`,
+          `- ceiling: zstd level 3 + AES-256-GCM over 1 MiB pieces of the file's content (${fmtMiB(ceiling.sampleBytes)} MiB sample, compresses to ${((100 * ceiling.compressedBytes) / ceiling.sampleBytes).toFixed(0)}%), in-process, on ${ceiling.threads} threads: measured before the rounds and in each round before the big file's backups: ${ceilings.map((c) => c.allMiBs.toFixed(0)).join(", ")} MiB/s (the highest on 1 thread: ${ceiling.singleMiBs.toFixed(0)} MiB/s)`,
         );
+        const c = coffer ? bigMiBs(coffer) : null;
+        if (shares.length > 0 && cofferShare !== null && c !== null) {
+          md.push(
+            `- coffer against its round's ceiling: ${shares.map((r) => `r${r.round} ${r.miBs.toFixed(0)} / ${r.ceiling.toFixed(0)} = ${(100 * r.share).toFixed(0)}%`).join(", ")}; median ${(100 * cofferShare).toFixed(0)}% (its median throughput is ${((100 * c) / ceiling.allMiBs).toFixed(0)}% of the highest ceiling)`,
+          );
+        }
       }
     }
   }
+  const remoteShown = shown.filter(hasRemoteBackends);
+  const remote = input.remote.flatMap((r) => remoteRows(r.store, opts.bigSize, (p, f) => per((t) => med(t, p, f)), input.timed));
+  const remoteOut = remote.map(evalRow);
+  if (input.remote.length > 0) {
+    const total = input.remote.reduce((sum, r) => sum + r.seconds, 0);
+    md.push("");
+    md.push("## Remote stores (issue 18)");
+    md.push("");
+    for (const r of input.remote) md.push(`- **${STORE_LABEL[r.store]}**: ${r.description}`);
+    md.push(`- **Phases**: per round, each tool with a backend for the store gets a fresh repository there and an empty HOME: first backup, no-change backup and restore of the corpus, then the big file's backup and restore into a repository of its own; each repository is removed after its phases. Every tool with its defaults (coffer's \`connections\`: 8 on S3, 3 on SFTP). borg is left out: it has no S3 or SFTP backend (its remote repositories need borg on the server). Restores are checked as above; the cache is dropped before each timed run as above (the memstore OSD keeps its objects in memory).`);
+    md.push(`- **Time**: the remote part took ${fmtSecs(total)} s (${input.remote.map((r) => `${STORE_LABEL[r.store]} ${fmtSecs(r.seconds)} s, of which ${fmtSecs(r.startSeconds)} s to start its server`).join("; ")}).`);
+    md.push("");
+    md.push(
+      ...markdownTable(
+        ["phase", ...remoteShown, "best peer", "coffer / best", "goal (issue 18)"],
+        ["left", ...remoteShown.map(() => "right" as const), "right", "right", "left"],
+        remote.map((r, i) => formatRow(r, remoteOut[i]!, remoteShown, opts.quick)),
+      ),
+    );
+  }
   md.push("");
-  md.push("Restore checks: " + (rounds.restoreChecks.length === 0 ? "none ran" : rounds.restoreChecks.map((c) => `${c.tool} r${c.round} ${c.ok ? "identical" : "DIFFERS"}`).join(", ")) + ".");
+  md.push("Restore checks: " + (rounds.restoreChecks.length === 0 ? "none ran" : rounds.restoreChecks.map((c) => `${c.tool}${c.what === "restore" ? "" : ` ${c.what}`} r${c.round} ${c.ok ? "identical" : "DIFFERS"}`).join(", ")) + ".");
   if (rounds.failures.length > 0) {
     md.push("");
     md.push("## Failures");
@@ -218,7 +274,9 @@ export function buildReport(input: ReportInput): Report {
     tools: Object.fromEntries(tools.map((t) => [t.name, { available: t.available, version: t.version, note: t.note, failed: t.failed }])),
     corpus: { source: input.corpus.source, seed: opts.corpusDir === null ? opts.seed : null, ...stats, changedFiles: input.changedFiles, changePercent: opts.changePercent },
     bigFile: opts.bigSize > 0 ? { bytes: opts.bigSize, catSeconds: rounds.catFloor.map((m) => m.wall), ceiling, ceilings, cofferShares: shares } : null,
-    table: out,
+    table: local ? out : [],
+    remote: input.remote,
+    remoteTable: remoteOut,
     raw: Object.fromEntries(tools.map((t) => [t.name, { measures: t.measures, repoSizeBytes: t.repoSize, clientCacheBytes: t.cacheSize }])),
     restoreChecks: rounds.restoreChecks,
     failures: rounds.failures,

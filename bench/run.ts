@@ -1,4 +1,5 @@
-// bench/run.ts — side-by-side benchmark of coffer, restic and borg (issue 5).
+// bench/run.ts — side-by-side benchmark of coffer, restic and borg (issue 5),
+// and of coffer and restic on S3 and SFTP servers (issue 18).
 //
 //   npm run bench                       generated, seeded corpus (~300 MiB), 3 rounds, 2 GiB big file
 //   npm run bench -- /usr/share         any directory (copied first: the 1% change phase edits the copy)
@@ -19,8 +20,10 @@ import { prepareBigFile, prepareCorpus } from "./corpus.ts";
 import { HELP, UsageError, parseArgs } from "./options.ts";
 import type { Options } from "./options.ts";
 import { cleanup, createWorkDir, handleSignals, isStopping, killChildren, log } from "./process.ts";
+import { runRemote } from "./remote.ts";
 import { buildReport, writeReport } from "./report.ts";
 import { PageCache, TIME_BIN, runRounds } from "./runs.ts";
+import type { RoundsResult } from "./runs.ts";
 import { setupTool } from "./tools.ts";
 import type { Tool } from "./tools.ts";
 import { fmtMiB } from "./units.ts";
@@ -64,10 +67,11 @@ async function main(): Promise<number> {
   const changed = pickChanged(corpus.dir, opts.changePercent, opts.seed);
   log(`change phase: ${changed.length} files (${opts.changePercent}%) get 32 bytes overwritten and 32 appended`);
 
+  const local = opts.stores.includes("local");
   const bigFile = path.join(work, "big", "big.bin");
   let firstCeiling: Ceiling | null = null;
-  if (opts.bigSize > 0) {
-    await prepareBigFile(path.dirname(bigFile), opts.bigSize, opts.seed);
+  if (opts.bigSize > 0) await prepareBigFile(path.dirname(bigFile), opts.bigSize, opts.seed);
+  if (opts.bigSize > 0 && local) {
     log("measuring the zstd-3 + AES-256-GCM ceiling on the big file's content");
     const c = await measureCeiling(bigFile, opts.bigSize, machine.nproc);
     firstCeiling = c;
@@ -76,7 +80,10 @@ async function main(): Promise<number> {
 
   const cache = new PageCache(opts.dropCaches);
   const active = tools.filter((t) => t.available);
-  const rounds = await runRounds({ opts, work, tools: active, corpus: corpus.dir, changed, bigFile, nproc: machine.nproc, cache, failures });
+  const rounds: RoundsResult = local
+    ? await runRounds({ opts, work, tools: active, corpus: corpus.dir, changed, bigFile, nproc: machine.nproc, cache, failures })
+    : { catFloor: [], roundCeiling: new Map(), restoreChecks: [], failures, settings: {} };
+  const remote = await runRemote({ opts, work, tools: active, corpus: corpus.dir, bigFile, cache, result: rounds });
 
   const date = new Date();
   const report = buildReport({
@@ -89,6 +96,7 @@ async function main(): Promise<number> {
     changedFiles: changed.length,
     firstCeiling,
     rounds,
+    remote,
     cache: { warm: cache.warm, reason: cache.reason },
     timed: TIME_BIN !== null,
   });

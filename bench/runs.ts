@@ -11,8 +11,8 @@ import { measureCeiling, readFloor } from "./ceiling.ts";
 import type { Ceiling } from "./ceiling.ts";
 import type { Options } from "./options.ts";
 import { duBytes, exec, log, rmrf } from "./process.ts";
-import { PHASE_LABEL, backupCmd, initCmd, readSettings, restoreCmd, restoredRoot, succeeded, toolEnv, warmCmd } from "./tools.ts";
-import type { Cmd, Measure, Phase, Tool, ToolName } from "./tools.ts";
+import { PHASE_LABEL, backupCmd, initCmd, localRepo, readSettings, restoreCmd, restoredRoot, runCmd, succeeded, toolEnv, warmCmd } from "./tools.ts";
+import type { Cmd, Measure, Phase, Repo, Tool, ToolName } from "./tools.ts";
 import { KiB, MiB, fmtMiB, fmtSecs } from "./units.ts";
 
 /** Drops the page cache before each timed command; once that is refused (or off), the run is "warm cache". */
@@ -54,7 +54,7 @@ export function parseTimeOutput(text: string): { rss: number; cpu: number } | nu
 }
 
 async function runTimed(t: Tool, c: Cmd, timeFile: string): Promise<Measure & { stderr: string; stdout: string }> {
-  const env = toolEnv(t);
+  const env = { ...toolEnv(t), ...c.env };
   fs.rmSync(timeFile, { force: true });
   const r = TIME_BIN
     ? await exec(TIME_BIN, ["-o", timeFile, "-f", "%e %M %U %S", c.cmd, ...c.args], { cwd: c.cwd, env })
@@ -71,6 +71,8 @@ export function rotation<T>(tools: readonly T[], round: number): T[] {
 export interface RestoreCheck {
   round: number;
   tool: ToolName;
+  /** The phase's label: "restore", "S3 restore", ... */
+  what: string;
   ok: boolean;
   detail: string;
 }
@@ -99,22 +101,33 @@ export interface RoundsInput {
   failures: string[];
 }
 
-export async function runRounds(input: RoundsInput): Promise<RoundsResult> {
-  const { opts, work, corpus, changed, bigFile, cache, failures } = input;
-  const timeFile = path.join(work, "time.txt");
-  const repos = path.join(work, "repos");
-  const result: RoundsResult = { catFloor: [], roundCeiling: new Map(), restoreChecks: [], failures, settings: {} };
+/** Runs the timed commands of the rounds and records what they measured, or their failure. */
+export interface Timer {
+  /** Records why the tool failed and marks it so (it sits out what is left of the rounds). */
+  fail(t: Tool, what: string, r: { code: number; stderr: string }): void;
+  /** Drops the cache, warms the tool, runs `c` timed and records it under `phase`; false if it failed. */
+  timed(t: Tool, phase: Phase, round: number, c: Cmd): Promise<boolean>;
+  /** Compares what was restored with its original (a tree with diff -r --no-dereference, a file with cmp) and records the check; a difference is a failure. */
+  checkRestore(t: Tool, round: number, what: string, original: string, got: string): Promise<void>;
+}
 
+/**
+ * The timer of `work`'s rounds: failures go to `result.failures`, restore
+ * checks to `result.restoreChecks`, and `markFailed` marks the tool (the
+ * local rounds take it out of the run, a remote store's out of that store).
+ */
+export function makeTimer(work: string, cache: PageCache, result: Pick<RoundsResult, "restoreChecks" | "failures">, markFailed: (t: Tool) => void): Timer {
+  const timeFile = path.join(work, "time.txt");
+  const { failures } = result;
   const fail = (t: Tool, what: string, r: { code: number; stderr: string }): void => {
-    t.failed = true;
+    markFailed(t);
     const tail = r.stderr.trim().split("\n").slice(-5).join(" | ");
     failures.push(`${t.name}: ${what} exited ${r.code}: ${tail}`);
     log(`FAILED ${t.name} ${what} (exit ${r.code}): ${tail}`);
   };
-
   const timed = async (t: Tool, phase: Phase, round: number, c: Cmd): Promise<boolean> => {
     await cache.drop();
-    await exec(warmCmd(t).cmd, warmCmd(t).args, { env: toolEnv(t), stdout: "ignore" });
+    await runCmd(t, warmCmd(t), "ignore");
     const m = await runTimed(t, c, timeFile);
     if (!succeeded(t, m.code)) {
       fail(t, `${PHASE_LABEL[phase]} (round ${round})`, m);
@@ -125,17 +138,36 @@ export async function runRounds(input: RoundsInput): Promise<RoundsResult> {
     log(`round ${round} ${PHASE_LABEL[phase]}: ${t.name} ${fmtSecs(m.wall)} s` + (m.rss !== null ? `, peak RSS ${fmtMiB(m.rss)} MiB` : "") + (m.cpu !== null ? `, CPU ${fmtSecs(m.cpu)} s` : ""));
     return true;
   };
+  const checkRestore = async (t: Tool, round: number, what: string, original: string, got: string): Promise<void> => {
+    const file = fs.statSync(original).isFile();
+    const d = file ? await exec("cmp", [original, got]) : await exec("diff", ["-r", "-q", "--no-dereference", original, got]);
+    const ok = d.code === 0;
+    const detail = ok ? `identical (${file ? "cmp" : "diff -r --no-dereference"})` : (d.stdout + d.stderr).trim().split("\n").slice(0, 10).join("\n");
+    result.restoreChecks.push({ round, tool: t.name, what, ok, detail });
+    if (!ok) {
+      markFailed(t);
+      failures.push(`${t.name}: ${what} (round ${round}) differs from ${file ? "the big file" : "the corpus"}:\n${detail}`);
+      log(`RESTORE DIFFERS ${t.name} ${what}:\n${detail}`);
+    } else log(`round ${round} ${what} check: ${t.name} identical`);
+  };
+  return { fail, timed, checkRestore };
+}
+
+export async function runRounds(input: RoundsInput): Promise<RoundsResult> {
+  const { opts, work, corpus, changed, bigFile, cache, failures } = input;
+  const repos = path.join(work, "repos");
+  const result: RoundsResult = { catFloor: [], roundCeiling: new Map(), restoreChecks: [], failures, settings: {} };
+  const { fail, timed, checkRestore } = makeTimer(work, cache, result, (t) => (t.failed = true));
 
   for (let round = 1; round <= opts.rounds; round++) {
     const order = rotation(input.tools, round);
     log(`round ${round}/${opts.rounds}: order ${order.map((t) => t.name).join(", ")}`);
     fs.mkdirSync(repos, { recursive: true });
-    const repoOf = (t: Tool): string => path.join(repos, t.name);
+    const repoOf = (t: Tool): Repo => localRepo(path.join(repos, t.name));
     for (const t of order) {
       rmrf(t.home);
       fs.mkdirSync(t.home, { recursive: true });
-      const c = initCmd(t, repoOf(t));
-      const r = await exec(c.cmd, c.args, { cwd: c.cwd, env: toolEnv(t) });
+      const r = await runCmd(t, initCmd(t, repoOf(t)));
       if (r.code !== 0) fail(t, `repository init (round ${round})`, r);
       else if (round === 1) {
         const s = await readSettings(t, repoOf(t));
@@ -147,7 +179,7 @@ export async function runRounds(input: RoundsInput): Promise<RoundsResult> {
     for (const t of live()) {
       t.lastArchive = `r${round}-first`;
       if (await timed(t, "first", round, backupCmd(t, repoOf(t), work, "corpus", t.lastArchive))) {
-        t.repoSize.push(duBytes(repoOf(t)));
+        t.repoSize.push(duBytes(path.join(repos, t.name)));
         t.cacheSize.push(duBytes(t.home));
         log(`round ${round} repository size: ${t.name} ${fmtMiB(t.repoSize[t.repoSize.length - 1]!)} MiB (client cache/config ${fmtMiB(t.cacheSize[t.cacheSize.length - 1]!)} MiB)`);
       }
@@ -169,16 +201,7 @@ export async function runRounds(input: RoundsInput): Promise<RoundsResult> {
         rmrf(dir);
         fs.mkdirSync(dir);
         if (await timed(t, "restore", round, restoreCmd(t, repoOf(t), dir))) {
-          const got = restoredRoot(t, dir, "corpus");
-          const d = await exec("diff", ["-r", "-q", "--no-dereference", corpus, got]);
-          const ok = d.code === 0;
-          const detail = ok ? "identical (diff -r --no-dereference)" : (d.stdout + d.stderr).trim().split("\n").slice(0, 10).join("\n");
-          result.restoreChecks.push({ round, tool: t.name, ok, detail });
-          if (!ok) {
-            t.failed = true;
-            failures.push(`${t.name}: restore (round ${round}) differs from the corpus:\n${detail}`);
-            log(`RESTORE DIFFERS ${t.name}:\n${detail}`);
-          } else log(`round ${round} restore check: ${t.name} identical`);
+          await checkRestore(t, round, "restore", corpus, restoredRoot(t, dir, "corpus"));
         }
         rmrf(dir);
       }
@@ -196,9 +219,9 @@ export async function runRounds(input: RoundsInput): Promise<RoundsResult> {
       result.roundCeiling.set(round, c);
       log(`round ${round} ceiling: ${c.allMiBs.toFixed(0)} MiB/s on ${c.threads} threads`);
       for (const t of live()) {
-        const repo = path.join(repos, `${t.name}-big`);
-        const c = initCmd(t, repo);
-        const ri = await exec(c.cmd, c.args, { cwd: c.cwd, env: toolEnv(t) });
+        const dir = path.join(repos, `${t.name}-big`);
+        const repo = localRepo(dir);
+        const ri = await runCmd(t, initCmd(t, repo));
         if (ri.code !== 0) {
           fail(t, `big-file repository init (round ${round})`, ri);
           continue;
@@ -207,7 +230,7 @@ export async function runRounds(input: RoundsInput): Promise<RoundsResult> {
           const m = t.measures.big[t.measures.big.length - 1]!;
           log(`round ${round} big file: ${t.name} ${(opts.bigSize / MiB / m.wall).toFixed(0)} MiB/s`);
         }
-        rmrf(repo);
+        rmrf(dir);
       }
     }
     rmrf(repos);

@@ -6,18 +6,40 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ROOT, exec, execSync, hasCommand, log } from "./process.ts";
+import type { ExecResult } from "./process.ts";
 
 export type ToolName = "coffer" | "restic" | "borg";
 export const ALL_TOOLS: readonly ToolName[] = ["coffer", "restic", "borg"];
-export type Phase = "first" | "nochange" | "change" | "restore" | "big";
-export const PHASES: readonly Phase[] = ["first", "nochange", "change", "restore", "big"];
-export const PHASE_LABEL: Record<Phase, string> = {
+/** The remote stores, each on its server on 127.0.0.1 (bench/servers.ts). */
+export type RemoteStore = "s3" | "sftp";
+export const REMOTE_STORES: readonly RemoteStore[] = ["s3", "sftp"];
+export const STORE_LABEL: Record<RemoteStore, string> = { s3: "S3", sftp: "SFTP" };
+/** The phases run against a remote store: the tree's backups and restore, then the big file's backup and restore. */
+export type RemotePhase = "first" | "nochange" | "restore" | "bigbackup" | "bigrestore";
+export const REMOTE_PHASES: readonly RemotePhase[] = ["first", "nochange", "restore", "bigbackup", "bigrestore"];
+const LOCAL_PHASES = ["first", "nochange", "change", "restore", "big"] as const;
+export type Phase = (typeof LOCAL_PHASES)[number] | `${RemoteStore}-${RemotePhase}`;
+/** The local phases, in their order. */
+export const PHASES: readonly Phase[] = LOCAL_PHASES;
+const REMOTE_PHASE_LABEL: Record<RemotePhase, string> = {
+  first: "first backup",
+  nochange: "no-change backup",
+  restore: "restore",
+  bigbackup: "big file backup",
+  bigrestore: "big file restore",
+};
+export const PHASE_LABEL = {
   first: "first backup",
   nochange: "no-change backup",
   change: "1% change backup",
   restore: "restore",
   big: "big file backup",
-};
+  ...Object.fromEntries(REMOTE_STORES.flatMap((s) => REMOTE_PHASES.map((p) => [`${s}-${p}`, `${STORE_LABEL[s]} ${REMOTE_PHASE_LABEL[p]}`]))),
+} as Record<Phase, string>;
+/** Whether the tool can keep a repository on a remote store: borg reaches remote repositories only through a borg on the server. */
+export function hasRemoteBackends(name: ToolName): boolean {
+  return name !== "borg";
+}
 
 /** One timed command. */
 export interface Measure {
@@ -46,6 +68,33 @@ export interface Cmd {
   cmd: string;
   args: string[];
   cwd: string;
+  /** Set on top of the tool's environment (a remote store's credentials). */
+  env?: Record<string, string>;
+}
+
+/**
+ * A repository as each tool names it: a local directory, or a location on a
+ * remote store with the options and environment the tool needs to reach it.
+ */
+export interface Repo {
+  /** coffer's arguments before its command: `[--store-opt K=V]... at LOCATION`. */
+  coffer: string[];
+  /** restic's: `-r LOCATION [-o K=V]...`. */
+  restic: string[];
+  /** borg's repository path; null on a remote store. */
+  borg: string | null;
+  /** Where init and the settings' read-back run. */
+  cwd: string;
+  env: Record<string, string>;
+}
+
+export function localRepo(dir: string): Repo {
+  return { coffer: ["at", dir], restic: ["-r", dir], borg: dir, cwd: path.dirname(dir), env: {} };
+}
+
+function borgRepo(repo: Repo): string {
+  if (repo.borg === null) throw new Error("borg has no remote store here");
+  return repo.borg;
 }
 
 const PASSWORD = "coffer-bench-password";
@@ -55,7 +104,7 @@ const APT_PACKAGE: Record<ToolName, string> = { coffer: "", restic: "restic", bo
 /** The tool's environment: none of the caller's repository settings, a private HOME, the password. */
 export function toolEnv(t: Tool): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of ["COFFER_REPOSITORY", "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "BORG_REPO", "BORG_PASSCOMMAND", "BORG_BASE_DIR", "RESTIC_CACHE_DIR", "BORG_CACHE_DIR", "BORG_CONFIG_DIR", "BORG_SECURITY_DIR", "BORG_KEYS_DIR"]) {
+  for (const k of ["COFFER_REPOSITORY", "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "BORG_REPO", "BORG_PASSCOMMAND", "BORG_BASE_DIR", "RESTIC_CACHE_DIR", "BORG_CACHE_DIR", "BORG_CONFIG_DIR", "BORG_SECURITY_DIR", "BORG_KEYS_DIR", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "SSH_AUTH_SOCK"]) {
     delete env[k];
   }
   return {
@@ -73,39 +122,46 @@ export function toolEnv(t: Tool): NodeJS.ProcessEnv {
   };
 }
 
-export function initCmd(t: Tool, repo: string): Cmd {
-  const cwd = path.dirname(repo);
+export function initCmd(t: Tool, repo: Repo): Cmd {
+  const { cwd, env } = repo;
   switch (t.name) {
     case "coffer":
       // no KDF flags: the figures are what a user of the defaults gets (the settings line reads them back)
-      return { cmd: process.execPath, args: [COFFER_BIN, "at", repo, "create"], cwd };
+      return { cmd: process.execPath, args: [COFFER_BIN, ...repo.coffer, "create"], cwd, env };
     case "restic":
-      return { cmd: "restic", args: ["-r", repo, "init", "-q"], cwd };
+      return { cmd: "restic", args: [...repo.restic, "init", "-q"], cwd, env };
     case "borg":
-      return { cmd: "borg", args: ["init", "--encryption", "repokey-blake2", repo], cwd };
+      return { cmd: "borg", args: ["init", "--encryption", "repokey-blake2", borgRepo(repo)], cwd, env };
   }
 }
 
-export function backupCmd(t: Tool, repo: string, cwd: string, rel: string, label: string): Cmd {
+export function backupCmd(t: Tool, repo: Repo, cwd: string, rel: string, label: string): Cmd {
+  const { env } = repo;
   switch (t.name) {
     case "coffer":
-      return { cmd: process.execPath, args: [COFFER_BIN, "at", repo, "backup", "-q", rel], cwd };
+      return { cmd: process.execPath, args: [COFFER_BIN, ...repo.coffer, "backup", "-q", rel], cwd, env };
     case "restic":
-      return { cmd: "restic", args: ["-r", repo, "backup", "-q", rel], cwd };
+      return { cmd: "restic", args: [...repo.restic, "backup", "-q", rel], cwd, env };
     case "borg":
-      return { cmd: "borg", args: ["create", `${repo}::${label}`, rel], cwd };
+      return { cmd: "borg", args: ["create", `${borgRepo(repo)}::${label}`, rel], cwd, env };
   }
 }
 
-export function restoreCmd(t: Tool, repo: string, dir: string): Cmd {
+export function restoreCmd(t: Tool, repo: Repo, dir: string): Cmd {
+  const { env } = repo;
   switch (t.name) {
     case "coffer":
-      return { cmd: process.execPath, args: [COFFER_BIN, "at", repo, "restore", "-q", "--to", dir], cwd: dir };
+      return { cmd: process.execPath, args: [COFFER_BIN, ...repo.coffer, "restore", "-q", "--to", dir], cwd: dir, env };
     case "restic":
-      return { cmd: "restic", args: ["-r", repo, "restore", "latest", "--target", dir, "-q"], cwd: dir };
+      return { cmd: "restic", args: [...repo.restic, "restore", "latest", "--target", dir, "-q"], cwd: dir, env };
     case "borg":
-      return { cmd: "borg", args: ["extract", `${repo}::${t.lastArchive}`], cwd: dir };
+      return { cmd: "borg", args: ["extract", `${borgRepo(repo)}::${t.lastArchive}`], cwd: dir, env };
   }
+}
+
+/** Runs one of the tool's commands untimed, in its environment. */
+export function runCmd(t: Tool, c: Cmd, stdout: "pipe" | "ignore" = "pipe"): Promise<ExecResult> {
+  return exec(c.cmd, c.args, { cwd: c.cwd, env: { ...toolEnv(t), ...c.env }, stdout });
 }
 
 /** Loads the tool's own program files into the page cache after a drop (not timed). */
@@ -136,14 +192,14 @@ export function succeeded(t: Tool, code: number): boolean {
  * report's settings line: restic's repository version, coffer's encryption
  * and KDF; null when there is nothing to read back (borg) or it failed.
  */
-export async function readSettings(t: Tool, repo: string): Promise<string | null> {
+export async function readSettings(t: Tool, repo: Repo): Promise<string | null> {
   if (t.name === "restic") {
-    const cfg = await exec("restic", ["-r", repo, "cat", "config"], { env: toolEnv(t) });
+    const cfg = await runCmd(t, { cmd: "restic", args: [...repo.restic, "cat", "config"], cwd: repo.cwd, env: repo.env });
     const v = /"version":\s*(\d+)/.exec(cfg.stdout)?.[1];
     return v === undefined ? null : `repository v${v}` + (v === "1" ? ", no compression" : ", compression auto");
   }
   if (t.name === "coffer") {
-    const info = await exec(process.execPath, [COFFER_BIN, "at", repo, "info", "--json"], { env: toolEnv(t) });
+    const info = await runCmd(t, { cmd: process.execPath, args: [COFFER_BIN, ...repo.coffer, "info", "--json"], cwd: repo.cwd, env: repo.env });
     try {
       return String((JSON.parse(info.stdout) as { encryption?: unknown }).encryption);
     } catch {
@@ -164,7 +220,7 @@ export function newTool(name: ToolName, home: string): Tool {
     failed: false,
     home,
     lastArchive: "",
-    measures: { first: [], nochange: [], change: [], restore: [], big: [] },
+    measures: Object.fromEntries(Object.keys(PHASE_LABEL).map((p) => [p, []])) as unknown as Record<Phase, Measure[]>,
     repoSize: [],
     cacheSize: [],
   };

@@ -50,6 +50,13 @@ describe("parseArgs", () => {
     expect([o.rounds, o.bigSize, o.corpusSize, o.seed, o.changePercent]).toEqual([2, 0, MiB, "s2", 5]);
   });
 
+  it("takes every store by default and only the local one with --quick, unless --stores says otherwise", () => {
+    expect(options([]).stores).toEqual(["local", "s3", "sftp"]);
+    expect(options(["--quick"]).stores).toEqual(["local"]);
+    expect(options(["--quick", "--stores", "sftp, local,s3"]).stores).toEqual(["local", "s3", "sftp"]);
+    expect(options(["--stores=s3"]).stores).toEqual(["s3"]);
+  });
+
   it("keeps the tools in their own order, whatever order they are given in", () => {
     expect(options(["--tools", "borg, coffer"]).tools).toEqual(["coffer", "borg"]);
   });
@@ -77,6 +84,8 @@ describe("parseArgs", () => {
       [["--rounds", "0"], "--rounds needs a positive integer"],
       [["--rounds", "1.5"], "--rounds needs a positive integer"],
       [["--tools", "coffer,tar"], "unknown tool tar"],
+      [["--stores", "local,gcs"], "unknown store gcs"],
+      [["--stores", ","], "--stores needs at least one of local,s3,sftp"],
       [["--change-percent", "0"], "--change-percent needs a number in (0, 100]"],
       [["--change-percent", "101"], "--change-percent needs a number in (0, 100]"],
       [["--seed"], "--seed needs a value"],

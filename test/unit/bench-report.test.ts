@@ -152,6 +152,7 @@ function input(quick: boolean, failures: string[] = []): ReportInput {
     bigSize: 100 * MiB,
     seed: "s",
     tools: ["coffer", "restic", "borg"],
+    stores: ["local"],
     install: false,
     outDir: "/nonexistent",
     tmpBase: "/tmp",
@@ -182,12 +183,13 @@ function input(quick: boolean, failures: string[] = []): ReportInput {
         [3, ceiling(100)],
       ]),
       restoreChecks: [
-        { round: 1, tool: "coffer", ok: true, detail: "identical" },
-        { round: 1, tool: "restic", ok: false, detail: "Only in a: b" },
+        { round: 1, tool: "coffer", what: "restore", ok: true, detail: "identical" },
+        { round: 1, tool: "restic", what: "restore", ok: false, detail: "Only in a: b" },
       ],
       failures,
       settings: { coffer: "aes-256-gcm, argon2id" },
     },
+    remote: [],
     cache: { warm: false, reason: "" },
     timed: true,
   };
@@ -231,7 +233,7 @@ describe("buildReport", () => {
 
   it("gives the same figures in the JSON, with every raw measurement", () => {
     const json = buildReport(input(false)).json as Record<string, unknown>;
-    expect(Object.keys(json)).toEqual(["date", "command", "quick", "rounds", "machine", "cache", "tools", "corpus", "bigFile", "table", "raw", "restoreChecks", "failures", "units"]);
+    expect(Object.keys(json)).toEqual(["date", "command", "quick", "rounds", "machine", "cache", "tools", "corpus", "bigFile", "table", "remote", "remoteTable", "raw", "restoreChecks", "failures", "units"]);
     expect(json["command"]).toBe("npm run bench -- --rounds 3");
     const big = json["bigFile"] as { ceiling: Ceiling; ceilings: Ceiling[]; cofferShares: unknown[] };
     expect(big.ceiling.allMiBs).toBe(200);
@@ -252,6 +254,52 @@ describe("buildReport", () => {
     expect(md).not.toContain("CPU time");
     expect(md).not.toContain("big file");
     expect(md.split("\n").filter((l) => l.startsWith("|"))).toHaveLength(2 + 6);
+  });
+});
+
+describe("buildReport with remote stores", () => {
+  const remoteInput = (): ReportInput => {
+    const i = input(false);
+    i.opts.stores = ["s3", "sftp"];
+    const [coffer, restic] = i.tools;
+    // coffer: first 3 s, no-change 1 s, restore 8 s, the big file (100 MiB) backed up in 4 s and restored in 5 s (20 MiB/s)
+    for (const [t, walls] of [
+      [coffer!, [3, 1, 8, 4, 5]],
+      [restic!, [2, 2, 4, 4, 2]],
+    ] as const) {
+      for (const store of ["s3", "sftp"] as const) {
+        (["first", "nochange", "restore", "bigbackup", "bigrestore"] as const).forEach((p, k) => (t.measures[`${store}-${p}`] = [measure(1, walls[k]!, (t.name === "coffer" ? 260 : 100) * MiB)]));
+      }
+    }
+    i.remote = [
+      { store: "s3", description: "radosgw at http://127.0.0.1:1", startSeconds: 12, seconds: 100 },
+      { store: "sftp", description: "sshd at 127.0.0.1:2", startSeconds: 0.5, seconds: 50 },
+    ];
+    return i;
+  };
+
+  it("has no local table without the local store, and a remote one of coffer and restic per store", () => {
+    const md = buildReport(remoteInput()).markdown;
+    const table = md.split("\n").filter((l) => l.startsWith("|"));
+    expect(md).not.toContain("goal (issue 5)");
+    expect(md).not.toContain("- floor:");
+    expect(table[0]).toBe("| phase | coffer | restic | best peer | coffer / best | goal (issue 18) |");
+    expect(table).toContain("| S3 first backup (s) | 3.00 | 2.00 | 2.00 (restic) | 1.50x | ≤ 1.00x ✗ |");
+    expect(table).toContain("| SFTP no-change backup (s) | 1.00 | 2.00 | 2.00 (restic) | 0.50x | ≤ 1.00x ✓ |");
+    expect(table).toContain("| SFTP big file (100 MiB) backup (s) | 4.00 | 4.00 | 4.00 (restic) | 1.00x |  |");
+    expect(table).toContain("| S3 big file restore throughput (MiB/s) | 20 | 50 | 50 (restic) | 0.40x | ≥ 1.00x ✗ |");
+    expect(table).toContain("| peak RSS, SFTP restore (MiB) | 260 | 100 | 100 (restic) | 2.60x | ≤ 256 MiB ✗ |");
+    expect(table).toHaveLength(2 + 2 * (5 + 5));
+    expect(md).toContain("- **S3**: radosgw at http://127.0.0.1:1");
+    expect(md).toContain("the remote part took 150 s (S3 100 s, of which 12.0 s to start its server; SFTP 50.0 s, of which 0.50 s to start its server)");
+  });
+
+  it("gives the remote rows and runs in the JSON, the local table empty", () => {
+    const json = buildReport(remoteInput()).json as Record<string, unknown>;
+    expect(json["table"]).toEqual([]);
+    expect((json["remote"] as unknown[]).length).toBe(2);
+    const rows = json["remoteTable"] as { label: string; ratio: number | null; met: boolean | null }[];
+    expect(rows.find((r) => r.label === "SFTP restore (s)")).toMatchObject({ ratio: 2, met: false });
   });
 });
 
