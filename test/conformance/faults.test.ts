@@ -58,4 +58,4 @@ storeConformance("recording(delayed(failing(cutShort(settled eventuallyConsisten
       await fsp.rm(root, { recursive: true, force: true });
     },
   };
-}, { replaceConfig: true });
+}, { replaceConfig: true, stage: true });

@@ -32,7 +32,7 @@ storeConformance("fs", async () => {
       await fsp.rm(root, { recursive: true, force: true });
     },
   };
-}, { replaceConfig: true });
+}, { replaceConfig: true, stage: true });
 
 describe("FsStore on disk", () => {
   const dirs: string[] = [];

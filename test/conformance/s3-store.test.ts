@@ -64,7 +64,7 @@ describe.skipIf(!ceph)("S3 store on radosgw", () => {
         },
       };
     },
-    { writeOnce: true, replaceConfig: true },
+    { writeOnce: true, replaceConfig: true, stage: true },
   );
 
   it("lists more than 1,000 keys, across pages, with the documented layout", async () => {

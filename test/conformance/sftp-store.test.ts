@@ -75,7 +75,7 @@ describe.skipIf(skip)("sftp store on OpenSSH", () => {
         await fsp.rm(dir, { recursive: true, force: true });
       },
     };
-  }, { replaceConfig: true });
+  }, { replaceConfig: true, stage: true });
 
   it("keeps the fs store's layout, and objects larger than many requests come back whole, in ranges too", async () => {
     const dir = await freshDir();

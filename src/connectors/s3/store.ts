@@ -13,7 +13,7 @@
  * replace.
  */
 import { createHash } from "node:crypto";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import {
   type _Object,
   CreateBucketCommand,
@@ -30,8 +30,8 @@ import {
 import { CofferError, CorruptError, NotFoundError, throwIfAborted } from "../../util/errors.js";
 import { equalBytes, fromHex, toHex } from "../../util/hex.js";
 import { Resource, resourceName } from "../flags.js";
-import { checkRange, collectPut, configChanged, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
-import type { CallOptions, Mac, Range, Store } from "../store.js";
+import { checkRange, checkResource, collectPut, configChanged, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
+import type { CallOptions, Mac, Range, StagedPut, StageOptions, Store } from "../store.js";
 import { makeClient } from "./client.js";
 import { CONFIG_KEY, macOfKey, objectKey, resourcePrefix } from "./layout.js";
 import { s3Code, s3Error, ShortBody, withRetries } from "./requests.js";
@@ -142,6 +142,39 @@ export class S3Store implements Store {
     throwIfAborted(signal);
     await this.#put(key, body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", signal, resource === Resource.LOCK);
     return body.byteLength;
+  }
+
+  /**
+   * Store.stage: the parts are copied as they come (a writer may reuse its
+   * buffers once write() resolves) and sent at commit() as one PutObject
+   * streamed from those copies, so a packfile is held once here instead of
+   * assembled by the writer and copied again by put().
+   */
+  async stage(resource: Resource, opts: StageOptions = {}): Promise<StagedPut> {
+    throwIfAborted(opts.signal);
+    refuseIfReadOnly(this.#readOnly, "s3", this.root, "put");
+    checkResource(resource);
+    let parts: Uint8Array[] | null = [];
+    let size = 0;
+    const ended = (what: string) => new CofferError("IO", `[s3] staged ${what} in ${this.root} after its end`, { root: this.root });
+    return {
+      write: async (more) => {
+        if (parts === null) throw ended("write");
+        for (const p of more) parts.push(new Uint8Array(p));
+        size += more.reduce((n, p) => n + p.byteLength, 0);
+      },
+      commit: async (mac, o = {}) => {
+        if (parts === null) throw ended("commit");
+        const body = parts;
+        parts = null;
+        throwIfAborted(o.signal);
+        await this.#put(objectKey(this.#s.prefix, resource, mac), body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", o.signal, resource === Resource.LOCK);
+        return size;
+      },
+      abort: async () => {
+        parts = null;
+      },
+    };
   }
 
   async get(resource: Resource, mac: Mac, range?: Range, opts: CallOptions = {}): Promise<Uint8Array> {
@@ -290,13 +323,17 @@ export class S3Store implements Store {
    * One PutObject of `body` that never replaces an object, unless `replace`;
    * resolves false when `key` was there already (and is kept).
    */
-  async #put(key: string, body: Uint8Array, storageClass: string | undefined, signal: AbortSignal | undefined, replace = false): Promise<boolean> {
+  /** One PutObject of `body` (or its parts, in order, streamed from them afresh on each try); false when the object was there already. */
+  async #put(key: string, body: Uint8Array | readonly Uint8Array[], storageClass: string | undefined, signal: AbortSignal | undefined, replace = false): Promise<boolean> {
+    const parts = body instanceof Uint8Array ? [body] : body;
+    const md5 = createHash("md5");
+    for (const p of parts) md5.update(p);
+    const bodyOf = () => (parts.length <= 1 ? (parts[0] ?? new Uint8Array(0)) : Readable.from(parts, { objectMode: false }));
     const input: PutObjectCommandInput = {
       Bucket: this.#s.bucket,
       Key: key,
-      Body: body,
-      ContentLength: body.byteLength,
-      ContentMD5: createHash("md5").update(body).digest("base64"),
+      ContentLength: parts.reduce((n, p) => n + p.byteLength, 0),
+      ContentMD5: md5.digest("base64"),
       ...(storageClass !== undefined && storageClass !== "STANDARD" ? { StorageClass: storageClass as never } : {}),
       ...this.#encryption(),
       ...this.#retention(),
@@ -305,7 +342,7 @@ export class S3Store implements Store {
       if (!replace && !this.#conditionalPuts && (await this.#head(key, signal)) !== undefined) return false;
       const conditional = !replace && this.#conditionalPuts;
       try {
-        await withRetries(signal, () => this.#client.send(new PutObjectCommand({ ...input, ...(conditional ? { IfNoneMatch: "*" } : {}) }), aborting(signal)));
+        await withRetries(signal, () => this.#client.send(new PutObjectCommand({ ...input, Body: bodyOf(), ...(conditional ? { IfNoneMatch: "*" } : {}) }), aborting(signal)));
         return true;
       } catch (e) {
         const c = s3Code(e);

@@ -43,6 +43,8 @@ export interface StoreKitOptions extends KitOptions {
    * of the replacement, but for locks, which every store replaces.
    */
   writeOnce?: boolean | undefined;
+  /** The store has the optional stage() (packfiles written as they are made): the kit checks it. */
+  stage?: boolean | undefined;
 }
 
 const RESOURCES: readonly Resource[] = [Resource.PACKFILE, Resource.STATE, Resource.LOCK];
@@ -461,6 +463,64 @@ export function storeKit(h: Harness, name: string, make: () => Promise<StoreFixt
           return n;
         };
         await expectCode(walk(), "INTERRUPTED");
+      });
+    });
+
+    if (opts.stage) h.describe("stage", () => {
+      const stager = (store: Store) => {
+        assert.equal(typeof store.stage, "function", "the store has no stage (see StoreKitOptions.stage)");
+        return store.stage!.bind(store);
+      };
+
+      it("staged parts become the object only at commit, which returns their size", async (t) => {
+        const { store } = await t.created();
+        const stage = stager(store);
+        const m = mac();
+        const parts = [bytes(1000), bytes(0), bytes(70_000), bytes(3)];
+        const staged = await stage(Resource.PACKFILE);
+        await staged.write(parts.slice(0, 2));
+        await staged.write(parts.slice(2));
+        assert.deepEqual(await listHex(store, Resource.PACKFILE), [], "a staged object was listed before its commit");
+        await expectNotFound(store.get(Resource.PACKFILE, m));
+        assert.equal(await staged.commit(m), 71_003);
+        expectBytes(await store.get(Resource.PACKFILE, m), concat(parts));
+        assert.deepEqual(await listHex(store, Resource.PACKFILE), [toHex(m)]);
+      });
+
+      it("a part changed once write() resolved leaves the object as written", async (t) => {
+        const { store } = await t.created();
+        const stage = stager(store);
+        const part = bytes(4096);
+        const kept = new Uint8Array(part);
+        const staged = await stage(Resource.STATE);
+        await staged.write([part]);
+        part.fill(0);
+        const m = mac();
+        await staged.commit(m);
+        expectBytes(await store.get(Resource.STATE, m), kept);
+      });
+
+      it("abort leaves nothing; writes and commits after the end are refused", async (t) => {
+        const { store } = await t.created();
+        const stage = stager(store);
+        const dropped = await stage(Resource.PACKFILE);
+        await dropped.write([bytes(500)]);
+        await dropped.abort();
+        await dropped.abort(); // abort is idempotent
+        await assert.rejects(dropped.commit(mac()));
+        assert.deepEqual(await listHex(store, Resource.PACKFILE), []);
+        const done = await stage(Resource.PACKFILE);
+        await done.write([bytes(10)]);
+        await done.commit(mac());
+        await assert.rejects(done.write([bytes(10)]));
+        await done.abort(); // no-op after commit
+        assert.equal((await listHex(store, Resource.PACKFILE)).length, 1);
+      });
+
+      it("refuses with READ_ONLY on a read-only store", async (t) => {
+        const { readOnly } = await t.created();
+        const ro = await readOnly();
+        await expectCode(stager(ro)(Resource.PACKFILE), "READ_ONLY");
       });
     });
 
