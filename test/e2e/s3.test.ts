@@ -1,7 +1,7 @@
 /**
  * The built CLI on an S3 repository (an s3+http:// location on the run's
  * radosgw, test/helpers/radosgw.ts): create makes the bucket, then backup,
- * restore and check; bad parameters, a missing bucket and refused
+ * restore and check, prune and maintenance; bad parameters, a missing bucket and refused
  * credentials end with their documented exit codes and a message naming
  * the bucket, never a stack trace.
  */
@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUILT_MAIN, builtCliExists, coffer, type CofferResult, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, parseJson } from "../helpers/cli.js";
+import { pruneAndMaintain } from "../helpers/lifecycle.js";
 import { lacks } from "../helpers/prerequisites.js";
 import { freshBucketName, hasCeph, type Radosgw, radosgw } from "../helpers/radosgw.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
@@ -55,6 +56,11 @@ describe.skipIf(lacks(hasCeph(), "ceph-mon, ceph-osd, radosgw, ceph (Debian's ce
     await run(["at", repo, "check"]);
     const snaps = parseJson<unknown[]>(await run(["at", repo, "ls", "--json"]));
     expect(snaps).toHaveLength(2);
+  });
+
+  it("prune and maintenance: removed snapshots' packfiles deleted, the kept one checked and restored", async () => {
+    const dir = await fsp.mkdtemp(path.join(base, "lifecycle-"));
+    await pruneAndMaintain((args) => run(args), `s3+http://${server.hostPort}/${freshBucketName("life")}/repo`, dir);
   });
 
   it("bad parameters, a missing bucket and refused credentials: exit codes and messages naming them", async () => {

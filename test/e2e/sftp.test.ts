@@ -1,7 +1,7 @@
 /**
  * The BUILT CLI (run `npm run build` first) at an sftp:// repository on a
  * real OpenSSH server (test/helpers/sshd.ts): create, backup, restore and
- * check; the sessions killed mid-backup (the backup retries and succeeds, or
+ * check, prune and maintenance; the sessions killed mid-backup (the backup retries and succeeds, or
  * fails cleanly, and the repository stays whole); the host key checked
  * against ~/.ssh/known_hosts; an unknown host refused with a clear message
  * and no stack trace; and ssh2 loaded only for an sftp:// location.
@@ -13,6 +13,7 @@ import * as path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { builtCliExists, coffer, type Env, EXIT, expectExit, expectNoStackTrace, FAST_KDF, PROJECT_ROOT, startCoffer } from "../helpers/cli.js";
+import { pruneAndMaintain } from "../helpers/lifecycle.js";
 import { lacks } from "../helpers/prerequisites.js";
 import { hasSshd, type Sshd, startSshd } from "../helpers/sshd.js";
 import { compareTrees, writeSeededFile } from "../helpers/tree.js";
@@ -71,6 +72,10 @@ describe.skipIf(skip)("coffer at sftp://", () => {
   afterAll(async () => {
     await sshd?.stop();
     if (base) await fsp.rm(base, { recursive: true, force: true });
+  });
+
+  it("prune and maintenance: removed snapshots' packfiles deleted, the kept one checked and restored", async () => {
+    await pruneAndMaintain((args) => run(args), at(path.join(sshd.dir, "lifecycle-repo")), fresh("lifecycle"));
   });
 
   it("create, backup, restore and check", async () => {
