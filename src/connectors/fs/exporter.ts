@@ -20,9 +20,8 @@
  */
 
 import { spawn } from "node:child_process";
-import { chmodSync, constants, lchownSync, lstatSync, lutimesSync, mkdirSync, symlinkSync, utimesSync } from "node:fs";
-import { chmod, lchown, link, lstat, mkdir, open, rename, unlink, utimes } from "node:fs/promises";
-import type { FileHandle } from "node:fs/promises";
+import { chmodSync, closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, symlinkSync, utimesSync, writeSync } from "node:fs";
+import { chmod, lchown, link, lstat, mkdir, rename, unlink, utimes } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { LocationFlag } from "../flags.js";
@@ -261,8 +260,11 @@ export class FsExporter implements Exporter {
       await link(fsPath(first), fsPath(abs)); // same inode: content, modes, times and xattrs are already there
       return [];
     }
+    // Synchronous calls, as for directories and symlinks: seven libuv round
+    // trips a file (open, write, truncate, chown, chmod, utimes, close) made
+    // a restore of many small files mostly thread hand-offs (futex).
     let failed: string[];
-    const fh = await open(fsPath(abs), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    const fd = openSync(fsPath(abs), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
       let end = 0;
       if (record.content !== undefined) {
@@ -270,20 +272,20 @@ export class FsExporter implements Exporter {
           throwIfAborted(signal);
           end = Math.max(end, piece.offset + piece.length);
           if (piece.zero === true || piece.data === undefined) continue; // a hole
-          await writeAll(fh, piece.data, Math.min(piece.length, piece.data.byteLength), piece.offset);
+          writeAll(fd, piece.data, Math.min(piece.length, piece.data.byteLength), piece.offset);
         }
       }
-      await fh.truncate(Math.max(info.size, end)); // trailing holes; never cuts written bytes
-      if (this.owners) await fh.chown(...this.ids(info));
+      ftruncateSync(fd, Math.max(info.size, end)); // trailing holes; never cuts written bytes
+      if (this.owners) fchownSync(fd, ...this.ids(info));
       // The order of the file's header comment: a read-only mode would refuse user.* to its owner.
       const { early, late } = splitXattrs(record.xattrs);
       failed = setXattrs(abs, early);
-      await fh.chmod(info.mode);
+      fchmodSync(fd, info.mode);
       failed.push(...setXattrs(abs, late));
       const t = nsToSeconds(info.mtimeNs);
-      await fh.utimes(t, t);
+      futimesSync(fd, t, t);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     if (key !== undefined) this.links.set(key, abs);
     return failed;
@@ -319,12 +321,9 @@ export function safeParts(pathname: string): string[] {
   return parts;
 }
 
-async function writeAll(fh: FileHandle, data: Uint8Array, length: number, position: number): Promise<void> {
+function writeAll(fd: number, data: Uint8Array, length: number, position: number): void {
   let done = 0;
-  while (done < length) {
-    const { bytesWritten } = await fh.write(data, done, length - done, position + done);
-    done += bytesWritten;
-  }
+  while (done < length) done += writeSync(fd, data, done, length - done, position + done);
 }
 
 function runTool(cmd: string, args: string[]): Promise<void> {
