@@ -132,7 +132,7 @@ const collect = (v: string, prev: string[] | undefined) => [...(prev ?? []), v];
 export function backupCommand(ctx: () => Context, done: (code: ExitCode) => void): Command {
   return new Command("backup")
     .description("back up LOCATION (default: the current directory) as a new snapshot")
-    .argument("[location]", "what to back up: a directory, or PROTO:... (fs:, stdin:NAME, tar:FILE, tar+gz:FILE, an installed plugin)")
+    .argument("[location]", "what to back up: a directory, or PROTO:... (fs:, stdin:NAME, tar:FILE, tar+gz:FILE, s3://BUCKET/PREFIX, sftp://HOST/PATH, an installed plugin)")
     .option("-o, --option <key=value>", "configure the importer (repeatable)", collect)
     .option("--checkpoint-interval <duration>", "commit a partial snapshot this often (default 5s for sources that need acknowledgements, else 5m; 0 disables)")
     .option("--tag <tag>", "tag the snapshot (repeatable)", collect)

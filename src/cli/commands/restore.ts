@@ -60,7 +60,7 @@ export function restoreCommand(ctx: () => Context, done: (code: ExitCode) => voi
   return new Command("restore")
     .description("restore SNAP[:PATH] (default: the latest snapshot) into a directory")
     .argument("[snap]", "snapshot ID prefix, optionally with :PATH")
-    .option("--to <location>", "where to restore: a directory (default: the current one), or PROTO:... (fs:, stdout:, tar:FILE, tar+gz:FILE, an installed plugin)")
+    .option("--to <location>", "where to restore: a directory (default: the current one), or PROTO:... (fs:, stdout:, tar:FILE, tar+gz:FILE, s3://BUCKET/PREFIX, sftp://HOST/PATH, an installed plugin)")
     .option("-o, --option <key=value>", "configure the exporter (repeatable)", (v: string, p: string[] | undefined) => [...(p ?? []), v])
     .option("--force", "replace the archive FILE of tar:FILE (tar+gz:FILE) if it exists")
     .option("-q, --quiet", "print nothing but errors")
