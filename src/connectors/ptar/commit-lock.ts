@@ -8,11 +8,12 @@
 import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import { hostname } from "node:os";
-import { abortError, CofferError, throwIfAborted } from "../../util/errors.js";
+import { CofferError, throwIfAborted } from "../../util/errors.js";
 import { errno } from "../local-io.js";
 import { io } from "./archive-file.js";
 import { commitMutex, processState } from "./process-state.js";
 import { processAlive } from "../../util/process.js";
+import { sleep } from "../../util/sleep.js";
 
 /** A commit lock not refreshed for this long is stale (its holder is gone or hung). */
 const LOCK_STALE_MS = 3 * 60 * 1000;
@@ -152,17 +153,3 @@ async function breakStaleLock(lockPath: string, holder: LockHolder): Promise<voi
   await fsp.rm(aside, { force: true }).catch(() => undefined);
 }
 
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortError(signal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}

@@ -6,6 +6,7 @@
  * CofferErrors that name the bucket and the key.
  */
 import { abortError, CofferError, CorruptError } from "../../util/errors.js";
+import { sleep } from "../../util/sleep.js";
 
 const MAX_ATTEMPTS = 8;
 /** No retry starts once this much time has passed since the first attempt. */
@@ -84,24 +85,6 @@ export async function withRetries<T>(signal: AbortSignal | undefined, attempt: (
       await sleep(delay, signal);
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", aborted);
-    };
-    const aborted = () => {
-      done();
-      reject(abortError(signal));
-    };
-    const timer = setTimeout(() => {
-      done();
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", aborted, { once: true });
-  });
 }
 
 /**

@@ -15,6 +15,7 @@ import type { ConnectConfig, FileEntryWithStats, InputAttributes, OpenMode, Serv
 import { abortError, CofferError, isCofferError, throwIfAborted } from "../../util/errors.js";
 import { hostKeyCheck } from "./host-keys.js";
 import type { SftpSettings } from "./params.js";
+import { sleep } from "../../util/sleep.js";
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02). */
 export const SftpStatus = { EOF: 1, NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4, NO_CONNECTION: 6, CONNECTION_LOST: 7, OP_UNSUPPORTED: 8 } as const;
@@ -208,21 +209,6 @@ export class SftpPool {
     }
     return c;
   }
-}
-
-/** Waits `ms`, or rejects with the abort. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortError(signal));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** Opens a connection and its SFTP session; every failure is an IO error naming the server. */
