@@ -1,5 +1,5 @@
 /**
- * What the S3 importer and exporter ask of a bucket: whether it is there,
+ * What the S3 store, importer and exporter ask of a bucket: whether it is there,
  * making it, and listing every object under a prefix.
  */
 import { type _Object, CreateBucketCommand, HeadBucketCommand, ListObjectsCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";

@@ -15,14 +15,9 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import {
-  type _Object,
-  CreateBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
-  HeadBucketCommand,
   HeadObjectCommand,
-  ListObjectsCommand,
-  ListObjectsV2Command,
   PutObjectCommand,
   type PutObjectCommandInput,
   type S3Client,
@@ -32,6 +27,7 @@ import { equalBytes, fromHex, toHex } from "../../util/hex.js";
 import { Resource, resourceName } from "../flags.js";
 import { checkRange, checkResource, collectPut, configChanged, noRepository, rangeWithin, refuseIfReadOnly, repositoryExists, storeMode } from "../store-checks.js";
 import type { CallOptions, Mac, Range, StagedPut, StageOptions, Store } from "../store.js";
+import { aborting, bucketExists, createBucket, listObjects } from "./bucket.js";
 import { makeClient } from "./client.js";
 import { CONFIG_KEY, macOfKey, objectKey, resourcePrefix } from "./layout.js";
 import { s3Code, s3Error, ShortBody, withRetries } from "./requests.js";
@@ -79,7 +75,7 @@ export class S3Store implements Store {
     const { signal } = opts;
     throwIfAborted(signal);
     refuseIfReadOnly(this.#readOnly, "s3", this.root, "create");
-    if (!(await this.#bucketExists(signal))) await this.#createBucket(signal);
+    if (!(await bucketExists(this.#client, this.#s, signal))) await createBucket(this.#client, this.#s, signal);
     const key = this.#s.prefix + CONFIG_KEY;
     if ((await this.#head(key, signal)) !== undefined) throw repositoryExists(this.root);
     throwIfAborted(signal);
@@ -105,7 +101,7 @@ export class S3Store implements Store {
   async ping(opts: CallOptions = {}): Promise<void> {
     const { signal } = opts;
     throwIfAborted(signal);
-    if (!(await this.#bucketExists(signal))) throw noRepository(this.root);
+    if (!(await bucketExists(this.#client, this.#s, signal))) throw noRepository(this.root);
   }
 
   async mode(opts: CallOptions = {}): Promise<number> {
@@ -118,7 +114,7 @@ export class S3Store implements Store {
     const { signal } = opts;
     throwIfAborted(signal);
     let total = 0;
-    for await (const o of this.#listKeys(this.#s.prefix, signal)) total += o.Size ?? 0;
+    for await (const o of listObjects(this.#client, this.#s, this.#s.prefix, signal)) total += o.Size ?? 0;
     return total;
   }
 
@@ -126,7 +122,7 @@ export class S3Store implements Store {
     const { signal } = opts;
     throwIfAborted(signal);
     const prefix = resourcePrefix(this.#s.prefix, resource);
-    for await (const o of this.#listKeys(prefix, signal)) {
+    for await (const o of listObjects(this.#client, this.#s, prefix, signal)) {
       throwIfAborted(signal);
       const hex = o.Key !== undefined ? macOfKey(prefix, resource, o.Key) : undefined;
       if (hex !== undefined) yield fromHex(hex);
@@ -270,38 +266,6 @@ export class S3Store implements Store {
     }
   }
 
-  async #bucketExists(signal: AbortSignal | undefined): Promise<boolean> {
-    try {
-      await withRetries(signal, () => this.#client.send(new HeadBucketCommand({ Bucket: this.#s.bucket }), aborting(signal)));
-      return true;
-    } catch (e) {
-      const c = s3Code(e);
-      if (c.status === 404 || c.name === "NoSuchBucket" || c.name === "NotFound") return false;
-      if (c.status === 403) throw s3Error({ ...(e as object), Code: "AccessDenied" }, this.#s, "read", undefined, signal);
-      throw s3Error(e, this.#s, "check", undefined, signal);
-    }
-  }
-
-  async #createBucket(signal: AbortSignal | undefined): Promise<void> {
-    const { bucket, region } = this.#s;
-    try {
-      await withRetries(signal, () =>
-        this.#client.send(
-          new CreateBucketCommand({
-            Bucket: bucket,
-            ...(region !== "us-east-1" ? { CreateBucketConfiguration: { LocationConstraint: region as never } } : {}),
-            ...(this.#s.objectLock !== undefined ? { ObjectLockEnabledForBucket: true } : {}),
-          }),
-          aborting(signal),
-        ),
-      );
-    } catch (e) {
-      const c = s3Code(e);
-      if (c.name === "BucketAlreadyOwnedByYou") return; // made meanwhile by another create
-      throw s3Error(e, this.#s, "create", undefined, signal);
-    }
-  }
-
   /** The size of `key`, or undefined when there is none. */
   async #head(key: string, signal: AbortSignal | undefined): Promise<number | undefined> {
     return (await this.#headObject(key, signal))?.size;
@@ -417,35 +381,6 @@ export class S3Store implements Store {
     }
   }
 
-  /** Every object under `prefix`, following continuations (a page holds at most 1,000 keys). */
-  async *#listKeys(prefix: string, signal: AbortSignal | undefined): AsyncIterable<_Object> {
-    const Bucket = this.#s.bucket;
-    let token: string | undefined;
-    for (;;) {
-      throwIfAborted(signal);
-      const at = token;
-      if (this.#s.listV1) {
-        const page = await this.#send("list", prefix, signal, (abortSignal) => this.#client.send(new ListObjectsCommand({ Bucket, Prefix: prefix, ...(at !== undefined ? { Marker: at } : {}) }), aborting(abortSignal)));
-        const contents = page.Contents ?? [];
-        yield* contents;
-        const last = contents.at(-1)?.Key;
-        if (page.IsTruncated !== true || last === undefined) return;
-        token = page.NextMarker ?? last;
-      } else {
-        const page = await this.#send("list", prefix, signal, (abortSignal) =>
-          this.#client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ...(at !== undefined ? { ContinuationToken: at } : {}) }), aborting(abortSignal)),
-        );
-        yield* page.Contents ?? [];
-        if (page.IsTruncated !== true || page.NextContinuationToken === undefined) return;
-        token = page.NextContinuationToken;
-      }
-    }
-  }
-}
-
-/** The SDK's per-request options for a call's signal. */
-function aborting(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
-  return signal !== undefined ? { abortSignal: signal } : {};
 }
 
 /** Reads `body` whole into exactly `length` bytes: a body that ends short is a ShortBody (retried), a longer one CORRUPT. */
