@@ -33,6 +33,9 @@ import { CONFIG_KEY, macOfKey, objectKey, resourcePrefix } from "./layout.js";
 import { s3Code, s3Error, ShortBody, withRetries } from "./requests.js";
 import type { S3Settings } from "./settings.js";
 
+/** Bytes of each buffer stage() copies parts into. */
+const STAGE_SLAB = 4 << 20;
+
 /** The name under locks/ that checkDeleteRights deletes: never a lock's (64 hex digits), so never an object. */
 const DELETE_CHECK_NAME = "delete-check";
 
@@ -142,33 +145,47 @@ export class S3Store implements Store {
 
   /**
    * Store.stage: the parts are copied as they come (a writer may reuse its
-   * buffers once write() resolves) and sent at commit() as one PutObject
-   * streamed from those copies, so a packfile is held once here instead of
-   * assembled by the writer and copied again by put().
+   * buffers once write() resolves) into slabs of STAGE_SLAB bytes, a few
+   * allocations a packfile whatever its blobs' sizes, and sent at commit()
+   * as one PutObject streamed from them, so a packfile is held once here
+   * instead of assembled by the writer and copied again by put().
    */
   async stage(resource: Resource, opts: StageOptions = {}): Promise<StagedPut> {
     throwIfAborted(opts.signal);
     refuseIfReadOnly(this.#readOnly, "s3", this.root, "put");
     checkResource(resource);
-    let parts: Uint8Array[] | null = [];
+    let slabs: Uint8Array[] | null = [];
+    /** Bytes used of the last slab. */
+    let used = STAGE_SLAB;
     let size = 0;
     const ended = (what: string) => new CofferError("IO", `[s3] staged ${what} in ${this.root} after its end`, { root: this.root });
     return {
       write: async (more) => {
-        if (parts === null) throw ended("write");
-        for (const p of more) parts.push(new Uint8Array(p));
-        size += more.reduce((n, p) => n + p.byteLength, 0);
+        if (slabs === null) throw ended("write");
+        for (const p of more) {
+          for (let at = 0; at < p.byteLength; ) {
+            if (used === STAGE_SLAB) {
+              slabs.push(new Uint8Array(STAGE_SLAB));
+              used = 0;
+            }
+            const n = Math.min(p.byteLength - at, STAGE_SLAB - used);
+            slabs.at(-1)!.set(p.subarray(at, at + n), used);
+            used += n;
+            at += n;
+          }
+          size += p.byteLength;
+        }
       },
       commit: async (mac, o = {}) => {
-        if (parts === null) throw ended("commit");
-        const body = parts;
-        parts = null;
+        if (slabs === null) throw ended("commit");
+        const body = slabs.map((slab, i) => (i === slabs!.length - 1 ? slab.subarray(0, used) : slab));
+        slabs = null;
         throwIfAborted(o.signal);
         await this.#put(objectKey(this.#s.prefix, resource, mac), body, resource === Resource.PACKFILE ? this.#s.storageClass : "STANDARD", o.signal, resource === Resource.LOCK);
         return size;
       },
       abort: async () => {
-        parts = null;
+        slabs = null;
       },
     };
   }
