@@ -139,6 +139,18 @@ export class BlobReader {
 
   /** The decoded blob of `w`, once its read is in. */
   async take(w: Want): Promise<Uint8Array> {
+    const s = await this.takeStored(w, false);
+    const out = await this.repo.decodeBlob(w.type, w.mac, s.loc, s.bytes);
+    // A blob stored as it is decodes to a view of the read: a copy lets the read go.
+    return out.buffer === s.bytes.buffer && s.bytes.byteLength !== s.bytes.buffer.byteLength ? new Uint8Array(out) : out;
+  }
+
+  /**
+   * The stored bytes of `w`'s blob (not yet authenticated) and where they
+   * lie, once its read is in: a view of the read, or with `copy` bytes of
+   * their own (a buffer that can be transferred to another thread).
+   */
+  async takeStored(w: Want, copy: boolean): Promise<{ loc: BlobLocation; bytes: Uint8Array }> {
     if (w.done) throw new Error("blob taken twice");
     if (w.error !== undefined) {
       w.done = true;
@@ -164,14 +176,13 @@ export class BlobReader {
       this.release(w);
       throwIfAborted(this.signal);
       // A failed merged read is retried blob by blob: a bad range fails its own blobs only.
-      return this.repo.getBlob(w.type, w.mac, this.signal);
+      const alone = await this.repo.readStoredBlob(w.type, w.mac, this.signal);
+      return copy ? { loc: alone.loc, bytes: new Uint8Array(alone.bytes) } : alone;
     }
     const at = slot.loc.offset - slot.read.offset;
     const part = bytes.subarray(at, at + slot.loc.length);
     this.release(w);
-    const out = await this.repo.decodeBlob(w.type, w.mac, slot.loc, part);
-    // A blob stored as it is decodes to a view of the read: a copy lets the read go.
-    return out.buffer === bytes.buffer ? out.slice() : out;
+    return { loc: slot.loc, bytes: copy ? new Uint8Array(part) : part };
   }
 
   /** Gives up `w` (taken, or never to be). */
@@ -341,6 +352,13 @@ export class WantedBlobs {
     const w = this.wants[this.i++];
     if (!w) return Promise.reject(new Error("no more blobs were wanted"));
     return this.reader.take(w);
+  }
+
+  /** The next blob's stored bytes, of their own and not yet authenticated, and where they lie (for a caller that decodes them elsewhere). */
+  nextStored(): Promise<{ loc: BlobLocation; bytes: Uint8Array }> {
+    const w = this.wants[this.i++];
+    if (!w) return Promise.reject(new Error("no more blobs were wanted"));
+    return this.reader.takeStored(w, true);
   }
 
   release(): void {

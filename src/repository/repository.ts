@@ -364,20 +364,30 @@ export class Repository {
    * comes with the trees stored next to it (see treeRun).
    */
   async getBlob(type: BlobType, mac: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
+    const { loc, bytes } = await this.readStoredBlob(type, mac, signal);
+    return this.decodeBlob(type, mac, loc, bytes);
+  }
+
+  /**
+   * The stored bytes of one blob and where they lie, not yet authenticated
+   * (getBlob decodes them; restore's workers decode them on their thread).
+   * A packfile gone from the store is noted as damage, and a copy of the
+   * blob elsewhere serves instead.
+   */
+  async readStoredBlob(type: BlobType, mac: Uint8Array, signal?: AbortSignal): Promise<{ loc: BlobLocation; bytes: Uint8Array }> {
     const loc = this.locate(type, mac);
-    let bytes: Uint8Array;
     try {
-      bytes = type === BT.TREE ? await this.readTree(loc, signal) : await this.store.get(Resource.PACKFILE, loc.pack, { offset: loc.offset, length: loc.length }, { signal });
+      const bytes = type === BT.TREE ? await this.readTree(loc, signal) : await this.store.get(Resource.PACKFILE, loc.pack, { offset: loc.offset, length: loc.length }, { signal });
+      return { loc, bytes };
     } catch (e) {
       if (isCofferError(e, "NOT_FOUND")) {
         this.noteDamage({ pack: loc.pack, blobs: null, why: `packfile ${toHex(loc.pack)} is missing from the store`, timeMs: Date.now() });
         // A copy elsewhere (a packfile `maintenance` repacked, then deleted since this process read the state) serves instead.
-        if (this.index.has(type, mac)) return this.getBlob(type, mac, signal);
+        if (this.index.has(type, mac)) return this.readStoredBlob(type, mac, signal);
         throw new CofferError("NOT_FOUND", `packfile ${toHex(loc.pack)} holding ${blobTypeName(type)} blob ${toHex(mac)} is missing`, { type, mac: toHex(mac) });
       }
       throw e;
     }
-    return this.decodeBlob(type, mac, loc, bytes);
   }
 
   /**

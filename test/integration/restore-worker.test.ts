@@ -1,11 +1,13 @@
 /**
  * The restore pool (src/snapshot/restore/pool.ts) with real worker threads,
  * running the compiled worker (dist/snapshot/restore/worker.js, built by
- * `npm run build`): a file is written identical, and a worker that meets a
- * damaged blob gives the main thread a CorruptError with its code, detail
- * and data, not a message alone.
+ * `npm run build`): a file is written identical, from local packfiles or
+ * from stored bytes sent in parts to the one worker that began it; a batch
+ * goes to an idle worker without waiting to be flushed; and a worker that
+ * meets a damaged blob gives the main thread a CorruptError with its code,
+ * detail and data, not a message alone.
  */
-import { existsSync, promises as fsp } from "node:fs";
+import { existsSync, promises as fsp, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -46,7 +48,7 @@ beforeAll(async () => {
   const { header } = await backup(repo, { importer: new FsImporter(src), hostname: "h", username: "u", os: "linux", arch: "x64", workers: 0 });
   file = (await new TreeReader(repo).lookup(header.root, "/f.bin"))!;
   expect(file.chunks!.length).toBeGreaterThan(1);
-  pool = (await RestorePool.start(repo, 1, pathToFileURL(WORKER)))!;
+  pool = (await RestorePool.start(repo, 2, pathToFileURL(WORKER)))!;
   expect(pool).not.toBeNull();
 });
 
@@ -66,6 +68,29 @@ describe("restore workers", () => {
     pool.flush();
     expect(await done).toBeUndefined();
     expect(Buffer.compare(await fsp.readFile(path.join(base, "ok.bin")), content)).toBe(0);
+  });
+
+  it("start a file's batch at once on an idle worker (no flush) and take its parts on that worker, in order", async () => {
+    const first = await write("idle.bin");
+    expect(await first.done).toBeUndefined(); // never flushed
+    expect(Buffer.compare(await fsp.readFile(path.join(base, "idle.bin")), content)).toBe(0);
+
+    // Each chunk's stored bytes sent along, one part per chunk, the file kept open between parts on one worker.
+    const jobs = chunkJobs(repo, file).map((c) => ({ ...c, pack: path.basename(c.pack), data: new Uint8Array(readFileSync(c.pack).subarray(c.offset, c.offset + c.length)) }));
+    const fileNo = pool.fileNumber();
+    const to = path.join(base, "parts.bin");
+    const job = { path: to, size: file.info.size, mode: file.info.mode, mtime: nsToSeconds(file.info.mtimeNs), owner: null };
+    const dones: Promise<Error | undefined>[] = [];
+    let worker: number | undefined;
+    for (let i = 0; i < jobs.length; i++) {
+      const queued = await pool.write({ ...job, chunks: [jobs[i]!], part: { file: fileNo, first: i === 0, last: i === jobs.length - 1 } }, worker);
+      if (worker !== undefined) expect(queued.worker).toBe(worker);
+      worker = queued.worker;
+      dones.push(queued.done);
+    }
+    expect(await Promise.all(dones)).toEqual(jobs.map(() => undefined));
+    expect(jobs.map((c) => c.data!.byteLength)).toEqual(jobs.map(() => 0)); // transferred with their batches, not copied
+    expect(Buffer.compare(await fsp.readFile(to), content)).toBe(0);
   });
 
   it("give a damaged blob to the main thread as a CorruptError with its code, detail and data", async () => {

@@ -1,9 +1,10 @@
 /**
  * What a restore worker does with a file (src/snapshot/restore/file-writer.ts),
  * run in process: chunks read straight from the fs store's packfiles
- * (jobs made by via-workers.ts's chunkJobs), the file identical with its
- * holes, mode and mtime; a damaged or truncated packfile is a CorruptError
- * naming the blob and the packfile.
+ * (jobs made by via-workers.ts's chunkJobs) or sent along as stored bytes
+ * (a remote store's, whole or in parts), the file identical with its
+ * holes, mode and mtime; a damaged or truncated packfile, or damaged bytes
+ * sent along, is a CorruptError naming the blob and the packfile.
  */
 import { promises as fsp, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,7 +17,7 @@ import { BlobType, Codec } from "../../src/repository/codec.js";
 import { Repository } from "../../src/repository/repository.js";
 import { backup } from "../../src/snapshot/backup/backup.js";
 import { FileWriter } from "../../src/snapshot/restore/file-writer.js";
-import type { FileJob } from "../../src/snapshot/restore/protocol.js";
+import type { ChunkJob, FileJob } from "../../src/snapshot/restore/protocol.js";
 import { chunkJobs } from "../../src/snapshot/restore/via-workers.js";
 import { TreeReader } from "../../src/snapshot/tree-reader.js";
 import type { Entry } from "../../src/snapshot/tree.js";
@@ -58,6 +59,11 @@ afterAll(async () => {
 
 function job(chunks = chunkJobs(repo, file)): FileJob {
   return { id: 1, path: path.join(base, `out-${++n}`), size: file.info.size, mode: file.info.mode, mtime: nsToSeconds(file.info.mtimeNs), owner: null, chunks };
+}
+
+/** The chunk jobs with each blob's stored bytes sent along, as from a remote store (`pack` then names the packfile by ID). */
+function inlineJobs(): ChunkJob[] {
+  return chunkJobs(repo, file).map((c) => ({ ...c, pack: path.basename(c.pack), data: new Uint8Array(readFileSync(c.pack).subarray(c.offset, c.offset + c.length)) }));
 }
 
 /** A copy of the packfile holding chunk `i`, in a folder of its own, with `damage` applied; the chunk jobs pointing into it. */
@@ -113,6 +119,51 @@ describe("FileWriter", () => {
     }
     expect(thrown).toBeInstanceOf(CorruptError);
     expect(thrown).toMatchObject({ code: "CORRUPT", detail: "short read (damaged or truncated packfile)", data: { type: BlobType.CHUNK, mac, pack } });
+  });
+
+  it("writes the file identical from stored bytes sent along, whole and in parts (the parts kept open between them)", () => {
+    const whole = job(inlineJobs());
+    writer.write(whole);
+    expect(Buffer.compare(readFileSync(whole.path), content)).toBe(0);
+    expect(statSync(whole.path).blocks * 512).toBeLessThan(content.byteLength);
+
+    const chunks = inlineJobs();
+    const base = job([]);
+    const cut = [0, 1, chunks.length - 1, chunks.length];
+    for (let i = 0; i < 3; i++) {
+      writer.write({ ...base, chunks: chunks.slice(cut[i], cut[i + 1]), part: { file: 7, first: i === 0, last: i === 2 } });
+      // its metadata waits for the last part (created 0600)
+      if (i < 2) expect(statSync(base.path).mode & 0o777).toBe(0o600);
+    }
+    expect(Buffer.compare(readFileSync(base.path), content)).toBe(0);
+    expect(statSync(base.path).mode & 0o7777).toBe(0o640);
+    expect(statSync(base.path).mtimeMs).toBeCloseTo(base.mtime * 1000, 0);
+  });
+
+  it("an abandoned file is closed as it is; a part after a failed first part fails without touching anything", async () => {
+    const chunks = inlineJobs();
+    const a = job([]);
+    writer.write({ ...a, chunks: chunks.slice(0, 1), part: { file: 8, first: true, last: false } });
+    writer.write({ ...a, chunks: [], part: { file: 8, first: false, last: true, abandon: true } });
+    expect(statSync(a.path).size).toBe(file.chunks![0]!.length); // what was written, no metadata set
+    expect(() => writer.write({ ...a, chunks: chunks.slice(1), part: { file: 8, first: false, last: true } })).toThrow(/an earlier part of the file was not written/);
+
+    const b = job([]);
+    await fsp.writeFile(b.path, "already here");
+    expect(() => writer.write({ ...b, chunks: chunks.slice(0, 1), part: { file: 9, first: true, last: false } })).toThrow(expect.objectContaining({ code: "EEXIST" }));
+    expect(() => writer.write({ ...b, chunks: chunks.slice(1), part: { file: 9, first: false, last: true } })).toThrow(/an earlier part/);
+    expect(await fsp.readFile(b.path, "utf8")).toBe("already here");
+  });
+
+  it("stored bytes sent along that are damaged or of the wrong length are a CorruptError naming the blob and its packfile", () => {
+    const flipped = inlineJobs();
+    const c = flipped[1]!;
+    c.data![c.length >> 1]! ^= 0x02;
+    expect(() => writer.write(job(flipped))).toThrow(expect.objectContaining({ code: "CORRUPT", detail: expect.stringMatching(/authentication failed/), data: { type: BlobType.CHUNK, mac: toHex(file.chunks![1]!.mac), pack: c.pack } }));
+
+    const short = inlineJobs();
+    short[0] = { ...short[0]!, data: short[0]!.data!.subarray(0, 100) };
+    expect(() => writer.write(job(short))).toThrow(expect.objectContaining({ code: "CORRUPT", detail: `came with 100 bytes, expected ${short[0]!.length}` }));
   });
 
   it("never writes over an existing file (EEXIST, not corruption)", async () => {

@@ -1,9 +1,11 @@
 /**
  * Writes one regular file of a restore with synchronous I/O (the restore
  * workers' job, worker.ts): each chunk's encoded blob is read straight from
- * its packfile, authenticated and decoded, and written with a positional
- * write, runs of zeros left as holes; then size, owner, mode and mtime are
- * set on the open file. Damage is a CorruptError naming the packfile.
+ * its local packfile or taken as the main thread sent it, authenticated and
+ * decoded, and written with a positional write, runs of zeros left as
+ * holes; then size, owner, mode and mtime are set on the open file. A file
+ * sent in parts stays open from its first part to its last. Damage is a
+ * CorruptError naming the packfile.
  */
 import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, openSync, writeSync } from "node:fs";
 import { basename } from "node:path";
@@ -15,6 +17,13 @@ import { collectAfter } from "../workers.js";
 import { pieces } from "./holes.js";
 import { OpenPacks } from "./open-packs.js";
 import type { ChunkJob, FileJob } from "./protocol.js";
+
+/** A file being written: its descriptor, where its next chunk goes, and where its data ends (what follows is a hole). */
+interface OpenFile {
+  fd: number;
+  offset: number;
+  dataEnd: number;
+}
 
 /**
  * A buffer reused from chunk to chunk (each is read, decoded and written
@@ -43,31 +52,60 @@ export class FileWriter {
 
   constructor(private readonly codec: Codec) {}
 
-  /** Creates the file at `job.path` (it must not exist) and fills it; throws what went wrong (the file is then incomplete). */
+  /** Files sent in parts, open between their parts, by FilePart.file. */
+  private readonly partial = new Map<number, OpenFile>();
+
+  /**
+   * Creates the file at `job.path` (it must not exist) and fills it, or
+   * does the part of it `job.part` says; throws what went wrong (the file
+   * is then incomplete, and closed: later parts of it fail too).
+   */
   write(job: FileJob): void {
-    const fd = openSync(fsPath(job.path), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    const part = job.part;
+    let f: OpenFile | undefined;
+    if (part && !part.first) {
+      f = this.partial.get(part.file);
+      if (!f) throw new Error(`${job.path}: an earlier part of the file was not written`);
+    } else {
+      const fd = openSync(fsPath(job.path), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      f = { fd, offset: 0, dataEnd: 0 };
+    }
+    let open = false;
     try {
-      let offset = 0;
-      let dataEnd = 0;
-      for (const c of job.chunks) {
-        const raw = this.chunk(c, offset);
-        for (const p of pieces(raw, offset)) {
-          if (p.data) {
-            writeAll(fd, p.data, p.offset);
-            dataEnd = p.offset + p.length;
-          }
-        }
-        offset += raw.byteLength;
-        // what is left to the collector: a payload or raw bytes not in the scratch buffers (a fallback path)
-        if (![this.blob, this.payload, this.raw].some((b) => b.holds(raw))) collectAfter(raw.byteLength);
+      if (part?.abandon) return;
+      this.fill(f, job.chunks);
+      if (part && !part.last) {
+        this.partial.set(part.file, f);
+        open = true;
+        return;
       }
-      const size = Math.max(job.size, offset);
-      if (size > dataEnd) ftruncateSync(fd, size); // trailing holes
-      if (job.owner) fchownSync(fd, job.owner[0], job.owner[1]);
-      fchmodSync(fd, job.mode); // after chown, which clears setuid bits
-      futimesSync(fd, job.mtime, job.mtime);
+      const size = Math.max(job.size, f.offset);
+      if (size > f.dataEnd) ftruncateSync(f.fd, size); // trailing holes
+      if (job.owner) fchownSync(f.fd, job.owner[0], job.owner[1]);
+      fchmodSync(f.fd, job.mode); // after chown, which clears setuid bits
+      futimesSync(f.fd, job.mtime, job.mtime);
     } finally {
-      closeSync(fd);
+      if (!open) {
+        if (part) this.partial.delete(part.file);
+        closeSync(f.fd);
+      }
+    }
+  }
+
+  /** Writes `chunks` to `f` from its offset on. */
+  private fill(f: OpenFile, chunks: readonly ChunkJob[]): void {
+    for (const c of chunks) {
+      const raw = this.chunk(c, f.offset);
+      for (const p of pieces(raw, f.offset)) {
+        if (p.data) {
+          writeAll(f.fd, p.data, p.offset);
+          f.dataEnd = p.offset + p.length;
+        }
+      }
+      f.offset += raw.byteLength;
+      // what is left to the collector: a payload or raw bytes not in the scratch buffers (a fallback path)
+      if (![this.blob, this.payload, this.raw].some((b) => b.holds(raw))) collectAfter(raw.byteLength);
+      if (c.data) collectAfter(c.data.byteLength); // the blob as sent, now garbage
     }
   }
 
@@ -75,8 +113,13 @@ export class FileWriter {
   private chunk(c: ChunkJob, offset: number): Uint8Array {
     const pack = basename(c.pack); // the packfile's file is named by its ID
     const corrupt = (detail: string) => new CorruptError(`chunk at ${offset}`, detail, { type: BlobType.CHUNK, mac: toHex(c.mac), pack });
-    const blob = this.blob.get(c.length);
-    if (!this.packs.read(c.pack, c.offset, blob)) throw corrupt("short read (damaged or truncated packfile)");
+    let blob = c.data;
+    if (blob) {
+      if (blob.byteLength !== c.length) throw corrupt(`came with ${blob.byteLength} bytes, expected ${c.length}`);
+    } else {
+      blob = this.blob.get(c.length);
+      if (!this.packs.read(c.pack, c.offset, blob)) throw corrupt("short read (damaged or truncated packfile)");
+    }
     let raw: Uint8Array;
     try {
       raw = this.codec.decodeSync(BlobType.CHUNK, c.mac, blob, this.scratch);
@@ -87,9 +130,11 @@ export class FileWriter {
     return raw;
   }
 
-  /** Closes the packfiles kept open. */
+  /** Closes the packfiles kept open, and any file left between its parts. */
   close(): void {
     this.packs.close();
+    for (const f of this.partial.values()) closeSync(f.fd);
+    this.partial.clear();
   }
 }
 

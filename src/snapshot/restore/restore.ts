@@ -1,7 +1,10 @@
 /**
  * Restore: walks a snapshot subtree depth-first and hands each entry to
  * the exporter (via-exporter.ts) or, for regular files into a local
- * directory from a local store, to the worker pool (via-workers.ts).
+ * directory, to the worker pool (via-workers.ts): from a local store the
+ * workers read the packfiles themselves; from a remote one the main thread
+ * fetches the stored bytes through the restore's BlobReader and the
+ * workers decode and write them.
  * The order rules live here: a directory before its children, hard-linked
  * files one at a time, a bounded number of exports in flight.
  */
@@ -17,7 +20,7 @@ import { wantChunks } from "./content.js";
 import { type Failure, Outcome, type RestoreEvent, type RestoreResult } from "./outcome.js";
 import { RestorePool } from "./pool.js";
 import { exportEntry } from "./via-exporter.js";
-import { writeByPool } from "./via-workers.js";
+import { writeByPool, writeFetchedByPool } from "./via-workers.js";
 
 export type { RestoreEvent, RestoreResult };
 
@@ -47,6 +50,7 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
   // Kloset's EXPORTXATTR: only exporters that asked for them get extended attributes.
   const wantsXattrs = (exporter.flags & LocationFlag.EXPORTXATTR) !== 0;
   const pool = exporter.prepareFile && o.workers !== 0 ? await RestorePool.start(repo, o.workers).catch(() => null) : null;
+  const localPacks = repo.store.localPath !== undefined;
 
   const settle = (pathname: string, e: Entry, failure: Failure | undefined) => (failure ? outcome.failed(pathname, failure) : outcome.succeeded(pathname, e));
   // File content through the exporter comes from one reader, which plans its
@@ -70,6 +74,10 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
 
   /** Files handed to the worker pool (not counted against `limit`: the pool bounds itself). */
   const pooled = new Set<Promise<void>>();
+  const toPool = (rel: string, entry: Entry, queuedFile: { done: Promise<Failure | undefined> }) => {
+    const p: Promise<void> = queuedFile.done.then((f) => settle(rel, entry, f)).finally(() => pooled.delete(p));
+    pooled.add(p);
+  };
   const drain = async () => {
     pool?.flush();
     while (queued.length > 0 || inflight.size > 0 || pooled.size > 0) await Promise.all([...inflight, ...pooled]);
@@ -96,13 +104,14 @@ export async function restore(repo: Repository, header: SnapshotHeader, path: st
         await exportOne(rel, entry);
         continue;
       }
-      if (pool && entry.info.kind === "file" && !(wantsXattrs && entry.xattrs?.length)) {
-        const p: Promise<void> = (await writeByPool(pool, repo, exporter, rel, entry, signal)).done.then((f) => settle(rel, entry, f)).finally(() => pooled.delete(p));
-        pooled.add(p);
+      const pooledFile = pool && entry.info.kind === "file" && !(wantsXattrs && entry.xattrs?.length);
+      if (pool && pooledFile && localPacks) {
+        toPool(rel, entry, await writeByPool(pool, repo, exporter, rel, entry, signal));
         continue;
       }
+      // Fetched content waits for its reads, a bounded number of files at once, as exports do.
       const blobs = wanted(entry);
-      queued.push(() => exportOne(rel, entry, blobs));
+      queued.push(pool && pooledFile ? async () => toPool(rel, entry, await writeFetchedByPool(pool, exporter, rel, entry, blobs!, signal)) : () => exportOne(rel, entry, blobs));
       startQueued();
       while (queued.length >= LOOKAHEAD) await Promise.race(inflight);
     }
