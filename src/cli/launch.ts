@@ -2,6 +2,7 @@
  * What the launcher (bin/coffer.js) re-executes Node with; kept here so that
  * it is typed and tested. The launcher replaces its process (same PID) once.
  */
+import { setFlagsFromString } from "node:v8";
 
 /**
  * A small young generation: coffer churns through short-lived buffers and
@@ -16,6 +17,17 @@
  * Both lower peak RSS at no cost in time (docs/PERFORMANCE.md).
  */
 export const V8_FLAGS: readonly string[] = ["--max-semi-space-size=4", "--heap-growing-percent=50", "--expose-gc"];
+
+/**
+ * Gives V8 back its own heap growth for the rest of the process, for a
+ * command whose main thread keeps a steady flow of records and reads alive
+ * for a while (restore's lookahead): at 1.5x it ran a full collection every
+ * few MiB promoted, each marking the whole index, which cost more CPU time
+ * than the memory it saved was worth (docs/PERFORMANCE.md, "Remote stores").
+ */
+export function useDefaultHeapGrowth(): void {
+  setFlagsFromString("--heap-growing-percent=0"); // 0: V8 picks the factor
+}
 
 /**
  * glibc's malloc: buffers from 128 KiB on get their own mapping, returned to

@@ -9,6 +9,7 @@ import { lookupOrThrow, TreeReader } from "../../snapshot/tree-reader.js";
 import { CofferError } from "../../util/errors.js";
 import { connectorOptions, type Context, withRepository } from "../context.js";
 import { ExitCode } from "../exit-codes.js";
+import { useDefaultHeapGrowth } from "../launch.js";
 import { bytes, say, shortId, shown } from "../format.js";
 import { parseSnapshotTarget } from "../snapshot-target.js";
 
@@ -21,6 +22,7 @@ interface RestoreCmdOptions {
 }
 
 async function runRestore(target: string | undefined, o: RestoreCmdOptions, ctx: Context): Promise<ExitCode> {
+  useDefaultHeapGrowth();
   const { snapshot, path } = parseSnapshotTarget(target);
   const exporter = await ctx.registry.make("exporter", o.to ?? ctx.cwd, parseOptions(o.option), connectorOptions(ctx, { overwrite: o.force === true }));
   try {
