@@ -105,7 +105,9 @@ export class FileWriter {
       f.offset += raw.byteLength;
       // what is left to the collector: a payload or raw bytes not in the scratch buffers (a fallback path)
       if (![this.blob, this.payload, this.raw].some((b) => b.holds(raw))) collectAfter(raw.byteLength);
-      if (c.data) collectAfter(c.data.byteLength); // the blob as sent, now garbage
+      // The blob as sent, written now, is freed at once: left to the collector,
+      // buffers arriving this fast made it run full collections back to back.
+      if (c.data) (c.data.buffer as ArrayBuffer).transfer(0);
     }
   }
 
